@@ -1,0 +1,245 @@
+package sites
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Errors returned by the registry. Callers test them with errors.Is; the admin
+// API maps each to one HTTP status.
+var (
+	// ErrNotFound: the named plan, org, site or domain does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the write clashes with existing state (an id or a domain taken,
+	// an org that still owns sites).
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: a field is malformed or refers to something that does not exist.
+	ErrInvalid = errors.New("invalid")
+	// ErrSiteNotFound is what routing returns for a host no site serves.
+	ErrSiteNotFound = errors.New("no site for this host")
+)
+
+// LimitError is returned when a plan limit forbids a creation. It matches
+// ErrConflict with errors.Is.
+type LimitError struct {
+	Limit string // "sites" or "domains"
+	Max   int
+	Plan  string
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("plan %q allows at most %d %s", e.Plan, e.Max, e.Limit)
+}
+
+// Is makes a LimitError match ErrConflict.
+func (e *LimitError) Is(target error) bool { return target == ErrConflict }
+
+// Duration is a time.Duration written as a Go duration string ("72h") in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads "72h"-style strings (and, for convenience, plain seconds).
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var secs int64
+		if err2 := json.Unmarshal(b, &secs); err2 != nil {
+			return fmt.Errorf("duration must be a string like \"72h\"")
+		}
+		*d = Duration(time.Duration(secs) * time.Second)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Plan is a set of limits an org subscribes to. A zero limit means unlimited.
+type Plan struct {
+	Name string `json:"name"`
+	// EgressBytes is the egress allowed per billing period.
+	EgressBytes int64 `json:"egress_bytes"`
+	// StorageBytes is the storage allowed across the org's sites.
+	StorageBytes int64 `json:"storage_bytes"`
+	// Sites is how many sites the org may own.
+	Sites int `json:"sites"`
+	// Domains is how many custom domains the org may attach, over all its sites.
+	Domains int `json:"domains"`
+	// ThrottleBPS is the bandwidth (bytes per second) an org over its egress
+	// quota is slowed to; 0 means over-quota orgs are not throttled.
+	ThrottleBPS int64 `json:"throttle_bps"`
+	// HardLimitPercent is the share of the egress quota past which requests are
+	// blocked: 0 never blocks, otherwise at least 100.
+	HardLimitPercent int `json:"hard_limit_percent"`
+	// GracePeriod is how long a past-due org keeps being served.
+	GracePeriod Duration `json:"grace_period"`
+}
+
+// Validate reports every bad field of p.
+func (p Plan) Validate() error {
+	var errs []error
+	if !validID(p.Name) {
+		errs = append(errs, fmt.Errorf("name: %q must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit", p.Name))
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"egress_bytes", p.EgressBytes}, {"storage_bytes", p.StorageBytes}, {"sites", int64(p.Sites)},
+		{"domains", int64(p.Domains)}, {"throttle_bps", p.ThrottleBPS}, {"grace_period", int64(p.GracePeriod)}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative", f.name))
+		}
+	}
+	if p.HardLimitPercent != 0 && (p.HardLimitPercent < 100 || p.HardLimitPercent > 10000) {
+		errs = append(errs, fmt.Errorf("hard_limit_percent: %d must be 0 (never block) or between 100 and 10000", p.HardLimitPercent))
+	}
+	return errors.Join(errs...)
+}
+
+// FreePlan is the plan that exists out of the box, so a fresh installation can
+// register an org without configuring anything: 1 site, 1 domain, 16 MiB of
+// storage and 1 GiB of egress a month. Operators change it with PUT /v1/plans/free.
+var FreePlan = Plan{
+	Name:             "free",
+	EgressBytes:      1 << 30,
+	StorageBytes:     16 << 20,
+	Sites:            1,
+	Domains:          1,
+	ThrottleBPS:      128 << 10,
+	HardLimitPercent: 150,
+	GracePeriod:      Duration(72 * time.Hour),
+}
+
+// Org states.
+const (
+	StateActive    = "active"
+	StateSuspended = "suspended"
+)
+
+// Org is the billing entity that owns sites.
+type Org struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Plan      string    `json:"plan"`
+	State     string    `json:"state"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Validate checks the org's own fields (not whether its plan exists).
+func (o Org) Validate() error {
+	var errs []error
+	if !validID(o.ID) {
+		errs = append(errs, fmt.Errorf("id: %q must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit", o.ID))
+	}
+	if len(o.Name) > 200 {
+		errs = append(errs, errors.New("name: at most 200 characters"))
+	}
+	if o.Plan == "" {
+		errs = append(errs, errors.New("plan: required"))
+	}
+	if o.State != StateActive && o.State != StateSuspended {
+		errs = append(errs, fmt.Errorf("state: %q must be %q or %q", o.State, StateActive, StateSuspended))
+	}
+	return errors.Join(errs...)
+}
+
+// Source types.
+const (
+	SourceDir      = "dir"
+	SourceUpstream = "upstream"
+)
+
+// Source says where a site's content comes from.
+type Source struct {
+	// Type is "dir" (a local directory) or "upstream" (a tenant instance to
+	// reverse-proxy).
+	Type string `json:"type"`
+	// Path is the directory of a "dir" site; it must be absolute.
+	Path string `json:"path,omitempty"`
+	// URL is the base URL of an "upstream" site: http or https, host and
+	// optional port, no query.
+	URL string `json:"url,omitempty"`
+}
+
+// Validate checks the source's fields.
+func (s Source) Validate() error {
+	switch s.Type {
+	case SourceDir:
+		if s.URL != "" {
+			return errors.New("source.url: not allowed for a dir source")
+		}
+		if s.Path == "" || !filepath.IsAbs(s.Path) {
+			return fmt.Errorf("source.path: %q must be an absolute directory path", s.Path)
+		}
+		if strings.ContainsRune(s.Path, 0) {
+			return errors.New("source.path: contains NUL")
+		}
+	case SourceUpstream:
+		if s.Path != "" {
+			return errors.New("source.path: not allowed for an upstream source")
+		}
+		u, err := url.Parse(s.URL)
+		if err != nil {
+			return fmt.Errorf("source.url: %w", err)
+		}
+		if u.Scheme != "http" && u.Scheme != "https" {
+			return fmt.Errorf("source.url: %q must start with http:// or https://", s.URL)
+		}
+		if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("source.url: %q must be scheme://host[:port][/path] with no user, query or fragment", s.URL)
+		}
+	case "":
+		return errors.New("source.type: required (\"dir\" or \"upstream\")")
+	default:
+		return fmt.Errorf("source.type: %q is not one of \"dir\", \"upstream\"", s.Type)
+	}
+	return nil
+}
+
+// Site is something tollgate serves, owned by one org.
+type Site struct {
+	ID        string    `json:"id"`
+	Org       string    `json:"org"`
+	Source    Source    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Validate checks the site's own fields.
+func (s Site) Validate() error {
+	var errs []error
+	if !validID(s.ID) {
+		errs = append(errs, fmt.Errorf("id: %q must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit", s.ID))
+	}
+	errs = append(errs, s.Source.Validate())
+	return errors.Join(errs...)
+}
+
+// Domain statuses.
+const (
+	// DomainVerified: the domain may be routed and may get a certificate. Domains
+	// attached by an operator through the admin API are trusted and verified.
+	DomainVerified = "verified"
+)
+
+// Domain is a hostname attached to one site.
+type Domain struct {
+	Name      string    `json:"domain"`
+	Site      string    `json:"site"`
+	Status    string    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+func validID(s string) bool { return idRE.MatchString(s) }

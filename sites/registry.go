@@ -1,0 +1,389 @@
+// Package sites knows what tollgate serves: the registry of plans, orgs, sites
+// and domains, and (in later issues) content sources and their cache.
+//
+// The registry persists every write through a Store and publishes an immutable
+// Snapshot, swapped atomically, that the request path reads without locks.
+package sites
+
+import (
+	"context"
+	"encoding/json"
+
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/store"
+)
+
+// Store is the durable state the registry needs: scan a bucket, apply a batch
+// atomically. *store.Bolt implements it.
+type Store interface {
+	Scan(ctx context.Context, bucket string, fn func(key, value []byte) error) error
+	Apply(ctx context.Context, ops ...store.Op) error
+}
+
+// Bucket names of the registry's records.
+const (
+	bucketPlans   = "plans"
+	bucketOrgs    = "orgs"
+	bucketSites   = "sites"
+	bucketDomains = "domains"
+)
+
+// Snapshot is one immutable view of the registry. Never modify what it holds.
+type Snapshot struct {
+	Plans   map[string]*Plan
+	Orgs    map[string]*Org
+	Sites   map[string]*Site
+	Domains map[string]*Domain
+	// Version grows by one with every write.
+	Version uint64
+}
+
+func (s *Snapshot) clone() *Snapshot {
+	return &Snapshot{
+		Plans:   maps.Clone(s.Plans),
+		Orgs:    maps.Clone(s.Orgs),
+		Sites:   maps.Clone(s.Sites),
+		Domains: maps.Clone(s.Domains),
+		Version: s.Version + 1,
+	}
+}
+
+// SitesOf returns the ids of the org's sites, sorted.
+func (s *Snapshot) SitesOf(org string) []string {
+	var ids []string
+	for id, site := range s.Sites {
+		if site.Org == org {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// DomainsOf returns the names of the site's domains, sorted.
+func (s *Snapshot) DomainsOf(site string) []string {
+	var names []string
+	for name, d := range s.Domains {
+		if d.Site == site {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (s *Snapshot) domainCountOfOrg(org string) int {
+	n := 0
+	for _, d := range s.Domains {
+		if site := s.Sites[d.Site]; site != nil && site.Org == org {
+			n++
+		}
+	}
+	return n
+}
+
+// Registry owns the plans, orgs, sites and domains. Reads go to Snapshot;
+// writes are serialized, persisted, then published.
+type Registry struct {
+	st   Store
+	now  func() time.Time
+	snap atomic.Pointer[Snapshot]
+
+	mu   sync.Mutex // serializes writes and subscriber calls
+	subs []func(*Snapshot)
+}
+
+// New loads the registry from st. On an empty store it creates the built-in
+// "free" plan (FreePlan).
+func New(ctx context.Context, st Store) (*Registry, error) {
+	r := &Registry{st: st, now: time.Now}
+	snap := &Snapshot{Plans: map[string]*Plan{}, Orgs: map[string]*Org{}, Sites: map[string]*Site{}, Domains: map[string]*Domain{}}
+	if err := load(ctx, st, bucketPlans, snap.Plans, func(p *Plan) string { return p.Name }); err != nil {
+		return nil, err
+	}
+	if err := load(ctx, st, bucketOrgs, snap.Orgs, func(o *Org) string { return o.ID }); err != nil {
+		return nil, err
+	}
+	if err := load(ctx, st, bucketSites, snap.Sites, func(s *Site) string { return s.ID }); err != nil {
+		return nil, err
+	}
+	if err := load(ctx, st, bucketDomains, snap.Domains, func(d *Domain) string { return d.Name }); err != nil {
+		return nil, err
+	}
+	r.snap.Store(snap)
+	if len(snap.Plans) == 0 {
+		if _, err := r.PutPlan(ctx, FreePlan); err != nil {
+			return nil, fmt.Errorf("sites: creating the built-in free plan: %w", err)
+		}
+	}
+	return r, nil
+}
+
+func load[T any](ctx context.Context, st Store, bucket string, into map[string]*T, key func(*T) string) error {
+	return st.Scan(ctx, bucket, func(k, v []byte) error {
+		rec := new(T)
+		if err := json.Unmarshal(v, rec); err != nil {
+			return fmt.Errorf("sites: corrupt record %s/%s: %w", bucket, k, err)
+		}
+		into[key(rec)] = rec
+		return nil
+	})
+}
+
+// Snapshot returns the current immutable view. It never blocks.
+func (r *Registry) Snapshot() *Snapshot { return r.snap.Load() }
+
+// OnChange registers fn to be called with every new snapshot, in order, and
+// once right away with the current one. fn must be fast; it runs under the
+// registry's write lock.
+func (r *Registry) OnChange(fn func(*Snapshot)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.subs = append(r.subs, fn)
+	fn(r.snap.Load())
+}
+
+// update runs fn on a copy of the snapshot under the write lock, persists the
+// ops it returns and publishes the copy.
+func (r *Registry) update(ctx context.Context, fn func(next *Snapshot) ([]store.Op, error)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := r.snap.Load().clone()
+	ops, err := fn(next)
+	if err != nil {
+		return err
+	}
+	if err := r.st.Apply(ctx, ops...); err != nil {
+		return fmt.Errorf("sites: persisting: %w", err)
+	}
+	r.snap.Store(next)
+	for _, fn := range r.subs {
+		fn(next)
+	}
+	return nil
+}
+
+func putOp(bucket, key string, v any) store.Op {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // records are plain structs: Marshal cannot fail
+	}
+	return store.Put(bucket, key, b)
+}
+
+func invalid(err error) error { return fmt.Errorf("%w: %w", ErrInvalid, err) }
+
+// PutPlan creates or replaces a plan. It reports whether the plan is new.
+func (r *Registry) PutPlan(ctx context.Context, p Plan) (created bool, err error) {
+	if err := p.Validate(); err != nil {
+		return false, invalid(err)
+	}
+	err = r.update(ctx, func(next *Snapshot) ([]store.Op, error) {
+		created = next.Plans[p.Name] == nil
+		next.Plans[p.Name] = &p
+		return []store.Op{putOp(bucketPlans, p.Name, &p)}, nil
+	})
+	return created, err
+}
+
+// Plan returns a plan by name.
+func (r *Registry) Plan(name string) (Plan, error) {
+	p := r.Snapshot().Plans[name]
+	if p == nil {
+		return Plan{}, fmt.Errorf("plan %q: %w", name, ErrNotFound)
+	}
+	return *p, nil
+}
+
+// CreateOrg adds an org. State defaults to active; the plan must exist.
+func (r *Registry) CreateOrg(ctx context.Context, o Org) (Org, error) {
+	if o.State == "" {
+		o.State = StateActive
+	}
+	if err := o.Validate(); err != nil {
+		return Org{}, invalid(err)
+	}
+	o.CreatedAt = r.now().UTC()
+	err := r.update(ctx, func(next *Snapshot) ([]store.Op, error) {
+		if next.Orgs[o.ID] != nil {
+			return nil, fmt.Errorf("org %q already exists: %w", o.ID, ErrConflict)
+		}
+		if next.Plans[o.Plan] == nil {
+			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))
+		}
+		next.Orgs[o.ID] = &o
+		return []store.Op{putOp(bucketOrgs, o.ID, &o)}, nil
+	})
+	return o, err
+}
+
+// Org returns an org by id.
+func (r *Registry) Org(id string) (Org, error) {
+	o := r.Snapshot().Orgs[id]
+	if o == nil {
+		return Org{}, fmt.Errorf("org %q: %w", id, ErrNotFound)
+	}
+	return *o, nil
+}
+
+// OrgPatch lists the org fields an update may change; nil leaves a field as is.
+type OrgPatch struct {
+	Name  *string `json:"name"`
+	Plan  *string `json:"plan"`
+	State *string `json:"state"`
+}
+
+// UpdateOrg applies patch to the org.
+func (r *Registry) UpdateOrg(ctx context.Context, id string, patch OrgPatch) (Org, error) {
+	var out Org
+	err := r.update(ctx, func(next *Snapshot) ([]store.Op, error) {
+		cur := next.Orgs[id]
+		if cur == nil {
+			return nil, fmt.Errorf("org %q: %w", id, ErrNotFound)
+		}
+		o := *cur
+		if patch.Name != nil {
+			o.Name = *patch.Name
+		}
+		if patch.Plan != nil {
+			o.Plan = *patch.Plan
+		}
+		if patch.State != nil {
+			o.State = *patch.State
+		}
+		if err := o.Validate(); err != nil {
+			return nil, invalid(err)
+		}
+		if next.Plans[o.Plan] == nil {
+			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))
+		}
+		next.Orgs[id] = &o
+		out = o
+		return []store.Op{putOp(bucketOrgs, id, &o)}, nil
+	})
+	return out, err
+}
+
+// DeleteOrg removes an org that owns no sites.
+func (r *Registry) DeleteOrg(ctx context.Context, id string) error {
+	return r.update(ctx, func(next *Snapshot) ([]store.Op, error) {
+		if next.Orgs[id] == nil {
+			return nil, fmt.Errorf("org %q: %w", id, ErrNotFound)
+		}
+		if n := len(next.SitesOf(id)); n > 0 {
+			return nil, fmt.Errorf("org %q still owns %d site(s); delete them first: %w", id, n, ErrConflict)
+		}
+		delete(next.Orgs, id)
+		return []store.Op{store.Delete(bucketOrgs, id)}, nil
+	})
+}
+
+// CreateSite adds a site to an org, within its plan's site limit.
+func (r *Registry) CreateSite(ctx context.Context, s Site) (Site, error) {
+	if err := s.Validate(); err != nil {
+		return Site{}, invalid(err)
+	}
+	s.CreatedAt = r.now().UTC()
+	err := r.update(ctx, func(next *Snapshot) ([]store.Op, error) {
+		org := next.Orgs[s.Org]
+		if org == nil {
+			return nil, fmt.Errorf("org %q: %w", s.Org, ErrNotFound)
+		}
+		if next.Sites[s.ID] != nil {
+			return nil, fmt.Errorf("site %q already exists: %w", s.ID, ErrConflict)
+		}
+		if plan := next.Plans[org.Plan]; plan != nil && plan.Sites > 0 && len(next.SitesOf(org.ID)) >= plan.Sites {
+			return nil, &LimitError{Limit: "sites", Max: plan.Sites, Plan: plan.Name}
+		}
+		next.Sites[s.ID] = &s
+		return []store.Op{putOp(bucketSites, s.ID, &s)}, nil
+	})
+	return s, err
+}
+
+// Site returns a site by id.
+func (r *Registry) Site(id string) (Site, error) {
+	s := r.Snapshot().Sites[id]
+	if s == nil {
+		return Site{}, fmt.Errorf("site %q: %w", id, ErrNotFound)
+	}
+	return *s, nil
+}
+
+// DeleteSite removes a site and detaches its domains.
+func (r *Registry) DeleteSite(ctx context.Context, id string) error {
+	return r.update(ctx, func(next *Snapshot) ([]store.Op, error) {
+		if next.Sites[id] == nil {
+			return nil, fmt.Errorf("site %q: %w", id, ErrNotFound)
+		}
+		ops := []store.Op{store.Delete(bucketSites, id)}
+		for _, name := range next.DomainsOf(id) {
+			delete(next.Domains, name)
+			ops = append(ops, store.Delete(bucketDomains, name))
+		}
+		delete(next.Sites, id)
+		return ops, nil
+	})
+}
+
+// AttachDomain attaches a hostname (normalized with NormalizeDomain) to a site.
+// A domain attached by an operator is trusted: its status is verified.
+func (r *Registry) AttachDomain(ctx context.Context, siteID, name string) (Domain, error) {
+	host, err := NormalizeDomain(name)
+	if err != nil {
+		return Domain{}, invalid(fmt.Errorf("domain: %w", err))
+	}
+	d := Domain{Name: host, Site: siteID, Status: DomainVerified, CreatedAt: r.now().UTC()}
+	err = r.update(ctx, func(next *Snapshot) ([]store.Op, error) {
+		site := next.Sites[siteID]
+		if site == nil {
+			return nil, fmt.Errorf("site %q: %w", siteID, ErrNotFound)
+		}
+		if cur := next.Domains[host]; cur != nil {
+			return nil, fmt.Errorf("domain %q is already attached to site %q: %w", host, cur.Site, ErrConflict)
+		}
+		org := next.Orgs[site.Org]
+		if org != nil {
+			if plan := next.Plans[org.Plan]; plan != nil && plan.Domains > 0 && next.domainCountOfOrg(org.ID) >= plan.Domains {
+				return nil, &LimitError{Limit: "domains", Max: plan.Domains, Plan: plan.Name}
+			}
+		}
+		next.Domains[host] = &d
+		return []store.Op{putOp(bucketDomains, host, &d)}, nil
+	})
+	return d, err
+}
+
+// Domain returns an attached domain; name is normalized first.
+func (r *Registry) Domain(name string) (Domain, error) {
+	host, err := NormalizeDomain(name)
+	if err != nil {
+		return Domain{}, invalid(fmt.Errorf("domain: %w", err))
+	}
+	d := r.Snapshot().Domains[host]
+	if d == nil {
+		return Domain{}, fmt.Errorf("domain %q: %w", host, ErrNotFound)
+	}
+	return *d, nil
+}
+
+// DetachDomain removes a domain; name is normalized first.
+func (r *Registry) DetachDomain(ctx context.Context, name string) error {
+	host, err := NormalizeDomain(name)
+	if err != nil {
+		return invalid(fmt.Errorf("domain: %w", err))
+	}
+	return r.update(ctx, func(next *Snapshot) ([]store.Op, error) {
+		if next.Domains[host] == nil {
+			return nil, fmt.Errorf("domain %q: %w", host, ErrNotFound)
+		}
+		delete(next.Domains, host)
+		return []store.Op{store.Delete(bucketDomains, host)}, nil
+	})
+}

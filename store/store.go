@@ -1,0 +1,142 @@
+// Package store keeps tollgate's durable state. The embedded default is one bbolt
+// file; a Redis backend for clusters arrives with cluster mode and offers the same
+// two operations: scan a bucket, apply a batch of writes atomically.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Config is the [store] section.
+type Config struct {
+	// Path is the bbolt file holding the registry (and, later, counters and
+	// certificates) when no Redis is configured. Its directory is created on
+	// start. Default: "tollgate.db" in the working directory.
+	Path string `toml:"path"`
+	// OpenTimeout bounds how long Open waits for the file lock another process
+	// may hold. Default: 5s.
+	OpenTimeout time.Duration `toml:"open_timeout"`
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.Path == "" {
+		c.Path = "tollgate.db"
+	}
+	if c.OpenTimeout == 0 {
+		c.OpenTimeout = 5 * time.Second
+	}
+}
+
+// Validate reports every bad key of the [store] section.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Path == "" {
+		errs = append(errs, errors.New("store.path: must not be empty"))
+	}
+	if c.OpenTimeout < 0 {
+		errs = append(errs, errors.New("store.open_timeout: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Op is one write of a batch: Value nil deletes Key from Bucket.
+type Op struct {
+	Bucket string
+	Key    string
+	Value  []byte
+}
+
+// Put returns an Op that stores value under key.
+func Put(bucket, key string, value []byte) Op { return Op{Bucket: bucket, Key: key, Value: value} }
+
+// Delete returns an Op that removes key.
+func Delete(bucket, key string) Op { return Op{Bucket: bucket, Key: key} }
+
+// Bolt is the bbolt-backed store. It is safe for concurrent use.
+type Bolt struct {
+	db *bolt.DB
+}
+
+// Open opens (creating if needed) the bbolt file named by cfg.Path.
+func Open(cfg Config) (*Bolt, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if dir := filepath.Dir(cfg.Path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+	}
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: cfg.OpenTimeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("store: %s is locked by another process (is tollgate already running?)", cfg.Path)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", cfg.Path, err)
+	}
+	return &Bolt{db: db}, nil
+}
+
+// Scan calls fn for every key of bucket in key order. A missing bucket is empty.
+// The slices passed to fn are only valid during the call.
+func (b *Bolt) Scan(ctx context.Context, bucket string, fn func(key, value []byte) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket([]byte(bucket))
+		if bk == nil {
+			return nil
+		}
+		return bk.ForEach(fn)
+	})
+}
+
+// Apply writes every op in one transaction: all or nothing.
+func (b *Bolt) Apply(ctx context.Context, ops ...Op) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		for _, op := range ops {
+			bk, err := tx.CreateBucketIfNotExists([]byte(op.Bucket))
+			if err != nil {
+				return fmt.Errorf("store: bucket %s: %w", op.Bucket, err)
+			}
+			if op.Value == nil {
+				err = bk.Delete([]byte(op.Key))
+			} else {
+				err = bk.Put([]byte(op.Key), op.Value)
+			}
+			if err != nil {
+				return fmt.Errorf("store: %s/%s: %w", op.Bucket, op.Key, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Ping reports whether the file is open and readable.
+func (b *Bolt) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.View(func(*bolt.Tx) error { return nil })
+}
+
+// Close closes the file. It is safe to call on a nil *Bolt and more than once.
+func (b *Bolt) Close() error {
+	if b == nil || b.db == nil {
+		return nil
+	}
+	return b.db.Close()
+}
