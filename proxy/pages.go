@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Tollgate's own error pages: small, the same for every site, and without any
+// internal detail (no upstream address, no file path, no Go error).
+var errorPages = func() map[int][]byte {
+	m := map[int][]byte{}
+	for code, text := range map[int]string{
+		fasthttp.StatusBadRequest:                   "The request could not be understood.",
+		fasthttp.StatusForbidden:                    "Access to this site is not allowed.",
+		fasthttp.StatusNotFound:                     "There is nothing here.",
+		fasthttp.StatusMethodNotAllowed:             "This method is not allowed here.",
+		fasthttp.StatusRequestTimeout:               "The request took too long to arrive.",
+		fasthttp.StatusRequestEntityTooLarge:        "The request body is too large.",
+		fasthttp.StatusRequestURITooLong:            "The request URL is too long.",
+		fasthttp.StatusRequestedRangeNotSatisfiable: "The requested range is not available.",
+		fasthttp.StatusTooManyRequests:              "Too many requests. Please retry later.",
+		fasthttp.StatusRequestHeaderFieldsTooLarge:  "The request headers are too large.",
+		fasthttp.StatusInternalServerError:          "Something went wrong on our side.",
+		fasthttp.StatusBadGateway:                   "The site's server could not be reached.",
+		fasthttp.StatusServiceUnavailable:           "The site is temporarily unavailable.",
+		fasthttp.StatusGatewayTimeout:               "The site's server took too long to answer.",
+	} {
+		title := fmt.Sprintf("%d %s", code, http.StatusText(code))
+		m[code] = fmt.Appendf(nil, `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>%s</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:15vh auto;padding:0 1em;color:#222}h1{font-size:1.4em}small{color:#777}</style></head>
+<body><h1>%s</h1><p>%s</p><p><small>tollgate</small></p></body></html>
+`, title, title, text)
+	}
+	return m
+}()
+
+var contentTypeHTML = []byte("text/html; charset=utf-8")
+
+// writeError answers with tollgate's page for status. It discards any body or
+// headers set so far, except those that describe the error (Allow, Retry-After,
+// Content-Range), and never allocates for a known status.
+func writeError(ctx *fasthttp.RequestCtx, status int) {
+	page, ok := errorPages[status]
+	if !ok {
+		page = errorPages[fasthttp.StatusInternalServerError]
+	}
+	resp := &ctx.Response
+	resp.ResetBody()
+	resp.Header.Del(fasthttp.HeaderContentEncoding)
+	resp.Header.Del(fasthttp.HeaderETag)
+	resp.Header.Del(fasthttp.HeaderLastModified)
+	resp.Header.Del(fasthttp.HeaderVary)
+	resp.Header.SetStatusCode(status)
+	resp.Header.SetContentTypeBytes(contentTypeHTML)
+	resp.Header.SetCanonical(strCacheControl, strNoStore)
+	resp.SetBodyRaw(page)
+}
+
+var (
+	strCacheControl = []byte(fasthttp.HeaderCacheControl)
+	strNoStore      = []byte("no-store")
+)
