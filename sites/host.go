@@ -141,6 +141,9 @@ func AppendHostKey(dst, host []byte) ([]byte, error) {
 		}
 		dst = append(dst, c)
 	}
+	if label == 0 { // "a..": an empty last label
+		return dst[:start], ErrBadHost
+	}
 	return dst, nil
 }
 

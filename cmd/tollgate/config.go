@@ -1,0 +1,158 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/tollgate-edge/tollgate/proxy"
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/store"
+)
+
+// Config is the whole configuration file. Each section belongs to the package
+// that uses it; [server] and [log] belong to the binary.
+type Config struct {
+	Server ServerConfig `toml:"server"`
+	Log    LogConfig    `toml:"log"`
+	Store  store.Config `toml:"store"`
+	Limits proxy.Limits `toml:"limits"`
+	Proxy  proxy.Config `toml:"proxy"`
+	Sites  sites.Config `toml:"sites"`
+}
+
+// ServerConfig is the [server] section: listeners and the operator's token.
+type ServerConfig struct {
+	// HTTP is the public plain-HTTP listener, host:port. Default ":8080".
+	HTTP string `toml:"http"`
+	// Admin is the operator API listener (admin API, /metrics, /healthz,
+	// /readyz). Keep it on loopback or a private network. Default
+	// "127.0.0.1:9180".
+	Admin string `toml:"admin"`
+	// AdminToken is the bearer token of the admin API, at least 16 characters.
+	// Give it as "env:NAME" or "file:PATH" to keep it out of the file; the
+	// environment variable TOLLGATE_ADMIN_TOKEN overrides it. Required.
+	AdminToken string `toml:"admin_token"`
+	// ShutdownTimeout bounds how long in-flight requests may finish after
+	// SIGTERM or SIGINT. Default 30s.
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+}
+
+// LogConfig is the [log] section.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `toml:"level"`
+	// Format is "text" (logfmt-like) or "json". Default text.
+	Format string `toml:"format"`
+}
+
+// Defaults fills unset fields of every section.
+func (c *Config) Defaults() {
+	if c.Server.HTTP == "" {
+		c.Server.HTTP = ":8080"
+	}
+	if c.Server.Admin == "" {
+		c.Server.Admin = "127.0.0.1:9180"
+	}
+	if c.Server.ShutdownTimeout == 0 {
+		c.Server.ShutdownTimeout = 30 * time.Second
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	c.Store.Defaults()
+	c.Limits.Defaults()
+	c.Proxy.Defaults()
+	c.Sites.Defaults()
+}
+
+// Validate names every bad key of the file.
+func (c Config) Validate() error {
+	var errs []error
+	for key, addr := range map[string]string{"server.http": c.Server.HTTP, "server.admin": c.Server.Admin} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port", key, addr))
+		}
+	}
+	if len(c.Server.AdminToken) < 16 {
+		errs = append(errs, errors.New("server.admin_token: required, at least 16 characters (or set TOLLGATE_ADMIN_TOKEN)"))
+	}
+	if c.Server.ShutdownTimeout < 0 {
+		errs = append(errs, errors.New("server.shutdown_timeout: must not be negative"))
+	}
+	if _, err := c.Log.level(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format: %q must be \"text\" or \"json\"", c.Log.Format))
+	}
+	errs = append(errs, c.Store.Validate(), c.Limits.Validate(), c.Proxy.Validate(), c.Sites.Validate())
+	return errors.Join(errs...)
+}
+
+func (l LogConfig) level() (slog.Level, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(l.Level)); err != nil {
+		return 0, fmt.Errorf("log.level: %q must be debug, info, warn or error", l.Level)
+	}
+	return lv, nil
+}
+
+// LoadConfig reads a TOML file, resolves secrets, applies defaults and the
+// environment, and validates. Unknown keys are errors, so a typo never passes
+// silently.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	var errs []error
+	for _, k := range md.Undecoded() {
+		errs = append(errs, fmt.Errorf("%s: unknown key", k))
+	}
+	if tok := os.Getenv("TOLLGATE_ADMIN_TOKEN"); tok != "" {
+		c.Server.AdminToken = tok
+	} else if tok, err := resolveSecret(c.Server.AdminToken); err != nil {
+		errs = append(errs, fmt.Errorf("server.admin_token: %w", err))
+	} else {
+		c.Server.AdminToken = tok
+	}
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("%s: invalid configuration:\n%w", path, err)
+	}
+	return c, nil
+}
+
+// resolveSecret reads "env:NAME" from the environment and "file:PATH" from a
+// file (one trailing newline dropped); anything else is the secret itself.
+func resolveSecret(v string) (string, error) {
+	switch {
+	case strings.HasPrefix(v, "env:"):
+		name := strings.TrimPrefix(v, "env:")
+		s, ok := os.LookupEnv(name)
+		if !ok || s == "" {
+			return "", fmt.Errorf("environment variable %s is not set", name)
+		}
+		return s, nil
+	case strings.HasPrefix(v, "file:"):
+		b, err := os.ReadFile(strings.TrimPrefix(v, "file:"))
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
+	}
+	return v, nil
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/tollgate-edge/tollgate/admin"
+	"github.com/tollgate-edge/tollgate/proxy"
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/store"
+)
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+}
+
+func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
+	lv, _ := cfg.level()
+	opts := &slog.HandlerOptions{Level: lv}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs tollgate until ctx ends, then shuts down in order: stop accepting,
+// finish in-flight requests (bounded by server.shutdown_timeout), close the
+// store.
+func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Writer) error {
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+
+	st, err := store.Open(cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	reg, err := sites.New(ctx, st)
+	if err != nil {
+		return err
+	}
+	if demoDir != "" {
+		if err := seedDemo(ctx, reg, demoDir); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	prometheus.WrapRegistererWith(prometheus.Labels{"version": version}, metrics).MustRegister(
+		prometheus.NewGauge(prometheus.GaugeOpts{Name: "tollgate_build_info", Help: "Always 1; the version label says which build runs."}))
+
+	cache := sites.NewCache(cfg.Sites)
+	px, err := proxy.New(cfg.Proxy, cfg.Limits, proxy.Options{Registry: reg, Cache: cache, Metrics: metrics, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer px.Shutdown(context.Background())
+
+	var bound atomic.Bool
+	adm, err := admin.New(admin.Config{Token: cfg.Server.AdminToken}, reg, admin.Options{
+		Metrics: metrics,
+		Logger:  log,
+		Ready: func(ctx context.Context) error {
+			if !bound.Load() {
+				return errors.New("listeners not bound yet")
+			}
+			return st.Ping(ctx)
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	publicLn, err := net.Listen("tcp", cfg.Server.HTTP)
+	if err != nil {
+		return fmt.Errorf("server.http: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Server.Admin)
+	if err != nil {
+		publicLn.Close()
+		return fmt.Errorf("server.admin: %w", err)
+	}
+	adminSrv := &http.Server{Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+
+	errc := make(chan error, 2)
+	go func() { errc <- px.Serve(publicLn) }()
+	go func() {
+		if err := adminSrv.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	bound.Store(true)
+	log.Info("tollgate started", slog.String("version", version), slog.String("http", publicLn.Addr().String()),
+		slog.String("admin", adminLn.Addr().String()), slog.String("store", cfg.Store.Path))
+	if demoDir != "" {
+		_, port, _ := net.SplitHostPort(publicLn.Addr().String())
+		fmt.Fprintf(stdout, "\n  demo site: http://demo.localhost:%s/\n  admin API: http://%s/v1/ (token in the config file)\n\n", port, adminLn.Addr())
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return fmt.Errorf("listener failed: %w", err)
+	}
+	log.Info("shutting down", slog.Duration("timeout", cfg.Server.ShutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	defer cancel()
+	bound.Store(false)
+	perr := px.Shutdown(sctx)
+	aerr := adminSrv.Shutdown(sctx)
+	if err := errors.Join(perr, aerr); err != nil {
+		log.Warn("shutdown did not finish cleanly", slog.Any("err", err))
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// seedDemo registers org "demo", site "demo" serving dir and the domain
+// demo.localhost, each only if absent, so `make run` can be run again.
+func seedDemo(ctx context.Context, reg *sites.Registry, dir string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	snap := reg.Snapshot()
+	if snap.Orgs["demo"] == nil {
+		if _, err := reg.CreateOrg(ctx, sites.Org{ID: "demo", Name: "Demo", Plan: sites.FreePlan.Name}); err != nil {
+			return err
+		}
+	}
+	if s := snap.Sites["demo"]; s == nil {
+		if _, err := reg.CreateSite(ctx, sites.Site{ID: "demo", Org: "demo", Source: sites.Source{Type: sites.SourceDir, Path: dir}}); err != nil {
+			return err
+		}
+	}
+	if snap.Domains["demo.localhost"] == nil {
+		if _, err := reg.AttachDomain(ctx, "demo", "demo.localhost"); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/tollgate-edge/tollgate/sites"
+)
+
+// Site kinds, as metric label values. The set is fixed so series stay bounded.
+const (
+	kindNone     = iota // no site: bad request or unknown host
+	kindDir             // a local directory
+	kindUpstream        // a reverse-proxied tenant instance
+	numKinds
+)
+
+var kindNames = [numKinds]string{"none", "dir", "upstream"}
+
+var classNames = [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// metrics holds pre-resolved series so the request path never looks a label up.
+type metrics struct {
+	requests [numKinds][6]prometheus.Counter
+	bytes    [numKinds]prometheus.Counter
+	duration [numKinds]prometheus.Observer
+	upErrors [2]prometheus.Counter // unavailable, timeout
+}
+
+func newMetrics(reg prometheus.Registerer, cache *sites.Cache) *metrics {
+	f := promauto.With(reg)
+	req := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_http_requests_total",
+		Help: "Requests answered on the public listener, by site kind and status class.",
+	}, []string{"kind", "class"})
+	bytes := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_http_response_body_bytes_total",
+		Help: "Response body bytes of known length sent on the public listener, by site kind (streams of unknown length are counted by the meter).",
+	}, []string{"kind"})
+	dur := f.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tollgate_http_request_duration_seconds",
+		Help:    "Time from routing to the response being ready to write (streamed bodies excluded), by site kind.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"kind"})
+	up := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_upstream_errors_total",
+		Help: "Upstream requests that failed, by reason (unavailable: 502, timeout: 504).",
+	}, []string{"reason"})
+	m := &metrics{}
+	for k := range numKinds {
+		for c := range classNames {
+			m.requests[k][c] = req.WithLabelValues(kindNames[k], classNames[c])
+		}
+		m.bytes[k] = bytes.WithLabelValues(kindNames[k])
+		m.duration[k] = dur.WithLabelValues(kindNames[k])
+	}
+	m.upErrors[0] = up.WithLabelValues("unavailable")
+	m.upErrors[1] = up.WithLabelValues("timeout")
+
+	stat := func(pick func(sites.Stats) int64) func() float64 {
+		return func() float64 { return float64(pick(cache.Stats())) }
+	}
+	f.NewCounterFunc(prometheus.CounterOpts{Name: "tollgate_cache_hits_total", Help: "Content cache hits."},
+		stat(func(s sites.Stats) int64 { return s.Hits }))
+	f.NewCounterFunc(prometheus.CounterOpts{Name: "tollgate_cache_misses_total", Help: "Content cache misses (a source was read)."},
+		stat(func(s sites.Stats) int64 { return s.Misses }))
+	f.NewCounterFunc(prometheus.CounterOpts{Name: "tollgate_cache_evictions_total", Help: "Content cache entries evicted to stay within sites.cache_bytes."},
+		stat(func(s sites.Stats) int64 { return s.Evictions }))
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_cache_bytes", Help: "Bytes held by the content cache."},
+		stat(func(s sites.Stats) int64 { return s.Bytes }))
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_cache_entries", Help: "Entries held by the content cache."},
+		stat(func(s sites.Stats) int64 { return s.Entries }))
+	return m
+}
+
+func statusClass(code int) int {
+	if c := code / 100; c >= 1 && c <= 5 {
+		return c
+	}
+	return 0
+}

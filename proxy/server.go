@@ -1,0 +1,294 @@
+// Package proxy is tollgate's request path: it routes each request by Host to a
+// site and serves it, from a local directory or by reverse-proxying a tenant
+// instance, on fasthttp. It reads only in-memory snapshots: a cached hit does
+// no I/O and no allocation.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/valyala/fasthttp"
+)
+
+// Registry is what the proxy needs of the site registry: to follow its
+// snapshots. *sites.Registry implements it.
+type Registry interface {
+	OnChange(fn func(*sites.Snapshot))
+}
+
+// Options are the proxy's collaborators.
+type Options struct {
+	Registry Registry              // required
+	Cache    *sites.Cache          // required: content cache of dir sites
+	Metrics  prometheus.Registerer // required: the process's one registry
+	Logger   *slog.Logger          // default slog.Default()
+}
+
+// Proxy serves the public listener.
+type Proxy struct {
+	cfg     Config
+	limits  Limits
+	trusted []netip.Prefix
+	cache   *sites.Cache
+	log     *slog.Logger
+	metrics *metrics
+	server  *fasthttp.Server
+
+	table atomic.Pointer[table] // what the request path reads
+
+	mu      sync.Mutex // guards runtime and closed; held while applying a snapshot
+	runtime map[string]*siteRuntime
+	closed  bool
+}
+
+// table maps routing keys (normalized hostnames) to sites.
+type table struct {
+	hosts map[string]*route
+}
+
+// route is everything the request path needs for one host.
+type route struct {
+	site *sites.Site
+	org  *sites.Org
+	rt   *siteRuntime
+}
+
+// siteRuntime holds a site's open resources: a directory or an upstream pool.
+// It is reused across snapshots while the site's source stays the same.
+type siteRuntime struct {
+	source sites.Source
+	kind   int
+	dir    *sites.DirSource
+	up     *upstream
+	err    error // why the source could not be opened; the site answers 503
+}
+
+func (rt *siteRuntime) close() {
+	if rt.dir != nil {
+		rt.dir.Close()
+	}
+	if rt.up != nil {
+		rt.up.close()
+	}
+}
+
+// New builds the proxy and subscribes it to the registry.
+func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
+	cfg.Defaults()
+	limits.Defaults()
+	if err := errors.Join(cfg.Validate(), limits.Validate()); err != nil {
+		return nil, err
+	}
+	if opts.Registry == nil || opts.Cache == nil || opts.Metrics == nil {
+		return nil, errors.New("proxy: Options.Registry, Cache and Metrics are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	trusted, _ := parsePrefixes(cfg.TrustedProxies)
+	p := &Proxy{
+		cfg: cfg, limits: limits, trusted: trusted, cache: opts.Cache, log: opts.Logger,
+		metrics: newMetrics(opts.Metrics, opts.Cache),
+		runtime: map[string]*siteRuntime{},
+	}
+	p.table.Store(&table{hosts: map[string]*route{}})
+	p.server = &fasthttp.Server{
+		Handler:                      p.Handler,
+		ErrorHandler:                 errorHandler,
+		Name:                         "tollgate",
+		ReadBufferSize:               limits.MaxHeaderBytes,
+		MaxRequestBodySize:           limits.MaxBodyBytes,
+		StreamRequestBody:            true,
+		ReadTimeout:                  limits.ReadTimeout,
+		WriteTimeout:                 limits.WriteTimeout,
+		IdleTimeout:                  limits.IdleTimeout,
+		MaxConnsPerIP:                limits.MaxConnsPerIP,
+		Concurrency:                  limits.Concurrency,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{opts.Logger},
+	}
+	opts.Registry.OnChange(p.apply)
+	return p, nil
+}
+
+// apply builds the routing table of a new snapshot, reusing the open
+// resources of sites whose source did not change and closing the others.
+func (p *Proxy) apply(s *sites.Snapshot) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	next := make(map[string]*siteRuntime, len(s.Sites))
+	for id, site := range s.Sites {
+		if rt := p.runtime[id]; rt != nil && rt.source == site.Source && rt.err == nil {
+			next[id] = rt
+			continue
+		}
+		next[id] = p.open(site)
+	}
+	for id, rt := range p.runtime {
+		if next[id] != rt {
+			rt.close()
+		}
+	}
+	p.runtime = next
+	t := &table{hosts: make(map[string]*route, len(s.Domains))}
+	for name, d := range s.Domains {
+		site := s.Sites[d.Site]
+		if site == nil || d.Status != sites.DomainVerified {
+			continue
+		}
+		t.hosts[name] = &route{site: site, org: s.Orgs[site.Org], rt: next[site.ID]}
+	}
+	p.table.Store(t)
+}
+
+func (p *Proxy) open(site *sites.Site) *siteRuntime {
+	rt := &siteRuntime{source: site.Source}
+	switch site.Source.Type {
+	case sites.SourceDir:
+		rt.kind = kindDir
+		rt.dir, rt.err = p.cache.OpenDir(site.Source.Path)
+	case sites.SourceUpstream:
+		rt.kind = kindUpstream
+		rt.up, rt.err = newUpstream(site.Source.URL, p.cfg, p.trusted)
+	default:
+		rt.err = fmt.Errorf("unknown source type %q", site.Source.Type)
+	}
+	if rt.err != nil {
+		p.log.Error("site unavailable: its source cannot be opened", slog.String("site", site.ID), slog.Any("err", rt.err))
+	}
+	return rt
+}
+
+// Handler is the whole request path. The steps, in order:
+//
+//  1. limits: header size, body size and timeouts were enforced by fasthttp
+//     while reading (431, 413, 408 via errorHandler);
+//  2. route: Host (port stripped, case-insensitive) → site, else 400 or 404;
+//  3. enforce: the org's state (suspended → 403); billing adds quotas here;
+//  4. serve: from the site's directory or its upstream;
+//  5. measure: status class, body bytes and latency by site kind.
+func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	kind := kindNone
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic serving request", slog.Any("panic", r), slog.String("host", string(ctx.Host())))
+			writeError(ctx, fasthttp.StatusInternalServerError)
+		}
+		p.measure(ctx, kind, start)
+	}()
+
+	// 2. route
+	var buf [sites.MaxHostLen + 8]byte
+	key, err := sites.AppendHostKey(buf[:0], ctx.Host())
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest)
+		return
+	}
+	r := p.table.Load().hosts[string(key)]
+	if r == nil {
+		writeError(ctx, fasthttp.StatusNotFound)
+		return
+	}
+	kind = r.rt.kind
+
+	// 3. enforce
+	if r.org == nil || r.org.State == sites.StateSuspended {
+		writeError(ctx, fasthttp.StatusForbidden)
+		return
+	}
+
+	// 4. serve
+	switch {
+	case r.rt.err != nil:
+		writeError(ctx, fasthttp.StatusServiceUnavailable)
+	case r.rt.dir != nil:
+		p.serveStatic(ctx, r.rt.dir)
+	case r.rt.up != nil:
+		if err := r.rt.up.serve(ctx); err != nil {
+			p.countUpstreamError(err)
+		}
+	}
+}
+
+func (p *Proxy) measure(ctx *fasthttp.RequestCtx, kind int, start time.Time) {
+	m := p.metrics
+	status := ctx.Response.StatusCode()
+	m.requests[kind][statusClass(status)].Inc()
+	if n := ctx.Response.Header.ContentLength(); n > 0 && !ctx.IsHead() {
+		m.bytes[kind].Add(float64(n))
+	} else if !ctx.Response.IsBodyStream() {
+		m.bytes[kind].Add(float64(len(ctx.Response.Body())))
+	}
+	m.duration[kind].Observe(time.Since(start).Seconds())
+	if p.cfg.AccessLog && p.log.Enabled(context.Background(), slog.LevelInfo) {
+		p.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+			slog.String("host", string(ctx.Host())), slog.String("method", string(ctx.Method())),
+			slog.String("uri", string(ctx.RequestURI())), slog.Int("status", status),
+			slog.String("remote", ctx.RemoteIP().String()), slog.Duration("duration", time.Since(start)))
+	}
+}
+
+func (p *Proxy) countUpstreamError(err error) {
+	switch {
+	case errors.Is(err, errUpstreamTimeout):
+		p.metrics.upErrors[1].Inc()
+	default:
+		p.metrics.upErrors[0].Inc()
+	}
+}
+
+// errorHandler answers requests fasthttp could not read.
+func errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.As(err, &small):
+		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		writeError(ctx, fasthttp.StatusRequestTimeout)
+	default:
+		writeError(ctx, fasthttp.StatusBadRequest)
+	}
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (p *Proxy) Serve(ln net.Listener) error { return p.server.Serve(ln) }
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// then releases every site's resources. Safe to call more than once.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	err := p.server.ShutdownWithContext(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		for _, rt := range p.runtime {
+			rt.close()
+		}
+		p.runtime = nil
+	}
+	return err
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Warn(fmt.Sprintf(format, args...), slog.String("component", "fasthttp"))
+}

@@ -1,0 +1,52 @@
+package sites
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the [sites] section.
+type Config struct {
+	// CacheBytes is the memory budget of the content cache shared by all sites
+	// (file bodies and their compressed variants). Default 64 MiB.
+	CacheBytes int64 `toml:"cache_bytes"`
+	// CacheMaxFileBytes is the largest file kept in memory; larger files are
+	// streamed from their source on each request (no compression). Default 1 MiB.
+	CacheMaxFileBytes int64 `toml:"cache_max_file_bytes"`
+	// Revalidate is how long a cached file of a "dir" site is served before its
+	// size and modification time are checked again (one stat, not a read).
+	// Default 2s; edits on disk show up within this delay.
+	Revalidate time.Duration `toml:"revalidate"`
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.CacheBytes == 0 {
+		c.CacheBytes = 64 << 20
+	}
+	if c.CacheMaxFileBytes == 0 {
+		c.CacheMaxFileBytes = 1 << 20
+	}
+	if c.Revalidate == 0 {
+		c.Revalidate = 2 * time.Second
+	}
+}
+
+// Validate names every bad key of [sites].
+func (c Config) Validate() error {
+	var errs []error
+	if c.CacheBytes < 0 {
+		errs = append(errs, errors.New("sites.cache_bytes: must not be negative"))
+	}
+	if c.CacheMaxFileBytes < 0 {
+		errs = append(errs, errors.New("sites.cache_max_file_bytes: must not be negative"))
+	}
+	if c.CacheBytes > 0 && c.CacheMaxFileBytes > c.CacheBytes {
+		errs = append(errs, fmt.Errorf("sites.cache_max_file_bytes: %d exceeds sites.cache_bytes %d", c.CacheMaxFileBytes, c.CacheBytes))
+	}
+	if c.Revalidate < 0 {
+		errs = append(errs, errors.New("sites.revalidate: must not be negative"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,227 @@
+package sites
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"mime"
+	"net/http"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Content errors. The proxy maps them to HTTP answers.
+var (
+	// ErrFileNotFound: no file at that path (also for paths that would leave the
+	// site root, hidden files and unreadable entries: the visitor learns nothing).
+	ErrFileNotFound = errors.New("file not found")
+	// ErrIsDir: the path names a directory without a trailing slash; the proxy
+	// redirects to the path with one.
+	ErrIsDir = errors.New("is a directory")
+	// ErrBadPath: the path contains a NUL byte or is not absolute.
+	ErrBadPath = errors.New("malformed path")
+)
+
+// File is one file of a site, ready to serve. It is immutable: every field may
+// be shared by concurrent requests.
+type File struct {
+	Size    int64
+	ModTime time.Time
+	// ContentType comes from the file extension, else from sniffing the body.
+	ContentType []byte
+	// LastModified is ModTime as an HTTP date.
+	LastModified []byte
+	// ETag, ETagGzip and ETagBrotli are the quoted strong validators of the
+	// identity, gzip and brotli representations.
+	ETag, ETagGzip, ETagBrotli []byte
+	// Body is the whole file, or nil when the file is larger than the cache's
+	// per-file limit: then Open streams it.
+	Body []byte
+	// Gzip and Brotli are precompressed variants, nil when the type does not
+	// compress or compression would not save anything.
+	Gzip, Brotli []byte
+
+	open func() (io.ReadSeekCloser, error)
+}
+
+// Open returns a reader over the whole file, for files whose Body is nil.
+func (f *File) Open() (io.ReadSeekCloser, error) {
+	if f.open == nil {
+		return nil, fmt.Errorf("%w: no stream for this file", ErrFileNotFound)
+	}
+	return f.open()
+}
+
+// DirSource serves a site's files from a local directory through the shared
+// cache. Nothing outside the directory is ever opened: it goes through an
+// os.Root, which refuses ".." and symlinks that leave the root.
+type DirSource struct {
+	root  *os.Root
+	cache *Cache
+	space *space
+}
+
+// OpenDir opens dir as a content source cached in c.
+func (c *Cache) OpenDir(dir string) (*DirSource, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("sites: open site directory: %w", err)
+	}
+	return &DirSource{root: root, cache: c, space: c.newSpace()}, nil
+}
+
+// Close drops the source's cached files and closes its directory.
+func (d *DirSource) Close() error {
+	d.cache.dropSpace(d.space)
+	return d.root.Close()
+}
+
+// Get returns the file served at urlPath (already cleaned by the HTTP layer):
+// "/dir/" gives dir/index.html, "/about" gives about or else about.html. A hit
+// within the revalidation delay costs one map look-up and no I/O.
+func (d *DirSource) Get(urlPath []byte) (*File, error) {
+	now := time.Now().UnixNano()
+	if e := d.cache.lookup(d.space, urlPath); e != nil {
+		if now-e.checked.Load() < int64(d.cache.cfg.Revalidate) {
+			d.cache.hits.Add(1)
+			return e.file, e.err
+		}
+		if e.file != nil && e.name != "" && d.unchanged(e) {
+			e.checked.Store(now)
+			d.cache.hits.Add(1)
+			return e.file, nil
+		}
+	}
+	d.cache.misses.Add(1)
+	key := string(urlPath)
+	name, f, err := d.load(key)
+	if err != nil && !errors.Is(err, ErrFileNotFound) && !errors.Is(err, ErrIsDir) {
+		return nil, err // an I/O error is not cached
+	}
+	d.cache.insert(d.space, key, name, f, err, now)
+	return f, err
+}
+
+func (d *DirSource) unchanged(e *entry) bool {
+	fi, err := d.root.Stat(e.name)
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == e.file.Size && fi.ModTime().Equal(e.file.ModTime)
+}
+
+// load resolves urlPath to a file name under the root and reads it.
+func (d *DirSource) load(urlPath string) (string, *File, error) {
+	if len(urlPath) == 0 || urlPath[0] != '/' || strings.IndexByte(urlPath, 0) >= 0 {
+		return "", nil, ErrBadPath
+	}
+	rel := urlPath[1:]
+	for _, seg := range strings.Split(rel, "/") {
+		// Hidden files and directories (.git, .env, ...) are never served;
+		// .well-known is the one exception (RFC 8615).
+		if seg == ".." || (strings.HasPrefix(seg, ".") && seg != ".well-known") {
+			return "", nil, ErrFileNotFound
+		}
+	}
+	var candidates []string
+	switch {
+	case rel == "" || strings.HasSuffix(rel, "/"):
+		candidates = []string{rel + "index.html"}
+	default:
+		candidates = []string{rel, rel + ".html"}
+	}
+	for i, name := range candidates {
+		fi, err := d.root.Stat(name)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || isEscape(err) || errors.Is(err, fs.ErrPermission) || isNotDir(err) {
+				continue
+			}
+			return "", nil, fmt.Errorf("sites: stat: %w", err)
+		}
+		if fi.IsDir() {
+			if i == 0 && !strings.HasSuffix(rel, "/") {
+				return "", nil, ErrIsDir
+			}
+			continue
+		}
+		if !fi.Mode().IsRegular() {
+			continue
+		}
+		f, err := d.read(name, fi)
+		if err != nil {
+			return "", nil, err
+		}
+		return name, f, nil
+	}
+	return "", nil, ErrFileNotFound
+}
+
+func isEscape(err error) bool {
+	// os.Root reports "path escapes from parent" for ".." and symlinks that leave it.
+	return err != nil && strings.Contains(err.Error(), "escapes")
+}
+
+func isNotDir(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "not a directory")
+}
+
+func (d *DirSource) read(name string, fi fs.FileInfo) (*File, error) {
+	f := &File{Size: fi.Size(), ModTime: fi.ModTime().UTC().Truncate(time.Second)}
+	f.LastModified = fasthttp.AppendHTTPDate(nil, f.ModTime)
+	tag := fmt.Sprintf(`"%x-%x`, fi.ModTime().UnixNano(), fi.Size())
+	f.ETag, f.ETagGzip, f.ETagBrotli = []byte(tag+`"`), []byte(tag+`-gz"`), []byte(tag+`-br"`)
+	ctype := mime.TypeByExtension(path.Ext(name))
+	root := d.root
+	if f.Size > d.cache.cfg.CacheMaxFileBytes {
+		if ctype == "" {
+			ctype = "application/octet-stream"
+		}
+		f.ContentType = []byte(ctype)
+		f.open = func() (io.ReadSeekCloser, error) { return root.Open(name) }
+		return f, nil
+	}
+	fh, err := root.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("sites: open: %w", err)
+	}
+	defer fh.Close()
+	body := make([]byte, f.Size)
+	if _, err := io.ReadFull(fh, body); err != nil {
+		return nil, fmt.Errorf("sites: read: %w", err) // changed under us: not cached, retried next time
+	}
+	f.Body = body
+	if ctype == "" {
+		ctype = http.DetectContentType(body)
+	}
+	f.ContentType = []byte(ctype)
+	if compressible(ctype) && len(body) >= 256 {
+		if gz := fasthttp.AppendGzipBytesLevel(nil, body, fasthttp.CompressDefaultCompression); len(gz) < len(body)*9/10 {
+			f.Gzip = gz
+		}
+		if br := fasthttp.AppendBrotliBytesLevel(nil, body, fasthttp.CompressBrotliDefaultCompression); len(br) < len(body)*9/10 {
+			f.Brotli = br
+		}
+	}
+	return f, nil
+}
+
+// compressible reports whether a content type is worth compressing.
+func compressible(ctype string) bool {
+	ct, _, _ := strings.Cut(ctype, ";")
+	ct = strings.TrimSpace(ct)
+	switch {
+	case strings.HasPrefix(ct, "text/"):
+		return true
+	case strings.HasSuffix(ct, "+json"), strings.HasSuffix(ct, "+xml"):
+		return true
+	}
+	switch ct {
+	case "application/javascript", "application/json", "application/xml", "application/wasm",
+		"application/manifest+json", "image/svg+xml", "application/x-javascript", "font/ttf", "font/otf":
+		return true
+	}
+	return false
+}
