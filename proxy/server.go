@@ -287,8 +287,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// fasthttpLogger passes fasthttp's messages to slog at Debug level: they are
+// about clients that sent something unreadable, which errorHandler already
+// answered; logging them louder would let any client fill the logs.
 type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Warn(fmt.Sprintf(format, args...), slog.String("component", "fasthttp"))
+	if f.l.Enabled(context.Background(), slog.LevelDebug) {
+		f.l.Debug(fmt.Sprintf(format, args...), slog.String("component", "fasthttp"))
+	}
 }

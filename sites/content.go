@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -135,7 +136,7 @@ func (d *DirSource) load(urlPath string) (string, *File, error) {
 	for i, name := range candidates {
 		fi, err := d.root.Stat(name)
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) || isEscape(err) || errors.Is(err, fs.ErrPermission) || isNotDir(err) {
+			if absent(err) {
 				continue
 			}
 			return "", nil, fmt.Errorf("sites: stat: %w", err)
@@ -158,14 +159,17 @@ func (d *DirSource) load(urlPath string) (string, *File, error) {
 	return "", nil, ErrFileNotFound
 }
 
-func isEscape(err error) bool {
-	// os.Root reports "path escapes from parent" for ".." and symlinks that leave it.
-	return err != nil && strings.Contains(err.Error(), "escapes")
-}
-
-func isNotDir(err error) bool {
-	var pe *fs.PathError
-	return errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "not a directory")
+// absent reports whether a stat error means "no such file" as far as a
+// visitor is concerned: missing, not a directory, a name too long, a symlink
+// loop, unreadable, or (os.Root's "path escapes from parent") leaving the root.
+func absent(err error) bool {
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission),
+		errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.ENAMETOOLONG),
+		errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.EINVAL):
+		return true
+	}
+	return strings.Contains(err.Error(), "escapes")
 }
 
 func (d *DirSource) read(name string, fi fs.FileInfo) (*File, error) {

@@ -1,0 +1,196 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/sites"
+)
+
+// DefaultAddr is the admin API address the CLI uses when none is given.
+const DefaultAddr = "http://127.0.0.1:9180"
+
+// clientTimeout bounds one API call of the Client.
+const clientTimeout = 30 * time.Second
+
+// maxResponseBytes caps what the Client reads of a response.
+const maxResponseBytes = 16 << 20
+
+// Client calls the admin API. Errors the server answers are *Problem. It is
+// safe for concurrent use.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// NewClient returns a client of the admin API at addr ("http://host:port", or
+// "host:port" meaning http) that sends token as its bearer token.
+func NewClient(addr, token string) *Client {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &Client{
+		base:  strings.TrimRight(addr, "/"),
+		token: token,
+		hc:    &http.Client{Timeout: clientTimeout},
+	}
+}
+
+// ListPlans returns every plan, sorted by name.
+func (c *Client) ListPlans(ctx context.Context) ([]sites.Plan, error) {
+	var out PlanList
+	_, err := c.do(ctx, http.MethodGet, "/v1/plans", nil, &out)
+	return out.Plans, err
+}
+
+// Plan returns one plan.
+func (c *Client) Plan(ctx context.Context, name string) (sites.Plan, error) {
+	var out sites.Plan
+	_, err := c.do(ctx, http.MethodGet, "/v1/plans/"+url.PathEscape(name), nil, &out)
+	return out, err
+}
+
+// PutPlan creates or replaces the plan named p.Name; created reports which.
+func (c *Client) PutPlan(ctx context.Context, p sites.Plan) (out sites.Plan, created bool, err error) {
+	code, err := c.do(ctx, http.MethodPut, "/v1/plans/"+url.PathEscape(p.Name), p, &out)
+	return out, code == http.StatusCreated, err
+}
+
+// ListOrgs returns every org, sorted by id.
+func (c *Client) ListOrgs(ctx context.Context) ([]sites.Org, error) {
+	var out OrgList
+	_, err := c.do(ctx, http.MethodGet, "/v1/orgs", nil, &out)
+	return out.Orgs, err
+}
+
+// Org returns one org and its sites.
+func (c *Client) Org(ctx context.Context, id string) (OrgDetail, error) {
+	var out OrgDetail
+	_, err := c.do(ctx, http.MethodGet, "/v1/orgs/"+url.PathEscape(id), nil, &out)
+	return out, err
+}
+
+// CreateOrg adds an org.
+func (c *Client) CreateOrg(ctx context.Context, in OrgCreate) (sites.Org, error) {
+	var out sites.Org
+	_, err := c.do(ctx, http.MethodPost, "/v1/orgs", in, &out)
+	return out, err
+}
+
+// UpdateOrg changes the fields of the org that patch sets.
+func (c *Client) UpdateOrg(ctx context.Context, id string, patch sites.OrgPatch) (sites.Org, error) {
+	var out sites.Org
+	_, err := c.do(ctx, http.MethodPatch, "/v1/orgs/"+url.PathEscape(id), patch, &out)
+	return out, err
+}
+
+// DeleteOrg removes an org that owns no sites.
+func (c *Client) DeleteOrg(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/orgs/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
+// CreateSite adds a site to the org.
+func (c *Client) CreateSite(ctx context.Context, org string, in SiteCreate) (sites.Site, error) {
+	var out sites.Site
+	_, err := c.do(ctx, http.MethodPost, "/v1/orgs/"+url.PathEscape(org)+"/sites", in, &out)
+	return out, err
+}
+
+// Site returns one site and its domains.
+func (c *Client) Site(ctx context.Context, id string) (SiteDetail, error) {
+	var out SiteDetail
+	_, err := c.do(ctx, http.MethodGet, "/v1/sites/"+url.PathEscape(id), nil, &out)
+	return out, err
+}
+
+// DeleteSite removes a site and its domains.
+func (c *Client) DeleteSite(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/sites/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
+// AttachDomain attaches a domain to the site; the server normalizes it.
+func (c *Client) AttachDomain(ctx context.Context, site string, in DomainAttach) (sites.Domain, error) {
+	var out sites.Domain
+	_, err := c.do(ctx, http.MethodPost, "/v1/sites/"+url.PathEscape(site)+"/domains", in, &out)
+	return out, err
+}
+
+// Domain returns one attached domain.
+func (c *Client) Domain(ctx context.Context, name string) (sites.Domain, error) {
+	var out sites.Domain
+	_, err := c.do(ctx, http.MethodGet, "/v1/domains/"+url.PathEscape(name), nil, &out)
+	return out, err
+}
+
+// DetachDomain removes a domain.
+func (c *Client) DetachDomain(ctx context.Context, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/domains/"+url.PathEscape(name), nil, nil)
+	return err
+}
+
+// do sends in (if not nil) as JSON and decodes a 2xx body into out (if not
+// nil). A 4xx or 5xx answer is returned as a *Problem.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return 0, fmt.Errorf("admin client: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return 0, fmt.Errorf("admin client: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", contentTypeJSON+", "+contentTypeProblem)
+	if in != nil {
+		req.Header.Set("Content-Type", contentTypeJSON)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("admin client: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("admin client: reading the response: %w", err)
+	}
+	if resp.StatusCode >= 400 {
+		return resp.StatusCode, responseProblem(resp.StatusCode, b)
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("admin client: decoding the response of %s %s: %w", method, path, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// responseProblem decodes an error body; one that is not a problem (a proxy's
+// HTML page, say) becomes a problem with the status text as its title.
+func responseProblem(code int, body []byte) *Problem {
+	var p Problem
+	if err := json.Unmarshal(body, &p); err == nil && p.Title != "" {
+		if p.Status == 0 {
+			p.Status = code
+		}
+		return &p
+	}
+	detail := strings.TrimSpace(string(body))
+	if len(detail) > 200 {
+		detail = detail[:200] + "..."
+	}
+	return &Problem{Type: "about:blank", Title: http.StatusText(code), Status: code, Detail: detail}
+}

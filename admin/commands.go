@@ -1,0 +1,167 @@
+package admin
+
+import (
+	"context"
+	"flag"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/sites"
+)
+
+// command is one `tollgate admin` command. setup registers its flags on fs and
+// returns the function that runs it with the positional arguments.
+type command struct {
+	name  string   // "plan put"
+	args  []string // names of the positional arguments
+	help  string
+	setup func(fs *flag.FlagSet) runFunc
+}
+
+type runFunc func(ctx context.Context, c *Client, args []string) (output, error)
+
+func findCommand(group, verb string) *command {
+	for i := range commands {
+		if commands[i].name == group+" "+verb {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// noFlags is the setup of a command without flags of its own.
+func noFlags(run runFunc) func(*flag.FlagSet) runFunc {
+	return func(*flag.FlagSet) runFunc { return run }
+}
+
+var commands = []command{
+	{name: "plan list", help: "list the plans", setup: noFlags(
+		func(ctx context.Context, c *Client, _ []string) (output, error) {
+			ps, err := c.ListPlans(ctx)
+			return planOutput(ps, ps...), err
+		})},
+	{name: "plan get", args: []string{"NAME"}, help: "show a plan", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			p, err := c.Plan(ctx, args[0])
+			return planOutput(p, p), err
+		})},
+	{name: "plan put", args: []string{"NAME"}, help: "create or replace a plan; a limit left out is 0 (unlimited, or off)", setup: planPut},
+
+	{name: "org list", help: "list the orgs", setup: noFlags(
+		func(ctx context.Context, c *Client, _ []string) (output, error) {
+			orgs, err := c.ListOrgs(ctx)
+			return orgOutput(orgs, orgs...), err
+		})},
+	{name: "org get", args: []string{"ID"}, help: "show an org and its sites", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			d, err := c.Org(ctx, args[0])
+			return orgDetailOutput(d), err
+		})},
+	{name: "org create", args: []string{"ID"}, help: "create an org", setup: orgCreate},
+	{name: "org set", args: []string{"ID"}, help: "change an org's name, plan or state", setup: orgSet},
+	{name: "org delete", args: []string{"ID"}, help: "delete an org that owns no sites", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			return output{msg: "deleted org " + args[0]}, c.DeleteOrg(ctx, args[0])
+		})},
+
+	{name: "site get", args: []string{"ID"}, help: "show a site and its domains", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			d, err := c.Site(ctx, args[0])
+			return siteOutput(d, d.Site, nonNil(d.Domains)), err
+		})},
+	{name: "site create", args: []string{"ORG", "ID"}, help: "create a site served from --dir or --upstream", setup: siteCreate},
+	{name: "site delete", args: []string{"ID"}, help: "delete a site and its domains", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			return output{msg: "deleted site " + args[0]}, c.DeleteSite(ctx, args[0])
+		})},
+
+	{name: "domain add", args: []string{"SITE", "DOMAIN"}, help: "attach a domain to a site", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			d, err := c.AttachDomain(ctx, args[0], DomainAttach{Domain: args[1]})
+			return domainOutput(d), err
+		})},
+	{name: "domain get", args: []string{"DOMAIN"}, help: "show a domain", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			d, err := c.Domain(ctx, args[0])
+			return domainOutput(d), err
+		})},
+	{name: "domain delete", args: []string{"DOMAIN"}, help: "detach a domain", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			return output{msg: "deleted domain " + args[0]}, c.DetachDomain(ctx, args[0])
+		})},
+}
+
+func planPut(fs *flag.FlagSet) runFunc {
+	var p sites.Plan
+	var grace time.Duration
+	fs.Var(sizeFlag{&p.EgressBytes}, "egress-bytes", "egress allowed per billing period (size; 0 = unlimited)")
+	fs.Var(sizeFlag{&p.StorageBytes}, "storage-bytes", "storage allowed over the org's sites (size; 0 = unlimited)")
+	fs.IntVar(&p.Sites, "sites", 0, "sites an org may own (0 = unlimited)")
+	fs.IntVar(&p.Domains, "domains", 0, "custom domains an org may attach (0 = unlimited)")
+	fs.Var(sizeFlag{&p.ThrottleBPS}, "throttle-bps", "bytes per second an org over its egress quota is slowed to (size; 0 = no throttling)")
+	fs.IntVar(&p.HardLimitPercent, "hard-limit-percent", 0, "share of the egress quota past which requests are blocked (0 = never, else >= 100)")
+	fs.DurationVar(&grace, "grace-period", 0, "how long a past-due org keeps being served, e.g. 72h")
+	return func(ctx context.Context, c *Client, args []string) (output, error) {
+		p.Name = args[0]
+		p.GracePeriod = sites.Duration(grace)
+		out, _, err := c.PutPlan(ctx, p)
+		return planOutput(out, out), err
+	}
+}
+
+func orgCreate(fs *flag.FlagSet) runFunc {
+	var in OrgCreate
+	fs.StringVar(&in.Name, "name", "", "display name")
+	fs.StringVar(&in.Plan, "plan", "free", "plan")
+	fs.StringVar(&in.State, "state", "", "state: active (default) or suspended")
+	return func(ctx context.Context, c *Client, args []string) (output, error) {
+		in.ID = args[0]
+		o, err := c.CreateOrg(ctx, in)
+		return orgOutput(o, o), err
+	}
+}
+
+func orgSet(fs *flag.FlagSet) runFunc {
+	var name, plan, state string
+	fs.StringVar(&name, "name", "", "new display name")
+	fs.StringVar(&plan, "plan", "", "new plan")
+	fs.StringVar(&state, "state", "", "new state: active or suspended")
+	return func(ctx context.Context, c *Client, args []string) (output, error) {
+		var patch sites.OrgPatch
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "name":
+				patch.Name = &name
+			case "plan":
+				patch.Plan = &plan
+			case "state":
+				patch.State = &state
+			}
+		})
+		if patch == (sites.OrgPatch{}) {
+			return output{}, usagef("nothing to change: pass --name, --plan or --state")
+		}
+		o, err := c.UpdateOrg(ctx, args[0], patch)
+		return orgOutput(o, o), err
+	}
+}
+
+func siteCreate(fs *flag.FlagSet) runFunc {
+	var dir, upstream string
+	fs.StringVar(&dir, "dir", "", "serve the files of this absolute directory")
+	fs.StringVar(&upstream, "upstream", "", "reverse-proxy to this http:// or https:// base URL")
+	return func(ctx context.Context, c *Client, args []string) (output, error) {
+		var src sites.Source
+		switch {
+		case dir != "" && upstream != "":
+			return output{}, usagef("pass --dir or --upstream, not both")
+		case dir != "":
+			src = sites.Source{Type: sites.SourceDir, Path: dir}
+		case upstream != "":
+			src = sites.Source{Type: sites.SourceUpstream, URL: upstream}
+		default:
+			return output{}, usagef("pass --dir PATH or --upstream URL")
+		}
+		s, err := c.CreateSite(ctx, args[0], SiteCreate{ID: args[1], Source: src})
+		return siteOutput(s, s, nil), err
+	}
+}

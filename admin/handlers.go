@@ -1,0 +1,228 @@
+package admin
+
+import (
+	"cmp"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+
+	"github.com/tollgate-edge/tollgate/sites"
+)
+
+// Request and response bodies of the /v1 routes that are not a bare registry
+// record. The Client uses the same types.
+type (
+	// OrgCreate is the body of POST /v1/orgs. State defaults to "active".
+	OrgCreate struct {
+		ID    string `json:"id"`
+		Name  string `json:"name"`
+		Plan  string `json:"plan"`
+		State string `json:"state,omitempty"`
+	}
+	// SiteCreate is the body of POST /v1/orgs/{id}/sites.
+	SiteCreate struct {
+		ID     string       `json:"id"`
+		Source sites.Source `json:"source"`
+	}
+	// DomainAttach is the body of POST /v1/sites/{id}/domains.
+	DomainAttach struct {
+		Domain string `json:"domain"`
+	}
+	// OrgDetail is GET /v1/orgs/{id}: the org and the ids of its sites.
+	OrgDetail struct {
+		sites.Org
+		Sites []string `json:"sites"`
+	}
+	// SiteDetail is GET /v1/sites/{id}: the site and the names of its domains.
+	SiteDetail struct {
+		sites.Site
+		Domains []string `json:"domains"`
+	}
+	// PlanList is GET /v1/plans, sorted by name.
+	PlanList struct {
+		Plans []sites.Plan `json:"plans"`
+	}
+	// OrgList is GET /v1/orgs, sorted by id.
+	OrgList struct {
+		Orgs []sites.Org `json:"orgs"`
+	}
+)
+
+func (s *Server) listPlans(w http.ResponseWriter, _ *http.Request) error {
+	snap := s.reg.Snapshot()
+	out := PlanList{Plans: make([]sites.Plan, 0, len(snap.Plans))}
+	for _, p := range snap.Plans {
+		out.Plans = append(out.Plans, *p)
+	}
+	slices.SortFunc(out.Plans, func(a, b sites.Plan) int { return cmp.Compare(a.Name, b.Name) })
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.reg.Plan(r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+// putPlan creates or replaces a plan. The name in the body may be left out; if
+// present it must be the one in the path.
+func (s *Server) putPlan(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	var p sites.Plan
+	if err := s.decode(w, r, &p); err != nil {
+		return err
+	}
+	if p.Name == "" {
+		p.Name = name
+	}
+	if p.Name != name {
+		return badRequest("name: %q in the body differs from %q in the path", p.Name, name)
+	}
+	created, err := s.reg.PutPlan(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	code := http.StatusOK
+	if created {
+		code = http.StatusCreated
+		w.Header().Set("Location", "/v1/plans/"+url.PathEscape(p.Name))
+	}
+	writeJSON(w, code, p)
+	return nil
+}
+
+func (s *Server) listOrgs(w http.ResponseWriter, _ *http.Request) error {
+	snap := s.reg.Snapshot()
+	out := OrgList{Orgs: make([]sites.Org, 0, len(snap.Orgs))}
+	for _, o := range snap.Orgs {
+		out.Orgs = append(out.Orgs, *o)
+	}
+	slices.SortFunc(out.Orgs, func(a, b sites.Org) int { return cmp.Compare(a.ID, b.ID) })
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) createOrg(w http.ResponseWriter, r *http.Request) error {
+	var in OrgCreate
+	if err := s.decode(w, r, &in); err != nil {
+		return err
+	}
+	o, err := s.reg.CreateOrg(r.Context(), sites.Org{ID: in.ID, Name: in.Name, Plan: in.Plan, State: in.State})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/orgs/"+url.PathEscape(o.ID))
+	writeJSON(w, http.StatusCreated, o)
+	return nil
+}
+
+// getOrg reads the org and its sites from one snapshot, so they agree.
+func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	snap := s.reg.Snapshot()
+	o := snap.Orgs[id]
+	if o == nil {
+		return fmt.Errorf("org %q: %w", id, sites.ErrNotFound)
+	}
+	writeJSON(w, http.StatusOK, OrgDetail{Org: *o, Sites: nonNil(snap.SitesOf(id))})
+	return nil
+}
+
+func (s *Server) updateOrg(w http.ResponseWriter, r *http.Request) error {
+	var patch sites.OrgPatch
+	if err := s.decode(w, r, &patch); err != nil {
+		return err
+	}
+	o, err := s.reg.UpdateOrg(r.Context(), r.PathValue("id"), patch)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, o)
+	return nil
+}
+
+func (s *Server) deleteOrg(w http.ResponseWriter, r *http.Request) error {
+	if err := s.reg.DeleteOrg(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) createSite(w http.ResponseWriter, r *http.Request) error {
+	var in SiteCreate
+	if err := s.decode(w, r, &in); err != nil {
+		return err
+	}
+	site, err := s.reg.CreateSite(r.Context(), sites.Site{ID: in.ID, Org: r.PathValue("id"), Source: in.Source})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/sites/"+url.PathEscape(site.ID))
+	writeJSON(w, http.StatusCreated, site)
+	return nil
+}
+
+// getSite reads the site and its domains from one snapshot, so they agree.
+func (s *Server) getSite(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	snap := s.reg.Snapshot()
+	site := snap.Sites[id]
+	if site == nil {
+		return fmt.Errorf("site %q: %w", id, sites.ErrNotFound)
+	}
+	writeJSON(w, http.StatusOK, SiteDetail{Site: *site, Domains: nonNil(snap.DomainsOf(id))})
+	return nil
+}
+
+func (s *Server) deleteSite(w http.ResponseWriter, r *http.Request) error {
+	if err := s.reg.DeleteSite(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) attachDomain(w http.ResponseWriter, r *http.Request) error {
+	var in DomainAttach
+	if err := s.decode(w, r, &in); err != nil {
+		return err
+	}
+	d, err := s.reg.AttachDomain(r.Context(), r.PathValue("id"), in.Domain)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/domains/"+url.PathEscape(d.Name))
+	writeJSON(w, http.StatusCreated, d)
+	return nil
+}
+
+func (s *Server) getDomain(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.reg.Domain(r.PathValue("domain"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+func (s *Server) detachDomain(w http.ResponseWriter, r *http.Request) error {
+	if err := s.reg.DetachDomain(r.Context(), r.PathValue("domain")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

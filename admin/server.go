@@ -1,0 +1,316 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate-edge/tollgate/sites"
+)
+
+// Options are the server's collaborators. Nil fields take the default noted.
+type Options struct {
+	// Metrics is the process's registry: the admin metrics are registered on
+	// it and it is served at GET /metrics. Required.
+	Metrics *prometheus.Registry
+	// Ready reports whether the process can serve (store open, listeners up).
+	// GET /readyz answers 200 when it returns nil, else 503. It should be fast;
+	// it gets at most readyTimeout. Nil means always ready.
+	Ready func(ctx context.Context) error
+	// Logger receives internal errors and an audit line per write. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// readyTimeout bounds one call of Options.Ready.
+const readyTimeout = 5 * time.Second
+
+// realm is sent in WWW-Authenticate with every 401.
+const realm = `Bearer realm="tollgate-admin"`
+
+// Server is the admin API. Its handler is safe for concurrent use.
+type Server struct {
+	cfg      Config
+	reg      *sites.Registry
+	ready    func(ctx context.Context) error
+	log      *slog.Logger
+	tokenSum [sha256.Size]byte
+	requests *prometheus.CounterVec
+	mux      *http.ServeMux
+	handler  http.Handler
+}
+
+// New builds the admin API over reg. It registers its metrics on
+// opts.Metrics, so call it once per registry.
+func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
+	cfg.Defaults()
+	errs := []error{cfg.Validate()}
+	if reg == nil {
+		errs = append(errs, errors.New("admin: the registry is nil"))
+	}
+	if opts.Metrics == nil {
+		errs = append(errs, errors.New("admin: Options.Metrics is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		reg:      reg,
+		ready:    opts.Ready,
+		log:      opts.Logger,
+		tokenSum: sha256.Sum256([]byte(cfg.Token)),
+		mux:      http.NewServeMux(),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.requests = promauto.With(opts.Metrics).NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_admin_requests_total",
+		Help: "Admin API requests by route pattern (\"unmatched\" for none) and status code.",
+	}, []string{"route", "code"})
+	s.routes(promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}))
+	s.handler = s.chain(s.mux)
+	return s, nil
+}
+
+// Handler returns the whole admin API: health, metrics and /v1.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// routes registers every route. /v1 routes go through s.v1, which checks the
+// token; the others are public.
+func (s *Server) routes(metrics http.Handler) {
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeText(w, "ok")
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", metrics)
+
+	s.v1("GET /v1/plans", s.listPlans)
+	s.v1("GET /v1/plans/{name}", s.getPlan)
+	s.v1("PUT /v1/plans/{name}", s.putPlan)
+
+	s.v1("GET /v1/orgs", s.listOrgs)
+	s.v1("POST /v1/orgs", s.createOrg)
+	s.v1("GET /v1/orgs/{id}", s.getOrg)
+	s.v1("PATCH /v1/orgs/{id}", s.updateOrg)
+	s.v1("DELETE /v1/orgs/{id}", s.deleteOrg)
+	s.v1("POST /v1/orgs/{id}/sites", s.createSite)
+
+	s.v1("GET /v1/sites/{id}", s.getSite)
+	s.v1("DELETE /v1/sites/{id}", s.deleteSite)
+	s.v1("POST /v1/sites/{id}/domains", s.attachDomain)
+
+	s.v1("GET /v1/domains/{domain}", s.getDomain)
+	s.v1("DELETE /v1/domains/{domain}", s.detachDomain)
+}
+
+// v1 registers an authenticated route whose handler returns its error; the
+// error is answered by s.fail.
+func (s *Server) v1(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r) {
+			w.Header().Set("WWW-Authenticate", realm)
+			s.fail(w, r, errUnauthorized)
+			return
+		}
+		if err := h(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	})
+}
+
+// chain wraps the mux in the steps every request takes, outermost first.
+func (s *Server) chain(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &recorder{ResponseWriter: w, r: r}
+		// 1. Count the request by route pattern (bounded) and status, and
+		//    audit writes. Runs last, once the status is known.
+		defer func() { s.observe(rec, r) }()
+		// 2. A panicking handler answers 500 instead of dropping the connection.
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.fail(rec, r, fmt.Errorf("admin: panic: %v", v))
+			}
+		}()
+		// 3. Route. The mux's own plain-text 404 and 405 are turned into
+		//    problems by rec; /v1 handlers check the token themselves (s.v1).
+		mux.ServeHTTP(rec, r)
+	})
+}
+
+func (s *Server) observe(rec *recorder, r *http.Request) {
+	code := rec.status
+	if code == 0 {
+		code = http.StatusOK
+	}
+	route := r.Pattern // set by the mux on r; empty when nothing matched
+	if route == "" {
+		route = "unmatched"
+	}
+	s.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && code != http.StatusUnauthorized {
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "admin: write",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", code), slog.String("remote", r.RemoteAddr))
+	}
+}
+
+// fail answers err as a problem. Internal errors are logged, never sent.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	p, internal := problemFor(err)
+	if internal {
+		s.log.LogAttrs(r.Context(), slog.LevelError, "admin: internal error",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
+	}
+	writeProblem(w, p)
+}
+
+// authorized checks the bearer token in constant time. Both sides are hashed
+// first so the comparison does not reveal the token's length either.
+func (s *Server) authorized(r *http.Request) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		defer cancel()
+		if err := s.ready(ctx); err != nil {
+			// /readyz is public: log the reason, answer a generic problem.
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: not ready", slog.Any("err", err))
+			s.fail(w, r, errNotReady)
+			return
+		}
+	}
+	writeText(w, "ready")
+}
+
+// decode reads the JSON body of r into v: at most MaxBodyBytes, one object, no
+// unknown fields. Its errors map to 400, 413 or 415 in problemFor.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != contentTypeJSON && !strings.HasSuffix(mt, "+json")) {
+			return fmt.Errorf("%w: Content-Type %q; send %s", errMediaType, ct, contentTypeJSON)
+		}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return err
+		}
+		return badRequest("the body must hold a single JSON object")
+	}
+	return nil
+}
+
+// decodeError turns a json.Decoder error into a 400 (or keeps the 413) with a
+// message meant for the API user.
+func decodeError(err error) error {
+	var (
+		tooBig *http.MaxBytesError
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &tooBig):
+		return err
+	case errors.Is(err, io.EOF):
+		return badRequest("the request body is empty; send a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("malformed JSON: unexpected end of the body")
+	case errors.As(err, &syntax):
+		return badRequest("malformed JSON at byte %d: %s", syntax.Offset, syntax.Error())
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return badRequest("the body must be a JSON object, not %s", typ.Value)
+		}
+		return badRequest("%s: expected %s, got %s", typ.Field, typ.Type, typ.Value)
+	default: // unknown field, or a field's own UnmarshalJSON refusing it
+		return badRequest("%s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+}
+
+// writeJSON sends v with the given status.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", contentTypeJSON)
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client went away: nothing to do
+}
+
+func writeText(w http.ResponseWriter, s string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, s+"\n")
+}
+
+// recorder remembers the status for the metric, and replaces the mux's
+// plain-text 404 and 405 (sent when no pattern matched) with problems, keeping
+// the Allow header of a 405.
+type recorder struct {
+	http.ResponseWriter
+	r       *http.Request
+	status  int
+	swallow bool // the mux's own body is being replaced: drop its writes
+}
+
+func (rec *recorder) WriteHeader(code int) {
+	if rec.status != 0 {
+		rec.ResponseWriter.WriteHeader(code) // let net/http report the superfluous call
+		return
+	}
+	rec.status = code
+	if rec.r.Pattern == "" && (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) {
+		rec.swallow = true
+		err := errNoRoute
+		if code == http.StatusMethodNotAllowed {
+			err = errMethod
+		}
+		p, _ := problemFor(err)
+		writeProblem(rec.ResponseWriter, p)
+		return
+	}
+	rec.ResponseWriter.WriteHeader(code)
+}
+
+func (rec *recorder) Write(b []byte) (int, error) {
+	if rec.swallow {
+		return len(b), nil
+	}
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	return rec.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }

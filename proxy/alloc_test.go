@@ -1,0 +1,42 @@
+//go:build !race
+
+package proxy
+
+import (
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// TestStaticHitAllocs holds the hot path to its promise: a cached file, from
+// routing through serving and metrics, allocates nothing.
+func TestStaticHitAllocs(t *testing.T) {
+	h := newHarness(t, Config{}, Limits{})
+	for _, tc := range []struct {
+		name    string
+		ctx     *fasthttp.RequestCtx
+		status  int
+		headers []string
+	}{
+		{"4k", newCtx("www.example", "/4k.bin"), 200, nil},
+		{"host with port and case", newCtx("WWW.Example:8080", "/4k.bin"), 200, nil},
+		{"gzip", newCtx("www.example", "/app.js", "Accept-Encoding", "gzip, br"), 200, nil},
+		{"304", newCtx("www.example", "/about", "If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT"), 304, nil},
+		{"range", newCtx("www.example", "/4k.bin", "Range", "bytes=0-99"), 206, nil},
+		{"unknown host", newCtx("nobody.example", "/"), 404, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.proxy.Handler(tc.ctx) // fill the cache
+			if got := tc.ctx.Response.StatusCode(); got != tc.status {
+				t.Fatalf("status %d; want %d", got, tc.status)
+			}
+			allocs := testing.AllocsPerRun(1000, func() {
+				tc.ctx.Response.Reset()
+				h.proxy.Handler(tc.ctx)
+			})
+			if allocs != 0 {
+				t.Fatalf("%.2f allocations per request; want 0", allocs)
+			}
+		})
+	}
+}
