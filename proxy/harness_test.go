@@ -141,4 +141,3 @@ func newCtx(host, uri string, headers ...string) *fasthttp.RequestCtx {
 	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
 	return ctx
 }
-

@@ -113,7 +113,10 @@ func TestRegistryErrors(t *testing.T) {
 			_, err := r.CreateSite(ctx, Site{ID: "s9", Org: "b", Source: Source{Type: SourceUpstream, URL: "ftp://x"}})
 			return err
 		}, ErrInvalid},
-		{"site bad type", func() error { _, err := r.CreateSite(ctx, Site{ID: "s9", Org: "b", Source: Source{Type: "git"}}); return err }, ErrInvalid},
+		{"site bad type", func() error {
+			_, err := r.CreateSite(ctx, Site{ID: "s9", Org: "b", Source: Source{Type: "git"}})
+			return err
+		}, ErrInvalid},
 		{"site limit", func() error {
 			_, err := r.CreateSite(ctx, Site{ID: "s3", Org: "a", Source: Source{Type: SourceDir, Path: dir}})
 			return err
