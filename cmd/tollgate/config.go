@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/tollgate-edge/tollgate/admin"
 	"github.com/tollgate-edge/tollgate/proxy"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
@@ -38,6 +39,9 @@ type ServerConfig struct {
 	// Give it as "env:NAME" or "file:PATH" to keep it out of the file; the
 	// environment variable TOLLGATE_ADMIN_TOKEN overrides it. Required.
 	AdminToken string `toml:"admin_token"`
+	// AdminMaxBodyBytes bounds an admin API request body; larger ones get 413.
+	// Default 1 MiB.
+	AdminMaxBodyBytes int64 `toml:"admin_max_body_bytes"`
 	// ShutdownTimeout bounds how long in-flight requests may finish after
 	// SIGTERM or SIGINT. Default 30s.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
@@ -58,6 +62,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Server.Admin == "" {
 		c.Server.Admin = "127.0.0.1:9180"
+	}
+	if c.Server.AdminMaxBodyBytes == 0 {
+		c.Server.AdminMaxBodyBytes = admin.DefaultMaxBodyBytes
 	}
 	if c.Server.ShutdownTimeout == 0 {
 		c.Server.ShutdownTimeout = 30 * time.Second
@@ -82,9 +89,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %q is not host:port", key, addr))
 		}
 	}
-	if len(c.Server.AdminToken) < 16 {
-		errs = append(errs, errors.New("server.admin_token: required, at least 16 characters (or set TOLLGATE_ADMIN_TOKEN)"))
-	}
+	errs = append(errs, admin.Config{Token: c.Server.AdminToken, MaxBodyBytes: c.Server.AdminMaxBodyBytes}.Validate())
 	if c.Server.ShutdownTimeout < 0 {
 		errs = append(errs, errors.New("server.shutdown_timeout: must not be negative"))
 	}

@@ -71,7 +71,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	defer px.Shutdown(context.Background())
 
 	var bound atomic.Bool
-	adm, err := admin.New(admin.Config{Token: cfg.Server.AdminToken}, reg, admin.Options{
+	adm, err := admin.New(admin.Config{Token: cfg.Server.AdminToken, MaxBodyBytes: cfg.Server.AdminMaxBodyBytes}, reg, admin.Options{
 		Metrics: metrics,
 		Logger:  log,
 		Ready: func(ctx context.Context) error {
