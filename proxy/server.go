@@ -164,6 +164,11 @@ func (p *Proxy) open(site *sites.Site) *siteRuntime {
 	case sites.SourceUpstream:
 		rt.kind = kindUpstream
 		rt.up, rt.err = newUpstream(site.Source.URL, p.cfg, p.trusted)
+		if rt.up != nil {
+			// fasthttp does not enforce MaxRequestBodySize on streamed bodies:
+			// the upstream proxy counts them and answers 413.
+			rt.up.maxBody = p.limits.MaxBodyBytes
+		}
 	default:
 		rt.err = fmt.Errorf("unknown source type %q", site.Source.Type)
 	}
@@ -175,8 +180,9 @@ func (p *Proxy) open(site *sites.Site) *siteRuntime {
 
 // Handler is the whole request path. The steps, in order:
 //
-//  1. limits: header size, body size and timeouts were enforced by fasthttp
-//     while reading (431, 413, 408 via errorHandler);
+//  1. limits: header size and read timeouts were enforced by fasthttp while
+//     reading (431, 408 via errorHandler); streamed bodies are bounded where
+//     they are read (413 from the upstream proxy; dir sites read none);
 //  2. route: Host (port stripped, case-insensitive) → site, else 400 or 404;
 //  3. enforce: the org's state (suspended → 403); billing adds quotas here;
 //  4. serve: from the site's directory or its upstream;

@@ -1,0 +1,184 @@
+package proxy
+
+// Header handling of the reverse proxy: X-Forwarded-* and Forwarded, and the
+// hop-by-hop headers that never cross it.
+
+import (
+	"bytes"
+	"net/netip"
+
+	"github.com/valyala/fasthttp"
+)
+
+// setForwarded sets X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239).
+// Values a visitor sent are kept (and X-Forwarded-For/Forwarded appended to)
+// only when the peer is a trusted proxy; from anyone else they are replaced,
+// so an upstream can believe them.
+func (u *upstream) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	peer = peer.Unmap()
+	trusted := u.isTrusted(peer)
+	proto := "http"
+	if ctx.IsTLS() {
+		proto = "https"
+	}
+	host := ctx.Request.Header.Host()
+
+	var scratch [256]byte
+	buf := scratch[:0]
+	if trusted {
+		buf = appendJoined(buf, ctx.Request.Header.PeekAll(fasthttp.HeaderXForwardedFor))
+	}
+	if peer.IsValid() {
+		if len(buf) > 0 {
+			buf = append(buf, ", "...)
+		}
+		buf = peer.AppendTo(buf)
+	}
+	h.Del(fasthttp.HeaderXForwardedFor)
+	if len(buf) > 0 {
+		h.SetBytesV(fasthttp.HeaderXForwardedFor, buf)
+	}
+
+	if !trusted || len(h.Peek(fasthttp.HeaderXForwardedProto)) == 0 {
+		h.Del(fasthttp.HeaderXForwardedProto)
+		h.Set(fasthttp.HeaderXForwardedProto, proto)
+	}
+	if !trusted || len(h.Peek(fasthttp.HeaderXForwardedHost)) == 0 {
+		h.Del(fasthttp.HeaderXForwardedHost)
+		if len(host) > 0 {
+			h.SetBytesV(fasthttp.HeaderXForwardedHost, host)
+		}
+	}
+
+	buf = buf[:0]
+	if trusted {
+		buf = appendJoined(buf, ctx.Request.Header.PeekAll(fasthttp.HeaderForwarded))
+		if len(buf) > 0 {
+			buf = append(buf, ", "...)
+		}
+	}
+	buf = appendForwardedElement(buf, peer, host, proto)
+	h.Del(fasthttp.HeaderForwarded)
+	h.SetBytesV(fasthttp.HeaderForwarded, buf)
+}
+
+func (u *upstream) isTrusted(peer netip.Addr) bool {
+	for _, p := range u.trusted {
+		if p.Contains(peer) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendForwardedElement appends `for=…;host="…";proto=…` (RFC 7239 §4).
+func appendForwardedElement(dst []byte, peer netip.Addr, host []byte, proto string) []byte {
+	dst = append(dst, "for="...)
+	switch {
+	case !peer.IsValid():
+		dst = append(dst, "unknown"...)
+	case peer.Is6():
+		dst = append(dst, `"[`...)
+		dst = peer.AppendTo(dst)
+		dst = append(dst, `]"`...)
+	default:
+		dst = peer.AppendTo(dst)
+	}
+	if len(host) > 0 {
+		dst = append(dst, `;host="`...)
+		for _, c := range host {
+			if c == '"' || c == '\\' {
+				dst = append(dst, '\\')
+			}
+			dst = append(dst, c)
+		}
+		dst = append(dst, '"')
+	}
+	dst = append(dst, ";proto="...)
+	return append(dst, proto...)
+}
+
+func appendJoined(dst []byte, values [][]byte) []byte {
+	for _, v := range values {
+		if len(v) == 0 {
+			continue
+		}
+		if len(dst) > 0 {
+			dst = append(dst, ", "...)
+		}
+		dst = append(dst, v...)
+	}
+	return dst
+}
+
+// copyResponseHeader copies the status and the end-to-end headers of src.
+// Content-Length and Transfer-Encoding follow from SetBodyStream, Date and
+// Connection are the server's.
+func copyResponseHeader(dst, src *fasthttp.ResponseHeader) {
+	dst.SetStatusCode(src.StatusCode())
+	src.SetNoDefaultContentType(true)
+	if len(src.ContentType()) == 0 {
+		dst.SetNoDefaultContentType(true) // no invented text/plain
+	}
+	connection := src.PeekAll(fasthttp.HeaderConnection)
+	for k, v := range src.All() {
+		if isHopHeader(k) || bytes.EqualFold(k, strContentLength) || listedIn(connection, k) {
+			continue
+		}
+		dst.AddBytesKV(k, v)
+	}
+}
+
+// hopHeaders apply to one connection only and are never forwarded, in
+// either direction (RFC 9110 §7.6.1; RFC 7230 §6.1). Headers named in
+// Connection are dropped as well.
+var hopHeaders = [...]string{
+	fasthttp.HeaderConnection,
+	"Proxy-Connection", // non-standard, sent by old clients
+	fasthttp.HeaderKeepAlive,
+	fasthttp.HeaderProxyAuthenticate,
+	fasthttp.HeaderProxyAuthorization,
+	fasthttp.HeaderTE,
+	fasthttp.HeaderTrailer,
+	fasthttp.HeaderTransferEncoding,
+	fasthttp.HeaderUpgrade,
+}
+
+var strContentLength = []byte(fasthttp.HeaderContentLength)
+
+func isHopHeader(name []byte) bool {
+	for _, h := range hopHeaders {
+		if len(name) == len(h) && bytes.EqualFold(name, []byte(h)) {
+			return true
+		}
+	}
+	return false
+}
+
+// listedIn reports whether name is one of the comma-separated tokens of the
+// Connection header values.
+func listedIn(values [][]byte, name []byte) bool {
+	for _, v := range values {
+		for token := range headerTokens(v) {
+			if bytes.EqualFold(token, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// headerTokens yields the non-empty elements of a comma-separated header value.
+func headerTokens(v []byte) func(yield func([]byte) bool) {
+	return func(yield func([]byte) bool) {
+		for len(v) > 0 {
+			var token []byte
+			token, v, _ = bytes.Cut(v, []byte{','})
+			token = bytes.TrimSpace(token)
+			if len(token) > 0 && !yield(token) {
+				return
+			}
+		}
+	}
+}
