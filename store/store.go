@@ -140,3 +140,20 @@ func (b *Bolt) Close() error {
 	}
 	return b.db.Close()
 }
+
+// Update runs fn in one read-write transaction, for callers that must read
+// what they write (counters, idempotency marks). fn must not keep tx.
+func (b *Bolt) Update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.Update(fn)
+}
+
+// View runs fn in one read-only transaction.
+func (b *Bolt) View(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.View(fn)
+}

@@ -1,0 +1,311 @@
+// Package meter counts usage per org and per site: egress and ingress bytes,
+// requests, and storage integrated over time. The request path only adds to
+// in-memory atomics; a flusher writes the deltas in one batch per interval to
+// a Sink (bbolt on the embedded default, Redis in a cluster), idempotently, so
+// a batch that may have been applied is simply sent again.
+//
+// What a crash can lose: a kill -9 loses what was counted since the last
+// flush (at most meter.flush_interval). SIGTERM flushes everything; if the
+// sink is unreachable then, unflushed batches are spooled to the local bbolt
+// file and sent on the next start.
+package meter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sink stores flushed batches. Apply must be idempotent per (Node, Seq, Org):
+// a batch is applied for an org only if its Seq is above the last applied
+// for (Node, Org).
+type Sink interface {
+	Apply(ctx context.Context, b *Batch) error
+}
+
+// Spool keeps batches the sink could not take, durably, in Seq order.
+type Spool interface {
+	Save(ctx context.Context, bs []*Batch) error
+	Load(ctx context.Context) ([]*Batch, error)
+	Remove(ctx context.Context, seq uint64) error
+}
+
+// Counters are one (org, site)'s usage since the last flush. The request
+// path adds to them without locks or allocation.
+type Counters struct {
+	org, site string
+	kind      string
+	egress    atomic.Int64
+	ingress   atomic.Int64
+	requests  atomic.Int64
+	storage   atomic.Int64 // bytes stored now (a gauge, integrated at flush)
+}
+
+// AddEgress counts n bytes written to a client.
+func (c *Counters) AddEgress(n int) { c.egress.Add(int64(n)) }
+
+// AddIngress counts n request body bytes received.
+func (c *Counters) AddIngress(n int) { c.ingress.Add(int64(n)) }
+
+// AddRequest counts one request.
+func (c *Counters) AddRequest() { c.requests.Add(1) }
+
+// SetStorage records how many bytes the site stores now.
+func (c *Counters) SetStorage(n int64) { c.storage.Store(n) }
+
+// Options are the meter's collaborators.
+type Options struct {
+	Sink    Sink                  // required
+	Spool   Spool                 // optional: where batches go when the sink fails past MaxPending
+	Node    string                // required: this node's stable id
+	Metrics prometheus.Registerer // required
+	Logger  *slog.Logger
+	Now     func() time.Time // default time.Now
+}
+
+// Meter owns the counters and flushes them.
+type Meter struct {
+	cfg   Config
+	sink  Sink
+	spool Spool
+	node  string
+	log   *slog.Logger
+	now   func() time.Time
+	m     *metrics
+
+	mu       sync.Mutex // guards counters
+	counters map[[2]string]*Counters
+
+	flushMu   sync.Mutex // one flush at a time; guards the fields below
+	seq       uint64
+	pending   []*Batch
+	lastFlush time.Time
+
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	running atomic.Bool
+}
+
+// New returns a meter; call Run to flush periodically and Close to stop.
+func New(cfg Config, opts Options) (*Meter, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Sink == nil || opts.Node == "" || opts.Metrics == nil {
+		return nil, errors.New("meter: Options.Sink, Node and Metrics are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	m := &Meter{
+		cfg: cfg, sink: opts.Sink, spool: opts.Spool, node: opts.Node, log: opts.Logger, now: opts.Now,
+		counters: map[[2]string]*Counters{},
+		// Sequence numbers start at the clock so they keep growing across
+		// restarts: a node flushes far less than once per nanosecond.
+		seq:  uint64(opts.Now().UnixNano()),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	m.lastFlush = opts.Now()
+	m.m = newMetrics(opts.Metrics, cfg, m)
+	return m, nil
+}
+
+// Counters returns the counters of (org, site), creating them. kind is the
+// site's kind for metrics ("dir", "upstream", ...). Call it when routes are
+// built, not per request.
+func (m *Meter) Counters(org, site, kind string) *Counters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := [2]string{org, site}
+	c := m.counters[k]
+	if c == nil {
+		c = &Counters{org: org, site: site, kind: kind}
+		m.counters[k] = c
+	}
+	return c
+}
+
+// Run flushes every FlushInterval until Close.
+func (m *Meter) Run() {
+	if !m.running.CompareAndSwap(false, true) {
+		return
+	}
+	defer close(m.done)
+	t := time.NewTicker(m.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*m.cfg.FlushInterval+5*time.Second)
+			if err := m.Flush(ctx); err != nil {
+				m.log.Warn("meter flush failed; usage kept for the next one", slog.Any("err", err), slog.Int("pending_batches", m.Pending()))
+			}
+			cancel()
+		}
+	}
+}
+
+// Close stops Run (if started) and flushes everything. What the sink cannot
+// take is spooled when a Spool is set.
+func (m *Meter) Close(ctx context.Context) error {
+	m.once.Do(func() { close(m.stop) })
+	if m.running.Load() {
+		<-m.done // the periodic flush is over; the final one follows
+	}
+	err := m.Flush(ctx)
+	if err == nil {
+		return nil
+	}
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
+	if m.spool != nil && len(m.pending) > 0 {
+		if serr := m.spool.Save(context.Background(), m.pending); serr != nil {
+			return fmt.Errorf("meter: final flush failed (%w) and spooling failed: %w", err, serr)
+		}
+		m.log.Warn("meter: sink unreachable at shutdown; batches spooled locally", slog.Int("batches", len(m.pending)))
+		m.pending = nil
+		return nil
+	}
+	return fmt.Errorf("meter: final flush: %w", err)
+}
+
+// Pending is how many batches wait for the sink in memory.
+func (m *Meter) Pending() int {
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
+	return len(m.pending)
+}
+
+// Flush takes the deltas counted so far and writes them, after any older
+// batches still waiting, in order.
+func (m *Meter) Flush(ctx context.Context) error {
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
+	start := time.Now()
+	if b := m.collect(); b != nil {
+		m.pending = append(m.pending, b)
+	}
+	err := m.drain(ctx)
+	m.m.flushDuration.Observe(time.Since(start).Seconds())
+	m.m.pending.Set(float64(len(m.pending)))
+	if err != nil {
+		m.m.flushErrors.Inc()
+		m.overflow(ctx)
+	}
+	return err
+}
+
+// collect swaps every counter to zero and returns the deltas as a batch, or
+// nil when nothing was used. Storage is integrated over the time since the
+// previous collect.
+func (m *Meter) collect() *Batch {
+	now := m.now()
+	elapsed := now.Sub(m.lastFlush)
+	m.lastFlush = now
+	m.mu.Lock()
+	list := make([]*Counters, 0, len(m.counters))
+	for _, c := range m.counters {
+		list = append(list, c)
+	}
+	m.mu.Unlock()
+	var deltas []Delta
+	for _, c := range list {
+		d := Delta{Org: c.org, Site: c.site, Values: Values{
+			EgressBytes:  c.egress.Swap(0),
+			IngressBytes: c.ingress.Swap(0),
+			Requests:     c.requests.Swap(0),
+		}}
+		if st := c.storage.Load(); st > 0 && elapsed > 0 {
+			d.StorageByteSeconds = int64(float64(st) * elapsed.Seconds())
+		}
+		if d.IsZero() {
+			continue
+		}
+		m.m.observe(c, d.Values)
+		deltas = append(deltas, d)
+	}
+	if len(deltas) == 0 {
+		return nil
+	}
+	slices.SortFunc(deltas, func(a, b Delta) int {
+		if a.Org != b.Org {
+			return cmpString(a.Org, b.Org)
+		}
+		return cmpString(a.Site, b.Site)
+	})
+	m.seq++
+	return &Batch{Node: m.node, Seq: m.seq, Time: now.UTC(), Deltas: deltas}
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// drain applies spooled batches, then pending ones, oldest first, stopping
+// at the first failure so batches of one org are applied in Seq order.
+func (m *Meter) drain(ctx context.Context) error {
+	if m.spool != nil {
+		spooled, err := m.spool.Load(ctx)
+		if err != nil {
+			return fmt.Errorf("meter: reading spool: %w", err)
+		}
+		for _, b := range spooled {
+			if err := m.sink.Apply(ctx, b); err != nil {
+				return err
+			}
+			if err := m.spool.Remove(ctx, b.Seq); err != nil {
+				return fmt.Errorf("meter: clearing spool: %w", err)
+			}
+		}
+	}
+	for len(m.pending) > 0 {
+		if err := m.sink.Apply(ctx, m.pending[0]); err != nil {
+			return err
+		}
+		m.pending[0] = nil
+		m.pending = m.pending[1:]
+	}
+	return nil
+}
+
+// overflow bounds the memory held by unflushed batches.
+func (m *Meter) overflow(ctx context.Context) {
+	if len(m.pending) <= m.cfg.MaxPending {
+		return
+	}
+	if m.spool != nil {
+		if err := m.spool.Save(ctx, m.pending); err == nil {
+			m.m.spooled.Add(float64(len(m.pending)))
+			m.pending = nil
+			m.m.pending.Set(0)
+			return
+		} else {
+			m.log.Error("meter: spooling batches failed", slog.Any("err", err))
+		}
+	}
+	drop := len(m.pending) - m.cfg.MaxPending
+	m.log.Error("meter: dropping usage batches: the store has been unreachable too long", slog.Int("dropped", drop))
+	m.m.dropped.Add(float64(drop))
+	m.pending = slices.Delete(m.pending, 0, drop)
+}

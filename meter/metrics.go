@@ -1,0 +1,74 @@
+package meter
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+type metrics struct {
+	flushDuration prometheus.Histogram
+	flushErrors   prometheus.Counter
+	pending       prometheus.Gauge
+	spooled       prometheus.Counter
+	dropped       prometheus.Counter
+	egress        *prometheus.CounterVec // by kind
+	requests      *prometheus.CounterVec // by kind
+	ingress       *prometheus.CounterVec // by kind
+
+	perOrg    bool
+	maxOrgs   int
+	mu        sync.Mutex
+	orgSeen   map[string]bool
+	orgEgress *prometheus.CounterVec
+	orgReqs   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, cfg Config, m *Meter) *metrics {
+	f := promauto.With(reg)
+	mt := &metrics{
+		flushDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Name: "tollgate_meter_flush_duration_seconds", Help: "Time to write one flush (and any backlog) to the usage store.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		flushErrors: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_flush_errors_total", Help: "Flushes the usage store did not take (usage is kept and retried)."}),
+		pending:     f.NewGauge(prometheus.GaugeOpts{Name: "tollgate_meter_pending_batches", Help: "Usage batches waiting in memory for the store."}),
+		spooled:     f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_spooled_batches_total", Help: "Usage batches spilled to the local bbolt spool while the store was unreachable."}),
+		dropped:     f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_dropped_batches_total", Help: "Usage batches dropped because the store stayed unreachable past meter.max_pending (embedded store only)."}),
+		egress:      f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_egress_bytes_total", Help: "Metered egress bytes (headers and body written to clients), by site kind."}, []string{"kind"}),
+		requests:    f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_requests_total", Help: "Metered requests, by site kind."}, []string{"kind"}),
+		ingress:     f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_ingress_bytes_total", Help: "Metered request body bytes of proxied sites, by site kind."}, []string{"kind"}),
+		perOrg:      cfg.PerOrgMetrics,
+		maxOrgs:     cfg.PerOrgMetricsMax,
+		orgSeen:     map[string]bool{},
+	}
+	if cfg.PerOrgMetrics {
+		mt.orgEgress = f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_org_egress_bytes_total", Help: "Metered egress bytes by org (meter.per_org_metrics; orgs past the cap are summed as _other)."}, []string{"org"})
+		mt.orgReqs = f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_org_requests_total", Help: "Metered requests by org (meter.per_org_metrics; orgs past the cap are summed as _other)."}, []string{"org"})
+	}
+	return mt
+}
+
+// observe adds one flushed delta to the Prometheus counters (at flush time,
+// never on the request path).
+func (mt *metrics) observe(c *Counters, v Values) {
+	mt.egress.WithLabelValues(c.kind).Add(float64(v.EgressBytes))
+	mt.requests.WithLabelValues(c.kind).Add(float64(v.Requests))
+	mt.ingress.WithLabelValues(c.kind).Add(float64(v.IngressBytes))
+	if !mt.perOrg {
+		return
+	}
+	org := c.org
+	mt.mu.Lock()
+	if !mt.orgSeen[org] {
+		if len(mt.orgSeen) >= mt.maxOrgs {
+			org = "_other"
+		} else {
+			mt.orgSeen[org] = true
+		}
+	}
+	mt.mu.Unlock()
+	mt.orgEgress.WithLabelValues(org).Add(float64(v.EgressBytes))
+	mt.orgReqs.WithLabelValues(org).Add(float64(v.Requests))
+}
