@@ -34,6 +34,9 @@ func noFlags(run runFunc) func(*flag.FlagSet) runFunc {
 }
 
 var commands = []command{
+	{name: "usage org", args: []string{"ORG"}, help: "an org's usage series and totals", setup: usageOrgCmd},
+	{name: "usage period", args: []string{"YYYY-MM"}, help: "every org's usage totals for a month", setup: noFlags(usagePeriodCmd)},
+
 	{name: "plan list", help: "list the plans", setup: noFlags(
 		func(ctx context.Context, c *Client, _ []string) (output, error) {
 			ps, err := c.ListPlans(ctx)

@@ -34,6 +34,8 @@ type Options struct {
 	// Logger receives internal errors and an audit line per write. Nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Usage answers GET /v1/usage. Nil: the route answers 503.
+	Usage UsageReader
 }
 
 // readyTimeout bounds one call of Options.Ready.
@@ -52,6 +54,8 @@ type Server struct {
 	requests *prometheus.CounterVec
 	mux      *http.ServeMux
 	handler  http.Handler
+
+	usageReader UsageReader
 }
 
 // New builds the admin API over reg. It registers its metrics on
@@ -75,6 +79,8 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		log:      opts.Logger,
 		tokenSum: sha256.Sum256([]byte(cfg.Token)),
 		mux:      http.NewServeMux(),
+
+		usageReader: opts.Usage,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -117,6 +123,8 @@ func (s *Server) routes(metrics http.Handler) {
 
 	s.v1("GET /v1/domains/{domain}", s.getDomain)
 	s.v1("DELETE /v1/domains/{domain}", s.detachDomain)
+
+	s.v1("GET /v1/usage", s.usage)
 }
 
 // v1 registers an authenticated route whose handler returns its error; the

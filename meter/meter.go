@@ -173,11 +173,11 @@ func (m *Meter) Close(ctx context.Context) error {
 	}
 	m.flushMu.Lock()
 	defer m.flushMu.Unlock()
-	if m.spool != nil && len(m.pending) > 0 {
+	if m.spool != nil {
 		if serr := m.spool.Save(context.Background(), m.pending); serr != nil {
 			return fmt.Errorf("meter: final flush failed (%w) and spooling failed: %w", err, serr)
 		}
-		m.log.Warn("meter: sink unreachable at shutdown; batches spooled locally", slog.Int("batches", len(m.pending)))
+		m.log.Warn("meter: sink unreachable at shutdown; usage spooled locally for the next start", slog.Int("batches", len(m.pending)))
 		m.pending = nil
 		return nil
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
 )
@@ -32,6 +33,9 @@ type Options struct {
 	Cache    *sites.Cache          // required: content cache of dir sites
 	Metrics  prometheus.Registerer // required: the process's one registry
 	Logger   *slog.Logger          // default slog.Default()
+	// Usage counts egress, ingress and requests per org and site; nil turns
+	// metering off (for benchmarks).
+	Usage Usage
 }
 
 // Proxy serves the public listener.
@@ -41,6 +45,7 @@ type Proxy struct {
 	trusted []netip.Prefix
 	cache   *sites.Cache
 	log     *slog.Logger
+	usage   Usage
 	metrics *metrics
 	server  *fasthttp.Server
 
@@ -58,9 +63,10 @@ type table struct {
 
 // route is everything the request path needs for one host.
 type route struct {
-	site *sites.Site
-	org  *sites.Org
-	rt   *siteRuntime
+	site  *sites.Site
+	org   *sites.Org
+	rt    *siteRuntime
+	usage *meter.Counters // nil when metering is off
 }
 
 // siteRuntime holds a site's open resources: a directory or an upstream pool.
@@ -150,7 +156,11 @@ func (p *Proxy) apply(s *sites.Snapshot) {
 		if site == nil || d.Status != sites.DomainVerified {
 			continue
 		}
-		t.hosts[name] = &route{site: site, org: s.Orgs[site.Org], rt: next[site.ID]}
+		r := &route{site: site, org: s.Orgs[site.Org], rt: next[site.ID]}
+		if p.usage != nil {
+			r.usage = p.usage.Counters(site.Org, site.ID, kindNames[r.rt.kind])
+		}
+		t.hosts[name] = r
 	}
 	p.table.Store(t)
 }
@@ -186,7 +196,8 @@ func (p *Proxy) open(site *sites.Site) *siteRuntime {
 //  2. route: Host (port stripped, case-insensitive) → site, else 400 or 404;
 //  3. enforce: the org's state (suspended → 403); billing adds quotas here;
 //  4. serve: from the site's directory or its upstream;
-//  5. measure: status class, body bytes and latency by site kind.
+//  5. measure: status class, body bytes and latency by site kind; the bytes
+//     written to the client are metered on the connection (metering.go).
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	kind := kindNone
@@ -211,6 +222,10 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	kind = r.rt.kind
+	if r.usage != nil {
+		r.usage.AddRequest()
+		charge(ctx.Conn(), r.usage)
+	}
 
 	// 3. enforce
 	if r.org == nil || r.org.State == sites.StateSuspended {
@@ -225,7 +240,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	case r.rt.dir != nil:
 		p.serveStatic(ctx, r.rt.dir)
 	case r.rt.up != nil:
-		if err := r.rt.up.serve(ctx); err != nil {
+		if err := r.rt.up.serve(ctx, r.usage); err != nil {
 			p.countUpstreamError(err)
 		}
 	}
@@ -275,7 +290,12 @@ func errorHandler(ctx *fasthttp.RequestCtx, err error) {
 }
 
 // Serve accepts connections on ln until Shutdown.
-func (p *Proxy) Serve(ln net.Listener) error { return p.server.Serve(ln) }
+func (p *Proxy) Serve(ln net.Listener) error {
+	if p.usage != nil {
+		ln = meteredListener{ln}
+	}
+	return p.server.Serve(ln)
+}
 
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // then releases every site's resources. Safe to call more than once.

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/valyala/fasthttp"
 )
 
@@ -153,7 +154,7 @@ func newUpstream(target string, cfg Config, trusted []netip.Prefix) (*upstream, 
 // errUpstreamUnavailable (502) / errUpstreamTimeout (504) so the caller can
 // count upstream failures. A request body that breaks off or is too long
 // gets 400/408/413 and nil: that is not the upstream's failure.
-func (u *upstream) serve(ctx *fasthttp.RequestCtx) error {
+func (u *upstream) serve(ctx *fasthttp.RequestCtx, usage *meter.Counters) error {
 	if isUpgradeRequest(&ctx.Request.Header) {
 		return u.serveUpgrade(ctx)
 	}
@@ -167,6 +168,9 @@ func (u *upstream) serve(ctx *fasthttp.RequestCtx) error {
 	req := fasthttp.AcquireRequest()
 	u.prepareRequest(ctx, req)
 	body := attachBody(ctx, req, u.maxBody)
+	if body != nil {
+		body.usage = usage
+	}
 	resp := fasthttp.AcquireResponse()
 	err := u.hc.Do(req, resp)
 	fasthttp.ReleaseRequest(req) // Do has written the request, body included
@@ -284,11 +288,16 @@ type requestBody struct {
 	got  int   // bytes read so far
 	eof  bool  // read to the end
 	err  error // the visitor's side failed (reset, timeout, bad chunking, too long)
+
+	usage *meter.Counters // ingress is counted here; nil: not metered
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.got += n
+	if b.usage != nil && n > 0 {
+		b.usage.AddIngress(n)
+	}
 	switch {
 	case b.max > 0 && b.got > b.max:
 		b.err = fasthttp.ErrBodyTooLarge

@@ -52,7 +52,7 @@ func startUpstreamProxy(t testing.TB, target string, edit func(*Config)) *upstre
 	p := &upstreamProxy{u: u}
 	s := &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
-			err := u.serve(ctx)
+			err := u.serve(ctx, nil)
 			p.mu.Lock()
 			p.err = err
 			p.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/tollgate-edge/tollgate/admin"
+	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/proxy"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
@@ -25,6 +26,7 @@ type Config struct {
 	Limits proxy.Limits `toml:"limits"`
 	Proxy  proxy.Config `toml:"proxy"`
 	Sites  sites.Config `toml:"sites"`
+	Meter  meter.Config `toml:"meter"`
 }
 
 // ServerConfig is the [server] section: listeners and the operator's token.
@@ -79,6 +81,7 @@ func (c *Config) Defaults() {
 	c.Limits.Defaults()
 	c.Proxy.Defaults()
 	c.Sites.Defaults()
+	c.Meter.Defaults()
 }
 
 // Validate names every bad key of the file.
@@ -99,7 +102,7 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		errs = append(errs, fmt.Errorf("log.format: %q must be \"text\" or \"json\"", c.Log.Format))
 	}
-	errs = append(errs, c.Store.Validate(), c.Limits.Validate(), c.Proxy.Validate(), c.Sites.Validate())
+	errs = append(errs, c.Store.Validate(), c.Limits.Validate(), c.Proxy.Validate(), c.Sites.Validate(), c.Meter.Validate())
 	return errors.Join(errs...)
 }
 

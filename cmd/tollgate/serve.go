@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/tollgate-edge/tollgate/admin"
+	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/proxy"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
@@ -63,8 +64,23 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	prometheus.WrapRegistererWith(prometheus.Labels{"version": version}, metrics).MustRegister(
 		prometheus.NewGauge(prometheus.GaugeOpts{Name: "tollgate_build_info", Help: "Always 1; the version label says which build runs."}))
 
+	usage, err := newMeter(ctx, cfg, st, metrics, log)
+	if err != nil {
+		return err
+	}
+	go usage.m.Run()
+	// Runs last (defers are LIFO): after the proxy stopped counting, the
+	// final flush writes everything (or spools it).
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := usage.m.Close(fctx); err != nil {
+			log.Error("usage not flushed at shutdown", slog.Any("err", err))
+		}
+	}()
+
 	cache := sites.NewCache(cfg.Sites)
-	px, err := proxy.New(cfg.Proxy, cfg.Limits, proxy.Options{Registry: reg, Cache: cache, Metrics: metrics, Logger: log})
+	px, err := proxy.New(cfg.Proxy, cfg.Limits, proxy.Options{Registry: reg, Cache: cache, Metrics: metrics, Logger: log, Usage: usage.m})
 	if err != nil {
 		return err
 	}
@@ -74,6 +90,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	adm, err := admin.New(admin.Config{Token: cfg.Server.AdminToken, MaxBodyBytes: cfg.Server.AdminMaxBodyBytes}, reg, admin.Options{
 		Metrics: metrics,
 		Logger:  log,
+		Usage:   usage.reader,
 		Ready: func(ctx context.Context) error {
 			if !bound.Load() {
 				return errors.New("listeners not bound yet")
@@ -156,4 +173,25 @@ func seedDemo(ctx context.Context, reg *sites.Registry, dir string) error {
 		}
 	}
 	return nil
+}
+
+// usageParts are the meter and where usage is read back from.
+type usageParts struct {
+	m      *meter.Meter
+	reader admin.UsageReader
+}
+
+// newMeter builds the meter on the store in use: the bbolt file on the
+// embedded default.
+func newMeter(ctx context.Context, cfg Config, st *store.Bolt, metrics prometheus.Registerer, log *slog.Logger) (usageParts, error) {
+	node, err := meter.NodeID(ctx, st)
+	if err != nil {
+		return usageParts{}, err
+	}
+	sink := meter.NewBolt(st)
+	m, err := meter.New(cfg.Meter, meter.Options{Sink: sink, Node: node, Metrics: metrics, Logger: log})
+	if err != nil {
+		return usageParts{}, err
+	}
+	return usageParts{m: m, reader: sink}, nil
 }
