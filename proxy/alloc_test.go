@@ -40,3 +40,17 @@ func TestStaticHitAllocs(t *testing.T) {
 		})
 	}
 }
+
+func TestMeteredHitAllocs(t *testing.T) {
+	st := newBenchMeterT(t)
+	h := newHarnessUsage(t, Config{}, Limits{}, st)
+	ctx := newCtx("www.example", "/4k.bin")
+	h.proxy.Handler(ctx)
+	allocs := testing.AllocsPerRun(1000, func() {
+		ctx.Response.Reset()
+		h.proxy.Handler(ctx)
+	})
+	if allocs != 0 {
+		t.Fatalf("%.2f allocations per metered request; want 0", allocs)
+	}
+}

@@ -5,10 +5,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
 	"github.com/valyala/fasthttp"
@@ -25,9 +27,30 @@ type harness struct {
 	client  *fasthttp.Client
 	root    string // the "www" site's directory
 	parent  string // holds a secret file outside the site root
+	ln      *fasthttputil.InmemoryListener
+	// received counts the bytes clients read from the proxy.
+	received atomic.Int64
+}
+
+// countingConn counts the bytes read from the server.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func newHarness(t testing.TB, cfg Config, limits Limits) *harness {
+	t.Helper()
+	return newHarnessUsage(t, cfg, limits, nil)
+}
+
+// newHarnessUsage is newHarness with metering into usage (nil: off).
+func newHarnessUsage(t testing.TB, cfg Config, limits Limits, usage Usage) *harness {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "t.db")})
@@ -59,7 +82,7 @@ func newHarness(t testing.TB, cfg Config, limits Limits) *harness {
 	must(t, err)
 
 	metrics := prometheus.NewRegistry()
-	p, err := New(cfg, limits, Options{Registry: reg, Cache: sites.NewCache(sites.Config{CacheMaxFileBytes: 64 << 10}), Metrics: metrics})
+	p, err := New(cfg, limits, Options{Registry: reg, Cache: sites.NewCache(sites.Config{CacheMaxFileBytes: 64 << 10}), Metrics: metrics, Usage: usage})
 	must(t, err)
 	ln := fasthttputil.NewInmemoryListener()
 	go p.Serve(ln)
@@ -69,13 +92,21 @@ func newHarness(t testing.TB, cfg Config, limits Limits) *harness {
 		p.Shutdown(ctx)
 		ln.Close()
 	})
+	h := &harness{t: t, reg: reg, metrics: metrics, root: root, parent: parent, ln: ln}
 	c := &fasthttp.Client{
-		Dial:                          func(string) (net.Conn, error) { return ln.Dial() },
+		Dial: func(string) (net.Conn, error) {
+			conn, err := ln.Dial()
+			if err != nil {
+				return nil, err
+			}
+			return &countingConn{Conn: conn, n: &h.received}, nil
+		},
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		ReadBufferSize:                64 << 10,
 	}
-	return &harness{t: t, reg: reg, proxy: p, metrics: metrics, client: c, root: root, parent: parent}
+	h.proxy, h.client = p, c
+	return h
 }
 
 const secret = "TOP-SECRET-OUTSIDE-ROOT"
@@ -140,4 +171,23 @@ func newCtx(host, uri string, headers ...string) *fasthttp.RequestCtx {
 	ctx := &fasthttp.RequestCtx{}
 	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
 	return ctx
+}
+
+func newPost(host, uri, body string) (*fasthttp.Request, *fasthttp.Response) {
+	req := &fasthttp.Request{}
+	req.Header.SetMethod("POST")
+	req.SetRequestURI(uri)
+	req.Header.SetHost(host)
+	req.UseHostHeader = true
+	req.SetBodyString(body)
+	return req, &fasthttp.Response{}
+}
+
+func newBenchMeterT(t *testing.T) *meter.Meter {
+	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "m.db")})
+	must(t, err)
+	t.Cleanup(func() { st.Close() })
+	m, err := meter.New(meter.Config{}, meter.Options{Sink: meter.NewBolt(st), Node: "t", Metrics: prometheus.NewRegistry()})
+	must(t, err)
+	return m
 }

@@ -103,7 +103,7 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 	}
 	trusted, _ := parsePrefixes(cfg.TrustedProxies)
 	p := &Proxy{
-		cfg: cfg, limits: limits, trusted: trusted, cache: opts.Cache, log: opts.Logger,
+		cfg: cfg, limits: limits, trusted: trusted, cache: opts.Cache, log: opts.Logger, usage: opts.Usage,
 		metrics: newMetrics(opts.Metrics, opts.Cache),
 		runtime: map[string]*siteRuntime{},
 	}
@@ -212,20 +212,29 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	// 2. route
 	var buf [sites.MaxHostLen + 8]byte
 	key, err := sites.AppendHostKey(buf[:0], ctx.Host())
-	if err != nil {
+	var r *route
+	if err == nil {
+		r = p.table.Load().hosts[string(key)]
+	}
+	if p.usage != nil {
+		// From here on, what this connection writes is this request's
+		// site's egress; an unrouted request is nobody's.
+		var u *meter.Counters
+		if r != nil {
+			u = r.usage
+			u.AddRequest()
+		}
+		charge(ctx.Conn(), u)
+	}
+	switch {
+	case err != nil:
 		writeError(ctx, fasthttp.StatusBadRequest)
 		return
-	}
-	r := p.table.Load().hosts[string(key)]
-	if r == nil {
+	case r == nil:
 		writeError(ctx, fasthttp.StatusNotFound)
 		return
 	}
 	kind = r.rt.kind
-	if r.usage != nil {
-		r.usage.AddRequest()
-		charge(ctx.Conn(), r.usage)
-	}
 
 	// 3. enforce
 	if r.org == nil || r.org.State == sites.StateSuspended {
@@ -275,6 +284,7 @@ func (p *Proxy) countUpstreamError(err error) {
 
 // errorHandler answers requests fasthttp could not read.
 func errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	charge(ctx.Conn(), nil) // an unreadable request is nobody's usage
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
 	switch {
