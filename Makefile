@@ -7,7 +7,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DEMO    := .demo
 
-.PHONY: all build run test test-short lint fuzz bench bench-go clean
+.PHONY: all build run deps test test-short lint fuzz bench bench-go clean
 
 all: build
 
@@ -25,8 +25,17 @@ run: build
 	@echo "config: $(DEMO)/tollgate.toml (admin token inside); Ctrl-C stops"
 	exec bin/tollgate serve --config $(DEMO)/tollgate.toml --demo $(DEMO)/site
 
-# Installs what the tests need (nothing beyond Go so far), then runs every test.
-test: lint
+# What the tests need beside Go: a real redis-server (Debian). Idempotent: it
+# installs only what is missing. The tests start their own servers on free
+# loopback ports; the Debian service, if it autostarts, is left alone.
+deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@redis-server --version | head -1
+
+# Installs what the tests need, then runs every test.
+test: deps lint
 	$(GO) test -race -count=1 ./...
 
 test-short:

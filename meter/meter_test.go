@@ -320,4 +320,3 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
-
