@@ -18,6 +18,10 @@ type Config struct {
 	// size and modification time are checked again (one stat, not a read).
 	// Default 2s; edits on disk show up within this delay.
 	Revalidate time.Duration `toml:"revalidate"`
+	// StorageInterval is how often the storage of each site is measured (a
+	// walk of a dir site's files) for the meter's storage_byte_seconds.
+	// Default 5m.
+	StorageInterval time.Duration `toml:"storage_interval"`
 }
 
 // Defaults fills unset fields.
@@ -30,6 +34,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Revalidate == 0 {
 		c.Revalidate = 2 * time.Second
+	}
+	if c.StorageInterval == 0 {
+		c.StorageInterval = 5 * time.Minute
 	}
 }
 
@@ -47,6 +54,9 @@ func (c Config) Validate() error {
 	}
 	if c.Revalidate < 0 {
 		errs = append(errs, errors.New("sites.revalidate: must not be negative"))
+	}
+	if c.StorageInterval < time.Second {
+		errs = append(errs, errors.New("sites.storage_interval: must be at least 1s"))
 	}
 	return errors.Join(errs...)
 }

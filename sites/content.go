@@ -229,3 +229,34 @@ func compressible(ctype string) bool {
 	}
 	return false
 }
+
+// maxUsageFiles bounds the walk of DirUsage.
+const maxUsageFiles = 1 << 20
+
+// DirUsage returns the bytes of the regular files under dir (symlinks are
+// not followed, hidden files count: they occupy the disk all the same). It
+// stops with an error past a million entries.
+func DirUsage(dir string) (int64, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer root.Close()
+	var total int64
+	n := 0
+	err = fs.WalkDir(root.FS(), ".", func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // an unreadable entry counts as nothing
+		}
+		if n++; n > maxUsageFiles {
+			return fmt.Errorf("sites: more than %d entries under %s", maxUsageFiles, dir)
+		}
+		if d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				total += fi.Size()
+			}
+		}
+		return nil
+	})
+	return total, err
+}

@@ -176,3 +176,16 @@ func TestCacheBudget(t *testing.T) {
 		t.Fatalf("after Close: %+v; want an empty cache", st)
 	}
 }
+
+func TestDirUsage(t *testing.T) {
+	root := t.TempDir()
+	writeFiles(t, root, map[string]string{"a": "12345", "d/b": "123", ".git/x": "12"})
+	os.Symlink("/etc/passwd", filepath.Join(root, "link"))
+	n, err := DirUsage(root)
+	if err != nil || n != 10 {
+		t.Fatalf("DirUsage = %d, %v; want 10", n, err)
+	}
+	if _, err := DirUsage(filepath.Join(root, "missing")); err == nil {
+		t.Fatal("DirUsage of a missing directory succeeded")
+	}
+}

@@ -69,6 +69,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 		return err
 	}
 	go usage.m.Run()
+	go measureStorage(ctx, reg, usage.m, cfg.Sites.StorageInterval, log)
 	// Runs last (defers are LIFO): after the proxy stopped counting, the
 	// final flush writes everything (or spools it).
 	defer func() {
