@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -23,6 +24,13 @@ type Config struct {
 	// OpenTimeout bounds how long Open waits for the file lock another process
 	// may hold. Default: 5s.
 	OpenTimeout time.Duration `toml:"open_timeout"`
+	// Redis, when set, is the URL of the Redis that several nodes share:
+	// redis://[user:password@]host:port[/db] or rediss:// for TLS. May be
+	// given as "env:NAME" or "file:PATH" (it can hold a password). Usage
+	// counters go there (and, with cluster mode, the registry and
+	// certificates); the bbolt file stays as the local spool. Default: unset,
+	// everything in the bbolt file.
+	Redis string `toml:"redis"`
 }
 
 // Defaults fills unset fields.
@@ -43,6 +51,11 @@ func (c Config) Validate() error {
 	}
 	if c.OpenTimeout < 0 {
 		errs = append(errs, errors.New("store.open_timeout: must not be negative"))
+	}
+	if c.Redis != "" {
+		if _, err := redis.ParseURL(c.Redis); err != nil {
+			errs = append(errs, fmt.Errorf("store.redis: %v", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -156,4 +169,19 @@ func (b *Bolt) View(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 		return err
 	}
 	return b.db.View(fn)
+}
+
+// NewRedis returns a client for cfg.Redis (which must be set and valid).
+// Commands time out after a few seconds so a stalled Redis never stalls a
+// flush for long (serving never waits on Redis).
+func NewRedis(cfg Config) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(cfg.Redis)
+	if err != nil {
+		return nil, fmt.Errorf("store.redis: %w", err)
+	}
+	opt.DialTimeout = 2 * time.Second
+	opt.ReadTimeout = 10 * time.Second // one flush of 100k orgs is one pipeline of ~2 s
+	opt.WriteTimeout = 3 * time.Second
+	opt.MaxRetries = 1
+	return redis.NewClient(opt), nil
 }

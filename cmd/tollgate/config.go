@@ -134,6 +134,14 @@ func LoadConfig(path string) (Config, error) {
 	} else {
 		c.Server.AdminToken = tok
 	}
+	if c.Store.Redis != "" {
+		if v, err := resolveSecret(c.Store.Redis); err != nil {
+			errs = append(errs, fmt.Errorf("store.redis: %w", err))
+			c.Store.Redis = ""
+		} else {
+			c.Store.Redis = v
+		}
+	}
 	c.Defaults()
 	if err := c.Validate(); err != nil {
 		errs = append(errs, err)

@@ -55,6 +55,12 @@ type instance struct {
 // waits (polling its log, then /readyz) until it serves.
 func startTollgate(t *testing.T, dir string, extraArgs ...string) *instance {
 	t.Helper()
+	return startTollgateWith(t, dir, "", extraArgs...)
+}
+
+// startTollgateWith adds storeExtra (TOML lines) to the [store] section.
+func startTollgateWith(t *testing.T, dir, storeExtra string, extraArgs ...string) *instance {
+	t.Helper()
 	cfg := fmt.Sprintf(`[server]
 http = "127.0.0.1:0"
 admin = "127.0.0.1:0"
@@ -64,9 +70,10 @@ shutdown_timeout = "10s"
 format = "json"
 [store]
 path = %q
+%s
 [proxy]
 upstream_timeout = "2s"
-`, filepath.Join(dir, "tollgate.db"))
+`, filepath.Join(dir, "tollgate.db"), storeExtra)
 	cfgPath := filepath.Join(dir, "tollgate.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -78,6 +78,9 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 		if err := usage.m.Close(fctx); err != nil {
 			log.Error("usage not flushed at shutdown", slog.Any("err", err))
 		}
+		if usage.closeRedis != nil {
+			usage.closeRedis()
+		}
 	}()
 
 	cache := sites.NewCache(cfg.Sites)
@@ -178,21 +181,39 @@ func seedDemo(ctx context.Context, reg *sites.Registry, dir string) error {
 
 // usageParts are the meter and where usage is read back from.
 type usageParts struct {
-	m      *meter.Meter
-	reader admin.UsageReader
+	m          *meter.Meter
+	reader     admin.UsageReader
+	closeRedis func() error // nil without Redis
 }
 
 // newMeter builds the meter on the store in use: the bbolt file on the
-// embedded default.
+// embedded default; with [store] redis, Redis for the counters and the bbolt
+// file as the spool for what Redis cannot take while it is down.
 func newMeter(ctx context.Context, cfg Config, st *store.Bolt, metrics prometheus.Registerer, log *slog.Logger) (usageParts, error) {
 	node, err := meter.NodeID(ctx, st)
 	if err != nil {
 		return usageParts{}, err
 	}
-	sink := meter.NewBolt(st)
-	m, err := meter.New(cfg.Meter, meter.Options{Sink: sink, Node: node, Metrics: metrics, Logger: log})
+	local := meter.NewBolt(st)
+	opts := meter.Options{Sink: local, Node: node, Metrics: metrics, Logger: log}
+	parts := usageParts{reader: local}
+	if cfg.Store.Redis != "" {
+		rc, err := store.NewRedis(cfg.Store)
+		if err != nil {
+			return usageParts{}, err
+		}
+		parts.closeRedis = rc.Close
+		rs := meter.NewRedis(rc, meter.RedisOptions{Retention: cfg.Meter.HourlyRetention})
+		opts.Sink, opts.Spool, parts.reader = rs, local, rs
+		if err := rc.Ping(ctx).Err(); err != nil {
+			// Fail open: serve and count; usage waits in memory, then in
+			// the spool, until Redis answers.
+			log.Warn("redis unreachable at start; usage will be kept until it answers", slog.Any("err", err))
+		}
+	}
+	parts.m, err = meter.New(cfg.Meter, opts)
 	if err != nil {
 		return usageParts{}, err
 	}
-	return usageParts{m: m, reader: sink}, nil
+	return parts, nil
 }

@@ -1,0 +1,343 @@
+package meter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis stores usage in Redis (standalone, Sentinel failover or Cluster) for
+// a fleet of nodes. It is a Sink and a Reader and is safe for concurrent use.
+//
+// # Key schema
+//
+// Billing jobs read these keys directly: renaming a key or a field is a
+// breaking change. ORG and SITE are sites ids (1-63 of a-z, 0-9 and '-').
+// Every key of one org carries the hash tag {ORG}, so in Redis Cluster they
+// all live in one slot and one Lua script per org updates them atomically.
+//
+//	tg:usage:{ORG}:h:YYYYMMDDHH          hash  the org's hour bucket (UTC)           TTL Retention
+//	tg:usage:{ORG}:s:SITE:h:YYYYMMDDHH   hash  one site's hour bucket                TTL Retention
+//	tg:usage:{ORG}:p:YYYY-MM             hash  the org's totals of a billing period  TTL 2×Retention
+//	tg:usage:{ORG}:applied               hash  field NODE -> last applied Seq        TTL 2×Retention
+//	tg:usage:period:YYYY-MM:orgs         zset  orgs with usage in the period         TTL 2×Retention
+//
+// The usage hashes have the fields egress_bytes, requests, ingress_bytes and
+// storage_byte_seconds: decimal int64 as HINCRBY writes them; an absent field
+// means 0, and a bucket that exists had usage (as in the bbolt store) even if
+// all its fields are 0. Applied Seqs are uint64 written as 20 zero-padded
+// decimal digits. TTLs are set again on every write, so a key lives its TTL
+// after its last write. The period index (all scores 0, members are org ids)
+// is the only key outside the org's slot: page through it with ZRANGE BYLEX;
+// an org may be listed in it a moment before its period hash exists.
+type Redis struct {
+	c         redis.UniversalClient
+	retention time.Duration
+}
+
+var (
+	_ Sink   = (*Redis)(nil)
+	_ Reader = (*Redis)(nil)
+)
+
+// RedisOptions tune the Redis sink.
+type RedisOptions struct {
+	// Retention is the TTL of hourly buckets; period totals, the period index
+	// and the applied Seqs live 2×Retention. meter.hourly_retention; default
+	// (when 0) 400 days.
+	Retention time.Duration
+}
+
+// NewRedis uses c for usage. The caller owns c and closes it.
+func NewRedis(c redis.UniversalClient, opts RedisOptions) *Redis {
+	if opts.Retention <= 0 {
+		opts.Retention = 400 * 24 * time.Hour
+	}
+	return &Redis{c: c, retention: opts.Retention}
+}
+
+// maxHourlyRange bounds one Hourly query (one HGETALL per hour).
+const maxHourlyRange = 400 * 24 * time.Hour
+
+// indexChunk is how many org ids one ZADD of the period index carries.
+const indexChunk = 1000
+
+// Field names of the usage hashes, in the order of valueArgs.
+var usageFields = [4]string{"egress_bytes", "requests", "ingress_bytes", "storage_byte_seconds"}
+
+func orgPrefix(org string) string        { return "tg:usage:{" + org + "}:" }
+func orgHourKey(org, hour string) string { return orgPrefix(org) + "h:" + hour }
+func siteHourKey(org, site, hour string) string {
+	return orgPrefix(org) + "s:" + site + ":h:" + hour
+}
+func periodKey(org, period string) string { return orgPrefix(org) + "p:" + period }
+func appliedKey(org string) string        { return orgPrefix(org) + "applied" }
+func periodIndexKey(period string) string { return "tg:usage:period:" + period + ":orgs" }
+
+// applyScript applies one org's deltas of a batch unless this node already
+// applied that Seq or a later one for the org.
+//
+//	KEYS[1] applied, KEYS[2] org hour, KEYS[3] period, KEYS[4..] site hours
+//	ARGV[1] node, ARGV[2] Seq (20 digits), ARGV[3] hour TTL (s), ARGV[4] long TTL (s),
+//	then 4 values (usageFields order) for each of KEYS[2..]
+//
+// Seqs are uint64 (nanosecond clocks, ~1.8e19 max) and Lua numbers are
+// doubles, exact only to 2^53: Seqs are compared as zero-padded 20-digit
+// strings, in two 10-digit halves that are exact as numbers (plain string
+// comparison in Redis' Lua goes through strcoll and the locale).
+//
+// Returns 1 when applied, 0 when skipped.
+var applyScript = redis.NewScript(`
+local function pad(s) return string.rep('0', 20 - #s) .. s end
+local function newer(a, b)
+  local ah, bh = tonumber(string.sub(a, 1, 10)), tonumber(string.sub(b, 1, 10))
+  if ah ~= bh then return ah > bh end
+  return tonumber(string.sub(a, 11)) > tonumber(string.sub(b, 11))
+end
+local last = redis.call('HGET', KEYS[1], ARGV[1])
+if last and not newer(ARGV[2], pad(last)) then return 0 end
+local fields = {'egress_bytes', 'requests', 'ingress_bytes', 'storage_byte_seconds'}
+for i = 2, #KEYS do
+  local base = 4 + (i - 2) * 4
+  local wrote = false
+  for f = 1, 4 do
+    local v = ARGV[base + f]
+    if v ~= '0' then
+      redis.call('HINCRBY', KEYS[i], fields[f], v)
+      wrote = true
+    end
+  end
+  if not wrote then redis.call('HINCRBY', KEYS[i], 'requests', 0) end
+  local ttl = ARGV[3]
+  if i == 3 then ttl = ARGV[4] end
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+`)
+
+// orgCall is one org's script invocation.
+type orgCall struct {
+	org  string
+	keys []string
+	args []any
+}
+
+func valueArgs(args []any, v Values) []any {
+	for _, n := range [4]int64{v.EgressBytes, v.Requests, v.IngressBytes, v.StorageByteSeconds} {
+		args = append(args, strconv.FormatInt(n, 10))
+	}
+	return args
+}
+
+func ttlSeconds(d time.Duration) string {
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
+}
+
+// Apply adds a batch's deltas: one script per org (skipped by the script
+// when this node already applied that Seq or a later one for the org) and the
+// period index, all in one pipeline, so a flush is one round trip (one per
+// shard in Cluster). On error some orgs may have been applied; sending the
+// same batch again applies exactly the rest.
+func (r *Redis) Apply(ctx context.Context, b *Batch) error {
+	if len(b.Deltas) == 0 {
+		return nil
+	}
+	hour, period := hourKey(b.Time), Period(b.Time)
+	seq := fmt.Sprintf("%020d", b.Seq)
+	hourTTL, longTTL := ttlSeconds(r.retention), ttlSeconds(2*r.retention)
+
+	// Group by org, keeping the batch order (sorted by the meter).
+	var calls []*orgCall
+	byOrg := map[string]*orgCall{}
+	totals := map[string]*Values{}
+	for _, d := range b.Deltas {
+		c := byOrg[d.Org]
+		if c == nil {
+			c = &orgCall{org: d.Org, keys: []string{appliedKey(d.Org), orgHourKey(d.Org, hour), periodKey(d.Org, period)}}
+			byOrg[d.Org] = c
+			totals[d.Org] = new(Values)
+			calls = append(calls, c)
+		}
+		c.keys = append(c.keys, siteHourKey(d.Org, d.Site, hour))
+		c.args = valueArgs(c.args, d.Values) // site values; the org's go in front below
+		totals[d.Org].Add(d.Values)
+	}
+	for _, c := range calls {
+		args := make([]any, 0, 4+8+len(c.args))
+		args = append(args, b.Node, seq, hourTTL, longTTL)
+		args = valueArgs(args, *totals[c.org]) // org hour
+		args = valueArgs(args, *totals[c.org]) // period
+		c.args = append(args, c.args...)
+	}
+
+	failed, err := r.run(ctx, calls, func(p redis.Pipeliner) {
+		idx := periodIndexKey(period)
+		for i := 0; i < len(calls); i += indexChunk {
+			members := make([]redis.Z, 0, min(indexChunk, len(calls)-i))
+			for _, c := range calls[i:min(i+indexChunk, len(calls))] {
+				members = append(members, redis.Z{Member: c.org})
+			}
+			p.ZAdd(ctx, idx, members...)
+		}
+		p.Expire(ctx, idx, 2*r.retention)
+	})
+	if err == nil && len(failed) > 0 {
+		// The script cache was empty (a restarted or failed-over Redis):
+		// load it (on every primary in Cluster) and run the missed orgs again.
+		if err = applyScript.Load(ctx, r.c).Err(); err == nil {
+			failed, err = r.run(ctx, failed, nil)
+			if err == nil && len(failed) > 0 {
+				err = redis.ErrNoScript
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("meter: redis: applying batch %d of node %s: %w", b.Seq, b.Node, err)
+	}
+	return nil
+}
+
+// run sends the calls with EVALSHA, after the commands extra queues, in one
+// pipeline. It returns the calls that failed only because the script was not
+// cached, or the first other error. (Script.Run cannot fall back to EVAL
+// inside a pipeline: the NOSCRIPT error is only known after Exec.)
+func (r *Redis) run(ctx context.Context, calls []*orgCall, extra func(redis.Pipeliner)) ([]*orgCall, error) {
+	cmds := make([]*redis.Cmd, len(calls))
+	all, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if extra != nil {
+			extra(p)
+		}
+		for i, c := range calls {
+			cmds[i] = applyScript.EvalSha(ctx, p, c.keys, c.args...)
+		}
+		return nil
+	})
+	if err == nil {
+		return nil, nil
+	}
+	var noScript []*orgCall
+	for i, cmd := range cmds {
+		if e := cmd.Err(); e != nil && (errors.Is(e, redis.ErrNoScript) || redis.HasErrorPrefix(e, "NOSCRIPT")) {
+			noScript = append(noScript, calls[i])
+		}
+	}
+	for _, cmd := range all {
+		e := cmd.Err()
+		if e != nil && !errors.Is(e, redis.ErrNoScript) && !redis.HasErrorPrefix(e, "NOSCRIPT") {
+			return nil, e
+		}
+	}
+	if len(noScript) == 0 {
+		return nil, err // the pipeline failed before any command ran
+	}
+	return noScript, nil
+}
+
+// Hourly returns the org's hour buckets in [from, to), oldest first; hours
+// without usage are absent. The range may span at most 400 days.
+func (r *Redis) Hourly(ctx context.Context, org string, from, to time.Time) ([]Point, error) {
+	if to.Sub(from) > maxHourlyRange {
+		return nil, fmt.Errorf("meter: hourly range %s to %s is longer than %d days", from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), int(maxHourlyRange.Hours()/24))
+	}
+	start, end := Hour(from), Hour(to)
+	if end.Before(to) {
+		end = end.Add(time.Hour) // the bucket holding `to` starts before it: include it
+	}
+	if !start.Before(end) {
+		return nil, nil
+	}
+	cmds := make([]*redis.MapStringStringCmd, int(end.Sub(start)/time.Hour))
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range cmds {
+			cmds[i] = p.HGetAll(ctx, orgHourKey(org, hourKey(start.Add(time.Duration(i)*time.Hour))))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("meter: redis: hourly usage of %s: %w", org, err)
+	}
+	var out []Point
+	for i, cmd := range cmds {
+		if len(cmd.Val()) == 0 {
+			continue
+		}
+		v, err := parseValues(cmd.Val())
+		if err != nil {
+			return nil, fmt.Errorf("meter: redis: %s: %w", orgHourKey(org, hourKey(start.Add(time.Duration(i)*time.Hour))), err)
+		}
+		out = append(out, Point{Start: start.Add(time.Duration(i) * time.Hour), Values: v})
+	}
+	return out, nil
+}
+
+// PeriodTotals lists every org's totals for a period ("YYYY-MM"), by org id,
+// starting after the org id `after`, at most limit (at least 1); next is the
+// cursor of the following page, "" on the last.
+func (r *Redis) PeriodTotals(ctx context.Context, period, after string, limit int) ([]OrgTotal, string, error) {
+	if limit < 1 {
+		return nil, "", fmt.Errorf("meter: period totals: limit %d must be at least 1", limit)
+	}
+	start := "-"
+	if after != "" {
+		start = "(" + after
+	}
+	orgs, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: periodIndexKey(period), Start: start, Stop: "+", ByLex: true, Count: int64(limit) + 1,
+	}).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("meter: redis: orgs of period %s: %w", period, err)
+	}
+	next := ""
+	if len(orgs) > limit {
+		orgs = orgs[:limit]
+		next = orgs[limit-1]
+	}
+	if len(orgs) == 0 {
+		return nil, "", nil
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(orgs))
+	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, org := range orgs {
+			cmds[i] = p.HGetAll(ctx, periodKey(org, period))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("meter: redis: totals of period %s: %w", period, err)
+	}
+	var out []OrgTotal
+	for i, cmd := range cmds {
+		if len(cmd.Val()) == 0 {
+			continue // indexed, but the script did not run (yet): no usage
+		}
+		v, err := parseValues(cmd.Val())
+		if err != nil {
+			return nil, "", fmt.Errorf("meter: redis: %s: %w", periodKey(orgs[i], period), err)
+		}
+		out = append(out, OrgTotal{Org: orgs[i], Values: v})
+	}
+	return out, next, nil
+}
+
+func parseValues(h map[string]string) (Values, error) {
+	var v Values
+	dst := [4]*int64{&v.EgressBytes, &v.Requests, &v.IngressBytes, &v.StorageByteSeconds}
+	for i, f := range usageFields {
+		s, ok := h[f]
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return Values{}, fmt.Errorf("field %s: %w", f, err)
+		}
+		*dst[i] = n
+	}
+	return v, nil
+}

@@ -1,0 +1,464 @@
+package meter
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tollgate-edge/tollgate/internal/redistest"
+	"github.com/tollgate-edge/tollgate/store"
+)
+
+// redisCounter counts what a client sends: pipelines, the commands in them,
+// and single commands. The handshake of a new connection (HELLO, CLIENT
+// SETINFO) is not counted.
+type redisCounter struct {
+	pipelines, pipelined, single atomic.Int64
+}
+
+func isHandshake(cmd redis.Cmder) bool { return cmd.Name() == "hello" || cmd.Name() == "client" }
+
+func (h *redisCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *redisCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !isHandshake(cmd) {
+			h.single.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *redisCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && !isHandshake(cmds[0]) {
+			h.pipelines.Add(1)
+			h.pipelined.Add(int64(len(cmds)))
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (h *redisCounter) reset() {
+	h.pipelines.Store(0)
+	h.pipelined.Store(0)
+	h.single.Store(0)
+}
+
+// startRedisSink starts a redis-server for the test and returns a sink on it,
+// the client (with a counter hook) and the server.
+func startRedisSink(t testing.TB, opts RedisOptions) (*Redis, *redis.Client, *redisCounter, *redistest.Server) {
+	t.Helper()
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { c.Close() })
+	hook := new(redisCounter)
+	c.AddHook(hook)
+	return NewRedis(c, opts), c, hook, srv
+}
+
+func openBoltSink(t testing.TB) *Bolt {
+	t.Helper()
+	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "m.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return NewBolt(st)
+}
+
+func mustApply(t testing.TB, s Sink, bs ...*Batch) {
+	t.Helper()
+	for _, b := range bs {
+		if err := s.Apply(context.Background(), b); err != nil {
+			t.Fatalf("Apply(seq %d): %v", b.Seq, err)
+		}
+	}
+}
+
+func utc(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
+	return t.UTC()
+}
+
+// allPeriodTotals pages through a period with limit and returns every page.
+func allPeriodTotals(t *testing.T, r Reader, period string, limit int) [][]OrgTotal {
+	t.Helper()
+	var pages [][]OrgTotal
+	after := ""
+	for range 100 {
+		page, next, err := r.PeriodTotals(context.Background(), period, after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, page)
+		if next == "" {
+			return pages
+		}
+		after = next
+	}
+	t.Fatal("PeriodTotals never returned an empty cursor")
+	return nil
+}
+
+// Two hours on both sides of a period boundary.
+var (
+	novLastHour  = utc("2026-11-30T23:10:00Z")
+	decFirstHour = utc("2026-12-01T00:20:00Z")
+)
+
+func TestRedisApplyAndRead(t *testing.T) {
+	r, _, _, _ := startRedisSink(t, RedisOptions{})
+	mustApply(t, r,
+		&Batch{Node: "n1", Seq: 1, Time: novLastHour, Deltas: []Delta{
+			{Org: "acme", Site: "www", Values: Values{EgressBytes: 100, Requests: 2, IngressBytes: 10, StorageByteSeconds: 1000}},
+			{Org: "acme", Site: "docs", Values: Values{EgressBytes: 50, Requests: 1}},
+			{Org: "beta", Site: "site", Values: Values{EgressBytes: 7, Requests: 1}},
+		}},
+		&Batch{Node: "n1", Seq: 2, Time: novLastHour.Add(30 * time.Minute), Deltas: []Delta{
+			{Org: "acme", Site: "www", Values: Values{EgressBytes: 1, Requests: 1}},
+		}},
+		&Batch{Node: "n1", Seq: 3, Time: decFirstHour, Deltas: []Delta{
+			{Org: "acme", Site: "www", Values: Values{EgressBytes: 200, Requests: 4}},
+			{Org: "gamma", Site: "x", Values: Values{Requests: 1}},
+		}},
+		&Batch{Node: "n2", Seq: 1, Time: decFirstHour, Deltas: []Delta{
+			{Org: "acme", Site: "docs", Values: Values{EgressBytes: 5, Requests: 1, IngressBytes: 3, StorageByteSeconds: 9}},
+		}},
+	)
+	novAcme := Point{Start: utc("2026-11-30T23:00:00Z"), Values: Values{EgressBytes: 151, Requests: 4, IngressBytes: 10, StorageByteSeconds: 1000}}
+	decAcme := Point{Start: utc("2026-12-01T00:00:00Z"), Values: Values{EgressBytes: 205, Requests: 5, IngressBytes: 3, StorageByteSeconds: 9}}
+
+	hourly := []struct {
+		name     string
+		org      string
+		from, to string
+		want     []Point
+	}{
+		{"both hours", "acme", "2026-11-30T00:00:00Z", "2026-12-02T00:00:00Z", []Point{novAcme, decAcme}},
+		{"to on an hour boundary is excluded", "acme", "2026-11-30T23:59:00Z", "2026-12-01T00:00:00Z", []Point{novAcme}},
+		{"the hour holding to is included", "acme", "2026-11-30T23:59:00Z", "2026-12-01T00:00:01Z", []Point{novAcme, decAcme}},
+		{"one org only", "beta", "2026-11-01T00:00:00Z", "2026-12-31T00:00:00Z", []Point{{Start: novAcme.Start, Values: Values{EgressBytes: 7, Requests: 1}}}},
+		{"no usage", "nobody", "2026-11-01T00:00:00Z", "2026-12-31T00:00:00Z", nil},
+		{"empty range", "acme", "2026-12-01T00:00:00Z", "2026-12-01T00:00:00Z", nil},
+		{"400 days not on hours", "acme", "2026-01-01T10:30:00Z", "2027-02-05T10:30:00Z", []Point{novAcme, decAcme}},
+	}
+	for _, tc := range hourly {
+		t.Run("hourly/"+tc.name, func(t *testing.T) {
+			got, err := r.Hourly(context.Background(), tc.org, utc(tc.from), utc(tc.to))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("Hourly = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+
+	periods := []struct {
+		period string
+		want   []OrgTotal
+	}{
+		{"2026-11", []OrgTotal{{Org: "acme", Values: novAcme.Values}, {Org: "beta", Values: Values{EgressBytes: 7, Requests: 1}}}},
+		{"2026-12", []OrgTotal{{Org: "acme", Values: decAcme.Values}, {Org: "gamma", Values: Values{Requests: 1}}}},
+		{"2027-01", nil},
+	}
+	for _, tc := range periods {
+		t.Run("period/"+tc.period, func(t *testing.T) {
+			got, next, err := r.PeriodTotals(context.Background(), tc.period, "", 10)
+			if err != nil || next != "" {
+				t.Fatalf("PeriodTotals: next %q, err %v", next, err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("PeriodTotals = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+
+	t.Run("bad arguments", func(t *testing.T) {
+		if _, err := r.Hourly(context.Background(), "acme", utc("2026-01-01T00:00:00Z"), utc("2027-02-05T01:00:00Z")); err == nil {
+			t.Error("Hourly over 400 days: no error")
+		}
+		if _, _, err := r.PeriodTotals(context.Background(), "2026-11", "", 0); err == nil {
+			t.Error("PeriodTotals with limit 0: no error")
+		}
+	})
+}
+
+func TestRedisApplyIsIdempotent(t *testing.T) {
+	r, _, _, _ := startRedisSink(t, RedisOptions{})
+	type step struct {
+		node string
+		seq  uint64
+	}
+	tests := []struct {
+		name  string
+		steps []step
+		want  int64 // requests counted, one per applied step
+	}{
+		{"same batch twice", []step{{"n1", 5}, {"n1", 5}}, 1},
+		{"older after newer is skipped", []step{{"n1", 6}, {"n1", 5}}, 1},
+		{"newer after older", []step{{"n1", 5}, {"n1", 6}}, 2},
+		{"same seq from another node", []step{{"n1", 5}, {"n2", 5}}, 2},
+		{"more digits is newer", []step{{"n1", 999}, {"n1", 1000}, {"n1", 999}}, 2},
+		// Beyond 2^53 doubles cannot tell these apart.
+		{"1.8e18 apart by one", []step{{"n1", 1795000000000000000}, {"n1", 1795000000000000001}, {"n1", 1795000000000000000}}, 2},
+		{"1.8e18 older by one", []step{{"n1", 1795000000000000001}, {"n1", 1795000000000000000}}, 1},
+		{"max uint64", []step{{"n1", 1<<64 - 2}, {"n1", 1<<64 - 1}, {"n1", 1<<64 - 1}}, 2},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			org := fmt.Sprintf("org%d", i)
+			for _, s := range tc.steps {
+				mustApply(t, r, &Batch{Node: s.node, Seq: s.seq, Time: novLastHour, Deltas: []Delta{
+					{Org: org, Site: "a", Values: Values{Requests: 1}},
+				}})
+			}
+			pts, err := r.Hourly(context.Background(), org, novLastHour, novLastHour.Add(time.Hour))
+			if err != nil || len(pts) != 1 {
+				t.Fatalf("Hourly = %v, %v", pts, err)
+			}
+			if pts[0].Requests != tc.want {
+				t.Fatalf("requests = %d, want %d", pts[0].Requests, tc.want)
+			}
+		})
+	}
+}
+
+func TestRedisMatchesBolt(t *testing.T) {
+	r, _, _, _ := startRedisSink(t, RedisOptions{})
+	bl := openBoltSink(t)
+	orgs := []string{"o-1", "o-2", "o-3", "o-4", "o-5"}
+	sites := []string{"a", "b"}
+	start := utc("2026-11-30T20:00:00Z")
+
+	// Flushes of two nodes over 8 hours across a period boundary, with
+	// replays of sent batches and stale Seqs carrying other deltas.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	seqs := map[string]uint64{"n1": 1795000000000000000, "n2": 1795000000000000000}
+	var sent, batches []*Batch
+	for i := range 60 {
+		node := []string{"n1", "n2"}[i%2]
+		switch rnd.IntN(5) {
+		case 0:
+			if len(sent) > 0 {
+				batches = append(batches, sent[rnd.IntN(len(sent))]) // resent
+				continue
+			}
+		case 1:
+			seqs[node] += 0 // same Seq again with other deltas: must be skipped where applied
+		default:
+			seqs[node]++
+		}
+		b := &Batch{Node: node, Seq: seqs[node], Time: start.Add(time.Duration(i) * 8 * time.Minute)}
+		for _, org := range orgs {
+			for _, site := range sites {
+				if rnd.IntN(3) == 0 {
+					continue
+				}
+				b.Deltas = append(b.Deltas, Delta{Org: org, Site: site, Values: Values{
+					EgressBytes: rnd.Int64N(1 << 40), Requests: rnd.Int64N(100), IngressBytes: rnd.Int64N(1000), StorageByteSeconds: rnd.Int64N(1 << 50),
+				}})
+			}
+		}
+		sent = append(sent, b)
+		batches = append(batches, b)
+	}
+	mustApply(t, r, batches...)
+	mustApply(t, bl, batches...)
+
+	for _, org := range append(orgs, "none") {
+		from, to := start.Add(-time.Hour), start.Add(10*time.Hour)
+		want, err := bl.Hourly(context.Background(), org, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.Hourly(context.Background(), org, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Hourly(%s):\nredis %+v\nbolt  %+v", org, got, want)
+		}
+	}
+	for _, period := range []string{"2026-11", "2026-12", "2027-01"} {
+		for _, limit := range []int{1, 2, 5, 10} {
+			got, want := allPeriodTotals(t, r, period, limit), allPeriodTotals(t, bl, period, limit)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("PeriodTotals(%s, limit %d):\nredis %+v\nbolt  %+v", period, limit, got, want)
+			}
+		}
+	}
+	if pages := allPeriodTotals(t, r, "2026-12", 2); len(pages) != 3 || len(pages[0]) != 2 || len(pages[2]) != 1 {
+		t.Errorf("5 orgs by 2: pages %+v", pages)
+	}
+}
+
+func TestRedisKeySchemaAndTTL(t *testing.T) {
+	const retention = 48 * time.Hour
+	r, c, _, _ := startRedisSink(t, RedisOptions{Retention: retention})
+	ctx := context.Background()
+	mustApply(t, r, &Batch{Node: "node-1", Seq: 1795000000000000001, Time: novLastHour, Deltas: []Delta{
+		{Org: "acme", Site: "www", Values: Values{EgressBytes: 100, Requests: 2, IngressBytes: 10, StorageByteSeconds: 1000}},
+		{Org: "acme", Site: "docs", Values: Values{Requests: 1}},
+		{Org: "beta", Site: "site", Values: Values{}},
+	}})
+	usage := func(e, r, i, s string) map[string]string {
+		m := map[string]string{"egress_bytes": e, "requests": r, "ingress_bytes": i, "storage_byte_seconds": s}
+		for k, v := range m {
+			if v == "" {
+				delete(m, k)
+			}
+		}
+		return m
+	}
+	want := []struct {
+		key    string
+		ttl    time.Duration
+		fields map[string]string // for hashes
+		zset   []string
+	}{
+		{"tg:usage:{acme}:h:2026113023", retention, usage("100", "3", "10", "1000"), nil},
+		{"tg:usage:{acme}:s:www:h:2026113023", retention, usage("100", "2", "10", "1000"), nil},
+		{"tg:usage:{acme}:s:docs:h:2026113023", retention, usage("", "1", "", ""), nil},
+		{"tg:usage:{acme}:p:2026-11", 2 * retention, usage("100", "3", "10", "1000"), nil},
+		{"tg:usage:{acme}:applied", 2 * retention, map[string]string{"node-1": "01795000000000000001"}, nil},
+		{"tg:usage:{beta}:h:2026113023", retention, usage("", "0", "", ""), nil},
+		{"tg:usage:{beta}:s:site:h:2026113023", retention, usage("", "0", "", ""), nil},
+		{"tg:usage:{beta}:p:2026-11", 2 * retention, usage("", "0", "", ""), nil},
+		{"tg:usage:{beta}:applied", 2 * retention, map[string]string{"node-1": "01795000000000000001"}, nil},
+		{"tg:usage:period:2026-11:orgs", 2 * retention, nil, []string{"acme", "beta"}},
+	}
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantKeys []string
+	for _, w := range want {
+		wantKeys = append(wantKeys, w.key)
+	}
+	slices.Sort(keys)
+	slices.Sort(wantKeys)
+	if !slices.Equal(keys, wantKeys) {
+		t.Fatalf("keys:\n%s\nwant:\n%s", strings.Join(keys, "\n"), strings.Join(wantKeys, "\n"))
+	}
+	for _, w := range want {
+		t.Run(w.key, func(t *testing.T) {
+			ttl, err := c.TTL(ctx, w.key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ttl <= w.ttl-time.Minute || ttl > w.ttl {
+				t.Errorf("TTL = %s, want %s", ttl, w.ttl)
+			}
+			if w.zset != nil {
+				got, err := c.ZRangeWithScores(ctx, w.key, 0, -1).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := []redis.Z{}
+				for _, m := range w.zset {
+					want = append(want, redis.Z{Member: m})
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("zset = %+v, want %+v", got, want)
+				}
+				return
+			}
+			got, err := c.HGetAll(ctx, w.key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, w.fields) {
+				t.Errorf("hash = %v, want %v", got, w.fields)
+			}
+		})
+	}
+}
+
+func TestRedisDownThenBack(t *testing.T) {
+	r, _, _, srv := startRedisSink(t, RedisOptions{})
+	ctx := context.Background()
+	batch := func(seq uint64) *Batch {
+		return &Batch{Node: "n1", Seq: seq, Time: novLastHour, Deltas: []Delta{{Org: "acme", Site: "www", Values: Values{Requests: 1}}}}
+	}
+	mustApply(t, r, batch(1))
+	srv.Stop()
+	if err := r.Apply(ctx, batch(2)); err == nil {
+		t.Fatal("Apply with Redis down: no error")
+	}
+	if _, err := r.Hourly(ctx, "acme", novLastHour, novLastHour.Add(time.Hour)); err == nil {
+		t.Fatal("Hourly with Redis down: no error")
+	}
+	srv.Restart() // the data survives (append-only file); the script cache does not
+	mustApply(t, r, batch(2))
+	mustApply(t, r, batch(2)) // a resend after recovery counts once
+	pts, err := r.Hourly(ctx, "acme", novLastHour, novLastHour.Add(time.Hour))
+	if err != nil || len(pts) != 1 || pts[0].Requests != 2 {
+		t.Fatalf("after restart: Hourly = %+v, %v", pts, err)
+	}
+}
+
+func TestRedisApplyIsOneRoundTrip(t *testing.T) {
+	r, _, hook, _ := startRedisSink(t, RedisOptions{})
+	mk := func(seq uint64, orgs int) *Batch {
+		b := &Batch{Node: "n1", Seq: seq, Time: novLastHour}
+		for i := range orgs {
+			b.Deltas = append(b.Deltas,
+				Delta{Org: fmt.Sprintf("org-%d", i), Site: "a", Values: Values{Requests: 1}},
+				Delta{Org: fmt.Sprintf("org-%d", i), Site: "b", Values: Values{EgressBytes: 1}})
+		}
+		return b
+	}
+	// The first flush finds the script cache empty: it loads the script and
+	// sends the orgs again.
+	mustApply(t, r, mk(1, 50))
+	if p, s := hook.pipelines.Load(), hook.single.Load(); p != 2 || s != 1 {
+		t.Errorf("first flush: %d pipelines and %d single commands, want 2 and 1 (SCRIPT LOAD)", p, s)
+	}
+	for _, orgs := range []int{1, 50, 2500} {
+		hook.reset()
+		mustApply(t, r, mk(uint64(orgs)+1, orgs))
+		wantCmds := int64(orgs + (orgs+indexChunk-1)/indexChunk + 1) // EVALSHA per org, ZADD per chunk, EXPIRE
+		if p, n, s := hook.pipelines.Load(), hook.pipelined.Load(), hook.single.Load(); p != 1 || n != wantCmds || s != 0 {
+			t.Errorf("%d orgs: %d pipelines of %d commands and %d single commands, want 1 of %d and 0", orgs, p, n, s, wantCmds)
+		}
+	}
+}
+
+// BenchmarkRedisApply100kOrgs flushes one batch of 100,000 orgs (one site
+// each) to a real Redis.
+func BenchmarkRedisApply100kOrgs(b *testing.B) {
+	const orgs = 100_000
+	r, _, hook, _ := startRedisSink(b, RedisOptions{})
+	batch := &Batch{Node: "n1", Seq: 1, Time: novLastHour, Deltas: make([]Delta, 0, orgs)}
+	for i := range orgs {
+		batch.Deltas = append(batch.Deltas, Delta{Org: fmt.Sprintf("org-%06d", i), Site: "www",
+			Values: Values{EgressBytes: 4096, Requests: 1, IngressBytes: 100}})
+	}
+	mustApply(b, r, batch) // loads the script
+	hook.reset()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		batch.Seq++
+		if err := r.Apply(context.Background(), batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(hook.pipelined.Load()+hook.single.Load())/float64(b.N), "cmds/flush")
+	b.ReportMetric(float64(hook.pipelines.Load())/float64(b.N), "roundtrips/flush")
+	b.ReportMetric(float64(orgs)*float64(b.N)/b.Elapsed().Seconds(), "orgs/s")
+}
