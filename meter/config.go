@@ -7,6 +7,10 @@ import (
 
 // Config is the [meter] section.
 type Config struct {
+	// Disabled turns metering off: nothing is counted and the usage API
+	// answers 503. For benchmarks and installations that bill nothing.
+	// Default false.
+	Disabled bool `toml:"disabled"`
 	// FlushInterval is how often counted usage is written to the store (bbolt,
 	// or Redis when [store] redis is set) in one batch. It is also the most a
 	// kill -9 can lose. Default 1s.

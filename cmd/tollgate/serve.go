@@ -64,15 +64,20 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	prometheus.WrapRegistererWith(prometheus.Labels{"version": version}, metrics).MustRegister(
 		prometheus.NewGauge(prometheus.GaugeOpts{Name: "tollgate_build_info", Help: "Always 1; the version label says which build runs."}))
 
-	usage, err := newMeter(ctx, cfg, st, metrics, log)
-	if err != nil {
-		return err
+	usage := usageParts{}
+	if !cfg.Meter.Disabled {
+		if usage, err = newMeter(ctx, cfg, st, metrics, log); err != nil {
+			return err
+		}
+		go usage.m.Run()
+		go measureStorage(ctx, reg, usage.m, cfg.Sites.StorageInterval, log)
 	}
-	go usage.m.Run()
-	go measureStorage(ctx, reg, usage.m, cfg.Sites.StorageInterval, log)
 	// Runs last (defers are LIFO): after the proxy stopped counting, the
 	// final flush writes everything (or spools it).
 	defer func() {
+		if usage.m == nil {
+			return
+		}
 		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := usage.m.Close(fctx); err != nil {
@@ -84,7 +89,11 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	}()
 
 	cache := sites.NewCache(cfg.Sites)
-	px, err := proxy.New(cfg.Proxy, cfg.Limits, proxy.Options{Registry: reg, Cache: cache, Metrics: metrics, Logger: log, Usage: usage.m})
+	popts := proxy.Options{Registry: reg, Cache: cache, Metrics: metrics, Logger: log}
+	if usage.m != nil {
+		popts.Usage = usage.m // a nil *meter.Meter in the interface would not read as "off"
+	}
+	px, err := proxy.New(cfg.Proxy, cfg.Limits, popts)
 	if err != nil {
 		return err
 	}
