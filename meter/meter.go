@@ -68,17 +68,20 @@ type Options struct {
 	Metrics prometheus.Registerer // required
 	Logger  *slog.Logger
 	Now     func() time.Time // default time.Now
+	// StoreName labels the flush metrics: "bbolt" (default) or "redis".
+	StoreName string
 }
 
 // Meter owns the counters and flushes them.
 type Meter struct {
-	cfg   Config
-	sink  Sink
-	spool Spool
-	node  string
-	log   *slog.Logger
-	now   func() time.Time
-	m     *metrics
+	cfg       Config
+	storeName string
+	sink      Sink
+	spool     Spool
+	node      string
+	log       *slog.Logger
+	now       func() time.Time
+	m         *metrics
 
 	mu       sync.Mutex // guards counters
 	counters map[[2]string]*Counters
@@ -109,8 +112,11 @@ func New(cfg Config, opts Options) (*Meter, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.StoreName == "" {
+		opts.StoreName = "bbolt"
+	}
 	m := &Meter{
-		cfg: cfg, sink: opts.Sink, spool: opts.Spool, node: opts.Node, log: opts.Logger, now: opts.Now,
+		cfg: cfg, storeName: opts.StoreName, sink: opts.Sink, spool: opts.Spool, node: opts.Node, log: opts.Logger, now: opts.Now,
 		counters: map[[2]string]*Counters{},
 		// Sequence numbers start at the clock so they keep growing across
 		// restarts: a node flushes far less than once per nanosecond.

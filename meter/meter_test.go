@@ -320,3 +320,23 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestPerOrgMetricsCapped(t *testing.T) {
+	b, _ := openBolt(t)
+	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	m, reg := newMeter(t, Config{PerOrgMetrics: true, PerOrgMetricsMax: 2}, b, nil, clk)
+	for _, org := range []string{"a", "b", "c", "d"} {
+		c := m.Counters(org, "s", "dir")
+		c.AddEgress(10)
+		c.AddRequest()
+	}
+	if err := m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(reg, "tollgate_meter_org_egress_bytes_total"); n != 3 {
+		t.Fatalf("%d per-org series; want 2 orgs + _other", n)
+	}
+	if got := testutil.ToFloat64(m.m.orgEgress.WithLabelValues("_other")); got != 20 {
+		t.Fatalf("_other = %v; want 20", got)
+	}
+}

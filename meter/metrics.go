@@ -30,18 +30,20 @@ func newMetrics(reg prometheus.Registerer, cfg Config, m *Meter) *metrics {
 	mt := &metrics{
 		flushDuration: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "tollgate_meter_flush_duration_seconds", Help: "Time to write one flush (and any backlog) to the usage store.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+			ConstLabels: prometheus.Labels{"store": m.storeName},
+			Buckets:     []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
-		flushErrors: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_flush_errors_total", Help: "Flushes the usage store did not take (usage is kept and retried)."}),
-		pending:     f.NewGauge(prometheus.GaugeOpts{Name: "tollgate_meter_pending_batches", Help: "Usage batches waiting in memory for the store."}),
-		spooled:     f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_spooled_batches_total", Help: "Usage batches spilled to the local bbolt spool while the store was unreachable."}),
-		dropped:     f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_dropped_batches_total", Help: "Usage batches dropped because the store stayed unreachable past meter.max_pending (embedded store only)."}),
-		egress:      f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_egress_bytes_total", Help: "Metered egress bytes (headers and body written to clients), by site kind."}, []string{"kind"}),
-		requests:    f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_requests_total", Help: "Metered requests, by site kind."}, []string{"kind"}),
-		ingress:     f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_ingress_bytes_total", Help: "Metered request body bytes of proxied sites, by site kind."}, []string{"kind"}),
-		perOrg:      cfg.PerOrgMetrics,
-		maxOrgs:     cfg.PerOrgMetricsMax,
-		orgSeen:     map[string]bool{},
+		flushErrors: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_flush_errors_total", Help: "Flushes the usage store (bbolt or redis: the store label) did not take; usage is kept and retried.",
+			ConstLabels: prometheus.Labels{"store": m.storeName}}),
+		pending:  f.NewGauge(prometheus.GaugeOpts{Name: "tollgate_meter_pending_batches", Help: "Usage batches waiting in memory for the store."}),
+		spooled:  f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_spooled_batches_total", Help: "Usage batches spilled to the local bbolt spool while the store was unreachable."}),
+		dropped:  f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_dropped_batches_total", Help: "Usage batches dropped because the store stayed unreachable past meter.max_pending (embedded store only)."}),
+		egress:   f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_egress_bytes_total", Help: "Metered egress bytes (headers and body written to clients), by site kind."}, []string{"kind"}),
+		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_requests_total", Help: "Metered requests, by site kind."}, []string{"kind"}),
+		ingress:  f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_ingress_bytes_total", Help: "Metered request body bytes of proxied sites, by site kind."}, []string{"kind"}),
+		perOrg:   cfg.PerOrgMetrics,
+		maxOrgs:  cfg.PerOrgMetricsMax,
+		orgSeen:  map[string]bool{},
 	}
 	if cfg.PerOrgMetrics {
 		mt.orgEgress = f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_org_egress_bytes_total", Help: "Metered egress bytes by org (meter.per_org_metrics; orgs past the cap are summed as _other)."}, []string{"org"})

@@ -213,7 +213,7 @@ func newMeter(ctx context.Context, cfg Config, st *store.Bolt, metrics prometheu
 		}
 		parts.closeRedis = rc.Close
 		rs := meter.NewRedis(rc, meter.RedisOptions{Retention: cfg.Meter.HourlyRetention})
-		opts.Sink, opts.Spool, parts.reader = rs, local, rs
+		opts.Sink, opts.Spool, parts.reader, opts.StoreName = rs, local, rs, "redis"
 		if err := rc.Ping(ctx).Err(); err != nil {
 			// Fail open: serve and count; usage waits in memory, then in
 			// the spool, until Redis answers.
