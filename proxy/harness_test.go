@@ -82,7 +82,7 @@ func newHarnessUsage(t testing.TB, cfg Config, limits Limits, usage Usage) *harn
 	must(t, err)
 
 	metrics := prometheus.NewRegistry()
-	p, err := New(cfg, limits, Options{Registry: reg, Cache: sites.NewCache(sites.Config{CacheMaxFileBytes: 64 << 10}), Metrics: metrics, Usage: usage})
+	p, err := New(cfg, limits, Options{Registry: reg, Cache: sites.NewCache(sites.Config{MaxCachedFile: 64 << 10}), Metrics: metrics, Usage: usage})
 	must(t, err)
 	ln := fasthttputil.NewInmemoryListener()
 	go p.Serve(ln)

@@ -11,13 +11,13 @@ type Config struct {
 	// CacheBytes is the memory budget of the content cache shared by all sites
 	// (file bodies and their compressed variants). Default 64 MiB.
 	CacheBytes int64 `toml:"cache_bytes"`
-	// CacheMaxFileBytes is the largest file kept in memory; larger files are
+	// MaxCachedFile is the largest file kept in memory; larger files are
 	// streamed from their source on each request (no compression). Default 1 MiB.
-	CacheMaxFileBytes int64 `toml:"cache_max_file_bytes"`
-	// Revalidate is how long a cached file of a "dir" site is served before its
-	// size and modification time are checked again (one stat, not a read).
+	MaxCachedFile int64 `toml:"max_cached_file"`
+	// DirRevalidate is how long a cached file of a "dir" site is served before
+	// its size and modification time are checked again (one stat, not a read).
 	// Default 2s; edits on disk show up within this delay.
-	Revalidate time.Duration `toml:"revalidate"`
+	DirRevalidate time.Duration `toml:"dir_revalidate"`
 	// StorageInterval is how often the storage of each site is measured (a
 	// walk of a dir site's files) for the meter's storage_byte_seconds.
 	// Default 5m.
@@ -29,11 +29,11 @@ func (c *Config) Defaults() {
 	if c.CacheBytes == 0 {
 		c.CacheBytes = 64 << 20
 	}
-	if c.CacheMaxFileBytes == 0 {
-		c.CacheMaxFileBytes = 1 << 20
+	if c.MaxCachedFile == 0 {
+		c.MaxCachedFile = 1 << 20
 	}
-	if c.Revalidate == 0 {
-		c.Revalidate = 2 * time.Second
+	if c.DirRevalidate == 0 {
+		c.DirRevalidate = 2 * time.Second
 	}
 	if c.StorageInterval == 0 {
 		c.StorageInterval = 5 * time.Minute
@@ -46,14 +46,14 @@ func (c Config) Validate() error {
 	if c.CacheBytes < 0 {
 		errs = append(errs, errors.New("sites.cache_bytes: must not be negative"))
 	}
-	if c.CacheMaxFileBytes < 0 {
-		errs = append(errs, errors.New("sites.cache_max_file_bytes: must not be negative"))
+	if c.MaxCachedFile < 0 {
+		errs = append(errs, errors.New("sites.max_cached_file: must not be negative"))
 	}
-	if c.CacheBytes > 0 && c.CacheMaxFileBytes > c.CacheBytes {
-		errs = append(errs, fmt.Errorf("sites.cache_max_file_bytes: %d exceeds sites.cache_bytes %d", c.CacheMaxFileBytes, c.CacheBytes))
+	if c.CacheBytes > 0 && c.MaxCachedFile > c.CacheBytes {
+		errs = append(errs, fmt.Errorf("sites.max_cached_file: %d exceeds sites.cache_bytes %d", c.MaxCachedFile, c.CacheBytes))
 	}
-	if c.Revalidate < 0 {
-		errs = append(errs, errors.New("sites.revalidate: must not be negative"))
+	if c.DirRevalidate < 0 {
+		errs = append(errs, errors.New("sites.dir_revalidate: must not be negative"))
 	}
 	if c.StorageInterval < time.Second {
 		errs = append(errs, errors.New("sites.storage_interval: must be at least 1s"))

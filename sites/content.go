@@ -88,7 +88,7 @@ func (d *DirSource) Close() error {
 func (d *DirSource) Get(urlPath []byte) (*File, error) {
 	now := time.Now().UnixNano()
 	if e := d.cache.lookup(d.space, urlPath); e != nil {
-		if now-e.checked.Load() < int64(d.cache.cfg.Revalidate) {
+		if now-e.checked.Load() < int64(d.cache.cfg.DirRevalidate) {
 			d.cache.hits.Add(1)
 			return e.file, e.err
 		}
@@ -179,7 +179,7 @@ func (d *DirSource) read(name string, fi fs.FileInfo) (*File, error) {
 	f.ETag, f.ETagGzip, f.ETagBrotli = []byte(tag+`"`), []byte(tag+`-gz"`), []byte(tag+`-br"`)
 	ctype := mime.TypeByExtension(path.Ext(name))
 	root := d.root
-	if f.Size > d.cache.cfg.CacheMaxFileBytes {
+	if f.Size > d.cache.cfg.MaxCachedFile {
 		if ctype == "" {
 			ctype = "application/octet-stream"
 		}

@@ -45,7 +45,7 @@ func TestDirSourceGet(t *testing.T) {
 	if err := os.Symlink("about.html", filepath.Join(root, "inside.html")); err != nil {
 		t.Fatal(err)
 	}
-	c := NewCache(Config{CacheBytes: 1 << 20, CacheMaxFileBytes: 2048})
+	c := NewCache(Config{CacheBytes: 1 << 20, MaxCachedFile: 2048})
 	src, err := c.OpenDir(root)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +127,7 @@ func TestDirSourceGet(t *testing.T) {
 func TestDirSourceRevalidates(t *testing.T) {
 	root := t.TempDir()
 	writeFiles(t, root, map[string]string{"a.txt": "one"})
-	c := NewCache(Config{Revalidate: time.Nanosecond})
+	c := NewCache(Config{DirRevalidate: time.Nanosecond})
 	src, err := c.OpenDir(root)
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +160,7 @@ func TestCacheBudget(t *testing.T) {
 		files[string(rune('a'+i%26))+strings.Repeat("x", i)+".bin"] = strings.Repeat("\x00", 1000)
 	}
 	writeFiles(t, root, files)
-	c := NewCache(Config{CacheBytes: 10_000, CacheMaxFileBytes: 5000, Revalidate: time.Hour})
+	c := NewCache(Config{CacheBytes: 10_000, MaxCachedFile: 5000, DirRevalidate: time.Hour})
 	src, _ := c.OpenDir(root)
 	for name := range files {
 		if _, err := src.Get([]byte("/" + name)); err != nil {
