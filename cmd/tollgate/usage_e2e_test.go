@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -63,36 +60,8 @@ func TestUsageSurvivesSIGTERMUnderLoad(t *testing.T) {
 		}
 	}
 
-	var d countingDialer
-	client := d.client()
-	var ok atomic.Int64
-	var wg sync.WaitGroup
-	stopLoad := make(chan struct{})
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stopLoad:
-					return
-				default:
-				}
-				req, _ := http.NewRequest("GET", "http://"+in.http+"/", nil)
-				req.Host = "www.acme.example"
-				resp, err := client.Do(req)
-				if err != nil {
-					continue // the listener is closing: not served, not metered
-				}
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if err == nil && resp.StatusCode == 200 {
-					ok.Add(1)
-				}
-			}
-		}()
-	}
-	waitFor(t, func() bool { return ok.Load() >= 200 })
+	l := startLoad(in, "www.acme.example")
+	waitFor(t, func() bool { return l.ok.Load() >= 200 })
 	in.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-in.exited:
@@ -102,31 +71,13 @@ func TestUsageSurvivesSIGTERMUnderLoad(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no exit after SIGTERM")
 	}
-	close(stopLoad)
-	wg.Wait()
-	client.CloseIdleConnections()
-	received, served := d.n.Load(), ok.Load()
+	received, served := l.finish()
 
 	in = startTollgate(t, dir)
 	defer in.stop(t)
-	req, _ := http.NewRequest("GET", "http://"+in.admin+"/v1/usage?org=acme&step=month", nil)
-	req.Header.Set("Authorization", "Bearer "+e2eToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var u struct {
-		Totals struct {
-			EgressBytes int64 `json:"egress_bytes"`
-			Requests    int64 `json:"requests"`
-		} `json:"totals"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&u); err != nil {
-		t.Fatal(err)
-	}
-	if u.Totals.EgressBytes != received || u.Totals.Requests != served {
-		t.Fatalf("metered %d bytes in %d requests; clients received %d bytes in %d requests", u.Totals.EgressBytes, u.Totals.Requests, received, served)
+	egress, requests := in.usageTotals(t, "acme")
+	if egress != received || requests != served {
+		t.Fatalf("metered %d bytes in %d requests; clients received %d bytes in %d requests", egress, requests, received, served)
 	}
 	t.Logf("%d requests, %d bytes metered exactly across SIGTERM", served, received)
 }
