@@ -28,11 +28,18 @@ run: build
 # What the tests need beside Go: a real redis-server (Debian). Idempotent: it
 # installs only what is missing. The tests start their own servers on free
 # loopback ports; the Debian service, if it autostarts, is left alone.
-deps:
+deps: gitea
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version | head -1
+
+# A real Gitea v1.26.1 for the end-to-end tests (internal/giteatest), built from
+# the Go module proxy once and cached in ~/.cache/tollgate/gitea-1.26.1/ (first
+# time ~4 minutes and ~2.5 GB of Go caches; afterwards it only checks the binary).
+.PHONY: gitea
+gitea:
+	@GO=$(GO) internal/giteatest/build-gitea.sh
 
 # Installs what the tests need, then runs every test.
 test: deps lint
@@ -51,9 +58,18 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAppendHostKey -fuzztime 20s ./sites
 	$(GO) test -run '^$$' -fuzz FuzzStaticPath -fuzztime 20s ./proxy
 
-# Go microbenchmarks; the peer comparison (nginx, Caddy) arrives with the bench issue.
-bench: bench-go
+# tollgate beside nginx and Caddy, same machine, same content (bench/README.md).
+# Tune with BENCH_ROUNDS, BENCH_DURATION, BENCH_ONLY...; results in bench/results/.
+bench: bench-deps build
+	$(GO) run ./bench/cmd/peerbench
 
+# The peers of make bench (nginx, caddy, wrk, h2load), installed with apt-get
+# only when missing.
+.PHONY: bench-deps
+bench-deps:
+	@bench/deps.sh
+
+# Go microbenchmarks, comparable with benchstat.
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee bench-go.txt
 
