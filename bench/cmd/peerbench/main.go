@@ -1,0 +1,283 @@
+// Command peerbench measures tollgate beside nginx and Caddy in one run, on
+// the same machine, with the same content, and writes one table of req/s,
+// p99 latency and tollgate's ratio to each peer (see bench/README.md).
+//
+//	peerbench [-rounds N] [-duration D] [-connections C] [-threads T] [-only IDS] ...
+//
+// `make bench` installs the peers, builds bin/tollgate and runs it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == upstreamSubcommand {
+		if err := serveUpstream(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "peerbench upstream:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// settings are the knobs of one run; flags default to BENCH_* variables.
+type settings struct {
+	Rounds      int           `json:"rounds"`
+	Duration    time.Duration `json:"duration_ns"`
+	Warmup      time.Duration `json:"warmup_ns"`
+	Connections int           `json:"connections"`
+	Threads     int           `json:"threads"`
+	Sites       int           `json:"sites"`
+	Only        string        `json:"only,omitempty"`
+	Tollgate    string        `json:"-"`
+	Out         string        `json:"-"`
+	Keep        bool          `json:"-"`
+}
+
+func parseSettings(args []string, stderr io.Writer) (settings, error) {
+	var s settings
+	var errs []error
+	envInt := func(name string, def int) int {
+		if v := os.Getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				errs = append(errs, fmt.Errorf("%s: %q is not a count", name, v))
+			}
+			return n
+		}
+		return def
+	}
+	envDur := func(name string, def time.Duration) time.Duration {
+		if v := os.Getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+			return d
+		}
+		return def
+	}
+	fs := flag.NewFlagSet("peerbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&s.Rounds, "rounds", envInt("BENCH_ROUNDS", 3), "rounds; each runs every server once, in turn (env BENCH_ROUNDS)")
+	fs.DurationVar(&s.Duration, "duration", envDur("BENCH_DURATION", 5*time.Second), "length of one wrk run, whole seconds (env BENCH_DURATION)")
+	fs.DurationVar(&s.Warmup, "warmup", envDur("BENCH_WARMUP", time.Second), "unrecorded wrk run per server before the rounds; 0 skips (env BENCH_WARMUP)")
+	fs.IntVar(&s.Connections, "connections", envInt("BENCH_CONNECTIONS", 64), "wrk connections (env BENCH_CONNECTIONS)")
+	fs.IntVar(&s.Threads, "threads", envInt("BENCH_THREADS", 1), "wrk threads (env BENCH_THREADS)")
+	fs.IntVar(&s.Sites, "sites", envInt("BENCH_SITES", 10000), "sites of the memory scenario (env BENCH_SITES)")
+	fs.StringVar(&s.Only, "only", os.Getenv("BENCH_ONLY"), "comma-separated scenario ids to run; empty runs all (env BENCH_ONLY)")
+	fs.StringVar(&s.Tollgate, "tollgate", "bin/tollgate", "tollgate binary (make build)")
+	fs.StringVar(&s.Out, "out", "bench/results", "directory of the Markdown and JSON results")
+	fs.BoolVar(&s.Keep, "keep", false, "keep the temporary directory (configs, logs) for inspection")
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	if s.Rounds < 1 || s.Connections < 1 || s.Threads < 1 || s.Threads > s.Connections {
+		errs = append(errs, errors.New("-rounds, -connections and -threads must be at least 1, threads at most connections"))
+	}
+	if s.Duration < time.Second {
+		errs = append(errs, fmt.Errorf("-duration: %s is under wrk's one-second resolution", s.Duration))
+	}
+	ids := make(map[string]bool)
+	for _, sc := range scenarios(s.Sites) {
+		ids[sc.ID] = true
+	}
+	for _, id := range s.onlyIDs() {
+		if !ids[id] {
+			errs = append(errs, fmt.Errorf("-only: unknown scenario %q", id))
+		}
+	}
+	return s, errors.Join(errs...)
+}
+
+func (s settings) onlyIDs() []string {
+	if strings.TrimSpace(s.Only) == "" {
+		return nil
+	}
+	return strings.Split(strings.ReplaceAll(s.Only, " ", ""), ",")
+}
+
+// bench is one run: its settings, its processes and its servers.
+type bench struct {
+	cfg       settings
+	cpu       cpuPlan
+	ps        *procs
+	tools     map[string]string
+	tmp       string
+	site      siteSpec
+	servers   map[string]*server
+	startErrs map[string]error
+	stderr    io.Writer
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.stderr, "peerbench: "+format+"\n", args...)
+}
+
+// server returns a started server, or why it is not running.
+func (b *bench) server(name string) (*server, error) {
+	if s := b.servers[name]; s != nil {
+		return s, nil
+	}
+	if err := b.startErrs[name]; err != nil {
+		return nil, fmt.Errorf("not running: %w", err)
+	}
+	return nil, fmt.Errorf("%s: not started", name)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseSettings(args, stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, "peerbench:", err)
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	b := &bench{cfg: cfg, ps: &procs{}, servers: map[string]*server{}, startErrs: map[string]error{},
+		stderr: stderr, cpu: planCPUs(runtime.NumCPU())}
+	defer b.ps.stopAll()
+	rep, err := b.run(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "peerbench:", err)
+		return 1
+	}
+	printText(stdout, rep)
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "peerbench: interrupted; no results written")
+		return 1
+	}
+	paths, err := writeResults(cfg.Out, rep)
+	if err != nil {
+		fmt.Fprintln(stderr, "peerbench:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "\nwritten: %s\n", strings.Join(paths, ", "))
+	return 0
+}
+
+// run prepares the content, the upstream and the servers, then measures
+// every selected scenario.
+func (b *bench) run(ctx context.Context) (report, error) {
+	var err error
+	if b.tools, err = checkPeers(); err != nil {
+		return report{}, err
+	}
+	if b.cfg.Tollgate, err = filepath.Abs(b.cfg.Tollgate); err != nil {
+		return report{}, err
+	}
+	if _, err := os.Stat(b.cfg.Tollgate); err != nil {
+		return report{}, fmt.Errorf("tollgate binary: %w (run `make build`)", err)
+	}
+	if b.tmp, err = os.MkdirTemp("", "peerbench-"); err != nil {
+		return report{}, err
+	}
+	if b.cfg.Keep {
+		b.logf("keeping %s", b.tmp)
+	} else {
+		defer os.RemoveAll(b.tmp)
+		defer b.ps.stopAll() // before the directory goes
+	}
+	b.site.Dir = filepath.Join(b.tmp, "site")
+	if err := writeSite(b.site.Dir); err != nil {
+		return report{}, err
+	}
+	rep := report{Date: time.Now(), Machine: describeMachine(b.cfg.Tollgate, b.tools, b.cpu), Settings: b.cfg}
+	b.logf("%s", b.cpu.Description)
+
+	var selected []scenario
+	only := b.cfg.onlyIDs()
+	need := map[string]bool{}
+	for _, sc := range scenarios(b.cfg.Sites) {
+		if len(only) == 0 || slices.Contains(only, sc.ID) {
+			selected = append(selected, sc)
+			for _, name := range sc.Servers {
+				need[name] = true
+			}
+		}
+	}
+	// Every server is configured with the proxied site, so any server needs
+	// the upstream.
+	if len(need) > 0 || slices.ContainsFunc(selected, func(sc scenario) bool { return sc.Memory }) {
+		if b.site.Upstream, err = startUpstream(ctx, b.ps, b.cpu, b.tmp); err != nil {
+			return report{}, fmt.Errorf("upstream: %w", err)
+		}
+	}
+	b.startServers(ctx, need)
+
+	for _, sc := range selected {
+		var res scenarioResult
+		switch {
+		case ctx.Err() != nil:
+			return rep, nil
+		case sc.NotBuilt != "":
+			res = scenarioResult{ID: sc.ID, Title: sc.Title, Status: statusNotBuilt, Note: sc.NotBuilt + " not built yet"}
+		case sc.Memory:
+			res = b.runMemory(ctx, sc)
+		default:
+			res = b.runThroughput(ctx, sc)
+		}
+		rep.Scenarios = append(rep.Scenarios, res)
+	}
+	rep.Targets = evaluateTargets(rep.Scenarios)
+	return rep, nil
+}
+
+// startServers starts each needed server once; the scenarios share them.
+// One that fails is reported in its rows, and the others still run.
+func (b *bench) startServers(ctx context.Context, need map[string]bool) {
+	starts := []struct {
+		name  string
+		start func(dir string) (*server, error)
+	}{
+		{srvTollgate, func(dir string) (*server, error) {
+			return startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, srvTollgate, dir, b.site, false)
+		}},
+		{srvMeterOff, func(dir string) (*server, error) {
+			return startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, srvMeterOff, dir, b.site, true)
+		}},
+		{srvNginx, func(dir string) (*server, error) {
+			return startNginx(ctx, b.ps, b.cpu, b.tools["nginx"], srvNginx, dir, b.site)
+		}},
+		{srvCaddy, func(dir string) (*server, error) {
+			return startCaddy(ctx, b.ps, b.cpu, b.tools["caddy"], srvCaddy, dir, b.site)
+		}},
+	}
+	for _, s := range starts {
+		if !need[s.name] {
+			continue
+		}
+		dir := filepath.Join(b.tmp, s.name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.startErrs[s.name] = err
+			continue
+		}
+		srv, err := s.start(dir)
+		if err != nil {
+			b.startErrs[s.name] = err
+			b.logf("%s failed to start: %v", s.name, err)
+			continue
+		}
+		b.servers[s.name] = srv
+		b.logf("%s ready on %s (pid %d)", s.name, srv.Addr, srv.proc.pid())
+	}
+}

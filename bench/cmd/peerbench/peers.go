@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Host names every server routes by; wrk sends them as the Host header.
+const (
+	hostStatic  = "static.bench"
+	hostProxied = "proxied.bench"
+)
+
+// extraHost is the name of the i-th site of the memory scenario.
+func extraHost(i int) string { return fmt.Sprintf("s%05d.sites.bench", i) }
+
+// server is one running server under test.
+type server struct {
+	Name string
+	// Addr is the public plain-HTTP listener, host:port.
+	Addr string
+	proc *proc
+	// admin is set for tollgate only.
+	admin *tollgateAdmin
+}
+
+func (s *server) url(path string) string { return "http://" + s.Addr + path }
+
+// siteSpec is what every server is configured with.
+type siteSpec struct {
+	Dir      string // the generated static site
+	Upstream string // host:port of the shared upstream
+	// ExtraSites more static sites (extraHost(i), same Dir), for memory.
+	ExtraSites int
+}
+
+// peerTools are the commands make bench needs beside Go, with the Debian
+// package that provides each.
+var peerTools = []struct{ cmd, pkg string }{
+	{"nginx", "nginx"}, {"caddy", "caddy"}, {"wrk", "wrk"}, {"h2load", "nghttp2-client"},
+}
+
+// checkPeers fails, naming make bench-deps, if a peer is missing. nginx lives
+// in /usr/sbin, which a non-root PATH may lack.
+func checkPeers() (paths map[string]string, err error) {
+	paths = map[string]string{}
+	var missing []string
+	for _, t := range peerTools {
+		p, err := exec.LookPath(t.cmd)
+		if err != nil {
+			if _, serr := os.Stat("/usr/sbin/" + t.cmd); serr == nil {
+				p, err = "/usr/sbin/"+t.cmd, nil
+			}
+		}
+		if err != nil {
+			missing = append(missing, fmt.Sprintf("%s (Debian package %s)", t.cmd, t.pkg))
+			continue
+		}
+		paths[t.cmd] = p
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("missing: %s; run `make bench-deps` (it installs them with apt-get)",
+			strings.Join(missing, ", "))
+	}
+	return paths, nil
+}
+
+// peerVersions asks each tool for its version, for the machine description.
+func peerVersions(paths map[string]string) map[string]string {
+	out := map[string]string{}
+	for name, args := range map[string][]string{
+		"nginx": {"-v"}, "caddy": {"version"}, "wrk": {"-v"}, "h2load": {"--version"},
+	} {
+		b, _ := exec.Command(paths[name], args...).CombinedOutput() // wrk -v exits 1
+		line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+		line, _, _ = strings.Cut(line, " Copyright") // wrk
+		out[name] = strings.TrimSpace(line)
+	}
+	return out
+}
+
+// nginxConfig is nginx tuned as an operator would for static files and a
+// keep-alive upstream: one worker (one core, like the Go servers), no access
+// log, sendfile, open_file_cache, no per-connection request cap, gzip off.
+// Every path is under prefix.
+func nginxConfig(prefix string, port int, s siteSpec) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  gzip off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  open_file_cache max=20000 inactive=60s;
+  open_file_cache_valid 60s;
+  server_names_hash_max_size 65536;
+  server_names_hash_bucket_size 128;
+  client_body_temp_path %[1]s/tmp/body;
+  proxy_temp_path %[1]s/tmp/proxy;
+  fastcgi_temp_path %[1]s/tmp/fastcgi;
+  uwsgi_temp_path %[1]s/tmp/uwsgi;
+  scgi_temp_path %[1]s/tmp/scgi;
+  types { text/html html; text/plain txt; }
+  default_type application/octet-stream;
+  upstream bench_up { server %[4]s; keepalive 64; }
+  server { listen 127.0.0.1:%[2]d default_server; server_name %[5]s; root %[3]s; }
+  server {
+    listen 127.0.0.1:%[2]d; server_name %[6]s;
+    location / { proxy_pass http://bench_up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+`, prefix, port, s.Dir, s.Upstream, hostStatic, hostProxied)
+	for i := range s.ExtraSites {
+		fmt.Fprintf(&b, "  server { listen 127.0.0.1:%d; server_name %s; root %s; }\n", port, extraHost(i), s.Dir)
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// caddyConfig is Caddy's own idiom for the same sites: file_server and
+// reverse_proxy (upstream keep-alive is its default), no admin endpoint, no
+// automatic HTTPS, bound to loopback.
+func caddyConfig(port int, s siteSpec) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `{
+	admin off
+	auto_https off
+	log {
+		level WARN
+	}
+}
+http://%[3]s:%[1]d {
+	bind 127.0.0.1
+	root * %[2]s
+	file_server
+}
+http://%[4]s:%[1]d {
+	bind 127.0.0.1
+	reverse_proxy %[5]s
+}
+`, port, s.Dir, hostStatic, hostProxied, s.Upstream)
+	for i := range s.ExtraSites {
+		fmt.Fprintf(&b, "http://%s:%d {\n\tbind 127.0.0.1\n\troot * %s\n\tfile_server\n}\n", extraHost(i), port, s.Dir)
+	}
+	return b.String()
+}
+
+// startNginx writes the config under dir and starts nginx with -p dir.
+func startNginx(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir string, s siteSpec) (*server, error) {
+	for _, d := range []string{"tmp", "logs"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	return retryStart(ctx, func(attempt int) (*server, error) {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		conf := filepath.Join(dir, "nginx.conf")
+		if err := os.WriteFile(conf, []byte(nginxConfig(dir, port, s)), 0o644); err != nil {
+			return nil, err
+		}
+		argv := append(append([]string{}, cpu.Server...), bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
+		return startAndWait(ctx, ps, name, argv, nil, filepath.Join(dir, "stderr.log"), port, startTimeout(s))
+	})
+}
+
+// startCaddy writes a Caddyfile under dir and runs caddy with its data and
+// config directories there too.
+func startCaddy(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir string, s siteSpec) (*server, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return retryStart(ctx, func(attempt int) (*server, error) {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		conf := filepath.Join(dir, "Caddyfile")
+		if err := os.WriteFile(conf, []byte(caddyConfig(port, s)), 0o644); err != nil {
+			return nil, err
+		}
+		env := []string{"HOME=" + dir, "XDG_DATA_HOME=" + filepath.Join(dir, "data"),
+			"XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}
+		argv := append(append([]string{}, cpu.Server...), bin, "run", "--config", conf, "--adapter", "caddyfile")
+		return startAndWait(ctx, ps, name, argv, env, filepath.Join(dir, "caddy.log"), port, startTimeout(s))
+	})
+}
+
+// startTimeout allows for parsing thousands of server blocks.
+func startTimeout(s siteSpec) time.Duration {
+	return 15*time.Second + time.Duration(s.ExtraSites)*10*time.Millisecond
+}
+
+// startAndWait starts argv and waits until the static site answers 200 on
+// port. A server that fails to come up is stopped.
+func startAndWait(ctx context.Context, ps *procs, name string, argv, env []string, logPath string, port int, timeout time.Duration) (*server, error) {
+	p, err := ps.start(name, argv, env, logPath)
+	if err != nil {
+		return nil, err
+	}
+	srv := &server{Name: name, Addr: fmt.Sprintf("127.0.0.1:%d", port), proc: p}
+	if err := waitReady(ctx, p, srv.url("/index.html"), hostStatic, timeout); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return srv, nil
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/admin"
+	"github.com/tollgate-edge/tollgate/sites"
+)
+
+// benchOrg owns every site; its plan "big" has no limits (0 = unlimited), so
+// enforcement runs but never throttles.
+const (
+	benchOrg  = "bench"
+	benchPlan = "big"
+)
+
+// tollgateAdmin is a running tollgate's operator API.
+type tollgateAdmin struct {
+	Addr   string
+	client *admin.Client
+}
+
+// tollgateConfig is a minimal config: loopback listeners, a store in dir,
+// metering on or off, warnings only in the log. Everything else is the
+// shipped default, which is what the benchmark is meant to measure.
+func tollgateConfig(httpPort, adminPort int, token, dbPath string, meterOff bool) string {
+	return fmt.Sprintf(`[server]
+http = "127.0.0.1:%d"
+admin = "127.0.0.1:%d"
+admin_token = %q
+
+[store]
+path = %q
+
+[meter]
+disabled = %t
+
+[log]
+level = "warn"
+`, httpPort, adminPort, token, dbPath, meterOff)
+}
+
+// startTollgate starts bin/tollgate with its own config and store under dir,
+// waits for /readyz, registers the benchmark org, the static and proxied
+// sites and their domains through the admin API, and waits until the static
+// site answers. Extra sites of s are not registered here (see registerSites).
+func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir string, s siteSpec, meterOff bool) (*server, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return retryStart(ctx, func(attempt int) (*server, error) {
+		ports, err := freePorts(2)
+		if err != nil {
+			return nil, err
+		}
+		token := randomToken()
+		conf := filepath.Join(dir, fmt.Sprintf("tollgate-%d.toml", attempt))
+		db := filepath.Join(dir, fmt.Sprintf("tollgate-%d.db", attempt))
+		if err := os.WriteFile(conf, []byte(tollgateConfig(ports[0], ports[1], token, db, meterOff)), 0o600); err != nil {
+			return nil, err
+		}
+		argv := append(append([]string{}, cpu.Server...), bin, "serve", "--config", conf)
+		p, err := ps.start(name, argv, nil, filepath.Join(dir, "tollgate.log"))
+		if err != nil {
+			return nil, err
+		}
+		srv := &server{Name: name, Addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), proc: p}
+		adminAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
+		if err := waitReady(ctx, p, "http://"+adminAddr+"/readyz", adminAddr, 15*time.Second); err != nil {
+			p.stop()
+			return nil, err
+		}
+		srv.admin = &tollgateAdmin{Addr: adminAddr, client: admin.NewClient(adminAddr, token)}
+		if err := srv.admin.registerBase(ctx, s); err != nil {
+			p.stop()
+			return nil, fmt.Errorf("%s: registering: %w", name, err)
+		}
+		if err := waitReady(ctx, p, srv.url("/index.html"), hostStatic, 15*time.Second); err != nil {
+			p.stop()
+			return nil, err
+		}
+		return srv, nil
+	})
+}
+
+// registerBase registers what every server serves: static.bench from the
+// generated directory and proxied.bench to the shared upstream.
+func (a *tollgateAdmin) registerBase(ctx context.Context, s siteSpec) error {
+	c := a.client
+	if _, _, err := c.PutPlan(ctx, sites.Plan{Name: benchPlan}); err != nil {
+		return err
+	}
+	if _, err := c.CreateOrg(ctx, admin.OrgCreate{ID: benchOrg, Name: "peerbench", Plan: benchPlan}); err != nil {
+		return err
+	}
+	for _, site := range []struct {
+		id, host string
+		src      sites.Source
+	}{
+		{"static", hostStatic, sites.Source{Type: sites.SourceDir, Path: s.Dir}},
+		{"proxied", hostProxied, sites.Source{Type: sites.SourceUpstream, URL: "http://" + s.Upstream}},
+	} {
+		if _, err := c.CreateSite(ctx, benchOrg, admin.SiteCreate{ID: site.id, Source: site.src}); err != nil {
+			return fmt.Errorf("site %s: %w", site.id, err)
+		}
+		if _, err := c.AttachDomain(ctx, site.id, admin.DomainAttach{Domain: site.host}); err != nil {
+			return fmt.Errorf("domain %s: %w", site.host, err)
+		}
+	}
+	return nil
+}
+
+// registerSites adds n static sites serving dir, each with the domain
+// extraHost(i), one admin call after another over one keep-alive connection.
+func (a *tollgateAdmin) registerSites(ctx context.Context, dir string, n int) error {
+	for i := range n {
+		id := fmt.Sprintf("s%05d", i)
+		src := sites.Source{Type: sites.SourceDir, Path: dir}
+		if _, err := a.client.CreateSite(ctx, benchOrg, admin.SiteCreate{ID: id, Source: src}); err != nil {
+			return fmt.Errorf("site %s: %w", id, err)
+		}
+		if _, err := a.client.AttachDomain(ctx, id, admin.DomainAttach{Domain: extraHost(i)}); err != nil {
+			return fmt.Errorf("domain %s: %w", extraHost(i), err)
+		}
+	}
+	return nil
+}
+
+// tollgateVersion is the output of `tollgate version`.
+func tollgateVersion(bin string) string {
+	b, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func randomToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
