@@ -36,6 +36,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Usage answers GET /v1/usage. Nil: the route answers 503.
 	Usage UsageReader
+	// Gitea learns of pushes from POST /hooks/gitea, verified with
+	// GiteaWebhookSecret. Nil or no secret: the route answers 404.
+	Gitea              GiteaInvalidator
+	GiteaWebhookSecret string
 }
 
 // readyTimeout bounds one call of Options.Ready.
@@ -56,6 +60,8 @@ type Server struct {
 	handler  http.Handler
 
 	usageReader UsageReader
+	gitea       GiteaInvalidator
+	hookSecret  string
 }
 
 // New builds the admin API over reg. It registers its metrics on
@@ -81,6 +87,8 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		mux:      http.NewServeMux(),
 
 		usageReader: opts.Usage,
+		gitea:       opts.Gitea,
+		hookSecret:  opts.GiteaWebhookSecret,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -125,6 +133,12 @@ func (s *Server) routes(metrics http.Handler) {
 	s.v1("DELETE /v1/domains/{domain}", s.detachDomain)
 
 	s.v1("GET /v1/usage", s.usage)
+
+	s.mux.HandleFunc("POST /hooks/gitea", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.giteaHook(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	})
 }
 
 // v1 registers an authenticated route whose handler returns its error; the

@@ -11,10 +11,11 @@ const (
 	kindNone     = iota // no site: bad request or unknown host
 	kindDir             // a local directory
 	kindUpstream        // a reverse-proxied tenant instance
+	kindGitea           // a Gitea repository (pages)
 	numKinds
 )
 
-var kindNames = [numKinds]string{"none", "dir", "upstream"}
+var kindNames = [numKinds]string{"none", "dir", "upstream", "gitea"}
 
 var classNames = [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 

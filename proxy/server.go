@@ -36,6 +36,16 @@ type Options struct {
 	// Usage counts egress, ingress and requests per org and site; nil turns
 	// metering off (for benchmarks).
 	Usage Usage
+	// Pages serves Gitea repositories: "gitea" sites, and with PagesDomain
+	// every {owner}.{PagesDomain}. Nil: no Gitea.
+	Pages Pages
+	// PagesDomain is [sites] pages_domain, normalized; "" turns pages off.
+	PagesDomain string
+	// Orgs creates the synthetic org of a Gitea owner on its first request,
+	// on DefaultPlan. Required with PagesDomain. *sites.Registry implements it.
+	Orgs OrgMaker
+	// DefaultPlan is [billing] default_plan.
+	DefaultPlan string
 }
 
 // Proxy serves the public listener.
@@ -46,8 +56,15 @@ type Proxy struct {
 	cache   *sites.Cache
 	log     *slog.Logger
 	usage   Usage
-	metrics *metrics
-	server  *fasthttp.Server
+	pages   Pages
+	orgs    OrgMaker
+	plan    string
+	// pagesSuffix is "."+pages_domain, "" when pages are off.
+	pagesSuffix string
+	owners      atomic.Pointer[ownerCache] // reset with every snapshot
+	snap        atomic.Pointer[sites.Snapshot]
+	metrics     *metrics
+	server      *fasthttp.Server
 
 	table atomic.Pointer[table] // what the request path reads
 
@@ -76,6 +93,7 @@ type siteRuntime struct {
 	kind   int
 	dir    *sites.DirSource
 	up     *upstream
+	git    *sites.GiteaRepo
 	err    error // why the source could not be opened; the site answers 503
 }
 
@@ -104,10 +122,21 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 	trusted, _ := parsePrefixes(cfg.TrustedProxies)
 	p := &Proxy{
 		cfg: cfg, limits: limits, trusted: trusted, cache: opts.Cache, log: opts.Logger, usage: opts.Usage,
+		pages: opts.Pages, orgs: opts.Orgs, plan: opts.DefaultPlan,
 		metrics: newMetrics(opts.Metrics, opts.Cache),
 		runtime: map[string]*siteRuntime{},
 	}
 	p.table.Store(&table{hosts: map[string]*route{}})
+	p.owners.Store(newOwnerCache())
+	if opts.PagesDomain != "" {
+		if opts.Pages == nil || opts.Orgs == nil {
+			return nil, errors.New("proxy: PagesDomain needs Options.Pages and Options.Orgs")
+		}
+		p.pagesSuffix = "." + opts.PagesDomain
+	}
+	if p.plan == "" {
+		p.plan = sites.FreePlan.Name
+	}
 	p.server = &fasthttp.Server{
 		Handler:                      p.Handler,
 		ErrorHandler:                 errorHandler,
@@ -150,6 +179,8 @@ func (p *Proxy) apply(s *sites.Snapshot) {
 		}
 	}
 	p.runtime = next
+	p.snap.Store(s)
+	p.owners.Store(newOwnerCache()) // org attributions may have changed
 	t := &table{hosts: make(map[string]*route, len(s.Domains))}
 	for name, d := range s.Domains {
 		site := s.Sites[d.Site]
@@ -179,6 +210,13 @@ func (p *Proxy) open(site *sites.Site) *siteRuntime {
 			// the upstream proxy counts them and answers 413.
 			rt.up.maxBody = p.limits.MaxBodyBytes
 		}
+	case sites.SourceGitea:
+		rt.kind = kindGitea
+		if p.pages == nil {
+			rt.err = errors.New("gitea site, but no [sites] gitea_url is configured")
+			break
+		}
+		rt.git = p.pages.Repo(site.Source.Owner, site.Source.Repo, site.Source.Branch)
 	default:
 		rt.err = fmt.Errorf("unknown source type %q", site.Source.Type)
 	}
@@ -215,6 +253,13 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	var r *route
 	if err == nil {
 		r = p.table.Load().hosts[string(key)]
+		if r == nil && p.pagesSuffix != "" {
+			if owner, ok := pagesOwner(key, p.pagesSuffix); ok {
+				kind = kindGitea
+				p.servePages(ctx, owner)
+				return
+			}
+		}
 	}
 	if p.usage != nil {
 		// From here on, what this connection writes is this request's
@@ -247,7 +292,9 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	case r.rt.err != nil:
 		writeError(ctx, fasthttp.StatusServiceUnavailable)
 	case r.rt.dir != nil:
-		p.serveStatic(ctx, r.rt.dir)
+		p.serveStatic(ctx, r.rt.dir, ctx.Path())
+	case r.rt.git != nil:
+		p.serveStatic(ctx, r.rt.git, ctx.Path())
 	case r.rt.up != nil:
 		if err := r.rt.up.serve(ctx, r.usage); err != nil {
 			p.countUpstreamError(err)

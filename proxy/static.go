@@ -16,6 +16,11 @@ type contentSource interface {
 	Get(urlPath []byte) (*sites.File, error)
 }
 
+// redirecter is a content source with _redirects rules (Gitea repos).
+type redirecter interface {
+	Redirects() *sites.Redirects
+}
+
 var (
 	hdrETag          = []byte(fasthttp.HeaderETag)
 	hdrLastModified  = []byte(fasthttp.HeaderLastModified)
@@ -36,14 +41,15 @@ var (
 	bytesRangePrefix = []byte("bytes=")
 )
 
-// serveStatic answers a GET or HEAD from a site's content source.
-func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource) {
+// serveStatic answers a GET or HEAD from a site's content source; urlPath is
+// the path inside the source (ctx.Path() but for a Gitea project site, where
+// the repository's name comes first).
+func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath []byte) {
 	if !ctx.IsGet() && !ctx.IsHead() {
 		ctx.Response.Header.SetCanonical(hdrAllow, valGetHead)
 		writeError(ctx, fasthttp.StatusMethodNotAllowed)
 		return
 	}
-	urlPath := ctx.Path() // fasthttp has decoded it and removed dot segments
 	f, err := src.Get(urlPath)
 	switch {
 	case err == nil:
@@ -51,13 +57,16 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource) {
 	case errors.Is(err, sites.ErrIsDir):
 		// Like nginx: /docs names a directory, so send the browser to /docs/
 		// (keeping the query) for relative links to resolve.
-		loc := append(append([]byte(nil), urlPath...), '/')
+		loc := append(append([]byte(nil), ctx.Path()...), '/')
 		if q := ctx.URI().QueryString(); len(q) > 0 {
 			loc = append(append(loc, '?'), q...)
 		}
 		ctx.Response.Header.SetCanonical([]byte(fasthttp.HeaderLocation), loc)
 		writeError(ctx, fasthttp.StatusMovedPermanently)
 	case errors.Is(err, sites.ErrFileNotFound):
+		if p.redirect(ctx, src, urlPath) {
+			return
+		}
 		// The site's own 404 page when it has one, tollgate's otherwise.
 		if nf, err := src.Get(path404); err == nil && nf.Body != nil {
 			p.writeFile(ctx, nf, fasthttp.StatusNotFound)
@@ -66,6 +75,9 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource) {
 		writeError(ctx, fasthttp.StatusNotFound)
 	case errors.Is(err, sites.ErrBadPath):
 		writeError(ctx, fasthttp.StatusBadRequest)
+	case errors.Is(err, sites.ErrUpstream):
+		p.log.Warn("gitea unavailable", slog.Any("err", err))
+		writeError(ctx, fasthttp.StatusBadGateway)
 	default:
 		p.log.Error("reading site content", slog.String("path", string(urlPath)), slog.Any("err", err))
 		writeError(ctx, fasthttp.StatusInternalServerError)
@@ -188,3 +200,29 @@ type limitedReadCloser struct {
 }
 
 func (l *limitedReadCloser) Close() error { return l.c.Close() }
+
+// redirect applies the source's _redirects rules to a path with no file:
+// a redirect answers with its Location, a 200 rewrite serves the target
+// path (once: a rewrite is not rewritten again). It reports whether it
+// answered.
+func (p *Proxy) redirect(ctx *fasthttp.RequestCtx, src contentSource, urlPath []byte) bool {
+	rd, ok := src.(redirecter)
+	if !ok {
+		return false
+	}
+	to, status, ok := rd.Redirects().Match(urlPath)
+	if !ok {
+		return false
+	}
+	if status == fasthttp.StatusOK {
+		f, err := src.Get([]byte(to))
+		if err != nil {
+			return false
+		}
+		p.writeFile(ctx, f, fasthttp.StatusOK)
+		return true
+	}
+	ctx.Response.Header.Set(fasthttp.HeaderLocation, to)
+	writeError(ctx, status)
+	return true
+}

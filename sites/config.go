@@ -3,6 +3,7 @@ package sites
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 )
 
@@ -22,6 +23,36 @@ type Config struct {
 	// walk of a dir site's files) for the meter's storage_byte_seconds.
 	// Default 5m.
 	StorageInterval time.Duration `toml:"storage_interval"`
+
+	// PagesDomain turns on Gitea pages: {owner}.{pages_domain} serves the
+	// owner's repositories. Empty: off. Requires GiteaURL.
+	PagesDomain string `toml:"pages_domain"`
+	// GiteaURL is the base URL of the Gitea instance, e.g.
+	// "https://git.example.org".
+	GiteaURL string `toml:"gitea_url"`
+	// GiteaToken is an access token with read access to the repositories
+	// served ("env:NAME" or "file:PATH" keep it out of the file). Empty: public
+	// repositories only.
+	GiteaToken string `toml:"gitea_token"`
+	// GiteaWebhookSecret verifies Gitea push webhooks sent to POST
+	// /hooks/gitea on the admin listener ("env:NAME" or "file:PATH" keep it
+	// out of the file). Empty: the route refuses every call, and freshness
+	// relies on Revalidate.
+	GiteaWebhookSecret string `toml:"gitea_webhook_secret"`
+	// PagesBranch is the branch a repository publishes. Default "pages".
+	PagesBranch string `toml:"pages_branch"`
+	// Revalidate is how often a repository's branch head is checked again
+	// without a webhook; a push webhook makes new content visible at once.
+	// Visitors never wait for the check: it runs in the background while the
+	// known commit keeps being served. Default 60s.
+	Revalidate time.Duration `toml:"revalidate"`
+	// GiteaTimeout bounds one Gitea call; an uncached page whose fetch fails
+	// or times out gets 502 within it. Default 10s.
+	GiteaTimeout time.Duration `toml:"gitea_timeout"`
+	// NegativeTTL is how long "no such owner, repository, branch or file" is
+	// remembered, so crawlers cannot turn every request into a Gitea call.
+	// Default 30s.
+	NegativeTTL time.Duration `toml:"negative_ttl"`
 }
 
 // Defaults fills unset fields.
@@ -37,6 +68,18 @@ func (c *Config) Defaults() {
 	}
 	if c.StorageInterval == 0 {
 		c.StorageInterval = 5 * time.Minute
+	}
+	if c.PagesBranch == "" {
+		c.PagesBranch = "pages"
+	}
+	if c.Revalidate == 0 {
+		c.Revalidate = 60 * time.Second
+	}
+	if c.GiteaTimeout == 0 {
+		c.GiteaTimeout = 10 * time.Second
+	}
+	if c.NegativeTTL == 0 {
+		c.NegativeTTL = 30 * time.Second
 	}
 }
 
@@ -57,6 +100,27 @@ func (c Config) Validate() error {
 	}
 	if c.StorageInterval < time.Second {
 		errs = append(errs, errors.New("sites.storage_interval: must be at least 1s"))
+	}
+	if c.PagesDomain != "" {
+		if _, err := NormalizeDomain(c.PagesDomain); err != nil {
+			errs = append(errs, fmt.Errorf("sites.pages_domain: %v", err))
+		}
+		if c.GiteaURL == "" {
+			errs = append(errs, errors.New("sites.gitea_url: required when sites.pages_domain is set"))
+		}
+	}
+	if c.GiteaURL != "" {
+		if u, err := url.Parse(c.GiteaURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("sites.gitea_url: %q must be an http(s) URL", c.GiteaURL))
+		}
+	}
+	if !validBranch(c.PagesBranch) {
+		errs = append(errs, fmt.Errorf("sites.pages_branch: %q is not a valid branch name", c.PagesBranch))
+	}
+	for key, d := range map[string]time.Duration{"revalidate": c.Revalidate, "gitea_timeout": c.GiteaTimeout, "negative_ttl": c.NegativeTTL} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("sites.%s: must not be negative", key))
+		}
 	}
 	return errors.Join(errs...)
 }

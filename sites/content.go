@@ -173,17 +173,10 @@ func absent(err error) bool {
 }
 
 func (d *DirSource) read(name string, fi fs.FileInfo) (*File, error) {
-	f := &File{Size: fi.Size(), ModTime: fi.ModTime().UTC().Truncate(time.Second)}
-	f.LastModified = fasthttp.AppendHTTPDate(nil, f.ModTime)
-	tag := fmt.Sprintf(`"%x-%x`, fi.ModTime().UnixNano(), fi.Size())
-	f.ETag, f.ETagGzip, f.ETagBrotli = []byte(tag+`"`), []byte(tag+`-gz"`), []byte(tag+`-br"`)
-	ctype := mime.TypeByExtension(path.Ext(name))
+	tag := fmt.Sprintf("%x-%x", fi.ModTime().UnixNano(), fi.Size())
 	root := d.root
-	if f.Size > d.cache.cfg.MaxCachedFile {
-		if ctype == "" {
-			ctype = "application/octet-stream"
-		}
-		f.ContentType = []byte(ctype)
+	if fi.Size() > d.cache.cfg.MaxCachedFile {
+		f := newFile(name, fi.Size(), fi.ModTime(), tag, nil)
 		f.open = func() (io.ReadSeekCloser, error) { return root.Open(name) }
 		return f, nil
 	}
@@ -192,16 +185,30 @@ func (d *DirSource) read(name string, fi fs.FileInfo) (*File, error) {
 		return nil, fmt.Errorf("sites: open: %w", err)
 	}
 	defer fh.Close()
-	body := make([]byte, f.Size)
+	body := make([]byte, fi.Size())
 	if _, err := io.ReadFull(fh, body); err != nil {
 		return nil, fmt.Errorf("sites: read: %w", err) // changed under us: not cached, retried next time
 	}
-	f.Body = body
+	return newFile(name, fi.Size(), fi.ModTime(), tag, body), nil
+}
+
+// newFile builds a File named name (its extension gives the content type):
+// validators from tag (an opaque version string, unquoted), and, when body
+// is given (a cached file), the compressed variants of compressible types.
+// Without body the caller sets open.
+func newFile(name string, size int64, modTime time.Time, tag string, body []byte) *File {
+	f := &File{Size: size, ModTime: modTime.UTC().Truncate(time.Second), Body: body}
+	f.LastModified = fasthttp.AppendHTTPDate(nil, f.ModTime)
+	f.ETag, f.ETagGzip, f.ETagBrotli = []byte(`"`+tag+`"`), []byte(`"`+tag+`-gz"`), []byte(`"`+tag+`-br"`)
+	ctype := mime.TypeByExtension(path.Ext(name))
 	if ctype == "" {
-		ctype = http.DetectContentType(body)
+		ctype = "application/octet-stream"
+		if body != nil {
+			ctype = http.DetectContentType(body)
+		}
 	}
 	f.ContentType = []byte(ctype)
-	if compressible(ctype) && len(body) >= 256 {
+	if body != nil && compressible(ctype) && len(body) >= 256 {
 		if gz := fasthttp.AppendGzipBytesLevel(nil, body, fasthttp.CompressDefaultCompression); len(gz) < len(body)*9/10 {
 			f.Gzip = gz
 		}
@@ -209,7 +216,7 @@ func (d *DirSource) read(name string, fi fs.FileInfo) (*File, error) {
 			f.Brotli = br
 		}
 	}
-	return f, nil
+	return f
 }
 
 // compressible reports whether a content type is worth compressing.

@@ -129,11 +129,15 @@ const (
 
 // Org is the billing entity that owns sites.
 type Org struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Plan      string    `json:"plan"`
-	State     string    `json:"state"`
-	CreatedAt time.Time `json:"created_at"`
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Plan  string `json:"plan"`
+	State string `json:"state"`
+	// GiteaOwners are the Gitea users or orgs whose pages this org pays for.
+	// An owner served through the pages domain that no org lists gets a
+	// synthetic org of its own, "gitea-{owner}".
+	GiteaOwners []string  `json:"gitea_owners,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
 }
 
 // Validate checks the org's own fields (not whether its plan exists).
@@ -151,6 +155,14 @@ func (o Org) Validate() error {
 	if o.State != StateActive && o.State != StateSuspended {
 		errs = append(errs, fmt.Errorf("state: %q must be %q or %q", o.State, StateActive, StateSuspended))
 	}
+	if len(o.GiteaOwners) > 1000 {
+		errs = append(errs, errors.New("gitea_owners: at most 1000"))
+	}
+	for _, owner := range o.GiteaOwners {
+		if !ValidGiteaOwner(owner) {
+			errs = append(errs, fmt.Errorf("gitea_owners: %q is not a Gitea user or org name usable in a hostname (lower case a-z, 0-9, '-', '_')", owner))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -158,6 +170,7 @@ func (o Org) Validate() error {
 const (
 	SourceDir      = "dir"
 	SourceUpstream = "upstream"
+	SourceGitea    = "gitea"
 )
 
 // Source says where a site's content comes from.
@@ -170,14 +183,30 @@ type Source struct {
 	// URL is the base URL of an "upstream" site: http or https, host and
 	// optional port, no query.
 	URL string `json:"url,omitempty"`
+	// Owner, Repo and Branch name the repository of a "gitea" site; Branch
+	// "" means the pages branch if the repository has one, else its default.
+	Owner  string `json:"owner,omitempty"`
+	Repo   string `json:"repo,omitempty"`
+	Branch string `json:"branch,omitempty"`
 }
 
 // Validate checks the source's fields.
 func (s Source) Validate() error {
 	switch s.Type {
+	case SourceGitea:
+		if s.Path != "" || s.URL != "" {
+			return errors.New("source: a gitea source takes owner, repo and branch only")
+		}
+		if !ValidGiteaOwner(strings.ToLower(s.Owner)) || !ValidRepoName(s.Repo) {
+			return fmt.Errorf("source: owner %q and repo %q must be Gitea names", s.Owner, s.Repo)
+		}
+		if s.Branch != "" && !validBranch(s.Branch) {
+			return fmt.Errorf("source.branch: %q is not a valid branch name", s.Branch)
+		}
+		return nil
 	case SourceDir:
-		if s.URL != "" {
-			return errors.New("source.url: not allowed for a dir source")
+		if s.URL != "" || s.Owner != "" || s.Repo != "" || s.Branch != "" {
+			return errors.New("source: a dir source takes path only")
 		}
 		if s.Path == "" || !filepath.IsAbs(s.Path) {
 			return fmt.Errorf("source.path: %q must be an absolute directory path", s.Path)
@@ -186,8 +215,8 @@ func (s Source) Validate() error {
 			return errors.New("source.path: contains NUL")
 		}
 	case SourceUpstream:
-		if s.Path != "" {
-			return errors.New("source.path: not allowed for an upstream source")
+		if s.Path != "" || s.Owner != "" || s.Repo != "" || s.Branch != "" {
+			return errors.New("source: an upstream source takes url only")
 		}
 		u, err := url.Parse(s.URL)
 		if err != nil {
@@ -200,9 +229,9 @@ func (s Source) Validate() error {
 			return fmt.Errorf("source.url: %q must be scheme://host[:port][/path] with no user, query or fragment", s.URL)
 		}
 	case "":
-		return errors.New("source.type: required (\"dir\" or \"upstream\")")
+		return errors.New("source.type: required (\"dir\", \"upstream\" or \"gitea\")")
 	default:
-		return fmt.Errorf("source.type: %q is not one of \"dir\", \"upstream\"", s.Type)
+		return fmt.Errorf("source.type: %q is not one of \"dir\", \"upstream\", \"gitea\"", s.Type)
 	}
 	return nil
 }
@@ -243,3 +272,17 @@ type Domain struct {
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 func validID(s string) bool { return idRE.MatchString(s) }
+
+var (
+	giteaOwnerRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,38}$`)
+	repoNameRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,100}$`)
+)
+
+// ValidGiteaOwner reports whether owner can be a Gitea user or org name that
+// is also a hostname label (what {owner}.{pages_domain} needs).
+func ValidGiteaOwner(owner string) bool { return giteaOwnerRE.MatchString(owner) }
+
+// ValidRepoName reports whether name can be a Gitea repository name.
+func ValidRepoName(name string) bool {
+	return repoNameRE.MatchString(name) && name != "." && name != ".." && !strings.HasSuffix(name, ".git")
+}

@@ -8,6 +8,7 @@ package sites
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	"fmt"
 	"maps"
@@ -42,6 +43,8 @@ type Snapshot struct {
 	Domains map[string]*Domain
 	// Version grows by one with every write.
 	Version uint64
+	// GiteaOwners maps a Gitea owner to the org that claimed it.
+	GiteaOwners map[string]string
 }
 
 func (s *Snapshot) clone() *Snapshot {
@@ -51,8 +54,33 @@ func (s *Snapshot) clone() *Snapshot {
 		Sites:   maps.Clone(s.Sites),
 		Domains: maps.Clone(s.Domains),
 		Version: s.Version + 1,
+		// Read-only until index() rebuilds it after the write.
+		GiteaOwners: s.GiteaOwners,
 	}
 }
+
+// index rebuilds the derived maps after a change.
+func (s *Snapshot) index() {
+	s.GiteaOwners = map[string]string{}
+	for id, o := range s.Orgs {
+		for _, owner := range o.GiteaOwners {
+			s.GiteaOwners[owner] = id
+		}
+	}
+}
+
+// OrgForGiteaOwner returns the id of the org that pays for owner's pages:
+// the org that lists it in gitea_owners, else the synthetic "gitea-{owner}".
+func (s *Snapshot) OrgForGiteaOwner(owner string) string {
+	if id, ok := s.GiteaOwners[owner]; ok {
+		return id
+	}
+	return SyntheticOrgID(owner)
+}
+
+// SyntheticOrgID is the id of the org created for a Gitea owner no org
+// claimed.
+func SyntheticOrgID(owner string) string { return "gitea-" + owner }
 
 // SitesOf returns the ids of the org's sites, sorted.
 func (s *Snapshot) SitesOf(org string) []string {
@@ -116,6 +144,7 @@ func New(ctx context.Context, st Store) (*Registry, error) {
 	if err := load(ctx, st, bucketDomains, snap.Domains, func(d *Domain) string { return d.Name }); err != nil {
 		return nil, err
 	}
+	snap.index()
 	r.snap.Store(snap)
 	if len(snap.Plans) == 0 {
 		if _, err := r.PutPlan(ctx, FreePlan); err != nil {
@@ -162,6 +191,7 @@ func (r *Registry) update(ctx context.Context, fn func(next *Snapshot) ([]store.
 	if err := r.st.Apply(ctx, ops...); err != nil {
 		return fmt.Errorf("sites: persisting: %w", err)
 	}
+	next.index()
 	r.snap.Store(next)
 	for _, fn := range r.subs {
 		fn(next)
@@ -217,10 +247,30 @@ func (r *Registry) CreateOrg(ctx context.Context, o Org) (Org, error) {
 		if next.Plans[o.Plan] == nil {
 			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))
 		}
+		for _, owner := range o.GiteaOwners {
+			if other, ok := next.GiteaOwners[owner]; ok {
+				return nil, fmt.Errorf("gitea owner %q already belongs to org %q: %w", owner, other, ErrConflict)
+			}
+		}
 		next.Orgs[o.ID] = &o
 		return []store.Op{putOp(bucketOrgs, o.ID, &o)}, nil
 	})
 	return o, err
+}
+
+// EnsureGiteaOrg makes sure an org pays for owner's pages: the org that
+// claimed the owner, or else a synthetic "gitea-{owner}" org on plan, created
+// now. It is called on an owner's first request, off the request path.
+func (r *Registry) EnsureGiteaOrg(ctx context.Context, owner, plan string) error {
+	id := r.Snapshot().OrgForGiteaOwner(owner)
+	if r.Snapshot().Orgs[id] != nil {
+		return nil
+	}
+	_, err := r.CreateOrg(ctx, Org{ID: id, Name: owner, Plan: plan})
+	if errors.Is(err, ErrConflict) {
+		return nil // created meanwhile
+	}
+	return err
 }
 
 // Org returns an org by id.
@@ -237,6 +287,9 @@ type OrgPatch struct {
 	Name  *string `json:"name"`
 	Plan  *string `json:"plan"`
 	State *string `json:"state"`
+	// GiteaOwners replaces the org's list; usage of those owners' pages is
+	// attributed to this org from then on.
+	GiteaOwners *[]string `json:"gitea_owners"`
 }
 
 // UpdateOrg applies patch to the org.
@@ -257,8 +310,18 @@ func (r *Registry) UpdateOrg(ctx context.Context, id string, patch OrgPatch) (Or
 		if patch.State != nil {
 			o.State = *patch.State
 		}
+		if patch.GiteaOwners != nil {
+			o.GiteaOwners = slices.Clone(*patch.GiteaOwners)
+			slices.Sort(o.GiteaOwners)
+			o.GiteaOwners = slices.Compact(o.GiteaOwners)
+		}
 		if err := o.Validate(); err != nil {
 			return nil, invalid(err)
+		}
+		for _, owner := range o.GiteaOwners {
+			if other, ok := next.GiteaOwners[owner]; ok && other != id {
+				return nil, fmt.Errorf("gitea owner %q already belongs to org %q: %w", owner, other, ErrConflict)
+			}
 		}
 		if next.Plans[o.Plan] == nil {
 			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))

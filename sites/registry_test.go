@@ -159,3 +159,32 @@ func mustNoErr(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestGiteaOwners(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	mustNoErr(t, r.EnsureGiteaOrg(ctx, "alice", "free"))
+	mustNoErr(t, r.EnsureGiteaOrg(ctx, "alice", "free")) // idempotent
+	if got := r.Snapshot().OrgForGiteaOwner("alice"); got != "gitea-alice" || r.Snapshot().Orgs[got] == nil {
+		t.Fatalf("synthetic org %q", got)
+	}
+	_, err := r.CreateOrg(ctx, Org{ID: "team", Plan: "free"})
+	mustNoErr(t, err)
+	owners := []string{"alice", "bob", "bob"}
+	o, err := r.UpdateOrg(ctx, "team", OrgPatch{GiteaOwners: &owners})
+	mustNoErr(t, err)
+	if len(o.GiteaOwners) != 2 {
+		t.Fatalf("owners not deduplicated: %v", o.GiteaOwners)
+	}
+	if got := r.Snapshot().OrgForGiteaOwner("alice"); got != "team" {
+		t.Fatalf("alice's pages are paid by %q; want team", got)
+	}
+	_, err = r.CreateOrg(ctx, Org{ID: "other", Plan: "free", GiteaOwners: []string{"bob"}})
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("owner claimed twice: %v", err)
+	}
+	bad := []string{"Not Valid"}
+	if _, err := r.UpdateOrg(ctx, "team", OrgPatch{GiteaOwners: &bad}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("invalid owner: %v", err)
+	}
+}

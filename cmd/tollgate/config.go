@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/tollgate-edge/tollgate/admin"
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/proxy"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -20,13 +21,14 @@ import (
 // Config is the whole configuration file. Each section belongs to the package
 // that uses it; [server] and [log] belong to the binary.
 type Config struct {
-	Server ServerConfig `toml:"server"`
-	Log    LogConfig    `toml:"log"`
-	Store  store.Config `toml:"store"`
-	Limits proxy.Limits `toml:"limits"`
-	Proxy  proxy.Config `toml:"proxy"`
-	Sites  sites.Config `toml:"sites"`
-	Meter  meter.Config `toml:"meter"`
+	Server  ServerConfig   `toml:"server"`
+	Log     LogConfig      `toml:"log"`
+	Store   store.Config   `toml:"store"`
+	Limits  proxy.Limits   `toml:"limits"`
+	Proxy   proxy.Config   `toml:"proxy"`
+	Sites   sites.Config   `toml:"sites"`
+	Meter   meter.Config   `toml:"meter"`
+	Billing billing.Config `toml:"billing"`
 }
 
 // ServerConfig is the [server] section: listeners and the operator's token.
@@ -82,6 +84,7 @@ func (c *Config) Defaults() {
 	c.Proxy.Defaults()
 	c.Sites.Defaults()
 	c.Meter.Defaults()
+	c.Billing.Defaults()
 }
 
 // Validate names every bad key of the file.
@@ -102,7 +105,7 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		errs = append(errs, fmt.Errorf("log.format: %q must be \"text\" or \"json\"", c.Log.Format))
 	}
-	errs = append(errs, c.Store.Validate(), c.Limits.Validate(), c.Proxy.Validate(), c.Sites.Validate(), c.Meter.Validate())
+	errs = append(errs, c.Store.Validate(), c.Limits.Validate(), c.Proxy.Validate(), c.Sites.Validate(), c.Meter.Validate(), c.Billing.Validate())
 	return errors.Join(errs...)
 }
 
@@ -134,12 +137,18 @@ func LoadConfig(path string) (Config, error) {
 	} else {
 		c.Server.AdminToken = tok
 	}
-	if c.Store.Redis != "" {
-		if v, err := resolveSecret(c.Store.Redis); err != nil {
-			errs = append(errs, fmt.Errorf("store.redis: %w", err))
-			c.Store.Redis = ""
+	for _, sec := range []struct {
+		key string
+		v   *string
+	}{{"store.redis", &c.Store.Redis}, {"sites.gitea_token", &c.Sites.GiteaToken}, {"sites.gitea_webhook_secret", &c.Sites.GiteaWebhookSecret}} {
+		if *sec.v == "" {
+			continue
+		}
+		if v, err := resolveSecret(*sec.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", sec.key, err))
+			*sec.v = ""
 		} else {
-			c.Store.Redis = v
+			*sec.v = v
 		}
 	}
 	c.Defaults()

@@ -61,6 +61,12 @@ func startTollgate(t *testing.T, dir string, extraArgs ...string) *instance {
 // startTollgateWith adds storeExtra (TOML lines) to the [store] section.
 func startTollgateWith(t *testing.T, dir, storeExtra string, extraArgs ...string) *instance {
 	t.Helper()
+	return startTollgateConf(t, dir, storeExtra, "", extraArgs...)
+}
+
+// startTollgateConf also appends tail (whole TOML sections) to the config.
+func startTollgateConf(t *testing.T, dir, storeExtra, tail string, extraArgs ...string) *instance {
+	t.Helper()
 	cfg := fmt.Sprintf(`[server]
 http = "127.0.0.1:0"
 admin = "127.0.0.1:0"
@@ -73,7 +79,8 @@ path = %q
 %s
 [proxy]
 upstream_timeout = "2s"
-`, filepath.Join(dir, "tollgate.db"), storeExtra)
+%s
+`, filepath.Join(dir, "tollgate.db"), storeExtra, tail)
 	cfgPath := filepath.Join(dir, "tollgate.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

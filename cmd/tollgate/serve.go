@@ -89,7 +89,20 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	}()
 
 	cache := sites.NewCache(cfg.Sites)
-	popts := proxy.Options{Registry: reg, Cache: cache, Metrics: metrics, Logger: log}
+	popts := proxy.Options{Registry: reg, Cache: cache, Metrics: metrics, Logger: log, Orgs: reg, DefaultPlan: cfg.Billing.DefaultPlan}
+	var giteaSrc *sites.Gitea
+	if cfg.Sites.GiteaURL != "" {
+		if giteaSrc, err = cache.NewGitea(cfg.Sites); err != nil {
+			return err
+		}
+		giteaSrc.Log = func(err error, repo string) {
+			log.Info("tenant content problem", slog.String("repo", repo), slog.Any("err", err))
+		}
+		popts.Pages = giteaSrc
+		if cfg.Sites.PagesDomain != "" {
+			popts.PagesDomain, _ = sites.NormalizeDomain(cfg.Sites.PagesDomain)
+		}
+	}
 	if usage.m != nil {
 		popts.Usage = usage.m // a nil *meter.Meter in the interface would not read as "off"
 	}
@@ -100,17 +113,22 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	defer px.Shutdown(context.Background())
 
 	var bound atomic.Bool
-	adm, err := admin.New(admin.Config{Token: cfg.Server.AdminToken, MaxBodyBytes: cfg.Server.AdminMaxBodyBytes}, reg, admin.Options{
-		Metrics: metrics,
-		Logger:  log,
-		Usage:   usage.reader,
+	aopts := admin.Options{
+		Metrics:            metrics,
+		Logger:             log,
+		Usage:              usage.reader,
+		GiteaWebhookSecret: cfg.Sites.GiteaWebhookSecret,
 		Ready: func(ctx context.Context) error {
 			if !bound.Load() {
 				return errors.New("listeners not bound yet")
 			}
 			return st.Ping(ctx)
 		},
-	})
+	}
+	if giteaSrc != nil {
+		aopts.Gitea = giteaSrc
+	}
+	adm, err := admin.New(admin.Config{Token: cfg.Server.AdminToken, MaxBodyBytes: cfg.Server.AdminMaxBodyBytes}, reg, aopts)
 	if err != nil {
 		return err
 	}

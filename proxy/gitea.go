@@ -1,0 +1,203 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/meter"
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/valyala/fasthttp"
+)
+
+// Pages hands out Gitea repositories as content sources. *sites.Gitea
+// implements it.
+type Pages interface {
+	// Repo is owner/repo at branch ("": the pages branch, else the default).
+	Repo(owner, repo, branch string) *sites.GiteaRepo
+	// ProjectRepo is owner/repo at the configured pages branch.
+	ProjectRepo(owner, repo string) *sites.GiteaRepo
+}
+
+// OrgMaker creates the synthetic org of a Gitea owner. *sites.Registry
+// implements it.
+type OrgMaker interface {
+	EnsureGiteaOrg(ctx context.Context, owner, plan string) error
+}
+
+// pagesOwner returns the owner label of a host under the pages domain
+// ("alice" for alice.pages.example), or false.
+func pagesOwner(host []byte, suffix string) ([]byte, bool) {
+	if len(host) <= len(suffix) || string(host[len(host)-len(suffix):]) != suffix {
+		return nil, false
+	}
+	owner := host[:len(host)-len(suffix)]
+	if bytes.IndexByte(owner, '.') >= 0 {
+		return nil, false
+	}
+	return owner, true
+}
+
+// ownerCache remembers, per Gitea owner, the org that pays and the counters
+// of each repository served, so the request path builds no strings. It is
+// replaced (emptied) with every registry snapshot.
+type ownerCache struct {
+	mu sync.RWMutex
+	m  map[string]*pagesOwnerState
+}
+
+func newOwnerCache() *ownerCache { return &ownerCache{m: map[string]*pagesOwnerState{}} }
+
+// maxOwners bounds the cache; past it, it starts over (crawlers invent owners).
+const maxOwners = 100_000
+
+type pagesOwnerState struct {
+	name     string
+	orgID    string
+	ensured  atomic.Bool
+	mu       sync.Mutex
+	counters map[*sites.GiteaRepo]*meter.Counters
+}
+
+func (p *Proxy) pagesOwnerState(owner []byte) *pagesOwnerState {
+	c := p.owners.Load()
+	c.mu.RLock()
+	st := c.m[string(owner)]
+	c.mu.RUnlock()
+	if st != nil {
+		return st
+	}
+	name := string(owner)
+	st = &pagesOwnerState{name: name, orgID: p.snap.Load().OrgForGiteaOwner(name), counters: map[*sites.GiteaRepo]*meter.Counters{}}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur := c.m[name]; cur != nil {
+		return cur
+	}
+	if len(c.m) >= maxOwners {
+		c.m = map[string]*pagesOwnerState{}
+	}
+	c.m[name] = st
+	return st
+}
+
+func (o *pagesOwnerState) usage(u Usage, repo *sites.GiteaRepo) *meter.Counters {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	c := o.counters[repo]
+	if c == nil {
+		c = u.Counters(o.orgID, repo.Name(), kindNames[kindGitea])
+		o.counters[repo] = c
+	}
+	return c
+}
+
+// servePages answers a request for {owner}.{pages_domain}, with the URL
+// scheme Codeberg Pages users know:
+//
+//	/…                → repository {owner}/pages (its pages branch, else its default branch)
+//	/{repo}/…         → {owner}/{repo}, branch pages, when it exists; else /{repo}/… of {owner}/pages
+//	/{repo}/@{branch}/… → {owner}/{repo} at that branch
+//	/{repo}           → redirect to /{repo}/
+func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
+	if !sites.ValidGiteaOwner(string(owner)) { // no allocation: the conversion only feeds a match
+		charge(ctx.Conn(), nil)
+		writeError(ctx, fasthttp.StatusNotFound)
+		return
+	}
+	o := p.pagesOwnerState(owner)
+	repo, inner, status := p.routePages(o.name, ctx.Path())
+	if status != 0 {
+		charge(ctx.Conn(), nil)
+		if status == fasthttp.StatusMovedPermanently {
+			loc := append(append([]byte(nil), ctx.Path()...), '/')
+			ctx.Response.Header.SetCanonical([]byte(fasthttp.HeaderLocation), loc)
+		}
+		writeError(ctx, status)
+		return
+	}
+	if p.usage != nil {
+		u := o.usage(p.usage, repo)
+		u.AddRequest()
+		charge(ctx.Conn(), u)
+	}
+	if !o.ensured.Load() && o.ensured.CompareAndSwap(false, true) {
+		// Every byte has an org from the first request: the counters already
+		// carry its id; the registry entry follows in the background.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := p.orgs.EnsureGiteaOrg(ctx, o.name, p.plan); err != nil {
+				o.ensured.Store(false)
+				p.log.Error("creating the org of a gitea owner", slog.String("owner", o.name), slog.Any("err", err))
+			}
+		}()
+	}
+	if org := p.snap.Load().Orgs[o.orgID]; org != nil && org.State == sites.StateSuspended {
+		writeError(ctx, fasthttp.StatusForbidden)
+		return
+	}
+	p.serveStatic(ctx, repo, inner)
+}
+
+// routePages picks the repository for urlPath and the path inside it.
+// status is non-zero for an answer without content (301 to add a slash,
+// 404, 502).
+func (p *Proxy) routePages(owner string, urlPath []byte) (repo *sites.GiteaRepo, inner []byte, status int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, rest := splitFirst(urlPath)
+	if len(first) > 0 && sites.ValidRepoName(string(first)) {
+		if branch, after, ok := branchSegment(rest); ok {
+			if !sites.ValidBranchName(branch) {
+				return nil, nil, fasthttp.StatusNotFound
+			}
+			r := p.pages.Repo(owner, string(first), branch)
+			ok, err := r.Exists(ctx)
+			switch {
+			case err != nil:
+				return nil, nil, fasthttp.StatusBadGateway
+			case !ok:
+				return nil, nil, fasthttp.StatusNotFound
+			case len(after) == 0:
+				return nil, nil, fasthttp.StatusMovedPermanently
+			}
+			return r, after, 0
+		}
+		r := p.pages.ProjectRepo(owner, string(first))
+		if ok, err := r.Exists(ctx); err != nil && !errors.Is(err, sites.ErrFileNotFound) {
+			return nil, nil, fasthttp.StatusBadGateway
+		} else if ok {
+			if len(rest) == 0 {
+				return nil, nil, fasthttp.StatusMovedPermanently
+			}
+			return r, rest, 0
+		}
+	}
+	return p.pages.Repo(owner, "pages", ""), urlPath, 0
+}
+
+// splitFirst splits "/a/b/c" into "a" and "/b/c" ("/a" gives "a" and "").
+func splitFirst(p []byte) ([]byte, []byte) {
+	if len(p) == 0 || p[0] != '/' {
+		return nil, p
+	}
+	p = p[1:]
+	if i := bytes.IndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i:]
+	}
+	return p, nil
+}
+
+// branchSegment reads "/@branch/…" off rest.
+func branchSegment(rest []byte) (branch string, after []byte, ok bool) {
+	if len(rest) < 3 || rest[1] != '@' {
+		return "", nil, false
+	}
+	seg, after := splitFirst(rest)
+	return string(seg[1:]), after, true
+}

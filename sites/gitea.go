@@ -1,0 +1,533 @@
+package sites
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"code.gitea.io/sdk/gitea"
+	"golang.org/x/sync/singleflight"
+)
+
+// ErrUpstream is returned when Gitea could not be asked (down, slow, 5xx) and
+// nothing cached can answer: the proxy shows 502.
+var ErrUpstream = errors.New("gitea unavailable")
+
+// Gitea serves sites straight from a Gitea instance's repositories. Content
+// is fetched from the raw endpoint at a fixed commit and cached by commit, so
+// a push never serves a mix of old and new files; branch heads are rechecked
+// in the background every Config.Revalidate, or at once on a push webhook.
+// It is safe for concurrent use.
+type Gitea struct {
+	cfg   Config
+	cache *Cache
+	api   *gitea.Client
+	hc    *http.Client
+	base  string // GiteaURL without a trailing slash
+	sf    singleflight.Group
+
+	mu    sync.Mutex
+	repos map[string]*GiteaRepo // "owner/repo@branch"
+
+	// Calls counts requests made to Gitea (API and raw), for tests and metrics.
+	Calls atomic.Int64
+	// Log receives tenant content problems (a bad _redirects line). Nil: none.
+	Log func(err error, repo string)
+}
+
+func (g *Gitea) log(err error, repo string) {
+	if g.Log != nil {
+		g.Log(err, repo)
+	}
+}
+
+// maxRepos bounds the remembered repositories; past it, those that do not
+// exist are forgotten first.
+const maxRepos = 100_000
+
+// NewGitea returns a Gitea source using c for content.
+func (c *Cache) NewGitea(cfg Config) (*Gitea, error) {
+	cfg.Defaults()
+	if cfg.GiteaURL == "" {
+		return nil, errors.New("sites.gitea_url: required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gitea{cfg: cfg, cache: c, base: strings.TrimSuffix(cfg.GiteaURL, "/"), repos: map[string]*GiteaRepo{}}
+	g.hc = &http.Client{Transport: &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: cfg.GiteaTimeout}).DialContext,
+		ResponseHeaderTimeout: cfg.GiteaTimeout,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+	}}
+	opts := []gitea.ClientOption{gitea.SetHTTPClient(&http.Client{Transport: countingTransport{g.hc.Transport, &g.Calls}, Timeout: cfg.GiteaTimeout}),
+		gitea.SetGiteaVersion("")}
+	if cfg.GiteaToken != "" {
+		opts = append(opts, gitea.SetToken(cfg.GiteaToken))
+	}
+	api, err := gitea.NewClient(g.base, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("sites: gitea client: %w", err)
+	}
+	g.api = api
+	return g, nil
+}
+
+type countingTransport struct {
+	rt http.RoundTripper
+	n  *atomic.Int64
+}
+
+func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.n.Add(1)
+	return t.rt.RoundTrip(r)
+}
+
+// Repo returns the source for owner/repo at branch; branch "" follows the
+// rule of an owner's "pages" repository: its pages branch if it has one,
+// else its default branch.
+func (g *Gitea) Repo(owner, repo, branch string) *GiteaRepo {
+	key := owner + "/" + repo + "@" + branch
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r := g.repos[key]
+	if r == nil {
+		if len(g.repos) >= maxRepos {
+			g.forgetMissingLocked()
+		}
+		r = &GiteaRepo{g: g, owner: owner, repo: repo, branch: branch}
+		g.repos[key] = r
+	}
+	return r
+}
+
+func (g *Gitea) forgetMissingLocked() {
+	for k, r := range g.repos {
+		if st := r.state.Load(); st == nil || st.missing {
+			delete(g.repos, k)
+		}
+	}
+}
+
+// ProjectRepo is owner/repo at the configured pages branch.
+func (g *Gitea) ProjectRepo(owner, repo string) *GiteaRepo {
+	return g.Repo(owner, repo, g.cfg.PagesBranch)
+}
+
+// Invalidate is called by the push webhook: the branch of owner/repo moved
+// to commit (or, with commit "", must be looked up again). Both the repo at
+// that branch and, for the pages rule, at "" are updated.
+func (g *Gitea) Invalidate(owner, repo, branch, commit string) {
+	g.mu.Lock()
+	targets := []*GiteaRepo{g.repos[owner+"/"+repo+"@"+branch], g.repos[owner+"/"+repo+"@"]}
+	g.mu.Unlock()
+	for _, r := range targets {
+		if r == nil {
+			continue
+		}
+		if commit != "" && (r.branch == branch || r.resolvedBranch() == branch) {
+			r.setHead(commit, r.resolvedBranch())
+			continue
+		}
+		r.expire()
+	}
+}
+
+// GiteaRepo is one repository branch served from Gitea.
+type GiteaRepo struct {
+	g                   *Gitea
+	owner, repo, branch string
+	state               atomic.Pointer[repoState]
+	refreshing          atomic.Bool
+}
+
+// repoState is what is known of the branch head. Immutable; replaced whole.
+type repoState struct {
+	commit  string // "" when missing
+	branch  string // the branch resolved (for branch "": pages or the default)
+	missing bool   // no such owner, repository or branch
+	checked time.Time
+	space   *space       // the commit's cached files
+	extra   *commitExtra // what is derived from the commit once
+}
+
+// commitExtra holds per-commit data loaded on first use.
+type commitExtra struct {
+	once      sync.Once
+	redirects *Redirects
+}
+
+// Name is "owner/repo" or "owner/repo@branch", the site name the meter uses.
+func (r *GiteaRepo) Name() string {
+	if r.branch == "" || r.branch == r.g.cfg.PagesBranch {
+		return r.owner + "/" + r.repo
+	}
+	return r.owner + "/" + r.repo + "@" + r.branch
+}
+
+func (r *GiteaRepo) resolvedBranch() string {
+	if st := r.state.Load(); st != nil {
+		return st.branch
+	}
+	return r.branch
+}
+
+func (r *GiteaRepo) setHead(commit, branch string) {
+	old := r.state.Load()
+	if old != nil && old.commit == commit {
+		r.state.Store(&repoState{commit: commit, branch: branch, checked: time.Now(), space: old.space, extra: old.extra})
+		return
+	}
+	r.state.Store(&repoState{commit: commit, branch: branch, checked: time.Now(), space: r.g.cache.newSpace(), extra: &commitExtra{}})
+	if old != nil && old.space != nil {
+		r.g.cache.dropSpace(old.space)
+	}
+}
+
+// expire makes the next request look the head up again (in the background
+// when a commit is known).
+func (r *GiteaRepo) expire() {
+	if old := r.state.Load(); old != nil {
+		st := *old
+		st.checked = time.Time{}
+		r.state.Store(&st)
+	}
+}
+
+// Commit returns the commit served now, resolving it first if unknown.
+func (r *GiteaRepo) Commit(ctx context.Context) (string, error) {
+	st, err := r.current(ctx)
+	if err != nil {
+		return "", err
+	}
+	if st.missing {
+		return "", ErrFileNotFound
+	}
+	return st.commit, nil
+}
+
+// Exists reports whether the repository and branch exist (cached).
+func (r *GiteaRepo) Exists(ctx context.Context) (bool, error) {
+	st, err := r.current(ctx)
+	if err != nil {
+		return false, err
+	}
+	return !st.missing, nil
+}
+
+// current returns the known head. An unknown (or expired missing) head is
+// looked up now, one call for all waiting requests; a known commit past
+// Revalidate is served while a background check runs.
+func (r *GiteaRepo) current(ctx context.Context) (*repoState, error) {
+	st := r.state.Load()
+	now := time.Now()
+	switch {
+	case st == nil, st.missing && now.Sub(st.checked) >= r.g.cfg.NegativeTTL:
+		v, err, _ := r.g.sf.Do("head:"+r.owner+"/"+r.repo+"@"+r.branch, func() (any, error) {
+			return r.refresh(ctx)
+		})
+		if err != nil {
+			if st != nil {
+				return st, nil // stale-if-error
+			}
+			return nil, err
+		}
+		return v.(*repoState), nil
+	case !st.missing && now.Sub(st.checked) >= r.g.cfg.Revalidate:
+		if r.refreshing.CompareAndSwap(false, true) {
+			go func() {
+				defer r.refreshing.Store(false)
+				ctx, cancel := context.WithTimeout(context.Background(), r.g.cfg.GiteaTimeout)
+				defer cancel()
+				_, _ = r.refresh(ctx) // on error the known commit stays (stale-if-error)
+			}()
+		}
+	}
+	return st, nil
+}
+
+// refresh asks Gitea for the branch head and stores it.
+func (r *GiteaRepo) refresh(ctx context.Context) (*repoState, error) {
+	branch := r.branch
+	if branch == "" {
+		branch = r.g.cfg.PagesBranch
+	}
+	commit, found, err := r.branchHead(branch)
+	if err == nil && !found && r.branch == "" {
+		// The pages rule: no pages branch, so the default branch.
+		var repo *gitea.Repository
+		var resp *gitea.Response
+		repo, resp, err = r.g.api.GetRepo(r.owner, r.repo)
+		switch {
+		case err == nil && repo.DefaultBranch != "":
+			branch = repo.DefaultBranch
+			commit, found, err = r.branchHead(branch)
+		case resp != nil && resp.StatusCode == http.StatusNotFound:
+			err = nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUpstream, err)
+	}
+	if !found {
+		old := r.state.Load()
+		st := &repoState{missing: true, branch: branch, checked: time.Now()}
+		r.state.Store(st)
+		if old != nil && old.space != nil {
+			r.g.cache.dropSpace(old.space)
+		}
+		return st, nil
+	}
+	r.setHead(commit, branch)
+	return r.state.Load(), nil
+}
+
+func (r *GiteaRepo) branchHead(branch string) (commit string, found bool, err error) {
+	b, resp, err := r.g.api.GetRepoBranch(r.owner, r.repo, branch)
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusNotFound {
+			return "", false, nil
+		}
+		return "", false, err
+	}
+	if b.Commit == nil || b.Commit.ID == "" {
+		return "", false, fmt.Errorf("branch %s has no commit", branch)
+	}
+	return b.Commit.ID, true, nil
+}
+
+// Redirects returns the rules of the served commit's _redirects file (nil
+// without one), read once per commit.
+func (r *GiteaRepo) Redirects() *Redirects {
+	st := r.state.Load()
+	if st == nil || st.missing || st.extra == nil {
+		return nil
+	}
+	st.extra.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), r.g.cfg.GiteaTimeout)
+		defer cancel()
+		f, err := r.fetch(ctx, st.commit, "_redirects")
+		if err != nil || f.Body == nil {
+			return // none, too large, or Gitea down: no rules for this commit
+		}
+		rules, perr := ParseRedirects(f.Body)
+		if perr != nil {
+			r.g.log(perr, r.owner+"/"+r.repo)
+		}
+		st.extra.redirects = rules
+	})
+	return st.extra.redirects
+}
+
+// Get returns the file served at urlPath (a path inside the repository,
+// starting with "/"), with the same rules as a directory: index.html, clean
+// URLs, ErrIsDir for a directory without its slash.
+func (r *GiteaRepo) Get(urlPath []byte) (*File, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.g.cfg.GiteaTimeout)
+	defer cancel()
+	st, err := r.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.missing {
+		return nil, ErrFileNotFound
+	}
+	now := time.Now().UnixNano()
+	if e := r.g.cache.lookup(st.space, urlPath); e != nil {
+		// Files of a commit never change; only remembered misses expire.
+		if e.file != nil || now-e.checked.Load() < int64(r.g.cfg.NegativeTTL) {
+			r.g.cache.hits.Add(1)
+			return e.file, e.err
+		}
+	}
+	r.g.cache.misses.Add(1)
+	key := string(urlPath)
+	v, err, _ := r.g.sf.Do("file:"+st.commit+":"+r.owner+"/"+r.repo+":"+key, func() (any, error) {
+		f, err := r.load(ctx, st.commit, key)
+		if err == nil || errors.Is(err, ErrFileNotFound) || errors.Is(err, ErrIsDir) {
+			r.g.cache.insert(st.space, key, "", f, err, now)
+		}
+		return f, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*File), nil
+}
+
+// load resolves urlPath at commit like DirSource.load, with raw fetches.
+func (r *GiteaRepo) load(ctx context.Context, commit, urlPath string) (*File, error) {
+	if len(urlPath) == 0 || urlPath[0] != '/' || strings.IndexByte(urlPath, 0) >= 0 {
+		return nil, ErrBadPath
+	}
+	rel := urlPath[1:]
+	for _, seg := range strings.Split(rel, "/") {
+		if seg == ".." || (strings.HasPrefix(seg, ".") && seg != ".well-known") {
+			return nil, ErrFileNotFound
+		}
+	}
+	if rel == "" || strings.HasSuffix(rel, "/") {
+		return r.fetch(ctx, commit, rel+"index.html")
+	}
+	f, err := r.fetch(ctx, commit, rel)
+	if !errors.Is(err, ErrFileNotFound) {
+		return f, err
+	}
+	if f, err = r.fetch(ctx, commit, rel+".html"); !errors.Is(err, ErrFileNotFound) {
+		return f, err
+	}
+	// A directory? Its index.html exists: send the visitor to the slash.
+	if _, err := r.fetch(ctx, commit, rel+"/index.html"); err == nil {
+		return nil, ErrIsDir
+	}
+	return nil, ErrFileNotFound
+}
+
+func (r *GiteaRepo) rawURL(commit, name string) string {
+	return r.g.base + "/api/v1/repos/" + url.PathEscape(r.owner) + "/" + url.PathEscape(r.repo) + "/raw/" +
+		escapePath(name) + "?ref=" + url.QueryEscape(commit)
+}
+
+func escapePath(p string) string {
+	parts := strings.Split(p, "/")
+	for i, s := range parts {
+		parts[i] = url.PathEscape(s)
+	}
+	return strings.Join(parts, "/")
+}
+
+func (r *GiteaRepo) rawRequest(ctx context.Context, commit, name string, offset int64) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.rawURL(commit, name), nil)
+	if err != nil {
+		return nil, err
+	}
+	if r.g.cfg.GiteaToken != "" {
+		req.Header.Set("Authorization", "token "+r.g.cfg.GiteaToken)
+	}
+	if offset > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+	}
+	r.g.Calls.Add(1)
+	return r.g.hc.Do(req)
+}
+
+// fetch reads one file at commit. Small files are read whole (and
+// compressed once); larger ones are streamed from Gitea on each request.
+func (r *GiteaRepo) fetch(ctx context.Context, commit, name string) (*File, error) {
+	resp, err := r.rawRequest(ctx, commit, name, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUpstream, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, ErrFileNotFound
+	case resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("%w: raw %s: status %d", ErrUpstream, name, resp.StatusCode)
+	}
+	maxFile := r.g.cache.cfg.MaxCachedFile
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %v", ErrUpstream, name, err)
+	}
+	modTime := time.Now()
+	if lm, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
+		modTime = lm
+	}
+	// Gitea's ETag is the blob id: it stays the same across commits while the
+	// file does not change, so visitors keep their cached copy.
+	tag := strings.Trim(strings.TrimPrefix(resp.Header.Get("ETag"), "W/"), `"`)
+	if tag == "" || strings.ContainsAny(tag, "\" \\") {
+		tag = commit
+	}
+	// Content-Type from the extension: Gitea serves HTML as text/plain.
+	if int64(len(body)) > maxFile {
+		size := resp.ContentLength
+		if size < 0 {
+			return nil, fmt.Errorf("%w: %s: large file without a length", ErrUpstream, name)
+		}
+		f := newFile(name, size, modTime, tag, nil)
+		f.open = func() (io.ReadSeekCloser, error) {
+			return &rawReader{r: r, commit: commit, name: name, size: size}, nil
+		}
+		return f, nil
+	}
+	return newFile(name, int64(len(body)), modTime, tag, body), nil
+}
+
+// rawReader streams a large file from Gitea; Seek starts a ranged request.
+type rawReader struct {
+	r            *GiteaRepo
+	commit, name string
+	size, off    int64
+	body         io.ReadCloser
+}
+
+func (rr *rawReader) Read(p []byte) (int, error) {
+	if rr.body == nil {
+		resp, err := rr.r.rawRequest(context.Background(), rr.commit, rr.name, rr.off)
+		if err != nil {
+			return 0, err
+		}
+		want := http.StatusOK
+		if rr.off > 0 {
+			want = http.StatusPartialContent
+		}
+		if resp.StatusCode != want {
+			resp.Body.Close()
+			return 0, fmt.Errorf("%w: raw %s: status %d", ErrUpstream, rr.name, resp.StatusCode)
+		}
+		rr.body = resp.Body
+	}
+	n, err := rr.body.Read(p)
+	rr.off += int64(n)
+	return n, err
+}
+
+func (rr *rawReader) Seek(offset int64, whence int) (int64, error) {
+	if whence != io.SeekStart || offset < 0 || offset > rr.size {
+		return rr.off, errors.New("rawReader: only absolute seeks within the file")
+	}
+	if rr.body != nil {
+		rr.body.Close()
+		rr.body = nil
+	}
+	rr.off = offset
+	return offset, nil
+}
+
+func (rr *rawReader) Close() error {
+	if rr.body != nil {
+		return rr.body.Close()
+	}
+	return nil
+}
+
+// ValidBranchName reports whether b is a branch name tollgate serves.
+func ValidBranchName(b string) bool { return validBranch(b) }
+
+// validBranch accepts what git accepts as a branch name, minus the oddities
+// no pages site needs (see git-check-ref-format).
+func validBranch(b string) bool {
+	if b == "" || len(b) > 255 || strings.HasPrefix(b, "-") || strings.HasPrefix(b, "/") ||
+		strings.HasSuffix(b, "/") || strings.HasSuffix(b, ".") || strings.HasSuffix(b, ".lock") ||
+		strings.Contains(b, "..") || strings.Contains(b, "//") || strings.Contains(b, "@{") {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c == 0x7f || strings.ContainsRune("~^:?*[\\", c) {
+			return false
+		}
+	}
+	return path.Clean("/"+b) == "/"+b
+}

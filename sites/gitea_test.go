@@ -1,0 +1,199 @@
+package sites
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/giteatest"
+)
+
+func newGiteaSource(t *testing.T, gs *giteatest.Server, cfg Config) *Gitea {
+	t.Helper()
+	cfg.GiteaURL = gs.URL()
+	cfg.GiteaToken = gs.Token()
+	g, err := NewCache(cfg).NewGitea(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func get(t *testing.T, src *GiteaRepo, p string) (string, error) {
+	t.Helper()
+	f, err := src.Get([]byte(p))
+	if err != nil {
+		return "", err
+	}
+	if f.Body == nil {
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		return string(b), err
+	}
+	return string(f.Body), nil
+}
+
+// TestGiteaSource runs against a real Gitea: content by commit, the pages
+// rules, freshness by revalidation and by webhook, stale-if-error and the
+// negative cache.
+func TestGiteaSource(t *testing.T) {
+	gs := giteatest.Start(t)
+	ctx := context.Background()
+	gs.CreateUser(t, "alice")
+	gs.CreateRepo(t, "alice", "pages")
+	gs.CreateRepo(t, "alice", "blog")
+	gs.CreateBranch(t, "alice", "blog", "pages", "main")
+	gs.PutFile(t, "alice", "pages", "main", "index.html", []byte("<h1>alice home</h1>"))
+	gs.PutFile(t, "alice", "pages", "main", "about.html", []byte("about alice"))
+	gs.PutFile(t, "alice", "pages", "main", "docs/index.html", []byte("docs"))
+	gs.PutFile(t, "alice", "pages", "main", "style.css", []byte(strings.Repeat("p{color:red}\n", 100)))
+	gs.PutFile(t, "alice", "pages", "main", "big.bin", []byte(strings.Repeat("0123456789", 20000)))
+	gs.PutFile(t, "alice", "blog", "pages", "index.html", []byte("blog v1"))
+	gs.WaitRaw(t, "alice", "pages", "main", "index.html")
+	gs.WaitRaw(t, "alice", "blog", "pages", "index.html")
+
+	g := newGiteaSource(t, gs, Config{Revalidate: time.Hour, NegativeTTL: time.Hour, MaxCachedFile: 64 << 10})
+	home := g.Repo("alice", "pages", "") // no pages branch: the default branch
+	tests := []struct {
+		path, body string
+		err        error
+	}{
+		{"/", "<h1>alice home</h1>", nil},
+		{"/about", "about alice", nil},
+		{"/about.html", "about alice", nil},
+		{"/docs/", "docs", nil},
+		{"/docs", "", ErrIsDir},
+		{"/missing", "", ErrFileNotFound},
+		{"/../blog/index.html", "", ErrFileNotFound},
+		{"/.git/config", "", ErrFileNotFound},
+		{"/a\x00b", "", ErrBadPath},
+		{"/big.bin", strings.Repeat("0123456789", 20000), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			body, err := get(t, home, tt.path)
+			if !errors.Is(err, tt.err) || body != tt.body {
+				t.Fatalf("Get(%q) = %.40q, %v; want %.40q, %v", tt.path, body, err, tt.body, tt.err)
+			}
+		})
+	}
+	css, _ := home.Get([]byte("/style.css"))
+	if string(css.ContentType) != "text/css; charset=utf-8" || css.Gzip == nil {
+		t.Fatalf("style.css: type %q, gzip %d bytes", css.ContentType, len(css.Gzip))
+	}
+	idx, _ := home.Get([]byte("/"))
+	if string(idx.ContentType) != "text/html; charset=utf-8" {
+		t.Fatalf("index.html type %q (Gitea says text/plain; the extension decides)", idx.ContentType)
+	}
+
+	// Cached: no Gitea call for hits, nor for a remembered miss.
+	calls := g.Calls.Load()
+	for range 20 {
+		home.Get([]byte("/"))
+		home.Get([]byte("/missing"))
+	}
+	if n := g.Calls.Load() - calls; n != 0 {
+		t.Fatalf("%d Gitea calls for cached hits and misses; want 0", n)
+	}
+
+	// An unknown owner at crawler rate: one look-up per negative period.
+	calls = g.Calls.Load()
+	for range 50 {
+		if _, err := g.Repo("nobody", "pages", "").Get([]byte("/")); !errors.Is(err, ErrFileNotFound) {
+			t.Fatalf("unknown owner: %v", err)
+		}
+	}
+	if n := g.Calls.Load() - calls; n > 3 {
+		t.Fatalf("%d Gitea calls for 50 requests to an unknown owner; want at most 3 (branch, repo)", n)
+	}
+
+	// A push: the webhook moves the head at once; the old commit's files are gone.
+	blog := g.Repo("alice", "blog", "pages")
+	if body, _ := get(t, blog, "/"); body != "blog v1" {
+		t.Fatalf("blog: %q", body)
+	}
+	commit := gs.PutFile(t, "alice", "blog", "pages", "index.html", []byte("blog v2"))
+	if body, _ := get(t, blog, "/"); body != "blog v1" {
+		t.Fatalf("before any signal the known commit is served: %q", body)
+	}
+	g.Invalidate("alice", "blog", "pages", commit)
+	if body, err := get(t, blog, "/"); body != "blog v2" {
+		t.Fatalf("after the webhook: %q, %v", body, err)
+	}
+
+	// Without a webhook: the head is rechecked in the background after Revalidate.
+	g2 := newGiteaSource(t, gs, Config{Revalidate: 50 * time.Millisecond, NegativeTTL: time.Hour})
+	blog2 := g2.Repo("alice", "blog", "pages")
+	get(t, blog2, "/")
+	gs.PutFile(t, "alice", "blog", "pages", "index.html", []byte("blog v3"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		body, _ := get(t, blog2, "/")
+		if body == "blog v3" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revalidation did not pick up the push: %q", body)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+
+	// Gitea down: cached pages keep being served, uncached ones fail fast.
+	get(t, home, "/about")
+	gs.Stop()
+	if body, err := get(t, home, "/about"); err != nil || body != "about alice" {
+		t.Fatalf("cached page with Gitea down: %q, %v", body, err)
+	}
+	start := time.Now()
+	if _, err := home.Get([]byte("/never-fetched")); !errors.Is(err, ErrUpstream) {
+		t.Fatalf("uncached page with Gitea down: %v; want ErrUpstream", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("uncached page with Gitea down took %v", d)
+	}
+	if ok, err := g.Repo("bob", "pages", "").Exists(ctx); ok || !errors.Is(err, ErrUpstream) {
+		t.Fatalf("unknown repo with Gitea down: %v %v", ok, err)
+	}
+}
+
+// TestGiteaSlow: a Gitea that does not answer gets ErrUpstream within
+// gitea_timeout (httptest: a real Gitea cannot be made slow).
+func TestGiteaSlow(t *testing.T) {
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer slow.Close()
+	defer close(release)
+	cfg := Config{GiteaURL: slow.URL, GiteaTimeout: 200 * time.Millisecond}
+	g, err := NewCache(cfg).NewGitea(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := g.Repo("a", "pages", "").Get([]byte("/")); !errors.Is(err, ErrUpstream) {
+		t.Fatalf("slow Gitea: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("slow Gitea answered after %v; want about 200ms", d)
+	}
+}
+
+func TestValidBranch(t *testing.T) {
+	for b, want := range map[string]bool{
+		"pages": true, "feature/x": true, "v1.2": true, "": false, "-x": false, "a..b": false, "a b": false,
+		"a:b": false, "x.lock": false, "/x": false, "x/": false, "a//b": false, "@{x": false, "a\x00": false,
+		strings.Repeat("a", 256): false, "ä": true,
+	} {
+		if got := validBranch(b); got != want {
+			t.Errorf("validBranch(%q) = %v; want %v", b, got, want)
+		}
+	}
+}
