@@ -33,11 +33,16 @@ type (
 	OrgDetail struct {
 		sites.Org
 		Sites []string `json:"sites"`
+		// StorageBytes is what all the org's sites store (pages included),
+		// as last measured; 0 when metering is off.
+		StorageBytes int64 `json:"storage_bytes"`
 	}
 	// SiteDetail is GET /v1/sites/{id}: the site and the names of its domains.
 	SiteDetail struct {
 		sites.Site
 		Domains []string `json:"domains"`
+		// StorageBytes is what the site stores, as last measured.
+		StorageBytes int64 `json:"storage_bytes"`
 	}
 	// PlanList is GET /v1/plans, sorted by name.
 	PlanList struct {
@@ -129,7 +134,11 @@ func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) error {
 	if o == nil {
 		return fmt.Errorf("org %q: %w", id, sites.ErrNotFound)
 	}
-	writeJSON(w, http.StatusOK, OrgDetail{Org: *o, Sites: nonNil(snap.SitesOf(id))})
+	d := OrgDetail{Org: *o, Sites: nonNil(snap.SitesOf(id))}
+	if s.storage != nil {
+		d.StorageBytes = s.storage.OrgStorage(id)
+	}
+	writeJSON(w, http.StatusOK, d)
 	return nil
 }
 
@@ -176,7 +185,11 @@ func (s *Server) getSite(w http.ResponseWriter, r *http.Request) error {
 	if site == nil {
 		return fmt.Errorf("site %q: %w", id, sites.ErrNotFound)
 	}
-	writeJSON(w, http.StatusOK, SiteDetail{Site: *site, Domains: nonNil(snap.DomainsOf(id))})
+	d := SiteDetail{Site: *site, Domains: nonNil(snap.DomainsOf(id))}
+	if s.storage != nil {
+		d.StorageBytes = s.storage.Storage(site.Org, site.ID)
+	}
+	writeJSON(w, http.StatusOK, d)
 	return nil
 }
 

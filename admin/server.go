@@ -36,6 +36,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Usage answers GET /v1/usage. Nil: the route answers 503.
 	Usage UsageReader
+	// Storage reports measured storage in GET /v1/orgs/{id} and
+	// /v1/sites/{id}. *meter.Meter implements it. Nil: 0.
+	Storage StorageReader
 	// Gitea learns of pushes from POST /hooks/gitea, verified with
 	// GiteaWebhookSecret. Nil or no secret: the route answers 404.
 	Gitea              GiteaInvalidator
@@ -62,6 +65,13 @@ type Server struct {
 	usageReader UsageReader
 	gitea       GiteaInvalidator
 	hookSecret  string
+	storage     StorageReader
+}
+
+// StorageReader reports the bytes sites and orgs store.
+type StorageReader interface {
+	Storage(org, site string) int64
+	OrgStorage(org string) int64
 }
 
 // New builds the admin API over reg. It registers its metrics on
@@ -89,6 +99,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		usageReader: opts.Usage,
 		gitea:       opts.Gitea,
 		hookSecret:  opts.GiteaWebhookSecret,
+		storage:     opts.Storage,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

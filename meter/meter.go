@@ -144,6 +144,29 @@ func (m *Meter) Counters(org, site, kind string) *Counters {
 	return c
 }
 
+// Storage returns the bytes (org, site) stores, as last measured.
+func (m *Meter) Storage(org, site string) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.counters[[2]string{org, site}]; c != nil {
+		return c.storage.Load()
+	}
+	return 0
+}
+
+// OrgStorage returns the bytes all of org's sites store, as last measured.
+func (m *Meter) OrgStorage(org string) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for k, c := range m.counters {
+		if k[0] == org {
+			n += c.storage.Load()
+		}
+	}
+	return n
+}
+
 // Run flushes every FlushInterval until Close.
 func (m *Meter) Run() {
 	if !m.running.CompareAndSwap(false, true) {

@@ -165,6 +165,10 @@ type repoState struct {
 type commitExtra struct {
 	once      sync.Once
 	redirects *Redirects
+
+	sizeMu   sync.Mutex // one measurement at a time; a failed one is retried
+	measured bool
+	size     int64
 }
 
 // Name is "owner/repo" or "owner/repo@branch", the site name the meter uses.
@@ -327,6 +331,62 @@ func (r *GiteaRepo) Redirects() *Redirects {
 		st.extra.redirects = rules
 	})
 	return st.extra.redirects
+}
+
+// maxTreePages bounds the pages of a tree listing (1000 entries each).
+const maxTreePages = 1000
+
+// TreeSize returns the bytes of the files of the served commit (the
+// recursive tree), measured once per commit: the site's storage.
+func (r *GiteaRepo) TreeSize(ctx context.Context) (int64, error) {
+	st, err := r.current(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if st.missing || st.extra == nil {
+		return 0, nil
+	}
+	x := st.extra
+	x.sizeMu.Lock()
+	defer x.sizeMu.Unlock()
+	if x.measured {
+		return x.size, nil
+	}
+	var total int64
+	for page := 1; page <= maxTreePages; page++ {
+		tree, _, err := r.g.api.GetTrees(r.owner, r.repo, gitea.ListTreeOptions{
+			ListOptions: gitea.ListOptions{Page: page, PageSize: 1000}, Ref: st.commit, Recursive: true})
+		if err != nil {
+			return 0, fmt.Errorf("%w: tree of %s/%s: %v", ErrUpstream, r.owner, r.repo, err)
+		}
+		for _, e := range tree.Entries {
+			if e.Type == "blob" {
+				total += e.Size
+			}
+		}
+		if !tree.Truncated || len(tree.Entries) == 0 {
+			break
+		}
+	}
+	x.size, x.measured = total, true
+	return total, nil
+}
+
+// Owner and RepoName name the repository.
+func (r *GiteaRepo) Owner() string    { return r.owner }
+func (r *GiteaRepo) RepoName() string { return r.repo }
+
+// Known returns the repositories served so far that exist.
+func (g *Gitea) Known() []*GiteaRepo {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*GiteaRepo
+	for _, r := range g.repos {
+		if st := r.state.Load(); st != nil && !st.missing {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // Get returns the file served at urlPath (a path inside the repository,

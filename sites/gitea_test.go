@@ -95,6 +95,13 @@ func TestGiteaSource(t *testing.T) {
 		t.Fatalf("index.html type %q (Gitea says text/plain; the extension decides)", idx.ContentType)
 	}
 
+	// Storage: the files of the served commit.
+	size, err := home.TreeSize(ctx)
+	want := int64(len("<h1>alice home</h1>") + len("about alice") + len("docs") + 100*len("p{color:red}\n") + 200000)
+	if err != nil || size < want || size > want+1024 { // + the README of auto_init
+		t.Fatalf("TreeSize = %d, %v; want about %d", size, err, want)
+	}
+
 	// Cached: no Gitea call for hits, nor for a remembered miss.
 	calls := g.Calls.Load()
 	for range 20 {

@@ -82,6 +82,12 @@ gitea_timeout = "3s"
 		return code == 0 && strings.Contains(out, `"plan": "free"`)
 	})
 
+	// Storage: the tree of the served commits, reported on the org.
+	waitFor(t, func() bool {
+		out, code := in.cli(t, "--json", "org", "get", "gitea-alice")
+		return code == 0 && !strings.Contains(out, `"storage_bytes": 0`) && strings.Contains(out, `"storage_bytes"`)
+	})
+
 	// A push with the webhook: served within a second.
 	gs.AddWebhook(t, "alice", "blog", "http://"+in.admin+"/hooks/gitea", secret)
 	gs.PutFile(t, "alice", "blog", "pages", "index.html", []byte("blog v2"))

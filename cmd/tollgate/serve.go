@@ -70,7 +70,6 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 			return err
 		}
 		go usage.m.Run()
-		go measureStorage(ctx, reg, usage.m, cfg.Sites.StorageInterval, log)
 	}
 	// Runs last (defers are LIFO): after the proxy stopped counting, the
 	// final flush writes everything (or spools it).
@@ -104,6 +103,9 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 		}
 	}
 	if usage.m != nil {
+		go measureStorage(ctx, reg, giteaSrc, usage.m, cfg.Sites.StorageInterval, log)
+	}
+	if usage.m != nil {
 		popts.Usage = usage.m // a nil *meter.Meter in the interface would not read as "off"
 	}
 	px, err := proxy.New(cfg.Proxy, cfg.Limits, popts)
@@ -127,6 +129,9 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	}
 	if giteaSrc != nil {
 		aopts.Gitea = giteaSrc
+	}
+	if usage.m != nil {
+		aopts.Storage = usage.m
 	}
 	adm, err := admin.New(admin.Config{Token: cfg.Server.AdminToken, MaxBodyBytes: cfg.Server.AdminMaxBodyBytes}, reg, aopts)
 	if err != nil {
