@@ -3,6 +3,7 @@ package sites
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"time"
 )
@@ -39,6 +40,12 @@ type Config struct {
 	// out of the file). Empty: the route refuses every call, and freshness
 	// relies on Revalidate.
 	GiteaWebhookSecret string `toml:"gitea_webhook_secret"`
+	// DNSResolver is the DNS server (host:port) asked to prove the custom
+	// domains that repositories declare in .domains. Empty: the system's.
+	DNSResolver string `toml:"dns_resolver"`
+	// DNSCache is how long a DNS answer is trusted, so an unproven domain is
+	// asked again after it. Default 5m.
+	DNSCache time.Duration `toml:"dns_cache"`
 	// PagesBranch is the branch a repository publishes. Default "pages".
 	PagesBranch string `toml:"pages_branch"`
 	// Revalidate is how often a repository's branch head is checked again
@@ -81,6 +88,9 @@ func (c *Config) Defaults() {
 	if c.NegativeTTL == 0 {
 		c.NegativeTTL = 30 * time.Second
 	}
+	if c.DNSCache == 0 {
+		c.DNSCache = 5 * time.Minute
+	}
 }
 
 // Validate names every bad key of [sites].
@@ -117,7 +127,12 @@ func (c Config) Validate() error {
 	if !validBranch(c.PagesBranch) {
 		errs = append(errs, fmt.Errorf("sites.pages_branch: %q is not a valid branch name", c.PagesBranch))
 	}
-	for key, d := range map[string]time.Duration{"revalidate": c.Revalidate, "gitea_timeout": c.GiteaTimeout, "negative_ttl": c.NegativeTTL} {
+	if c.DNSResolver != "" {
+		if _, _, err := net.SplitHostPort(c.DNSResolver); err != nil {
+			errs = append(errs, fmt.Errorf("sites.dns_resolver: %q is not host:port", c.DNSResolver))
+		}
+	}
+	for key, d := range map[string]time.Duration{"revalidate": c.Revalidate, "gitea_timeout": c.GiteaTimeout, "negative_ttl": c.NegativeTTL, "dns_cache": c.DNSCache} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("sites.%s: must not be negative", key))
 		}

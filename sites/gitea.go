@@ -166,9 +166,12 @@ type commitExtra struct {
 	once      sync.Once
 	redirects *Redirects
 
-	sizeMu   sync.Mutex // one measurement at a time; a failed one is retried
+	sizeMu   sync.Mutex // guards what follows; a failed read is retried
 	measured bool
 	size     int64
+
+	domainsRead bool
+	domains     []string
 }
 
 // Name is "owner/repo" or "owner/repo@branch", the site name the meter uses.

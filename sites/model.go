@@ -263,9 +263,12 @@ const (
 
 // Domain is a hostname attached to one site.
 type Domain struct {
-	Name      string    `json:"domain"`
-	Site      string    `json:"site"`
-	Status    string    `json:"status"`
+	Name   string `json:"domain"`
+	Site   string `json:"site"`
+	Status string `json:"status"`
+	// Via says how the domain was proven: "operator" (admin API),
+	// "dns-cname" or "dns-txt" (declared in a repository's .domains).
+	Via       string    `json:"via,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 

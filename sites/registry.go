@@ -398,11 +398,17 @@ func (r *Registry) DeleteSite(ctx context.Context, id string) error {
 // AttachDomain attaches a hostname (normalized with NormalizeDomain) to a site.
 // A domain attached by an operator is trusted: its status is verified.
 func (r *Registry) AttachDomain(ctx context.Context, siteID, name string) (Domain, error) {
+	return r.AttachDomainVia(ctx, siteID, name, ViaOperator)
+}
+
+// AttachDomainVia attaches a domain proven by via (ViaOperator, ViaCNAME,
+// ViaTXT).
+func (r *Registry) AttachDomainVia(ctx context.Context, siteID, name, via string) (Domain, error) {
 	host, err := NormalizeDomain(name)
 	if err != nil {
 		return Domain{}, invalid(fmt.Errorf("domain: %w", err))
 	}
-	d := Domain{Name: host, Site: siteID, Status: DomainVerified, CreatedAt: r.now().UTC()}
+	d := Domain{Name: host, Site: siteID, Status: DomainVerified, Via: via, CreatedAt: r.now().UTC()}
 	err = r.update(ctx, func(next *Snapshot) ([]store.Op, error) {
 		site := next.Sites[siteID]
 		if site == nil {

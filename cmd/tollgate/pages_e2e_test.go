@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/dnstest"
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 )
 
@@ -25,6 +26,9 @@ func TestPagesFromGitea(t *testing.T) {
 	gs.PutFile(t, "alice", "blog", "main", "index.html", []byte("blog on main"))
 	gs.CreateBranch(t, "alice", "blog", "pages", "main")
 	gs.PutFile(t, "alice", "blog", "pages", "index.html", []byte("blog v1"))
+	gs.PutFile(t, "alice", "blog", "pages", ".domains", []byte("# custom domains\nBlog.Alice.Example\nunproven.example\nnot a domain\n"))
+	dns := dnstest.Start(t)
+	dns.SetCNAME("blog.alice.example", "blog.alice.pages.test")
 	gs.WaitRaw(t, "alice", "pages", "main", "index.html")
 	gs.WaitRaw(t, "alice", "blog", "pages", "index.html")
 
@@ -38,7 +42,8 @@ gitea_token = "env:E2E_GITEA_TOKEN"
 gitea_webhook_secret = %q
 revalidate = "1h"
 gitea_timeout = "3s"
-`, gs.URL(), secret))
+dns_resolver = %q
+`, gs.URL(), secret, dns.Addr()))
 	defer in.stop(t)
 
 	tests := []struct {
@@ -81,6 +86,19 @@ gitea_timeout = "3s"
 		out, code := in.cli(t, "--json", "org", "get", "gitea-alice")
 		return code == 0 && strings.Contains(out, `"plan": "free"`)
 	})
+
+	// A custom domain declared in .domains and proven by its CNAME serves
+	// the repository; an unproven one does not.
+	waitFor(t, func() bool {
+		resp, body := in.get(t, "blog.alice.example", "/")
+		return resp.StatusCode == 200 && body == "blog v1"
+	})
+	if out, code := in.cli(t, "--json", "domain", "get", "blog.alice.example"); code != 0 || !strings.Contains(out, "dns-cname") || !strings.Contains(out, "gitea-alice-blog") {
+		t.Fatalf("declared domain in the registry: %d %s", code, out)
+	}
+	if resp, _ := in.get(t, "unproven.example", "/"); resp.StatusCode != 404 {
+		t.Fatalf("unproven domain: %d", resp.StatusCode)
+	}
 
 	// Storage: the tree of the served commits, reported on the org.
 	waitFor(t, func() bool {

@@ -102,8 +102,19 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 			popts.PagesDomain, _ = sites.NormalizeDomain(cfg.Sites.PagesDomain)
 		}
 	}
-	if usage.m != nil {
-		go measureStorage(ctx, reg, giteaSrc, usage.m, cfg.Sites.StorageInterval, log)
+	var claim func(*sites.GiteaRepo)
+	if giteaSrc != nil && popts.PagesDomain != "" {
+		dns := sites.NewDNSVerifier(cfg.Sites.DNSResolver, cfg.Sites.DNSCache)
+		claim = func(r *sites.GiteaRepo) {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if err := giteaSrc.ClaimDomains(cctx, reg, dns, r, popts.PagesDomain, cfg.Billing.DefaultPlan); err != nil {
+				log.Info("custom domains of a repository", slog.String("repo", r.Name()), slog.Any("err", err))
+			}
+		}
+	}
+	if usage.m != nil || claim != nil {
+		go tendSites(ctx, reg, giteaSrc, usage.m, cfg.Sites.StorageInterval, claim, log)
 	}
 	if usage.m != nil {
 		popts.Usage = usage.m // a nil *meter.Meter in the interface would not read as "off"

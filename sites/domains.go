@@ -1,0 +1,144 @@
+package sites
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Limits of a .domains file.
+const (
+	MaxDomainsBytes = 16 << 10
+	MaxDomainsLines = 100
+)
+
+// ParseDomains reads a .domains file: one domain a line, '#' comments.
+// Invalid names are skipped; the error (nil when all is well) says which.
+func ParseDomains(data []byte) ([]string, error) {
+	var problems []string
+	if len(data) > MaxDomainsBytes {
+		problems = append(problems, fmt.Sprintf("file over %d bytes: the rest is ignored", MaxDomainsBytes))
+		data = data[:MaxDomainsBytes]
+	}
+	seen := map[string]bool{}
+	var out []string
+	for n, line := range strings.Split(string(data), "\n") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if len(out) == MaxDomainsLines {
+			problems = append(problems, fmt.Sprintf("more than %d domains: the rest is ignored", MaxDomainsLines))
+			break
+		}
+		d, err := NormalizeDomain(line)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("line %d: %v", n+1, err))
+			continue
+		}
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	if len(problems) > 0 {
+		return out, fmt.Errorf(".domains: %s", strings.Join(problems, "; "))
+	}
+	return out, nil
+}
+
+// Ways a declared domain is proven.
+const (
+	ViaOperator = "operator"  // attached through the admin API: trusted
+	ViaCNAME    = "dns-cname" // a CNAME to the pages host
+	ViaTXT      = "dns-txt"   // a TXT record at _tollgate.{domain} naming the site
+)
+
+// DNSVerifier proves that whoever declares a domain controls it, with DNS.
+// Answers are cached for its TTL, so repeated checks cost nothing.
+type DNSVerifier struct {
+	res *net.Resolver
+	ttl time.Duration
+
+	mu    sync.Mutex
+	cache map[string]dnsAnswer
+}
+
+type dnsAnswer struct {
+	cname string
+	txt   []string
+	at    time.Time
+}
+
+// NewDNSVerifier asks server ("host:port"; "" means the system resolver)
+// and caches answers for ttl.
+func NewDNSVerifier(server string, ttl time.Duration) *DNSVerifier {
+	res := net.DefaultResolver
+	if server != "" {
+		res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		}}
+	}
+	return &DNSVerifier{res: res, ttl: ttl, cache: map[string]dnsAnswer{}}
+}
+
+// Verify reports how domain is proven to belong to the site served at
+// pagesHost (its CNAME target, e.g. "alice.pages.example" or
+// "blog.alice.pages.example") named siteName ("alice/blog"), or "" when it
+// is not.
+func (v *DNSVerifier) Verify(ctx context.Context, domain, siteName string, pagesHosts ...string) (string, error) {
+	a, err := v.lookup(ctx, domain)
+	if err != nil {
+		return "", err
+	}
+	for _, h := range pagesHosts {
+		if a.cname == h {
+			return ViaCNAME, nil
+		}
+	}
+	for _, t := range a.txt {
+		if strings.TrimSpace(t) == siteName {
+			return ViaTXT, nil
+		}
+	}
+	return "", nil
+}
+
+func (v *DNSVerifier) lookup(ctx context.Context, domain string) (dnsAnswer, error) {
+	v.mu.Lock()
+	a, ok := v.cache[domain]
+	v.mu.Unlock()
+	if ok && time.Since(a.at) < v.ttl {
+		return a, nil
+	}
+	a = dnsAnswer{at: time.Now()}
+	cname, err := v.res.LookupCNAME(ctx, domain)
+	if err == nil {
+		a.cname = strings.ToLower(strings.TrimSuffix(cname, "."))
+	} else if !notFound(err) {
+		return a, err
+	}
+	txt, err := v.res.LookupTXT(ctx, "_tollgate."+domain)
+	if err == nil {
+		a.txt = txt
+	} else if !notFound(err) {
+		return a, err
+	}
+	v.mu.Lock()
+	v.cache[domain] = a
+	v.mu.Unlock()
+	return a, nil
+}
+
+func notFound(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && (de.IsNotFound || strings.Contains(de.Err, "no such host"))
+}

@@ -1,0 +1,80 @@
+package sites
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/dnstest"
+)
+
+func TestParseDomains(t *testing.T) {
+	got, err := ParseDomains([]byte("# mine\nWWW.Example.com.\nexample.com\n\nexample.com\nbad domain\n10.0.0.1\nbücher.example # umlaut\n"))
+	if strings.Join(got, ",") != "www.example.com,example.com,xn--bcher-kva.example" {
+		t.Fatalf("domains %v", got)
+	}
+	if err == nil || !strings.Contains(err.Error(), "line 6") || !strings.Contains(err.Error(), "line 7") {
+		t.Fatalf("error should name lines 6 and 7: %v", err)
+	}
+	many := strings.Repeat("a.example\nb.example\n", 10) + func() string {
+		var b strings.Builder
+		for i := range MaxDomainsLines + 10 {
+			b.WriteString("d" + strings.Repeat("x", i%5) + string(rune('a'+i%26)) + string(rune('a'+i/26)) + ".example\n")
+		}
+		return b.String()
+	}()
+	got, err = ParseDomains([]byte(many))
+	if len(got) > MaxDomainsLines || err == nil {
+		t.Fatalf("%d domains, %v; want at most %d and an error", len(got), err, MaxDomainsLines)
+	}
+	if _, err := ParseDomains([]byte(strings.Repeat("#", MaxDomainsBytes+1))); err == nil {
+		t.Fatal("no error for an oversized .domains")
+	}
+}
+
+func TestDNSVerifier(t *testing.T) {
+	dns := dnstest.Start(t)
+	dns.SetCNAME("www.alice.example", "alice.pages.test")
+	dns.SetCNAME("blog.alice.example", "blog.alice.pages.test")
+	dns.SetCNAME("evil.example", "mallory.pages.test")
+	dns.SetTXT("_tollgate.txt.example", "alice/blog")
+	dns.SetTXT("_tollgate.wrongtxt.example", "mallory/blog")
+	v := NewDNSVerifier(dns.Addr(), time.Hour)
+	ctx := context.Background()
+	hosts := []string{"alice.pages.test", "blog.alice.pages.test"}
+	for domain, want := range map[string]string{
+		"www.alice.example":  ViaCNAME,
+		"blog.alice.example": ViaCNAME,
+		"txt.example":        ViaTXT,
+		"evil.example":       "",
+		"wrongtxt.example":   "",
+		"nothing.example":    "",
+	} {
+		got, err := v.Verify(ctx, domain, "alice/blog", hosts...)
+		if err != nil || got != want {
+			t.Errorf("Verify(%s) = %q, %v; want %q", domain, got, err, want)
+		}
+	}
+	before := dns.Queries()
+	for range 10 {
+		v.Verify(ctx, "nothing.example", "alice/blog", hosts...)
+	}
+	if n := dns.Queries() - before; n != 0 {
+		t.Fatalf("%d DNS queries for cached answers; want 0", n)
+	}
+}
+
+func TestPagesSiteID(t *testing.T) {
+	for in, want := range map[[2]string]string{
+		{"alice", "blog"}:                        "gitea-alice-blog",
+		{"alice", "My.Site_2"}:                   "gitea-alice-my-site-2",
+		{"alice", strings.Repeat("r", 80)}:       "gitea-alice-" + strings.Repeat("r", 51),
+		{"alice", "x" + strings.Repeat("_", 70)}: "gitea-alice-x",
+	} {
+		got := PagesSiteID(in[0], in[1])
+		if got != want || !validID(got) {
+			t.Errorf("PagesSiteID(%v) = %q; want %q (valid id)", in, got, want)
+		}
+	}
+}
