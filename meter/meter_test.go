@@ -340,3 +340,24 @@ func TestPerOrgMetricsCapped(t *testing.T) {
 		t.Fatalf("_other = %v; want 20", got)
 	}
 }
+
+func TestReplaceStorage(t *testing.T) {
+	b, _ := openBolt(t)
+	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	m, _ := newMeter(t, Config{}, b, nil, clk)
+	s := StorageMap{}
+	s.Set("a", "x", "dir", 100)
+	s.Set("b", "y", "gitea", 50)
+	m.ReplaceStorage(s)
+	if m.OrgStorage("a") != 100 || m.Storage("b", "y") != 50 {
+		t.Fatalf("storage a=%d b/y=%d", m.OrgStorage("a"), m.Storage("b", "y"))
+	}
+	// b's site now bills org c: b stops accruing at once.
+	s2 := StorageMap{}
+	s2.Set("a", "x", "dir", 100)
+	s2.Set("c", "y", "gitea", 50)
+	m.ReplaceStorage(s2)
+	if m.OrgStorage("b") != 0 || m.OrgStorage("c") != 50 {
+		t.Fatalf("after the move: b=%d c=%d", m.OrgStorage("b"), m.OrgStorage("c"))
+	}
+}

@@ -100,6 +100,34 @@ dns_resolver = %q
 		t.Fatalf("unproven domain: %d", resp.StatusCode)
 	}
 
+	// A gitea site created by an operator, on a custom domain; and an
+	// operator who attributes alice's pages to a team org.
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/orgs", `{"id":"team","plan":"free"}`},
+		{"POST", "/v1/orgs/team/sites", `{"id":"teamblog","source":{"type":"gitea","owner":"alice","repo":"blog","branch":"main"}}`},
+		{"POST", "/v1/sites/teamblog/domains", `{"domain":"team.example"}`},
+		{"PATCH", "/v1/orgs/team", `{"gitea_owners":["alice"]}`},
+	} {
+		req, _ := http.NewRequest(c.method, "http://"+in.admin+c.path, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+e2eToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode >= 300 {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("%s %s: %v %s", c.method, c.path, err, b)
+		}
+		resp.Body.Close()
+	}
+	if resp, body := in.get(t, "team.example", "/"); resp.StatusCode != 200 || body != "blog on main" {
+		t.Fatalf("operator's gitea site: %d %q", resp.StatusCode, body)
+	}
+	_, before := in.usageTotals(t, "team")
+	in.get(t, "alice.pages.test", "/")
+	waitFor(t, func() bool {
+		_, after := in.usageTotals(t, "team")
+		return after >= before+1 // alice's pages now bill the team
+	})
+
 	// Storage: the tree of the served commits, reported on the org.
 	waitFor(t, func() bool {
 		out, code := in.cli(t, "--json", "org", "get", "gitea-alice")

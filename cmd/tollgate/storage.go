@@ -9,60 +9,82 @@ import (
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
-// tendSites sets every dir site's stored bytes on its meter counters
-// now and then every interval until ctx ends; the meter integrates them into
-// storage_byte_seconds. Upstream sites store nothing here.
+// tendSites keeps the meter's picture of what every site stores, from now
+// until ctx ends; the meter integrates it into storage_byte_seconds.
 //
-// Gitea repositories (gitea sites and every pages repository served so far)
-// are measured by their tree at the served commit, once per commit; this
-// loop only asks again when a push moved the commit.
+//   - dir sites: a walk of the directory every interval;
+//   - Gitea repositories (gitea sites, and every pages repository served so
+//     far): their tree at the served commit, measured once per commit, so
+//     looking every tick costs nothing until a push.
+//
+// Each round sets the whole picture (meter.ReplaceStorage): a site that was
+// deleted, or a Gitea owner whose pages now bill another org, stops
+// accruing storage for its former (org, site) at once. Upstream sites store
+// nothing here.
 //
 // With the pages domain set, the same loop gives pages repositories the
-// custom domains their .domains files declare and DNS proves.
+// custom domains their .domains files declare and DNS proves (claim).
 func tendSites(ctx context.Context, reg *sites.Registry, g *sites.Gitea, m *meter.Meter, interval time.Duration, claim func(*sites.GiteaRepo), log *slog.Logger) {
-	// Repositories are looked at often (a new commit is measured soon after
-	// its push; an unchanged one costs nothing); directories every interval.
 	tick := min(interval, 2*time.Second)
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var lastDirs time.Time
+	dirSizes := map[string]int64{} // site id -> bytes, from the last walk
+	var last meter.StorageMap      // the previous round, for repositories Gitea could not measure
 	for {
 		snap := reg.Snapshot()
-		dirs := time.Since(lastDirs) >= interval
-		if dirs {
+		if time.Since(lastDirs) >= interval {
 			lastDirs = time.Now()
-		}
-		for _, s := range snap.Sites {
-			switch s.Source.Type {
-			case sites.SourceDir:
-				if !dirs || m == nil {
+			clear(dirSizes)
+			for _, s := range snap.Sites {
+				if s.Source.Type != sites.SourceDir {
 					continue
 				}
 				n, err := sites.DirUsage(s.Source.Path)
 				if err != nil {
 					log.Warn("measuring site storage", slog.String("site", s.ID), slog.Any("err", err))
 				}
-				m.Counters(s.Org, s.ID, sites.SourceDir).SetStorage(n)
+				dirSizes[s.ID] = n
+			}
+		}
+		picture := meter.StorageMap{}
+		repo := func(r *sites.GiteaRepo, org, site string) {
+			if n, ok := repoSize(ctx, r, log); ok {
+				picture.Set(org, site, sites.SourceGitea, n)
+			} else if _, n, ok := last.Get(org, site); ok {
+				picture.Set(org, site, sites.SourceGitea, n) // Gitea down: keep the last size
+			}
+		}
+		for _, s := range snap.Sites {
+			switch s.Source.Type {
+			case sites.SourceDir:
+				if n, ok := dirSizes[s.ID]; ok {
+					picture.Set(s.Org, s.ID, sites.SourceDir, n)
+				}
 			case sites.SourceGitea:
-				if g != nil && m != nil {
-					measureRepo(ctx, g.Repo(s.Source.Owner, s.Source.Repo, s.Source.Branch), m, s.Org, s.ID, log)
+				if g != nil {
+					repo(g.Repo(s.Source.Owner, s.Source.Repo, s.Source.Branch), s.Org, s.ID)
 				}
 			}
 		}
 		if g != nil {
 			for _, r := range g.Known() {
-				// Pages repositories: the org paying for the owner, the
-				// repository's name as the site (as the proxy counts them).
 				// A repository with custom domains has a registry site,
-				// measured above: measure it once, not twice.
-				if m != nil && snap.Sites[sites.PagesSiteID(r.Owner(), r.RepoName())] == nil {
-					measureRepo(ctx, r, m, snap.OrgForGiteaOwner(r.Owner()), r.Name(), log)
+				// measured above: count it once, not twice.
+				if snap.Sites[sites.PagesSiteID(r.Owner(), r.RepoName())] == nil {
+					// As the proxy counts pages: the org paying for the owner,
+					// the repository's name as the site.
+					repo(r, snap.OrgForGiteaOwner(r.Owner()), r.Name())
 				}
 				if claim != nil {
 					claim(r)
 				}
 			}
 		}
+		if m != nil {
+			m.ReplaceStorage(picture)
+		}
+		last = picture
 		select {
 		case <-ctx.Done():
 			return
@@ -71,13 +93,13 @@ func tendSites(ctx context.Context, reg *sites.Registry, g *sites.Gitea, m *mete
 	}
 }
 
-func measureRepo(ctx context.Context, r *sites.GiteaRepo, m *meter.Meter, org, site string, log *slog.Logger) {
+func repoSize(ctx context.Context, r *sites.GiteaRepo, log *slog.Logger) (int64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	n, err := r.TreeSize(ctx)
 	if err != nil {
 		log.Warn("measuring repository storage", slog.String("repo", r.Name()), slog.Any("err", err))
-		return
+		return 0, false
 	}
-	m.Counters(org, site, sites.SourceGitea).SetStorage(n)
+	return n, true
 }
