@@ -78,3 +78,19 @@ func TestPagesSiteID(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseDomains(f *testing.F) {
+	f.Add("example.com\n# c\nBücher.example.\n")
+	f.Add("a..b\n\x00\n")
+	f.Fuzz(func(t *testing.T, file string) {
+		got, _ := ParseDomains([]byte(file))
+		if len(got) > MaxDomainsLines {
+			t.Fatalf("%d domains", len(got))
+		}
+		for _, d := range got {
+			if again, err := NormalizeDomain(d); err != nil || again != d {
+				t.Fatalf("%q is not a normalized domain: %q %v", d, again, err)
+			}
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -28,11 +29,19 @@ func NormalizeDomain(name string) (string, error) {
 	if net.ParseIP(name) != nil || strings.HasPrefix(name, "[") {
 		return "", fmt.Errorf("%w: %q is an IP address, not a domain", ErrBadHost, name)
 	}
+	if !utf8.ValidString(name) {
+		return "", fmt.Errorf("%w: %q is not valid UTF-8", ErrBadHost, name)
+	}
 	ascii, err := idna.Lookup.ToASCII(name)
 	if err != nil {
 		return "", fmt.Errorf("%w: %q: %v", ErrBadHost, name, err)
 	}
 	ascii = strings.ToLower(ascii)
+	// What we store must normalize to itself (fixed point), or routing and
+	// certificates would disagree about the name.
+	if again, err := idna.Lookup.ToASCII(ascii); err != nil || again != ascii {
+		return "", fmt.Errorf("%w: %q does not normalize consistently", ErrBadHost, name)
+	}
 	if err := checkHostname(ascii); err != nil {
 		return "", err
 	}
