@@ -237,7 +237,7 @@ func (p *Proxy) open(site *sites.Site) *siteRuntime {
 //  5. measure: status class, body bytes and latency by site kind; the bytes
 //     written to the client are metered on the connection (metering.go).
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
+	start := ctx.Time() // fasthttp read the clock when the request arrived
 	kind := kindNone
 	defer func() {
 		if r := recover(); r != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
@@ -13,7 +14,8 @@ import (
 // contentSource is what static serving needs from a site's content: a file by
 // URL path. *sites.DirSource implements it (and the Gitea source will).
 type contentSource interface {
-	Get(urlPath []byte) (*sites.File, error)
+	// GetAt returns the file at urlPath; at is the request's start time.
+	GetAt(urlPath []byte, at time.Time) (*sites.File, error)
 }
 
 // redirecter is a content source with _redirects rules (Gitea repos).
@@ -50,7 +52,7 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 		writeError(ctx, fasthttp.StatusMethodNotAllowed)
 		return
 	}
-	f, err := src.Get(urlPath)
+	f, err := src.GetAt(urlPath, ctx.Time())
 	switch {
 	case err == nil:
 		p.writeFile(ctx, f, fasthttp.StatusOK)
@@ -68,7 +70,7 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 			return
 		}
 		// The site's own 404 page when it has one, tollgate's otherwise.
-		if nf, err := src.Get(path404); err == nil && nf.Body != nil {
+		if nf, err := src.GetAt(path404, ctx.Time()); err == nil && nf.Body != nil {
 			p.writeFile(ctx, nf, fasthttp.StatusNotFound)
 			return
 		}
@@ -215,7 +217,7 @@ func (p *Proxy) redirect(ctx *fasthttp.RequestCtx, src contentSource, urlPath []
 		return false
 	}
 	if status == fasthttp.StatusOK {
-		f, err := src.Get([]byte(to))
+		f, err := src.GetAt([]byte(to), ctx.Time())
 		if err != nil {
 			return false
 		}

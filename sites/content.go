@@ -85,8 +85,12 @@ func (d *DirSource) Close() error {
 // Get returns the file served at urlPath (already cleaned by the HTTP layer):
 // "/dir/" gives dir/index.html, "/about" gives about or else about.html. A hit
 // within the revalidation delay costs one map look-up and no I/O.
-func (d *DirSource) Get(urlPath []byte) (*File, error) {
-	now := time.Now().UnixNano()
+func (d *DirSource) Get(urlPath []byte) (*File, error) { return d.GetAt(urlPath, time.Now()) }
+
+// GetAt is Get with the caller's idea of now (the request's start time), so
+// the request path reads the clock once.
+func (d *DirSource) GetAt(urlPath []byte, at time.Time) (*File, error) {
+	now := at.UnixNano()
 	if e := d.cache.lookup(d.space, urlPath); e != nil {
 		if now-e.checked.Load() < int64(d.cache.cfg.DirRevalidate) {
 			d.cache.hits.Add(1)

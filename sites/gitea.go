@@ -395,7 +395,10 @@ func (g *Gitea) Known() []*GiteaRepo {
 // Get returns the file served at urlPath (a path inside the repository,
 // starting with "/"), with the same rules as a directory: index.html, clean
 // URLs, ErrIsDir for a directory without its slash.
-func (r *GiteaRepo) Get(urlPath []byte) (*File, error) {
+func (r *GiteaRepo) Get(urlPath []byte) (*File, error) { return r.GetAt(urlPath, time.Now()) }
+
+// GetAt is Get with the caller's idea of now, as DirSource.GetAt.
+func (r *GiteaRepo) GetAt(urlPath []byte, at time.Time) (*File, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.g.cfg.GiteaTimeout)
 	defer cancel()
 	st, err := r.current(ctx)
@@ -405,7 +408,7 @@ func (r *GiteaRepo) Get(urlPath []byte) (*File, error) {
 	if st.missing {
 		return nil, ErrFileNotFound
 	}
-	now := time.Now().UnixNano()
+	now := at.UnixNano()
 	if e := r.g.cache.lookup(st.space, urlPath); e != nil {
 		// Files of a commit never change; only remembered misses expire.
 		if e.file != nil || now-e.checked.Load() < int64(r.g.cfg.NegativeTTL) {
