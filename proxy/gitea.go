@@ -59,8 +59,29 @@ type pagesOwnerState struct {
 	name     string
 	orgID    string
 	ensured  atomic.Bool
+	pages    *sites.GiteaRepo // {owner}/pages, the user site
 	mu       sync.Mutex
 	counters map[*sites.GiteaRepo]*meter.Counters
+	projects map[string]*sites.GiteaRepo // first path segment -> {owner}/{segment} at the pages branch
+}
+
+// maxProjects bounds an owner's remembered first path segments.
+const maxProjects = 1000
+
+// project returns {owner}/{name} at the pages branch without building a
+// string once it is known.
+func (o *pagesOwnerState) project(p Pages, name []byte) *sites.GiteaRepo {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if r := o.projects[string(name)]; r != nil {
+		return r
+	}
+	r := p.ProjectRepo(o.name, string(name))
+	if len(o.projects) >= maxProjects {
+		clear(o.projects)
+	}
+	o.projects[string(name)] = r
+	return r
 }
 
 func (p *Proxy) pagesOwnerState(owner []byte) *pagesOwnerState {
@@ -72,7 +93,8 @@ func (p *Proxy) pagesOwnerState(owner []byte) *pagesOwnerState {
 		return st
 	}
 	name := string(owner)
-	st = &pagesOwnerState{name: name, orgID: p.snap.Load().OrgForGiteaOwner(name), counters: map[*sites.GiteaRepo]*meter.Counters{}}
+	st = &pagesOwnerState{name: name, orgID: p.snap.Load().OrgForGiteaOwner(name), pages: p.pages.Repo(name, "pages", ""),
+		counters: map[*sites.GiteaRepo]*meter.Counters{}, projects: map[string]*sites.GiteaRepo{}}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cur := c.m[name]; cur != nil {
@@ -104,13 +126,13 @@ func (o *pagesOwnerState) usage(u Usage, repo *sites.GiteaRepo) *meter.Counters 
 //	/{repo}/@{branch}/… → {owner}/{repo} at that branch
 //	/{repo}           → redirect to /{repo}/
 func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
-	if !sites.ValidGiteaOwner(string(owner)) { // no allocation: the conversion only feeds a match
+	if !sites.ValidGiteaOwnerBytes(owner) {
 		charge(ctx.Conn(), nil)
 		writeError(ctx, fasthttp.StatusNotFound)
 		return
 	}
 	o := p.pagesOwnerState(owner)
-	repo, inner, status := p.routePages(o.name, ctx.Path())
+	repo, inner, status := p.routePages(o, ctx.Path())
 	if status != 0 {
 		charge(ctx.Conn(), nil)
 		if status == fasthttp.StatusMovedPermanently {
@@ -147,17 +169,15 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 // routePages picks the repository for urlPath and the path inside it.
 // status is non-zero for an answer without content (301 to add a slash,
 // 404, 502).
-func (p *Proxy) routePages(owner string, urlPath []byte) (repo *sites.GiteaRepo, inner []byte, status int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+func (p *Proxy) routePages(o *pagesOwnerState, urlPath []byte) (repo *sites.GiteaRepo, inner []byte, status int) {
 	first, rest := splitFirst(urlPath)
-	if len(first) > 0 && sites.ValidRepoName(string(first)) {
+	if len(first) > 0 && sites.ValidRepoNameBytes(first) {
 		if branch, after, ok := branchSegment(rest); ok {
 			if !sites.ValidBranchName(branch) {
 				return nil, nil, fasthttp.StatusNotFound
 			}
-			r := p.pages.Repo(owner, string(first), branch)
-			ok, err := r.Exists(ctx)
+			r := p.pages.Repo(o.name, string(first), branch)
+			ok, err := r.Exists()
 			switch {
 			case err != nil:
 				return nil, nil, fasthttp.StatusBadGateway
@@ -168,8 +188,8 @@ func (p *Proxy) routePages(owner string, urlPath []byte) (repo *sites.GiteaRepo,
 			}
 			return r, after, 0
 		}
-		r := p.pages.ProjectRepo(owner, string(first))
-		if ok, err := r.Exists(ctx); err != nil && !errors.Is(err, sites.ErrFileNotFound) {
+		r := o.project(p.pages, first)
+		if ok, err := r.Exists(); err != nil && !errors.Is(err, sites.ErrFileNotFound) {
 			return nil, nil, fasthttp.StatusBadGateway
 		} else if ok {
 			if len(rest) == 0 {
@@ -178,7 +198,7 @@ func (p *Proxy) routePages(owner string, urlPath []byte) (repo *sites.GiteaRepo,
 			return r, rest, 0
 		}
 	}
-	return p.pages.Repo(owner, "pages", ""), urlPath, 0
+	return o.pages, urlPath, 0
 }
 
 // splitFirst splits "/a/b/c" into "a" and "/b/c" ("/a" gives "a" and "").

@@ -208,26 +208,3 @@ func newBenchPagesProxy(b *testing.B, gs *giteatest.Server, cfg sites.Config, re
 type frozenRegistry struct{ snap *sites.Snapshot }
 
 func (r frozenRegistry) OnChange(fn func(*sites.Snapshot)) { fn(r.snap) }
-
-func BenchmarkZZProbe(b *testing.B) {
-	gs, _ := startBenchPages(b)
-	for _, v := range []struct{ name string; ka bool; ref string }{{"ka-main", true, "main"}, {"noka-main", false, "main"}, {"ka-api", true, "api"}} {
-		b.Run(v.name, func(b *testing.B) {
-			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: !v.ka}}
-			u := gs.RawURL(benchPagesOwner, benchPagesRepo, "main", benchPagesFile)
-			if v.ref == "api" {
-				u = gs.URL() + "/api/v1/repos/alice/pages/branches/main"
-			}
-			req, _ := http.NewRequest(http.MethodGet, u, nil)
-			req.Header.Set("Authorization", "token "+gs.Token())
-			for range b.N {
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		})
-	}
-}

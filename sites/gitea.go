@@ -212,8 +212,8 @@ func (r *GiteaRepo) expire() {
 }
 
 // Commit returns the commit served now, resolving it first if unknown.
-func (r *GiteaRepo) Commit(ctx context.Context) (string, error) {
-	st, err := r.current(ctx)
+func (r *GiteaRepo) Commit() (string, error) {
+	st, err := r.current()
 	if err != nil {
 		return "", err
 	}
@@ -223,9 +223,10 @@ func (r *GiteaRepo) Commit(ctx context.Context) (string, error) {
 	return st.commit, nil
 }
 
-// Exists reports whether the repository and branch exist (cached).
-func (r *GiteaRepo) Exists(ctx context.Context) (bool, error) {
-	st, err := r.current(ctx)
+// Exists reports whether the repository and branch exist (cached). A
+// look-up is bounded by gitea_timeout.
+func (r *GiteaRepo) Exists() (bool, error) {
+	st, err := r.current()
 	if err != nil {
 		return false, err
 	}
@@ -235,13 +236,13 @@ func (r *GiteaRepo) Exists(ctx context.Context) (bool, error) {
 // current returns the known head. An unknown (or expired missing) head is
 // looked up now, one call for all waiting requests; a known commit past
 // Revalidate is served while a background check runs.
-func (r *GiteaRepo) current(ctx context.Context) (*repoState, error) {
+func (r *GiteaRepo) current() (*repoState, error) {
 	st := r.state.Load()
 	now := time.Now()
 	switch {
 	case st == nil, st.missing && now.Sub(st.checked) >= r.g.cfg.NegativeTTL:
 		v, err, _ := r.g.sf.Do("head:"+r.owner+"/"+r.repo+"@"+r.branch, func() (any, error) {
-			return r.refresh(ctx)
+			return r.refresh()
 		})
 		if err != nil {
 			if st != nil {
@@ -254,17 +255,16 @@ func (r *GiteaRepo) current(ctx context.Context) (*repoState, error) {
 		if r.refreshing.CompareAndSwap(false, true) {
 			go func() {
 				defer r.refreshing.Store(false)
-				ctx, cancel := context.WithTimeout(context.Background(), r.g.cfg.GiteaTimeout)
-				defer cancel()
-				_, _ = r.refresh(ctx) // on error the known commit stays (stale-if-error)
+				_, _ = r.refresh() // on error the known commit stays (stale-if-error)
 			}()
 		}
 	}
 	return st, nil
 }
 
-// refresh asks Gitea for the branch head and stores it.
-func (r *GiteaRepo) refresh(ctx context.Context) (*repoState, error) {
+// refresh asks Gitea for the branch head and stores it. Its calls are
+// bounded by gitea_timeout (the API client's timeout).
+func (r *GiteaRepo) refresh() (*repoState, error) {
 	branch := r.branch
 	if branch == "" {
 		branch = r.g.cfg.PagesBranch
@@ -342,7 +342,7 @@ const maxTreePages = 1000
 // TreeSize returns the bytes of the files of the served commit (the
 // recursive tree), measured once per commit: the site's storage.
 func (r *GiteaRepo) TreeSize(ctx context.Context) (int64, error) {
-	st, err := r.current(ctx)
+	st, err := r.current()
 	if err != nil {
 		return 0, err
 	}
@@ -399,9 +399,7 @@ func (r *GiteaRepo) Get(urlPath []byte) (*File, error) { return r.GetAt(urlPath,
 
 // GetAt is Get with the caller's idea of now, as DirSource.GetAt.
 func (r *GiteaRepo) GetAt(urlPath []byte, at time.Time) (*File, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.g.cfg.GiteaTimeout)
-	defer cancel()
-	st, err := r.current(ctx)
+	st, err := r.current()
 	if err != nil {
 		return nil, err
 	}
@@ -417,6 +415,8 @@ func (r *GiteaRepo) GetAt(urlPath []byte, at time.Time) (*File, error) {
 		}
 	}
 	r.g.cache.misses.Add(1)
+	ctx, cancel := context.WithTimeout(context.Background(), r.g.cfg.GiteaTimeout)
+	defer cancel()
 	key := string(urlPath)
 	v, err, _ := r.g.sf.Do("file:"+st.commit+":"+r.owner+"/"+r.repo+":"+key, func() (any, error) {
 		f, err := r.load(ctx, st.commit, key)

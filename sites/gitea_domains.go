@@ -30,7 +30,7 @@ func PagesSiteID(owner, repo string) string {
 // declaredDomains returns the served commit's .domains (read once per
 // commit).
 func (r *GiteaRepo) declaredDomains(ctx context.Context) ([]string, error) {
-	st, err := r.current(ctx)
+	st, err := r.current()
 	if err != nil || st.missing || st.extra == nil {
 		return nil, err
 	}

@@ -167,7 +167,7 @@ func TestGiteaSource(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("uncached page with Gitea down took %v", d)
 	}
-	if ok, err := g.Repo("bob", "pages", "").Exists(ctx); ok || !errors.Is(err, ErrUpstream) {
+	if ok, err := g.Repo("bob", "pages", "").Exists(); ok || !errors.Is(err, ErrUpstream) {
 		t.Fatalf("unknown repo with Gitea down: %v %v", ok, err)
 	}
 }

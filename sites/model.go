@@ -1,6 +1,7 @@
 package sites
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -276,16 +277,41 @@ var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 func validID(s string) bool { return idRE.MatchString(s) }
 
-var (
-	giteaOwnerRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,38}$`)
-	repoNameRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,100}$`)
-)
-
 // ValidGiteaOwner reports whether owner can be a Gitea user or org name that
-// is also a hostname label (what {owner}.{pages_domain} needs).
-func ValidGiteaOwner(owner string) bool { return giteaOwnerRE.MatchString(owner) }
+// is also a hostname label (what {owner}.{pages_domain} needs): 1-39 of
+// a-z, 0-9, '_' and '-', starting with a letter or digit.
+func ValidGiteaOwner(owner string) bool { return ValidGiteaOwnerBytes([]byte(owner)) }
+
+// ValidGiteaOwnerBytes is ValidGiteaOwner for the request path: it does not
+// allocate.
+func ValidGiteaOwnerBytes(owner []byte) bool {
+	if len(owner) == 0 || len(owner) > 39 {
+		return false
+	}
+	for i, c := range owner {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '-' || c == '_') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ValidRepoName reports whether name can be a Gitea repository name.
-func ValidRepoName(name string) bool {
-	return repoNameRE.MatchString(name) && name != "." && name != ".." && !strings.HasSuffix(name, ".git")
+func ValidRepoName(name string) bool { return ValidRepoNameBytes([]byte(name)) }
+
+// ValidRepoNameBytes is ValidRepoName without allocating: 1-100 of A-Z,
+// a-z, 0-9, '_', '.' and '-', not "." or "..", not ending in ".git".
+func ValidRepoNameBytes(name []byte) bool {
+	if len(name) == 0 || len(name) > 100 || string(name) == "." || string(name) == ".." || bytes.HasSuffix(name, []byte(".git")) {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
