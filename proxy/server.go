@@ -138,10 +138,14 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 		p.plan = sites.FreePlan.Name
 	}
 	p.server = &fasthttp.Server{
-		Handler:                      p.Handler,
-		ErrorHandler:                 errorHandler,
-		Name:                         "tollgate",
-		ReadBufferSize:               limits.MaxHeaderBytes,
+		Handler:        p.Handler,
+		ErrorHandler:   errorHandler,
+		Name:           "tollgate",
+		ReadBufferSize: limits.MaxHeaderBytes,
+		// Large enough for the headers and a small file in one write(2):
+		// fasthttp's 4 KiB default splits a 4 KiB page into two syscalls.
+		// Writers are pooled per response, not held per connection.
+		WriteBufferSize:              writeBufferSize,
 		MaxRequestBodySize:           limits.MaxBodyBytes,
 		StreamRequestBody:            true,
 		ReadTimeout:                  limits.ReadTimeout,
@@ -225,6 +229,9 @@ func (p *Proxy) open(site *sites.Site) *siteRuntime {
 	}
 	return rt
 }
+
+// writeBufferSize is the response write buffer (see New).
+const writeBufferSize = 32 << 10
 
 // Handler is the whole request path. The steps, in order:
 //
