@@ -419,6 +419,11 @@ func (r *GiteaRepo) GetAt(urlPath []byte, at time.Time) (*File, error) {
 	defer cancel()
 	key := string(urlPath)
 	v, err, _ := r.g.sf.Do("file:"+st.commit+":"+r.owner+"/"+r.repo+":"+key, func() (any, error) {
+		// A flight that just ended may have cached it between our look-up
+		// and this one.
+		if e := r.g.cache.lookup(st.space, urlPath); e != nil && e.file != nil {
+			return e.file, nil
+		}
 		f, err := r.load(ctx, st.commit, key)
 		if err == nil || errors.Is(err, ErrFileNotFound) || errors.Is(err, ErrIsDir) {
 			r.g.cache.insert(st.space, key, "", f, err, now)

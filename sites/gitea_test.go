@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,6 +59,7 @@ func TestGiteaSource(t *testing.T) {
 	gs.PutFile(t, "alice", "pages", "main", "style.css", []byte(strings.Repeat("p{color:red}\n", 100)))
 	gs.PutFile(t, "alice", "pages", "main", "big.bin", []byte(strings.Repeat("0123456789", 20000)))
 	gs.PutFile(t, "alice", "blog", "pages", "index.html", []byte("blog v1"))
+	gs.PutFile(t, "alice", "pages", "main", "burst.html", []byte("many at once"))
 	gs.WaitRaw(t, "alice", "pages", "main", "index.html")
 	gs.WaitRaw(t, "alice", "blog", "pages", "index.html")
 
@@ -93,6 +95,38 @@ func TestGiteaSource(t *testing.T) {
 	idx, _ := home.Get([]byte("/"))
 	if string(idx.ContentType) != "text/html; charset=utf-8" {
 		t.Fatalf("index.html type %q (Gitea says text/plain; the extension decides)", idx.ContentType)
+	}
+
+	// A large file streams with ranges: Seek starts a ranged request.
+	big, _ := home.Get([]byte("/big.bin"))
+	rc, err := big.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.Seek(100_005, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	part := make([]byte, 10)
+	if _, err := io.ReadFull(rc, part); err != nil || string(part) != "5678901234" {
+		t.Fatalf("ranged read: %q, %v", part, err)
+	}
+	rc.Close()
+
+	// Concurrent misses for one file: one fetch.
+	calls0 := g.Calls.Load()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if body, err := get(t, home, "/burst.html"); err != nil || body != "many at once" {
+				t.Errorf("burst: %q %v", body, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := g.Calls.Load() - calls0; n != 1 {
+		t.Fatalf("%d Gitea calls for 20 concurrent misses of one file; want 1", n)
 	}
 
 	// Storage: the files of the served commit.

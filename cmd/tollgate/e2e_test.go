@@ -141,8 +141,8 @@ func (in *instance) stop(t *testing.T) {
 		if err != nil {
 			t.Fatalf("tollgate exited with %v after SIGTERM:\n%s", err, in.stderr)
 		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("tollgate did not stop within 15s of SIGTERM")
+	case <-time.After(30 * time.Second):
+		t.Fatalf("tollgate did not stop within 30s of SIGTERM:\n%s", in.stderr)
 	}
 }
 
@@ -372,5 +372,20 @@ func TestDemoSeed(t *testing.T) {
 			t.Fatalf("no demo URL printed: %q", in.stdoutBuffer)
 		}
 		in.stop(t)
+	}
+}
+
+// registerSite creates org acme (free plan), its dir site www serving dir and
+// the domain www.acme.example, through the CLI.
+func (in *instance) registerSite(t *testing.T, dir string) {
+	t.Helper()
+	for _, s := range [][]string{
+		{"org", "create", "acme", "--plan", "free"},
+		{"site", "create", "acme", "www", "--dir", dir},
+		{"domain", "add", "www", "www.acme.example"},
+	} {
+		if out, code := in.cli(t, s...); code != 0 {
+			t.Fatalf("%v: %s", s, out)
+		}
 	}
 }

@@ -9,9 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/tollgate-edge/tollgate/internal/redistest"
 )
@@ -94,15 +92,7 @@ func TestRedisOutagesLoseNothing(t *testing.T) {
 	os.WriteFile(filepath.Join(siteDir, "index.html"), []byte(strings.Repeat("metered ", 300)), 0o644)
 	storeExtra := `redis = "redis://` + rs.Addr() + `/0"`
 	in := startTollgateWith(t, dir, storeExtra)
-	for _, s := range [][]string{
-		{"org", "create", "acme", "--plan", "free"},
-		{"site", "create", "acme", "www", "--dir", siteDir},
-		{"domain", "add", "www", "www.acme.example"},
-	} {
-		if out, code := in.cli(t, s...); code != 0 {
-			t.Fatalf("%v: %s", s, out)
-		}
-	}
+	in.registerSite(t, siteDir)
 
 	// 1. Redis dies during load, comes back: totals converge exactly.
 	l := startLoad(in, "www.acme.example")
@@ -123,15 +113,7 @@ func TestRedisOutagesLoseNothing(t *testing.T) {
 	rs.Stop()
 	l = startLoad(in, "www.acme.example")
 	waitFor(t, func() bool { return l.ok.Load() >= 100 })
-	in.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-in.exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, in.stderr)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no exit after SIGTERM:\n%s", in.stderr)
-	}
+	in.stop(t)
 	moreBytes, moreReqs := l.finish()
 	if !strings.Contains(in.stderr.String(), "spooled") {
 		t.Fatalf("no spooling logged at shutdown:\n%s", in.stderr)

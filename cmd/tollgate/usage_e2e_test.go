@@ -8,9 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // countingDialer counts every byte the clients read from tollgate.
@@ -50,27 +48,11 @@ func TestUsageSurvivesSIGTERMUnderLoad(t *testing.T) {
 	os.MkdirAll(siteDir, 0o755)
 	os.WriteFile(filepath.Join(siteDir, "index.html"), []byte(strings.Repeat("tollgate ", 500)), 0o644)
 	in := startTollgate(t, dir)
-	for _, s := range [][]string{
-		{"org", "create", "acme", "--plan", "free"},
-		{"site", "create", "acme", "www", "--dir", siteDir},
-		{"domain", "add", "www", "www.acme.example"},
-	} {
-		if out, code := in.cli(t, s...); code != 0 {
-			t.Fatalf("%v: %s", s, out)
-		}
-	}
+	in.registerSite(t, siteDir)
 
 	l := startLoad(in, "www.acme.example")
 	waitFor(t, func() bool { return l.ok.Load() >= 200 })
-	in.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-in.exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, in.stderr)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit after SIGTERM")
-	}
+	in.stop(t)
 	received, served := l.finish()
 
 	in = startTollgate(t, dir)
