@@ -142,6 +142,14 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 		writeError(ctx, status)
 		return
 	}
+	// An owner or repository Gitea does not know is nobody's: no org, no
+	// counters (crawlers invent owners), tollgate's 404. The answer is the
+	// cached head look-up that serving needs anyway.
+	if ok, err := repo.Exists(); err == nil && !ok {
+		charge(ctx.Conn(), nil)
+		writeError(ctx, fasthttp.StatusNotFound)
+		return
+	}
 	if p.usage != nil {
 		u := o.usage(p.usage, repo)
 		u.AddRequest()

@@ -86,6 +86,11 @@ dns_resolver = %q
 		out, code := in.cli(t, "--json", "org", "get", "gitea-alice")
 		return code == 0 && strings.Contains(out, `"plan": "free"`)
 	})
+	// Unknown owners create nothing (checked after alice's org, created in
+	// the background the same way, exists).
+	if out, code := in.cli(t, "org", "get", "gitea-nobody"); code == 0 {
+		t.Fatalf("an org was created for an unknown owner: %s", out)
+	}
 
 	// A custom domain declared in .domains and proven by its CNAME serves
 	// the repository; an unproven one does not.
