@@ -62,7 +62,7 @@ fuzz:
 
 # tollgate beside nginx and Caddy, same machine, same content (bench/README.md).
 # Tune with BENCH_ROUNDS, BENCH_DURATION, BENCH_ONLY...; results in bench/results/.
-bench: bench-deps build
+bench: bench-deps build gitea
 	$(GO) run ./bench/cmd/peerbench
 
 # The peers of make bench (nginx, caddy, wrk, h2load), installed with apt-get

@@ -124,6 +124,7 @@ type bench struct {
 	tmp       string
 	site      siteSpec
 	servers   map[string]*server
+	gitea     *giteaPages // for the pages scenarios only
 	startErrs map[string]error
 	stderr    io.Writer
 }
@@ -222,6 +223,10 @@ func (b *bench) run(ctx context.Context) (report, error) {
 			return report{}, fmt.Errorf("upstream: %w", err)
 		}
 	}
+	if need[srvPages] || need[srvGiteaRaw] {
+		b.startPages(ctx)
+		defer b.gitea.Stop() // before the directory goes
+	}
 	b.startServers(ctx, need)
 
 	for _, sc := range selected {
@@ -233,6 +238,8 @@ func (b *bench) run(ctx context.Context) (report, error) {
 			res = scenarioResult{ID: sc.ID, Title: sc.Title, Status: statusNotBuilt, Note: sc.NotBuilt + " not built yet"}
 		case sc.Memory:
 			res = b.runMemory(ctx, sc)
+		case sc.ColdMiss:
+			res = b.runColdMiss(ctx, sc)
 		default:
 			res = b.runThroughput(ctx, sc)
 		}
@@ -250,10 +257,16 @@ func (b *bench) startServers(ctx context.Context, need map[string]bool) {
 		start func(dir string) (*server, error)
 	}{
 		{srvTollgate, func(dir string) (*server, error) {
-			return startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, srvTollgate, dir, b.site, false)
+			return startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, srvTollgate, dir, b.site, tollgateOptions{})
 		}},
 		{srvMeterOff, func(dir string) (*server, error) {
-			return startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, srvMeterOff, dir, b.site, true)
+			return startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, srvMeterOff, dir, b.site, tollgateOptions{MeterOff: true})
+		}},
+		{srvPages, func(dir string) (*server, error) {
+			if b.gitea == nil {
+				return nil, fmt.Errorf("%w: %v", errNoGitea, b.startErrs[srvGiteaRaw])
+			}
+			return startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, srvPages, dir, b.site, tollgateOptions{Pages: b.gitea})
 		}},
 		{srvNginx, func(dir string) (*server, error) {
 			return startNginx(ctx, b.ps, b.cpu, b.tools["nginx"], srvNginx, dir, b.site)

@@ -59,7 +59,7 @@ func ratioOf(a, b int64) *float64 {
 func (b *bench) memoryTollgate(ctx context.Context, n int) memoryResult {
 	m := memoryResult{Server: srvTollgate, Sites: n}
 	dir := filepath.Join(b.tmp, "memory-tollgate")
-	srv, err := startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, "tollgate-memory", dir, b.site, false)
+	srv, err := startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, "tollgate-memory", dir, b.site, tollgateOptions{})
 	if err != nil {
 		m.Problems = append(m.Problems, err.Error())
 		return m

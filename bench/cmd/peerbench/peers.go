@@ -27,6 +27,8 @@ type server struct {
 	proc *proc
 	// admin is set for tollgate only.
 	admin *tollgateAdmin
+	// gitea is set for gitea-raw only, which has no proc of its own here.
+	gitea *giteaPages
 }
 
 func (s *server) url(path string) string { return "http://" + s.Addr + path }

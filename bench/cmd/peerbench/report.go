@@ -52,9 +52,12 @@ type serverResult struct {
 	BaseRatios []float64 `json:"base_ratios,omitempty"`
 	// Valid is false when a run failed, had non-2xx/3xx answers or socket
 	// errors, or the server answered the check wrongly; Problems says which.
-	Valid    bool        `json:"valid"`
-	Problems []string    `json:"problems,omitempty"`
-	Runs     []wrkResult `json:"runs,omitempty"`
+	Valid bool `json:"valid"`
+	// Latency is set instead of Runs by the cold-miss scenario; ReqPerSec
+	// is then 1 ÷ its median and P99 its p90.
+	Latency  *latencyResult `json:"latency,omitempty"`
+	Problems []string       `json:"problems,omitempty"`
+	Runs     []wrkResult    `json:"runs,omitempty"`
 }
 
 // machine describes where the figures were measured.

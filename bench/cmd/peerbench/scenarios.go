@@ -41,9 +41,15 @@ type scenario struct {
 	Request func(ctx context.Context, s *server) (request, error)
 	// Memory marks the RSS scenario, which runs its own servers.
 	Memory bool
+	// ColdMiss marks the pages-miss scenario: sequential first-time
+	// requests timed one by one instead of wrk (see runColdMiss).
+	ColdMiss bool
 }
 
-var allServers = []string{srvTollgate, srvNginx, srvCaddy}
+var (
+	allServers   = []string{srvTollgate, srvNginx, srvCaddy}
+	pagesServers = []string{srvPages, srvGiteaRaw}
+)
 
 func staticFile(name string, size int) func(context.Context, *server) (request, error) {
 	return func(context.Context, *server) (request, error) {
@@ -82,8 +88,8 @@ func scenarios(sites int) []scenario {
 		{ID: "https-h1", Title: "HTTPS HTTP/1.1 keep-alive", NotBuilt: "TLS termination"},
 		{ID: "https-h2", Title: "HTTPS HTTP/2 keep-alive", NotBuilt: "TLS termination"},
 		{ID: "tls-handshakes", Title: "full TLS handshakes per second", NotBuilt: "TLS termination"},
-		{ID: "pages-hit", Title: "Gitea pages, cache hit (vs Gitea raw)", NotBuilt: "Gitea pages source"},
-		{ID: "pages-miss", Title: "Gitea pages, cold miss (vs Gitea raw)", NotBuilt: "Gitea pages source"},
+		{ID: "pages-hit", Title: "Gitea pages, cache hit (vs Gitea raw)", Servers: pagesServers, Request: pagesFile("index.html")},
+		{ID: "pages-miss", Title: "Gitea pages, cold miss (vs Gitea raw)", Servers: pagesServers, ColdMiss: true},
 		{ID: "memory-sites", Title: fmt.Sprintf("memory (RSS), %s sites with a domain each", groupThousands(int64(sites))), Memory: true},
 		{ID: "memory-certs", Title: fmt.Sprintf("memory (RSS), %s cached certificates", groupThousands(int64(sites))), NotBuilt: "certificate storage"},
 	}

@@ -36,8 +36,12 @@ func writeTable(w io.Writer, rep report, md bool) {
 			if !row.Valid {
 				valid = "INVALID"
 			}
-			rows = append(rows, []string{title, row.Server, fmtRate(row.ReqPerSec, len(row.Runs)),
-				fmtP99(row.P99, len(row.Runs)), ratio, valid})
+			n := len(row.Runs)
+			if row.Latency != nil {
+				n = row.Latency.Samples
+			}
+			rows = append(rows, []string{title, row.Server, fmtRate(row.ReqPerSec, n),
+				fmtP99(row.P99, n), ratio, valid})
 		}
 		if sc.Note != "" {
 			rows = append(rows, []string{"", "", sc.Note, "", "", ""})

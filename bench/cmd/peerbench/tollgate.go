@@ -28,11 +28,20 @@ type tollgateAdmin struct {
 	client *admin.Client
 }
 
+// tollgateOptions are what differs between the tollgate instances.
+type tollgateOptions struct {
+	// MeterOff turns metering off ([meter] disabled).
+	MeterOff bool
+	// Pages, when set, serves {owner}.pagesDomain from this Gitea.
+	Pages *giteaPages
+}
+
 // tollgateConfig is a minimal config: loopback listeners, a store in dir,
-// metering on or off, warnings only in the log. Everything else is the
-// shipped default, which is what the benchmark is meant to measure.
-func tollgateConfig(httpPort, adminPort int, token, dbPath string, meterOff bool) string {
-	return fmt.Sprintf(`[server]
+// metering on or off, Gitea pages when asked, warnings only in the log.
+// Everything else is the shipped default, which is what the benchmark is
+// meant to measure.
+func tollgateConfig(httpPort, adminPort int, token, dbPath string, o tollgateOptions) string {
+	conf := fmt.Sprintf(`[server]
 http = "127.0.0.1:%d"
 admin = "127.0.0.1:%d"
 admin_token = %q
@@ -45,14 +54,25 @@ disabled = %t
 
 [log]
 level = "warn"
-`, httpPort, adminPort, token, dbPath, meterOff)
+`, httpPort, adminPort, token, dbPath, o.MeterOff)
+	if g := o.Pages; g != nil {
+		// revalidate 1h: no background branch checks during the runs.
+		conf += fmt.Sprintf(`
+[sites]
+pages_domain = %q
+gitea_url = %q
+gitea_token = %q
+revalidate = "1h"
+`, pagesDomain, g.URL, g.Token)
+	}
+	return conf
 }
 
 // startTollgate starts bin/tollgate with its own config and store under dir,
 // waits for /readyz, registers the benchmark org, the static and proxied
 // sites and their domains through the admin API, and waits until the static
 // site answers. Extra sites of s are not registered here (see registerSites).
-func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir string, s siteSpec, meterOff bool) (*server, error) {
+func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir string, s siteSpec, o tollgateOptions) (*server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -64,7 +84,7 @@ func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir s
 		token := randomToken()
 		conf := filepath.Join(dir, fmt.Sprintf("tollgate-%d.toml", attempt))
 		db := filepath.Join(dir, fmt.Sprintf("tollgate-%d.db", attempt))
-		if err := os.WriteFile(conf, []byte(tollgateConfig(ports[0], ports[1], token, db, meterOff)), 0o600); err != nil {
+		if err := os.WriteFile(conf, []byte(tollgateConfig(ports[0], ports[1], token, db, o)), 0o600); err != nil {
 			return nil, err
 		}
 		argv := append(append([]string{}, cpu.Server...), bin, "serve", "--config", conf)
