@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,10 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/proctest"
 )
 
 // The end-to-end tests drive the built binary on loopback ports chosen by the
@@ -45,10 +45,10 @@ const e2eToken = "e2e-admin-token-0123456789"
 type instance struct {
 	cmd          *exec.Cmd
 	http, admin  string // host:port
-	stderr       *lockedBuffer
+	stderr       *proctest.Output
 	exited       chan error
 	configPath   string
-	stdoutBuffer *lockedBuffer
+	stdoutBuffer *proctest.Output
 }
 
 // startTollgate runs the binary with a config whose store lives in dir, and
@@ -88,7 +88,7 @@ upstream_timeout = "2s"
 	cmd := exec.Command(binary, append([]string{"serve", "--config", cfgPath}, extraArgs...)...)
 	cmd.Env = append(os.Environ(), "E2E_TOKEN="+e2eToken, "TOLLGATE_ADMIN_TOKEN=")
 	pr, pw := io.Pipe()
-	inst := &instance{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan error, 1), configPath: cfgPath, stdoutBuffer: &lockedBuffer{}}
+	inst := &instance{cmd: cmd, stderr: &proctest.Output{}, exited: make(chan error, 1), configPath: cfgPath, stdoutBuffer: &proctest.Output{}}
 	cmd.Stderr = io.MultiWriter(pw, inst.stderr)
 	cmd.Stdout = inst.stdoutBuffer
 	if err := cmd.Start(); err != nil {
@@ -317,24 +317,6 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("org after restart: exit %d %s", code, out)
 	}
 	in.stop(t)
-}
-
-// lockedBuffer is a bytes.Buffer safe to read while exec's goroutine writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestServeRejectsBadConfig(t *testing.T) {

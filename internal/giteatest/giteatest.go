@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/proctest"
 )
 
 // Version is the Gitea release that `make gitea` builds and Start runs.
@@ -55,8 +57,8 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	out  *lockedBuffer // stdout and stderr of the running cmd
+	done chan struct{}    // closed when cmd has exited
+	out  *proctest.Output // stdout and stderr of the running cmd
 }
 
 type secrets struct{ secretKey, internalToken, jwtSecret string }
@@ -184,7 +186,7 @@ func (s *Server) startWeb() error {
 	cmd := exec.Command(s.bin, "web", "--config", s.conf)
 	cmd.Dir, cmd.Env = s.dir, s.env()
 	cmd.SysProcAttr = procAttr()
-	out := new(lockedBuffer)
+	out := new(proctest.Output)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return err
@@ -318,23 +320,4 @@ func randomJWTSecret() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// lockedBuffer collects the server's output; exec copies into it from its own
-// goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
