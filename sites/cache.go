@@ -1,7 +1,6 @@
 package sites
 
 import (
-	"container/list"
 	"sync"
 	"sync/atomic"
 )
@@ -15,7 +14,8 @@ type Cache struct {
 
 	mu   sync.Mutex
 	used int64
-	lru  list.List // of *entry, most recently used first
+	lru  entry // sentinel of a ring of entries, most recently used first (lru.next)
+	n    int64 // entries in the ring
 
 	hits, misses, evictions atomic.Int64
 }
@@ -34,7 +34,30 @@ type entry struct {
 	err     error  // ErrFileNotFound or ErrIsDir for a miss
 	cost    int64
 	checked atomic.Int64 // unix nanoseconds of the last check against the source
-	elem    *list.Element
+	prev    *entry       // ring links, guarded by Cache.mu
+	next    *entry
+}
+
+// ring returns the LRU ring, initializing its sentinel on first use.
+func (c *Cache) ring() *entry {
+	if c.lru.next == nil {
+		c.lru.next, c.lru.prev = &c.lru, &c.lru
+	}
+	return &c.lru
+}
+
+// unlink takes e out of the ring.
+func unlink(e *entry) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+}
+
+// pushFront puts e first in the ring.
+func (c *Cache) pushFront(e *entry) {
+	r := c.ring()
+	e.prev, e.next = r, r.next
+	r.next.prev = e
+	r.next = e
 }
 
 // entryOverhead approximates the memory of an entry beside its bodies.
@@ -54,7 +77,7 @@ type Stats struct {
 // Stats returns the current counters.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()
-	used, n := c.used, int64(c.lru.Len())
+	used, n := c.used, c.n
 	c.mu.Unlock()
 	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Evictions: c.evictions.Load(), Bytes: used, Entries: n}
 }
@@ -66,7 +89,8 @@ func (c *Cache) lookup(s *space, key []byte) *entry {
 	c.mu.Lock()
 	e := s.entries[string(key)]
 	if e != nil {
-		c.lru.MoveToFront(e.elem)
+		unlink(e)
+		c.pushFront(e)
 	}
 	c.mu.Unlock()
 	return e
@@ -92,22 +116,24 @@ func (c *Cache) insert(s *space, key, name string, f *File, err error, now int64
 	if e.cost > c.cfg.CacheBytes {
 		return
 	}
-	e.elem = c.lru.PushFront(e)
+	c.pushFront(e)
+	c.n++
 	s.entries[key] = e
 	c.used += e.cost
 	for c.used > c.cfg.CacheBytes {
-		back := c.lru.Back()
-		if back == nil {
+		back := c.ring().prev
+		if back == &c.lru {
 			break
 		}
-		c.remove(back.Value.(*entry))
+		c.remove(back)
 		c.evictions.Add(1)
 	}
 }
 
 // remove unlinks e; c.mu must be held.
 func (c *Cache) remove(e *entry) {
-	c.lru.Remove(e.elem)
+	unlink(e)
+	c.n--
 	delete(e.space.entries, e.key)
 	c.used -= e.cost
 }
@@ -117,7 +143,8 @@ func (c *Cache) dropSpace(s *space) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range s.entries {
-		c.lru.Remove(e.elem)
+		unlink(e)
+		c.n--
 		c.used -= e.cost
 	}
 	s.entries = map[string]*entry{}
