@@ -105,12 +105,20 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	var claim func(*sites.GiteaRepo)
 	if giteaSrc != nil && popts.PagesDomain != "" {
 		dns := sites.NewDNSVerifier(cfg.Sites.DNSResolver, cfg.Sites.DNSCache)
+		lastErr := map[string]string{} // per repository; tendSites runs claim from one goroutine
 		claim = func(r *sites.GiteaRepo) {
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			if err := giteaSrc.ClaimDomains(cctx, reg, dns, r, popts.PagesDomain, cfg.Billing.DefaultPlan); err != nil {
+			err := giteaSrc.ClaimDomains(cctx, reg, dns, r, popts.PagesDomain, cfg.Billing.DefaultPlan)
+			msg := ""
+			if err != nil {
+				msg = err.Error()
+			}
+			if msg != lastErr[r.Name()] && msg != "" {
+				// Logged when it changes, not every round.
 				log.Info("custom domains of a repository", slog.String("repo", r.Name()), slog.Any("err", err))
 			}
+			lastErr[r.Name()] = msg
 		}
 	}
 	if usage.m != nil || claim != nil {
