@@ -57,7 +57,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{}    // closed when cmd has exited
+	done <-chan struct{}  // closed when cmd has exited
 	out  *proctest.Output // stdout and stderr of the running cmd
 }
 
@@ -96,7 +96,7 @@ func start(dir string, t testing.TB) (*Server, error) {
 		client: &http.Client{Timeout: 30 * time.Second},
 	}
 	s.secrets = secrets{secretKey: randomHex(32), internalToken: randomHex(32), jwtSecret: randomJWTSecret()}
-	if s.port, err = freePort(); err != nil {
+	if s.port, err = proctest.FreePort(); err != nil {
 		return nil, err
 	}
 	if err := s.writeConfig(); err != nil {
@@ -128,7 +128,7 @@ func start(dir string, t testing.TB) (*Server, error) {
 		if attempt == portAttempts {
 			return nil, err
 		}
-		if s.port, err = freePort(); err != nil {
+		if s.port, err = proctest.FreePort(); err != nil {
 			return nil, err
 		}
 		if err := s.writeConfig(); err != nil {
@@ -186,13 +186,11 @@ func (s *Server) startWeb() error {
 	cmd := exec.Command(s.bin, "web", "--config", s.conf)
 	cmd.Dir, cmd.Env = s.dir, s.env()
 	cmd.SysProcAttr = procAttr()
-	out := new(proctest.Output)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	proc, err := proctest.Start(cmd)
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	out, done := proc.Out, proc.Done
 	if err := s.waitReady(done); err != nil {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
@@ -297,15 +295,6 @@ func binary() (bin, static string, err error) {
 		}
 	}
 	return bin, static, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {

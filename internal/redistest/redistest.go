@@ -28,7 +28,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
+	done <-chan struct{} // closed when cmd has exited
 }
 
 // Start runs redis-server on a free 127.0.0.1 port and stops it when the test
@@ -44,7 +44,7 @@ func Start(t testing.TB) *Server {
 	t.Cleanup(s.Stop) // runs before the TempDir removal registered above
 	var lastErr error
 	for range 5 { // the free port can be taken between probing and binding
-		if s.port, err = freePort(); err != nil {
+		if s.port, err = proctest.FreePort(); err != nil {
 			t.Fatal(err)
 		}
 		if lastErr = s.start(); lastErr == nil {
@@ -89,13 +89,11 @@ func (s *Server) start() error {
 	cmd := exec.Command(s.bin,
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", s.dir, "--daemonize", "no")
-	out := new(proctest.Output)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	proc, err := proctest.Start(cmd)
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	out, done := proc.Out, proc.Done
 	if err := waitReady(s.Addr(), done); err != nil {
 		_ = cmd.Process.Kill()
 		<-done
@@ -145,13 +143,4 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", line) // e.g. -LOADING
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

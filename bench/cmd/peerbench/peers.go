@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/proctest"
 )
 
 // Host names every server routes by; wrk sends them as the Host header.
@@ -166,7 +168,7 @@ func startNginx(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir stri
 		}
 	}
 	return retryStart(ctx, func(attempt int) (*server, error) {
-		port, err := freePort()
+		port, err := proctest.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +188,7 @@ func startCaddy(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir stri
 		return nil, err
 	}
 	return retryStart(ctx, func(attempt int) (*server, error) {
-		port, err := freePort()
+		port, err := proctest.FreePort()
 		if err != nil {
 			return nil, err
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/proctest"
 )
 
 // cpuPlan says which cores the server under test, wrk and the upstream run
@@ -137,21 +138,10 @@ func (p *proc) logTail() string {
 	return strings.TrimSpace(string(b))
 }
 
-// freePort returns a loopback port that was free a moment ago. Another
-// process may take it before the server binds it: callers retry the start.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	for len(ports) < n {
-		p, err := freePort()
+		p, err := proctest.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -166,7 +156,7 @@ func freePorts(n int) ([]int, error) {
 const startAttempts = 3
 
 // retryStart calls start until it succeeds or startAttempts are used: a port
-// taken between freePort and the server's bind fails one attempt only.
+// taken between proctest.FreePort and the server's bind fails one attempt only.
 func retryStart[T any](ctx context.Context, start func(attempt int) (T, error)) (T, error) {
 	var errs []error
 	for attempt := 1; attempt <= startAttempts; attempt++ {

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/proctest"
 )
 
 // upstreamBodySize is the size of every upstream answer.
@@ -39,7 +41,7 @@ func startUpstream(ctx context.Context, ps *procs, cpu cpuPlan, tmp string) (add
 		return "", err
 	}
 	return retryStart(ctx, func(attempt int) (string, error) {
-		port, err := freePort()
+		port, err := proctest.FreePort()
 		if err != nil {
 			return "", err
 		}
