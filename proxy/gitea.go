@@ -136,8 +136,8 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 	if status != 0 {
 		charge(ctx.Conn(), nil)
 		if status == fasthttp.StatusMovedPermanently {
-			loc := append(append([]byte(nil), ctx.Path()...), '/')
-			ctx.Response.Header.SetCanonical([]byte(fasthttp.HeaderLocation), loc)
+			redirectSlash(ctx) // /{repo} -> /{repo}/, as for a directory
+			return
 		}
 		writeError(ctx, status)
 		return

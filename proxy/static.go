@@ -57,14 +57,7 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 	case err == nil:
 		p.writeFile(ctx, f, fasthttp.StatusOK)
 	case errors.Is(err, sites.ErrIsDir):
-		// Like nginx: /docs names a directory, so send the browser to /docs/
-		// (keeping the query) for relative links to resolve.
-		loc := append(append([]byte(nil), ctx.Path()...), '/')
-		if q := ctx.URI().QueryString(); len(q) > 0 {
-			loc = append(append(loc, '?'), q...)
-		}
-		ctx.Response.Header.SetCanonical([]byte(fasthttp.HeaderLocation), loc)
-		writeError(ctx, fasthttp.StatusMovedPermanently)
+		redirectSlash(ctx)
 	case errors.Is(err, sites.ErrFileNotFound):
 		if p.redirect(ctx, src, urlPath) {
 			return
@@ -227,4 +220,16 @@ func (p *Proxy) redirect(ctx *fasthttp.RequestCtx, src contentSource, urlPath []
 	ctx.Response.Header.Set(fasthttp.HeaderLocation, to)
 	writeError(ctx, status)
 	return true
+}
+
+// redirectSlash sends the browser to the request's path with a slash
+// appended, keeping the query (like nginx for a directory), so relative
+// links of the page resolve.
+func redirectSlash(ctx *fasthttp.RequestCtx) {
+	loc := append(append([]byte(nil), ctx.Path()...), '/')
+	if q := ctx.URI().QueryString(); len(q) > 0 {
+		loc = append(append(loc, '?'), q...)
+	}
+	ctx.Response.Header.SetCanonical([]byte(fasthttp.HeaderLocation), loc)
+	writeError(ctx, fasthttp.StatusMovedPermanently)
 }
