@@ -119,16 +119,9 @@ func (d *DirSource) unchanged(e *entry) bool {
 
 // load resolves urlPath to a file name under the root and reads it.
 func (d *DirSource) load(urlPath string) (string, *File, error) {
-	if len(urlPath) == 0 || urlPath[0] != '/' || strings.IndexByte(urlPath, 0) >= 0 {
-		return "", nil, ErrBadPath
-	}
-	rel := urlPath[1:]
-	for _, seg := range strings.Split(rel, "/") {
-		// Hidden files and directories (.git, .env, ...) are never served;
-		// .well-known is the one exception (RFC 8615).
-		if seg == ".." || (strings.HasPrefix(seg, ".") && seg != ".well-known") {
-			return "", nil, ErrFileNotFound
-		}
+	rel, err := servable(urlPath)
+	if err != nil {
+		return "", nil, err
 	}
 	var candidates []string
 	switch {
@@ -161,6 +154,23 @@ func (d *DirSource) load(urlPath string) (string, *File, error) {
 		return name, f, nil
 	}
 	return "", nil, ErrFileNotFound
+}
+
+// servable checks a URL path every content source serves from and returns
+// it relative to the site root: absolute, no NUL (ErrBadPath), and no
+// hidden file or directory (.git, .env, ...; ErrFileNotFound), .well-known
+// being the one exception (RFC 8615).
+func servable(urlPath string) (string, error) {
+	if len(urlPath) == 0 || urlPath[0] != '/' || strings.IndexByte(urlPath, 0) >= 0 {
+		return "", ErrBadPath
+	}
+	rel := urlPath[1:]
+	for _, seg := range strings.Split(rel, "/") {
+		if seg == ".." || (strings.HasPrefix(seg, ".") && seg != ".well-known") {
+			return "", ErrFileNotFound
+		}
+	}
+	return rel, nil
 }
 
 // absent reports whether a stat error means "no such file" as far as a
