@@ -8,16 +8,16 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/tollgate-edge/tollgate/internal/storetest"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-edge/tollgate/sites"
-	"github.com/tollgate-edge/tollgate/store"
 )
 
 const testToken = "test-token-0123456789abcdef"
@@ -31,11 +31,7 @@ type testEnv struct {
 // newTestEnv serves the admin API over a fresh registry on a temp bbolt file.
 func newTestEnv(t *testing.T, cfg Config, ready func(context.Context) error) *testEnv {
 	t.Helper()
-	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "t.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := storetest.Open(t)
 	reg, err := sites.New(context.Background(), st)
 	if err != nil {
 		t.Fatal(err)

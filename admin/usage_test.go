@@ -8,15 +8,15 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/storetest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
-	"github.com/tollgate-edge/tollgate/store"
 )
 
 // newUsageEnv serves the admin API with usage read from a bbolt usage store
@@ -24,11 +24,7 @@ import (
 func newUsageEnv(t *testing.T) *testEnv {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "u.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := storetest.Open(t)
 	reg, err := sites.New(ctx, st)
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -12,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/storetest"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
-	"github.com/tollgate-edge/tollgate/store"
 )
 
 // redisCounter counts what a client sends: pipelines, the commands in them,
@@ -67,11 +67,7 @@ func startRedisSink(t testing.TB, opts RedisOptions) (*Redis, *redis.Client, *re
 
 func openBoltSink(t testing.TB) *Bolt {
 	t.Helper()
-	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "m.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := storetest.Open(t)
 	return NewBolt(st)
 }
 

@@ -42,7 +42,7 @@ func TestStaticHitAllocs(t *testing.T) {
 }
 
 func TestMeteredHitAllocs(t *testing.T) {
-	st := newBenchMeterT(t)
+	st := newTestMeter(t)
 	h := newHarnessUsage(t, Config{}, Limits{}, st)
 	ctx := newCtx("www.example", "/4k.bin")
 	h.proxy.Handler(ctx)

@@ -2,12 +2,8 @@ package proxy
 
 import (
 	"net"
-	"path/filepath"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tollgate-edge/tollgate/meter"
-	"github.com/tollgate-edge/tollgate/store"
 	"github.com/valyala/fasthttp"
 )
 
@@ -23,7 +19,7 @@ func BenchmarkStaticHit(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			var usage Usage
 			if metered {
-				usage = newBenchMeter(b)
+				usage = newTestMeter(b)
 			}
 			h := newHarnessUsage(b, Config{}, Limits{}, usage)
 			b.ReportAllocs()
@@ -46,17 +42,4 @@ func BenchmarkStaticHit(b *testing.B) {
 			})
 		})
 	}
-}
-
-func newBenchMeter(b *testing.B) *meter.Meter {
-	st, err := store.Open(store.Config{Path: filepath.Join(b.TempDir(), "m.db")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
-	m, err := meter.New(meter.Config{}, meter.Options{Sink: meter.NewBolt(st), Node: "bench", Metrics: prometheus.NewRegistry()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return m
 }

@@ -9,10 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/storetest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
-	"github.com/tollgate-edge/tollgate/store"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )
@@ -53,11 +54,7 @@ func newHarness(t testing.TB, cfg Config, limits Limits) *harness {
 func newHarnessUsage(t testing.TB, cfg Config, limits Limits, usage Usage) *harness {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "t.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := storetest.Open(t)
 	reg, err := sites.New(ctx, st)
 	if err != nil {
 		t.Fatal(err)
@@ -183,11 +180,9 @@ func newPost(host, uri, body string) (*fasthttp.Request, *fasthttp.Response) {
 	return req, &fasthttp.Response{}
 }
 
-func newBenchMeterT(t *testing.T) *meter.Meter {
-	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "m.db")})
-	must(t, err)
-	t.Cleanup(func() { st.Close() })
-	m, err := meter.New(meter.Config{}, meter.Options{Sink: meter.NewBolt(st), Node: "t", Metrics: prometheus.NewRegistry()})
-	must(t, err)
+// newTestMeter is a meter over a throw-away bbolt store.
+func newTestMeter(tb testing.TB) *meter.Meter {
+	m, err := meter.New(meter.Config{}, meter.Options{Sink: meter.NewBolt(storetest.Open(tb)), Node: "t", Metrics: prometheus.NewRegistry()})
+	must(tb, err)
 	return m
 }

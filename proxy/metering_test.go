@@ -7,15 +7,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/storetest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
-	"github.com/tollgate-edge/tollgate/store"
 )
 
 // TestMeteringAccuracy serves a known mix and requires the metered egress to
@@ -23,9 +23,7 @@ import (
 // bodies), attributed to the right org and site, with every request counted.
 func TestMeteringAccuracy(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "usage.db")})
-	must(t, err)
-	t.Cleanup(func() { st.Close() })
+	st := storetest.Open(t)
 	sink := meter.NewBolt(st)
 	m, err := meter.New(meter.Config{}, meter.Options{Sink: sink, Node: "test", Metrics: prometheus.NewRegistry()})
 	must(t, err)

@@ -5,14 +5,14 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/storetest"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 	"github.com/tollgate-edge/tollgate/sites"
-	"github.com/tollgate-edge/tollgate/store"
 	"github.com/valyala/fasthttp"
 )
 
@@ -168,11 +168,7 @@ func benchPagesBody() []byte {
 func newBenchPagesRegistry(b *testing.B) *sites.Registry {
 	b.Helper()
 	ctx := context.Background()
-	st, err := store.Open(store.Config{Path: filepath.Join(b.TempDir(), "t.db")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
+	st := storetest.Open(b)
 	reg, err := sites.New(ctx, st)
 	if err != nil {
 		b.Fatal(err)
