@@ -86,15 +86,16 @@ type route struct {
 	usage *meter.Counters // nil when metering is off
 }
 
-// siteRuntime holds a site's open resources: a directory or an upstream pool.
-// It is reused across snapshots while the site's source stays the same.
+// siteRuntime holds a site's open resources: its content (a directory or a
+// Gitea repository) or an upstream pool. It is reused across snapshots while
+// the site's source stays the same.
 type siteRuntime struct {
-	source sites.Source
-	kind   int
-	dir    *sites.DirSource
-	up     *upstream
-	git    *sites.GiteaRepo
-	err    error // why the source could not be opened; the site answers 503
+	source  sites.Source
+	kind    int
+	content contentSource    // dir and gitea sites
+	dir     *sites.DirSource // the content of a dir site, to close
+	up      *upstream
+	err     error // why the source could not be opened; the site answers 503
 }
 
 func (rt *siteRuntime) close() {
@@ -206,6 +207,9 @@ func (p *Proxy) open(site *sites.Site) *siteRuntime {
 	case sites.SourceDir:
 		rt.kind = kindDir
 		rt.dir, rt.err = p.cache.OpenDir(site.Source.Path)
+		if rt.dir != nil {
+			rt.content = rt.dir
+		}
 	case sites.SourceUpstream:
 		rt.kind = kindUpstream
 		rt.up, rt.err = newUpstream(site.Source.URL, p.cfg, p.trusted)
@@ -220,7 +224,7 @@ func (p *Proxy) open(site *sites.Site) *siteRuntime {
 			rt.err = errors.New("gitea site, but no [sites] gitea_url is configured")
 			break
 		}
-		rt.git = p.pages.Repo(site.Source.Owner, site.Source.Repo, site.Source.Branch)
+		rt.content = p.pages.Repo(site.Source.Owner, site.Source.Repo, site.Source.Branch)
 	default:
 		rt.err = fmt.Errorf("unknown source type %q", site.Source.Type)
 	}
@@ -298,10 +302,8 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	switch {
 	case r.rt.err != nil:
 		writeError(ctx, fasthttp.StatusServiceUnavailable)
-	case r.rt.dir != nil:
-		p.serveStatic(ctx, r.rt.dir, ctx.Path())
-	case r.rt.git != nil:
-		p.serveStatic(ctx, r.rt.git, ctx.Path())
+	case r.rt.content != nil:
+		p.serveStatic(ctx, r.rt.content, ctx.Path())
 	case r.rt.up != nil:
 		if err := r.rt.up.serve(ctx, r.usage); err != nil {
 			p.countUpstreamError(err)
