@@ -11,11 +11,13 @@
 package meter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,23 +309,10 @@ func (m *Meter) collect() *Batch {
 		return nil
 	}
 	slices.SortFunc(deltas, func(a, b Delta) int {
-		if a.Org != b.Org {
-			return cmpString(a.Org, b.Org)
-		}
-		return cmpString(a.Site, b.Site)
+		return cmp.Or(strings.Compare(a.Org, b.Org), strings.Compare(a.Site, b.Site))
 	})
 	m.seq++
 	return &Batch{Node: m.node, Seq: m.seq, Time: now.UTC(), Deltas: deltas}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // drain applies spooled batches, then pending ones, oldest first, stopping
