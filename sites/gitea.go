@@ -209,18 +209,6 @@ func (r *GiteaRepo) expire() {
 	}
 }
 
-// Commit returns the commit served now, resolving it first if unknown.
-func (r *GiteaRepo) Commit() (string, error) {
-	st, err := r.current()
-	if err != nil {
-		return "", err
-	}
-	if st.missing {
-		return "", ErrFileNotFound
-	}
-	return st.commit, nil
-}
-
 // Exists reports whether the repository and branch exist (cached). A
 // look-up is bounded by gitea_timeout.
 func (r *GiteaRepo) Exists() (bool, error) {
