@@ -66,7 +66,15 @@ func (r *GiteaRepo) declaredDomains(ctx context.Context) ([]string, error) {
 // the owner, within its plan's limits). Domains it no longer declares are
 // detached. A domain another site holds is left alone. Safe to call often:
 // .domains is read once per commit and DNS answers are cached.
+//
+// Only the published branch claims domains (the pages rule of the user
+// site, the pages branch of a project): the same repository seen at another
+// branch through /{repo}/@{branch}/ shares the registry site and must not
+// undo its claims.
 func (g *Gitea) ClaimDomains(ctx context.Context, reg *Registry, v *DNSVerifier, r *GiteaRepo, pagesDomain, plan string) error {
+	if r.branch != "" && r.branch != g.cfg.PagesBranch {
+		return nil
+	}
 	declared, err := r.declaredDomains(ctx)
 	if err != nil {
 		return err
