@@ -94,3 +94,27 @@ func FuzzParseDomains(f *testing.F) {
 		}
 	})
 }
+
+// TestClaimDomainsOnlyFromThePublishedBranch: the same repository seen at
+// another branch must not detach the domains its published branch claimed.
+func TestClaimDomainsOnlyFromThePublishedBranch(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	mustNoErr(t, r.EnsureGiteaOrg(ctx, "alice", "free"))
+	_, err := r.CreateSite(ctx, Site{ID: PagesSiteID("alice", "blog"), Org: "gitea-alice", Source: Source{Type: SourceGitea, Owner: "alice", Repo: "blog", Branch: "pages"}})
+	mustNoErr(t, err)
+	_, err = r.AttachDomainVia(ctx, PagesSiteID("alice", "blog"), "blog.alice.example", ViaCNAME)
+	mustNoErr(t, err)
+	cfg := Config{GiteaURL: "http://127.0.0.1:9"} // never asked: the branch is not published
+	g, err := NewCache(cfg).NewGitea(cfg)
+	mustNoErr(t, err)
+	if err := g.ClaimDomains(ctx, r, NewDNSVerifier("", time.Minute), g.Repo("alice", "blog", "main"), "pages.test", "free"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Domain("blog.alice.example"); err != nil {
+		t.Fatalf("a claim from another branch detached the domain: %v", err)
+	}
+	if n := g.Calls.Load(); n != 0 {
+		t.Fatalf("%d Gitea calls for a branch that claims nothing", n)
+	}
+}
