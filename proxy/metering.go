@@ -51,7 +51,12 @@ func (c *meteredConn) Write(p []byte) (int, error) {
 // charge makes the connection's next writes count for usage (nil: nobody's,
 // e.g. a request for an unknown host).
 func charge(c net.Conn, usage *meter.Counters) {
-	if mc, ok := c.(*meteredConn); ok {
+	switch mc := c.(type) {
+	case *meteredConn:
 		mc.owner.Store(usage)
+	case *tlsConn:
+		mc.owner.Store(usage)
+	case *h2Stream:
+		mc.owner = usage
 	}
 }

@@ -25,6 +25,23 @@ type metrics struct {
 	bytes    [numKinds]prometheus.Counter
 	duration [numKinds]prometheus.Observer
 	upErrors [2]prometheus.Counter // unavailable, timeout
+
+	handshakes        [3]prometheus.Counter // h2, http/1.1, acme-tls/1
+	handshakeFailures prometheus.Counter
+	h2Requests        prometheus.Counter
+}
+
+// handshake counts a completed TLS handshake by its ALPN protocol (none
+// negotiated counts as http/1.1).
+func (m *metrics) handshake(proto string) {
+	switch proto {
+	case "h2":
+		m.handshakes[0].Inc()
+	case "acme-tls/1":
+		m.handshakes[2].Inc()
+	default:
+		m.handshakes[1].Inc()
+	}
 }
 
 func newMetrics(reg prometheus.Registerer, cache *sites.Cache) *metrics {
@@ -56,6 +73,21 @@ func newMetrics(reg prometheus.Registerer, cache *sites.Cache) *metrics {
 	}
 	m.upErrors[0] = up.WithLabelValues("unavailable")
 	m.upErrors[1] = up.WithLabelValues("timeout")
+	hs := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_tls_handshakes_total",
+		Help: "Completed TLS handshakes on the public listener, by negotiated protocol.",
+	}, []string{"protocol"})
+	for i, proto := range []string{"h2", "http/1.1", "acme-tls/1"} {
+		m.handshakes[i] = hs.WithLabelValues(proto)
+	}
+	m.handshakeFailures = f.NewCounter(prometheus.CounterOpts{
+		Name: "tollgate_tls_handshake_failures_total",
+		Help: "TLS handshakes that failed: names tollgate does not serve, no SNI, protocol errors.",
+	})
+	m.h2Requests = f.NewCounter(prometheus.CounterOpts{
+		Name: "tollgate_http2_requests_total",
+		Help: "Requests (streams) served over HTTP/2; they are also in tollgate_http_requests_total.",
+	})
 
 	stat := func(pick func(sites.Stats) int64) func() float64 {
 		return func() float64 { return float64(pick(cache.Stats())) }

@@ -64,12 +64,14 @@ type Proxy struct {
 	owners      atomic.Pointer[ownerCache] // reset with every snapshot
 	snap        atomic.Pointer[sites.Snapshot]
 	metrics     *metrics
-	server      *fasthttp.Server
+	server      *fasthttp.Server // the public listeners: HTTP, and HTTPS with h2 handed to h2
+	h2          *h2Server
 
 	table atomic.Pointer[table] // what the request path reads
 
-	mu      sync.Mutex // guards runtime and closed; held while applying a snapshot
+	mu      sync.Mutex // guards runtime, extra and closed; held while applying a snapshot
 	runtime map[string]*siteRuntime
+	extra   []*fasthttp.Server // the redirecting HTTP listener, when HTTPS is on
 	closed  bool
 }
 
@@ -138,10 +140,20 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 	if p.plan == "" {
 		p.plan = sites.FreePlan.Name
 	}
-	p.server = &fasthttp.Server{
-		Handler:        p.Handler,
+	p.server = p.newServer(p.Handler)
+	p.h2 = newH2(p)
+	p.server.NextProto("h2", p.serveH2)
+	opts.Registry.OnChange(p.apply)
+	return p, nil
+}
+
+// newServer is a fasthttp server with the [limits] of the public listeners.
+func (p *Proxy) newServer(h fasthttp.RequestHandler) *fasthttp.Server {
+	limits := p.limits
+	return &fasthttp.Server{
+		Handler:        h,
 		ErrorHandler:   errorHandler,
-		Name:           "tollgate",
+		Name:           serverName,
 		ReadBufferSize: limits.MaxHeaderBytes,
 		// Large enough for the headers and a small file in one write(2):
 		// fasthttp's 4 KiB default splits a 4 KiB page into two syscalls.
@@ -156,11 +168,12 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 		Concurrency:                  limits.Concurrency,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		Logger:                       fasthttpLogger{opts.Logger},
+		Logger:                       fasthttpLogger{p.log},
 	}
-	opts.Registry.OnChange(p.apply)
-	return p, nil
 }
+
+// serverName is the Server header of every response tollgate makes itself.
+const serverName = "tollgate"
 
 // apply builds the routing table of a new snapshot, reusing the open
 // resources of sites whose source did not change and closing the others.
@@ -249,6 +262,9 @@ const writeBufferSize = 32 << 10
 //     written to the client are metered on the connection (metering.go).
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	start := ctx.Time() // fasthttp read the clock when the request arrived
+	if start.IsZero() {
+		start = time.Now() // an h2 stream (h2.go)
+	}
 	kind := kindNone
 	defer func() {
 		if r := recover(); r != nil {
@@ -366,7 +382,15 @@ func (p *Proxy) Serve(ln net.Listener) error {
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // then releases every site's resources. Safe to call more than once.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	err := p.server.ShutdownWithContext(ctx)
+	p.mu.Lock()
+	extra := p.extra
+	p.mu.Unlock()
+	p.h2.shutdown(ctx) // GOAWAY to h2 clients, so their connections end
+	errs := []error{p.server.ShutdownWithContext(ctx)}
+	for _, s := range extra {
+		errs = append(errs, s.ShutdownWithContext(ctx))
+	}
+	err := errors.Join(errs...)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.closed {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"sync"
@@ -364,6 +365,32 @@ func (r *GiteaRepo) TreeSize(ctx context.Context) (int64, error) {
 // Owner and RepoName name the repository.
 func (r *GiteaRepo) Owner() string    { return r.owner }
 func (r *GiteaRepo) RepoName() string { return r.repo }
+
+// OwnerExists reports whether a Gitea user or organization named owner
+// exists (one API call, bounded by gitea_timeout and ctx; not cached: the
+// caller caches).
+func (g *Gitea) OwnerExists(ctx context.Context, owner string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.base+"/api/v1/users/"+url.PathEscape(owner), nil)
+	if err != nil {
+		return false, err
+	}
+	if g.cfg.GiteaToken != "" {
+		req.Header.Set("Authorization", "token "+g.cfg.GiteaToken)
+	}
+	g.Calls.Add(1)
+	resp, err := g.hc.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", ErrUpstream, err)
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	return false, fmt.Errorf("%w: looking up owner %s: HTTP %d", ErrUpstream, owner, resp.StatusCode)
+}
 
 // Known returns the repositories served so far that exist.
 func (g *Gitea) Known() []*GiteaRepo {

@@ -456,3 +456,23 @@ func (r *Registry) DetachDomain(ctx context.Context, name string) error {
 		return []store.Op{store.Delete(bucketDomains, host)}, nil
 	})
 }
+
+// DomainOrg returns the org of the site the (normalized) domain name is
+// attached to and whether the domain is verified; ok is false when it is not
+// attached. It reads the snapshot only.
+func (r *Registry) DomainOrg(name string) (org string, verified, ok bool) {
+	s := r.Snapshot()
+	d := s.Domains[name]
+	if d == nil {
+		return "", false, false
+	}
+	site := s.Sites[d.Site]
+	if site == nil {
+		return "", false, false
+	}
+	return site.Org, d.Status == DomainVerified, true
+}
+
+// OwnerOrg returns the org that pays for a Gitea owner's pages (see
+// Snapshot.OrgForGiteaOwner).
+func (r *Registry) OwnerOrg(owner string) string { return r.Snapshot().OrgForGiteaOwner(owner) }
