@@ -74,6 +74,9 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 		printUsage(stdout)
 		return exitOK
 	}
+	if len(rest) == 1 && rest[0] == "certs" {
+		rest = []string{"certs", "list"}
+	}
 	if len(rest) < 2 {
 		return usageFail(stderr, usagef("missing command"))
 	}

@@ -34,6 +34,7 @@ func noFlags(run runFunc) func(*flag.FlagSet) runFunc {
 }
 
 var commands = []command{
+	{name: "certs list", help: "list the certificates (names, issuer, expiry, last error); `certs` alone does the same", setup: noFlags(certsCmd)},
 	{name: "usage org", args: []string{"ORG"}, help: "an org's usage series and totals", setup: usageOrgCmd},
 	{name: "usage period", args: []string{"YYYY-MM"}, help: "every org's usage totals for a month", setup: noFlags(usagePeriodCmd)},
 

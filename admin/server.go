@@ -43,6 +43,8 @@ type Options struct {
 	// GiteaWebhookSecret. Nil or no secret: the route answers 404.
 	Gitea              GiteaInvalidator
 	GiteaWebhookSecret string
+	// Certs answers GET /v1/certs. Nil (no TLS): the route answers 503.
+	Certs CertLister
 }
 
 // readyTimeout bounds one call of Options.Ready.
@@ -66,6 +68,7 @@ type Server struct {
 	gitea       GiteaInvalidator
 	hookSecret  string
 	storage     StorageReader
+	certLister  CertLister
 }
 
 // StorageReader reports the bytes sites and orgs store.
@@ -100,6 +103,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		gitea:       opts.Gitea,
 		hookSecret:  opts.GiteaWebhookSecret,
 		storage:     opts.Storage,
+		certLister:  opts.Certs,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -144,6 +148,7 @@ func (s *Server) routes(metrics http.Handler) {
 	s.v1("DELETE /v1/domains/{domain}", s.detachDomain)
 
 	s.v1("GET /v1/usage", s.usage)
+	s.v1("GET /v1/certs", s.certs)
 
 	s.mux.HandleFunc("POST /hooks/gitea", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.giteaHook(w, r); err != nil {

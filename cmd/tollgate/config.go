@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/tollgate-edge/tollgate/acme"
 	"github.com/tollgate-edge/tollgate/admin"
 	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
@@ -29,12 +30,19 @@ type Config struct {
 	Sites   sites.Config   `toml:"sites"`
 	Meter   meter.Config   `toml:"meter"`
 	Billing billing.Config `toml:"billing"`
+	ACME    acme.Config    `toml:"acme"`
 }
 
 // ServerConfig is the [server] section: listeners and the operator's token.
 type ServerConfig struct {
 	// HTTP is the public plain-HTTP listener, host:port. Default ":8080".
+	// With HTTPS on, it answers ACME HTTP-01 challenges and redirects every
+	// other request for a served host to HTTPS (308); put it on port 80 then.
 	HTTP string `toml:"http"`
+	// HTTPS is the public TLS listener, host:port (":443" in production).
+	// Certificates come on demand from the [acme] CA, for the names tollgate
+	// routes; h2 and http/1.1 are offered. Default "": no TLS.
+	HTTPS string `toml:"https"`
 	// Admin is the operator API listener (admin API, /metrics, /healthz,
 	// /readyz). Keep it on loopback or a private network. Default
 	// "127.0.0.1:9180".
@@ -85,6 +93,7 @@ func (c *Config) Defaults() {
 	c.Sites.Defaults()
 	c.Meter.Defaults()
 	c.Billing.Defaults()
+	c.ACME.Defaults()
 }
 
 // Validate names every bad key of the file.
@@ -94,6 +103,12 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %q is not host:port", key, addr))
 		}
+	}
+	if c.Server.HTTPS != "" {
+		if _, _, err := net.SplitHostPort(c.Server.HTTPS); err != nil {
+			errs = append(errs, fmt.Errorf("server.https: %q is not host:port", c.Server.HTTPS))
+		}
+		errs = append(errs, c.ACME.Validate())
 	}
 	errs = append(errs, admin.Config{Token: c.Server.AdminToken, MaxBodyBytes: c.Server.AdminMaxBodyBytes}.Validate())
 	if c.Server.ShutdownTimeout < 0 {

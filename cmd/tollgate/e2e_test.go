@@ -45,6 +45,7 @@ const e2eToken = "e2e-admin-token-0123456789"
 type instance struct {
 	cmd          *exec.Cmd
 	http, admin  string // host:port
+	https        string // host:port when [server] https is set
 	stderr       *proctest.Output
 	exited       chan error
 	configPath   string
@@ -67,11 +68,18 @@ func startTollgateWith(t *testing.T, dir, storeExtra string, extraArgs ...string
 // startTollgateConf also appends tail (whole TOML sections) to the config.
 func startTollgateConf(t *testing.T, dir, storeExtra, tail string, extraArgs ...string) *instance {
 	t.Helper()
+	return startTollgateFull(t, dir, "", storeExtra, tail, extraArgs...)
+}
+
+// startTollgateFull also adds serverExtra (TOML lines) to [server].
+func startTollgateFull(t *testing.T, dir, serverExtra, storeExtra, tail string, extraArgs ...string) *instance {
+	t.Helper()
 	cfg := fmt.Sprintf(`[server]
 http = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 admin_token = "env:E2E_TOKEN"
 shutdown_timeout = "10s"
+%s
 [log]
 format = "json"
 [store]
@@ -80,7 +88,7 @@ path = %q
 [proxy]
 upstream_timeout = "2s"
 %s
-`, filepath.Join(dir, "tollgate.db"), storeExtra, tail)
+`, serverExtra, filepath.Join(dir, "tollgate.db"), storeExtra, tail)
 	cfgPath := filepath.Join(dir, "tollgate.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -105,9 +113,9 @@ upstream_timeout = "2s"
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			var line struct{ Msg, HTTP, Admin string }
+			var line struct{ Msg, HTTP, HTTPS, Admin string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "tollgate started" {
-				inst.http, inst.admin = line.HTTP, line.Admin
+				inst.http, inst.https, inst.admin = line.HTTP, line.HTTPS, line.Admin
 				close(started)
 				break
 			}

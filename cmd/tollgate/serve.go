@@ -15,13 +15,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/tollgate-edge/tollgate/acme"
 	"github.com/tollgate-edge/tollgate/admin"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/proxy"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -133,6 +136,28 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	}
 	defer px.Shutdown(context.Background())
 
+	publicLn, err := net.Listen("tcp", cfg.Server.HTTP)
+	if err != nil {
+		return fmt.Errorf("server.http: %w", err)
+	}
+	defer publicLn.Close()
+	var httpsLn net.Listener
+	var certs *acme.Manager
+	if cfg.Server.HTTPS != "" {
+		if httpsLn, err = net.Listen("tcp", cfg.Server.HTTPS); err != nil {
+			return fmt.Errorf("server.https: %w", err)
+		}
+		defer httpsLn.Close()
+		if certs, err = newCertManager(cfg, st, reg, giteaSrc, popts.PagesDomain, publicLn.Addr(), httpsLn.Addr(), metrics, log); err != nil {
+			return err
+		}
+		defer certs.Close()
+	}
+	adminLn, err := net.Listen("tcp", cfg.Server.Admin)
+	if err != nil {
+		return fmt.Errorf("server.admin: %w", err)
+	}
+
 	var bound atomic.Bool
 	aopts := admin.Options{
 		Metrics:            metrics,
@@ -152,32 +177,44 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	if usage.m != nil {
 		aopts.Storage = usage.m
 	}
+	if certs != nil {
+		aopts.Certs = certs
+	}
 	adm, err := admin.New(admin.Config{Token: cfg.Server.AdminToken, MaxBodyBytes: cfg.Server.AdminMaxBodyBytes}, reg, aopts)
 	if err != nil {
+		adminLn.Close()
 		return err
-	}
-
-	publicLn, err := net.Listen("tcp", cfg.Server.HTTP)
-	if err != nil {
-		return fmt.Errorf("server.http: %w", err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.Server.Admin)
-	if err != nil {
-		publicLn.Close()
-		return fmt.Errorf("server.admin: %w", err)
 	}
 	adminSrv := &http.Server{Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
-	errc := make(chan error, 2)
-	go func() { errc <- px.Serve(publicLn) }()
+	errc := make(chan error, 3)
+	if certs != nil {
+		go func() { errc <- px.ServeTLS(httpsLn, certs.TLSConfig()) }()
+		go func() {
+			errc <- px.ServeRedirect(publicLn, proxy.RedirectOptions{
+				HTTPSPort: proxy.PortOf(httpsLn.Addr()),
+				Challenge: fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if !certs.HandleHTTPChallenge(w, r) {
+						http.Error(w, "no such ACME challenge", http.StatusNotFound)
+					}
+				})),
+			})
+		}()
+	} else {
+		go func() { errc <- px.Serve(publicLn) }()
+	}
 	go func() {
 		if err := adminSrv.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
 	bound.Store(true)
+	httpsAddr := ""
+	if httpsLn != nil {
+		httpsAddr = httpsLn.Addr().String()
+	}
 	log.Info("tollgate started", slog.String("version", version), slog.String("http", publicLn.Addr().String()),
-		slog.String("admin", adminLn.Addr().String()), slog.String("store", cfg.Store.Path))
+		slog.String("https", httpsAddr), slog.String("admin", adminLn.Addr().String()), slog.String("store", cfg.Store.Path))
 	if demoDir != "" {
 		_, port, _ := net.SplitHostPort(publicLn.Addr().String())
 		fmt.Fprintf(stdout, "\n  demo site: http://demo.localhost:%s/\n  admin API: http://%s/v1/ (token in the config file)\n\n", port, adminLn.Addr())
@@ -267,4 +304,25 @@ func newMeter(ctx context.Context, cfg Config, st *store.Bolt, metrics prometheu
 		return usageParts{}, err
 	}
 	return parts, nil
+}
+
+// newCertManager builds the certificate manager on the store in use: the
+// bbolt file on the embedded default, Redis (shared by the cluster) when
+// [store] redis is set.
+func newCertManager(cfg Config, st *store.Bolt, reg *sites.Registry, giteaSrc *sites.Gitea, pagesDomain string,
+	httpAddr, httpsAddr net.Addr, metrics prometheus.Registerer, log *slog.Logger) (*acme.Manager, error) {
+	var storage certmagic.Storage = acme.NewBoltStorage(st)
+	if cfg.Store.Redis != "" {
+		rc, err := store.NewRedis(cfg.Store)
+		if err != nil {
+			return nil, err
+		}
+		storage = acme.NewRedisStorage(rc, acme.RedisStorageOptions{})
+	}
+	opts := acme.Options{Storage: storage, Hosts: reg, PagesDomain: pagesDomain,
+		HTTPAddr: httpAddr.String(), HTTPSAddr: httpsAddr.String(), Metrics: metrics, Logger: log}
+	if giteaSrc != nil {
+		opts.Owners = giteaSrc
+	}
+	return acme.New(cfg.ACME, opts)
 }
