@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/giteatest"
 	"github.com/tollgate-edge/tollgate/internal/pebbletest"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
 )
@@ -298,4 +299,50 @@ func contains(ss []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestPagesHTTPSOnDemand: {owner}.{pages_domain} gets a certificate on
+// demand when the owner exists in Gitea (a user or an organization), and an
+// owner Gitea does not know is refused without any ACME request, whatever
+// number of times it is asked.
+func TestPagesHTTPSOnDemand(t *testing.T) {
+	gs := giteatest.Start(t)
+	gs.CreateUser(t, "carol")
+	gs.CreateRepo(t, "carol", "pages")
+	gs.PutFile(t, "carol", "pages", "main", "index.html", []byte("<h1>carol over https</h1>"))
+	gs.CreateOrg(t, "team")
+	gs.WaitRaw(t, "carol", "pages", "main", "index.html")
+	ca := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true})
+	roots, err := ca.IssuerRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("E2E_GITEA_TOKEN", gs.Token())
+	in := startTollgateFull(t, t.TempDir(), httpsServer, "", fmt.Sprintf(`[sites]
+pages_domain = "pages.test"
+gitea_url = %q
+gitea_token = "env:E2E_GITEA_TOKEN"
+gitea_timeout = "3s"
+`, gs.URL())+acmeSection(ca, ""))
+	defer in.stop(t)
+
+	resp, body, err := in.httpsGet(roots, "carol.pages.test", "/", "h2")
+	if err != nil || resp.StatusCode != 200 || body != "<h1>carol over https</h1>" {
+		t.Fatalf("carol.pages.test over https: %v %v %q\n%s", resp, err, body, in.stderr)
+	}
+	if err := in.handshake(roots, "team.pages.test"); err != nil {
+		t.Fatalf("an organization's pages host: %v", err)
+	}
+	orders, giteaBefore := ca.Orders(), in.metric(t, "tollgate_acme_ondemand_refusals_total")
+	for range 50 {
+		if err := in.handshake(roots, "ghost.pages.test"); err == nil {
+			t.Fatal("a pages host of an unknown owner got a certificate")
+		}
+	}
+	if ca.Orders() != orders || orders != 2 {
+		t.Fatalf("orders %d then %d, want 2 and no more", orders, ca.Orders())
+	}
+	if got := in.metric(t, `tollgate_acme_ondemand_refusals_total{reason="unknown_owner"}`); got != 50 || giteaBefore != 0 {
+		t.Fatalf("unknown_owner refusals %v (before: %v), want 50", got, giteaBefore)
+	}
 }
