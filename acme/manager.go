@@ -198,7 +198,11 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		return m.magic.GetCertificate(hello)
 	}
 	name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
-	if _, err := m.decide.decide(hello.Context(), name); err != nil {
+	ctx := hello.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if _, err := m.decide.decide(ctx, name); err != nil {
 		return nil, err
 	}
 	return m.magic.GetCertificate(hello)

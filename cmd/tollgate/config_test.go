@@ -105,6 +105,8 @@ x = 1
 `, wantErrs: []string{"server.http", "server.admin:", "server.admin_token", "server.shutdown_timeout", "log.level", "log.format",
 			"limits.max_header_bytes", "limits.max_body_bytes", "proxy.trusted_proxies", "proxy.upstream_max_conns", "sites.cache_bytes", "typo.x: unknown key"}},
 		{name: "unknown key in section", body: "[server]\nadmin_token = \"literal-token-0123456789\"\nhtpp = \":80\"\n", wantErrs: []string{"server.htpp: unknown key"}},
+		{name: "bad https and acme", body: "[server]\nadmin_token = \"literal-token-0123456789\"\nhttps = \"443\"\n[acme]\nca = \"ftp://ca\"\nwildcard_key = \"k.pem\"\nowner_ttl = \"-1s\"\n",
+			wantErrs: []string{"server.https", "acme.ca", "acme.wildcard_cert", "acme.owner_ttl"}},
 		{name: "bad toml", body: "[server\n", wantErrs: []string{"toml"}},
 		{name: "bad duration", body: "[server]\nadmin_token = \"literal-token-0123456789\"\nshutdown_timeout = \"soon\"\n", wantErrs: []string{"soon"}},
 	}
