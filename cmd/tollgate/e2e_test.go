@@ -74,8 +74,10 @@ func startTollgateConf(t *testing.T, dir, storeExtra, tail string, extraArgs ...
 // startTollgateFull also adds serverExtra (TOML lines) to [server].
 func startTollgateFull(t *testing.T, dir, serverExtra, storeExtra, tail string, extraArgs ...string) *instance {
 	t.Helper()
+	if !strings.Contains(serverExtra, "http =") {
+		serverExtra = `http = "127.0.0.1:0"` + "\n" + serverExtra
+	}
 	cfg := fmt.Sprintf(`[server]
-http = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 admin_token = "env:E2E_TOKEN"
 shutdown_timeout = "10s"

@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/dnstest"
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 	"github.com/tollgate-edge/tollgate/internal/pebbletest"
+	"github.com/tollgate-edge/tollgate/internal/proctest"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
 )
 
@@ -344,5 +346,60 @@ gitea_timeout = "3s"
 	}
 	if got := in.metric(t, `tollgate_acme_ondemand_refusals_total{reason="unknown_owner"}`); got != 50 || giteaBefore != 0 {
 		t.Fatalf("unknown_owner refusals %v (before: %v), want 50", got, giteaBefore)
+	}
+}
+
+// TestRealChallenges lets Pebble validate for real: it resolves the name
+// through a loopback DNS server and connects to tollgate's own listeners,
+// HTTP-01 on [server] http (through the redirecting listener's challenge
+// hook) and TLS-ALPN-01 on [server] https (acme-tls/1 in the handshake).
+func TestRealChallenges(t *testing.T) {
+	for _, tc := range []struct{ name, disable string }{
+		{"http-01", "disable_tls_alpn_challenge = true"},
+		{"tls-alpn-01", "disable_http_challenge = true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dns := dnstest.Start(t)
+			httpPort, err := proctest.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			httpsPort, err := proctest.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort, TLSPort: httpsPort, Resolver: dns.Addr()})
+			roots, err := ca.IssuerRoots()
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			siteDir := filepath.Join(dir, "site")
+			os.MkdirAll(siteDir, 0o755)
+			os.WriteFile(filepath.Join(siteDir, "index.html"), []byte("validated"), 0o644)
+			in := startTollgateFull(t, dir, fmt.Sprintf("http = \"127.0.0.1:%d\"\nhttps = \"127.0.0.1:%d\"", httpPort, httpsPort), "", acmeSection(ca, tc.disable))
+			defer in.stop(t)
+			for _, s := range [][]string{
+				{"org", "create", "v", "--plan", "free"},
+				{"site", "create", "v", "www", "--dir", siteDir},
+				{"domain", "add", "www", "valid.test"},
+			} {
+				if out, code := in.cli(t, s...); code != 0 {
+					t.Fatalf("%v: %s", s, out)
+				}
+			}
+			resp, body, err := in.httpsGet(roots, "valid.test", "/", "h2")
+			if err != nil || resp.StatusCode != 200 || body != "validated" {
+				t.Fatalf("after a real %s validation: %v %v %q\n%s", tc.name, resp, err, body, in.stderr)
+			}
+			if ca.Certificates() != 1 {
+				t.Fatalf("certificates issued: %d", ca.Certificates())
+			}
+			if tc.name == "tls-alpn-01" {
+				if got := in.metric(t, `tollgate_tls_handshakes_total{protocol="acme-tls/1"}`); got < 1 {
+					t.Fatalf("no acme-tls/1 handshake counted (%v)", got)
+				}
+			}
+		})
 	}
 }
