@@ -39,6 +39,12 @@ type Config struct {
 	// not be looked up) is remembered, so repeated unknown SNI names cost no
 	// look-up. Default 1m.
 	NegativeTTL time.Duration `toml:"negative_ttl"`
+	// FailureBackoff is how long a name whose certificate could not be
+	// obtained is refused before the CA is asked again (a domain whose DNS
+	// points elsewhere would otherwise cost an order per visitor). It doubles
+	// with each consecutive failure, up to 6h, and resets on success.
+	// Default 1m.
+	FailureBackoff time.Duration `toml:"failure_backoff"`
 	// WildcardCert and WildcardKey are PEM files of a certificate for
 	// *.{pages_domain} (and usually pages_domain itself), obtained by the
 	// operator (for example by DNS-01 with their DNS provider's tooling).
@@ -71,6 +77,9 @@ func (c *Config) Defaults() {
 	if c.NegativeTTL == 0 {
 		c.NegativeTTL = time.Minute
 	}
+	if c.FailureBackoff == 0 {
+		c.FailureBackoff = time.Minute
+	}
 }
 
 // Validate checks the section after Defaults; it reads no files.
@@ -81,6 +90,9 @@ func (c Config) Validate() error {
 	}
 	if c.OwnerTTL < 0 {
 		errs = append(errs, errors.New("acme.owner_ttl: must not be negative"))
+	}
+	if c.FailureBackoff < 0 {
+		errs = append(errs, errors.New("acme.failure_backoff: must not be negative"))
 	}
 	if c.NegativeTTL < 0 {
 		errs = append(errs, errors.New("acme.negative_ttl: must not be negative"))

@@ -42,10 +42,11 @@ const (
 	reasonLookupFailed = "owner_lookup_failed"
 	reasonOrgLimit     = "org_limit"
 	reasonGlobalLimit  = "global_limit"
+	reasonBackoff      = "recent_failure"
 )
 
 var reasons = []string{reasonNoSNI, reasonIP, reasonInvalid, reasonUnknownHost, reasonUnverified,
-	reasonUnknownOwner, reasonLookupFailed, reasonOrgLimit, reasonGlobalLimit}
+	reasonUnknownOwner, reasonLookupFailed, reasonOrgLimit, reasonGlobalLimit, reasonBackoff}
 
 // ErrRefused is wrapped by every refusal: tollgate will not get (or serve) a
 // certificate for the name.

@@ -55,13 +55,30 @@ type Manager struct {
 	log     *slog.Logger
 	m       managerMetrics
 
-	mu      sync.Mutex
-	lastErr map[string]certError // by name; bounded by maxLastErrors
+	now      func() time.Time
+	renewing sync.Map // names being renewed now (see failFastIssuer)
+	mu       sync.Mutex
+	lastErr  map[string]certError // by name; bounded by maxLastErrors
 }
 
+// certError is the last failure for a name and, for failures to obtain a
+// new certificate, until when the name is refused (FailureBackoff).
 type certError struct {
-	msg string
-	at  time.Time
+	msg      string
+	at       time.Time
+	failures int       // consecutive failures to obtain
+	until    time.Time // refused before this time; zero for renewals
+}
+
+// maxBackoff caps the doubling FailureBackoff.
+const maxBackoff = 6 * time.Hour
+
+// backingOff reports whether name failed to be obtained recently.
+func (m *Manager) backingOff(name string) bool {
+	m.mu.Lock()
+	e, ok := m.lastErr[name]
+	m.mu.Unlock()
+	return ok && m.now().Before(e.until)
 }
 
 const maxLastErrors = 10_000
@@ -98,7 +115,7 @@ func New(cfg Config, opts Options) (*Manager, error) {
 	}
 	f := promauto.With(opts.Metrics)
 	m := &Manager{
-		cfg: cfg, storage: opts.Storage, log: opts.Logger, lastErr: map[string]certError{},
+		cfg: cfg, storage: opts.Storage, log: opts.Logger, lastErr: map[string]certError{}, now: time.Now,
 		m: managerMetrics{
 			obtained: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_acme_certificates_obtained_total",
 				Help: "New certificates obtained from the CA by this node."}),
@@ -154,7 +171,7 @@ func New(cfg Config, opts Options) (*Manager, error) {
 		iss.ListenHost, iss.AltTLSALPNPort = host, port
 	}
 	m.issuer = certmagic.NewACMEIssuer(m.magic, iss)
-	m.magic.Issuers = []certmagic.Issuer{m.issuer}
+	m.magic.Issuers = []certmagic.Issuer{failFastIssuer{ACMEIssuer: m.issuer, m: m}}
 
 	if cfg.WildcardCert != "" {
 		if _, err := m.magic.CacheUnmanagedCertificatePEMFile(context.Background(), cfg.WildcardCert, cfg.WildcardKey, []string{"wildcard"}); err != nil {
@@ -205,6 +222,11 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	if _, err := m.decide.decide(ctx, name); err != nil {
 		return nil, err
 	}
+	if m.backingOff(name) {
+		// Only names that have no certificate fail to be obtained; one being
+		// renewed keeps being served by certmagic.
+		return nil, m.decide.refuse(reasonBackoff, name)
+	}
 	return m.magic.GetCertificate(hello)
 }
 
@@ -224,7 +246,11 @@ func (m *Manager) onEvent(ctx context.Context, event string, data map[string]any
 	switch event {
 	case "cert_obtaining":
 		if renewal {
+			m.renewing.Store(name, true)
 			return nil
+		}
+		if m.backingOff(name) {
+			return certmagic.ErrNoRetry{Err: m.decide.refuse(reasonBackoff, name)}
 		}
 		// A refusal is final for this attempt: ErrNoRetry keeps certmagic
 		// from retrying it in the background (and the handshake waiting).
@@ -241,6 +267,7 @@ func (m *Manager) onEvent(ctx context.Context, event string, data map[string]any
 			return certmagic.ErrNoRetry{Err: m.decide.refuse(reason, name)}
 		}
 	case "cert_obtained":
+		m.renewing.Delete(name)
 		if renewal {
 			m.m.renewed.Inc()
 		} else {
@@ -250,20 +277,55 @@ func (m *Manager) onEvent(ctx context.Context, event string, data map[string]any
 		delete(m.lastErr, name)
 		m.mu.Unlock()
 	case "cert_failed":
+		m.renewing.Delete(name)
 		op := "obtain"
 		if renewal {
 			op = "renew"
 		}
 		m.m.failed.WithLabelValues(op).Inc()
-		msg := fmt.Sprint(data["error"])
+		now := m.now()
 		m.mu.Lock()
 		if len(m.lastErr) >= maxLastErrors {
 			clear(m.lastErr)
 		}
-		m.lastErr[name] = certError{msg: msg, at: time.Now()}
+		e := m.lastErr[name]
+		e.msg, e.at = fmt.Sprint(data["error"]), now
+		if !renewal {
+			// Certmagic's own retries stop at the next cert_obtaining
+			// (ErrNoRetry), and handshakes are refused, until e.until.
+			e.failures++
+			e.until = now.Add(min(m.cfg.FailureBackoff<<min(e.failures-1, 16), maxBackoff))
+		}
+		m.lastErr[name] = e
 		m.mu.Unlock()
 	}
 	return nil
+}
+
+// failFastIssuer makes a failure to obtain a new certificate final for the
+// attempt. certmagic retries on-demand issuance for up to 3 minutes, holding
+// the visitor's handshake open; with ErrNoRetry the handshake fails at once
+// and the name is refused for FailureBackoff instead. Renewals keep
+// certmagic's retries (they run in the background, the old certificate is
+// still served).
+//
+// Cost of the wrapper: certmagic sends ACME renewal info's "replaces" only
+// through a bare *ACMEIssuer, so renewals do not claim to replace the old
+// certificate (Let's Encrypt still recognizes them as renewals of the same
+// names for its rate limits).
+type failFastIssuer struct {
+	*certmagic.ACMEIssuer
+	m *Manager
+}
+
+func (i failFastIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
+	c, err := i.ACMEIssuer.Issue(ctx, csr)
+	if err != nil && !errors.Is(err, context.Canceled) && len(csr.DNSNames) > 0 {
+		if _, renewing := i.m.renewing.Load(csr.DNSNames[0]); !renewing {
+			return nil, certmagic.ErrNoRetry{Err: err}
+		}
+	}
+	return c, err
 }
 
 // HandleHTTPChallenge answers an HTTP-01 challenge request started by any

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
@@ -111,5 +112,61 @@ func TestWildcardFromFiles(t *testing.T) {
 	}
 	if n, err := testutil.GatherAndCount(reg, "tollgate_acme_ondemand_refusals_total"); err != nil || n != len(reasons) {
 		t.Fatalf("refusal series %d %v, want one per reason", n, err)
+	}
+}
+
+// TestFailureBackoff: a name whose certificate could not be obtained is
+// refused (handshakes and certmagic's retries alike) for FailureBackoff,
+// doubling per consecutive failure, and forgiven on success. Renewal
+// failures never refuse a name.
+func TestFailureBackoff(t *testing.T) {
+	m, _, err := newTestManager(t, Config{CA: "https://127.0.0.1:1/dir", FailureBackoff: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	m.now = func() time.Time { return now }
+	ctx := t.Context()
+	refusedNow := func() bool {
+		err := m.onEvent(ctx, "cert_obtaining", map[string]any{"identifier": "shop.example"})
+		var noRetry certmagic.ErrNoRetry
+		return errors.As(err, &noRetry) && errors.Is(err, ErrRefused)
+	}
+	fail := func(renewal bool) {
+		m.onEvent(ctx, "cert_failed", map[string]any{"identifier": "shop.example", "renewal": renewal, "error": errors.New("validation failed")})
+	}
+	fail(true)
+	if m.backingOff("shop.example") {
+		t.Fatal("a renewal failure refused the name")
+	}
+	fail(false)
+	if !refusedNow() {
+		t.Fatal("cert_obtaining right after a failure was not refused")
+	}
+	if _, err := m.getCertificate(&tls.ClientHelloInfo{ServerName: "shop.example"}); !errors.Is(err, ErrRefused) {
+		t.Fatalf("handshake during the backoff: %v", err)
+	}
+	now = now.Add(61 * time.Second)
+	if m.backingOff("shop.example") {
+		t.Fatal("still refused after the first backoff")
+	}
+	fail(false) // second consecutive failure: 2 minutes
+	now = now.Add(90 * time.Second)
+	if !m.backingOff("shop.example") {
+		t.Fatal("second backoff did not double")
+	}
+	now = now.Add(31 * time.Second)
+	if m.backingOff("shop.example") {
+		t.Fatal("refused past the doubled backoff")
+	}
+	m.onEvent(ctx, "cert_obtained", map[string]any{"identifier": "shop.example"})
+	fail(false)
+	now = now.Add(61 * time.Second)
+	if m.backingOff("shop.example") {
+		t.Fatal("success did not reset the backoff")
+	}
+	certs, err := m.Certs(ctx)
+	if err != nil || len(certs) != 1 || certs[0].LastError != "validation failed" {
+		t.Fatalf("certs: %+v %v", certs, err)
 	}
 }

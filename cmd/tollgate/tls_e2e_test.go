@@ -403,3 +403,61 @@ func TestRealChallenges(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedValidationBacksOff: a verified domain whose validation fails
+// (its HTTP-01 answer never reaches the CA) costs one order, not one per
+// visitor: the name is refused for acme.failure_backoff.
+func TestFailedValidationBacksOff(t *testing.T) {
+	dns := dnstest.Start(t)
+	closedPort, err := proctest.FreePort() // nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: closedPort, TLSPort: closedPort, Resolver: dns.Addr()})
+	roots, err := ca.IssuerRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	in := startTollgateFull(t, dir, httpsServer, "", acmeSection(ca, "failure_backoff = \"1h\""))
+	defer in.stop(t)
+	for _, s := range [][]string{
+		{"org", "create", "v", "--plan", "free"},
+		{"site", "create", "v", "www", "--dir", dir},
+		{"domain", "add", "www", "elsewhere.test"},
+	} {
+		if out, code := in.cli(t, s...); code != 0 {
+			t.Fatalf("%v: %s", s, out)
+		}
+	}
+	start := time.Now()
+	if _, _, err := in.httpsGet(roots, "elsewhere.test", "/", "h2"); err == nil {
+		t.Fatal("served without a valid certificate")
+	}
+	// certmagic tries each enabled challenge type once: one order each.
+	orders := ca.Orders()
+	if orders < 1 || orders > 2 {
+		t.Fatalf("first failed issuance made %d orders\n%s", orders, in.stderr)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("the visitor waited %v for a failed issuance", d)
+	}
+	for range 20 {
+		if err := in.handshake(roots, "elsewhere.test"); err == nil {
+			t.Fatal("handshake succeeded")
+		}
+	}
+	if ca.Orders() != orders {
+		t.Fatalf("visitors during the backoff made %d more orders", ca.Orders()-orders)
+	}
+	if got := in.metric(t, `tollgate_acme_ondemand_refusals_total{reason="recent_failure"}`); got < 20 {
+		t.Fatalf("recent_failure refusals %v, want ≥ 20", got)
+	}
+	if got := in.metric(t, `tollgate_acme_certificates_failed_total{op="obtain"}`); got != 1 {
+		t.Fatalf("failed obtains %v, want 1", got)
+	}
+	out, _ := in.cli(t, "certs")
+	if !strings.Contains(out, "elsewhere.test") {
+		t.Fatalf("admin certs does not show the failure:\n%s", out)
+	}
+}
