@@ -1,15 +1,8 @@
 package acme
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,30 +12,20 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tollgate-edge/tollgate/internal/certtest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 )
 
 // writeWildcard writes a self-signed certificate for names and its key.
 func writeWildcard(t *testing.T, dir string, names ...string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		Issuer:    pkix.Name{CommonName: "operator CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
+	c, err := certtest.New(90*24*time.Hour, names...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	certFile, keyFile = filepath.Join(dir, "wild.crt"), filepath.Join(dir, "wild.key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	os.WriteFile(certFile, c.CertPEM, 0o600)
+	os.WriteFile(keyFile, c.KeyPEM, 0o600)
 	return certFile, keyFile
 }
 
@@ -107,7 +90,7 @@ func TestWildcardFromFiles(t *testing.T) {
 		}
 	}
 	certs, err := m.Certs(t.Context())
-	if err != nil || len(certs) != 1 || certs[0].Managed || certs[0].Issuer != "*.pages.example" && certs[0].Issuer != "operator CA" {
+	if err != nil || len(certs) != 1 || certs[0].Managed || !strings.HasPrefix(certs[0].Issuer, "certtest ") {
 		t.Fatalf("certs: %+v %v", certs, err)
 	}
 	if n, err := testutil.GatherAndCount(reg, "tollgate_acme_ondemand_refusals_total"); err != nil || n != len(reasons) {

@@ -3,15 +3,10 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,30 +18,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tollgate-edge/tollgate/internal/certtest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"golang.org/x/net/http2"
 )
-
-// selfSigned returns a certificate for names and a pool trusting it.
-func selfSigned(t testing.TB, names ...string) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	must(t, err)
-	leaf, err := x509.ParseCertificate(der)
-	must(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
 
 // tlsHarness is a harness whose proxy also serves TLS (h1 and h2) on a
 // loopback TCP port, metering into its own meter.
@@ -77,7 +54,9 @@ func newTLSHarness(t *testing.T, upstreamURL string) *tlsHarness {
 	for name := range siteFiles {
 		must(t, os.Chtimes(filepath.Join(h.root, name), fixed, fixed))
 	}
-	cert, pool := selfSigned(t, "www.example", "app.example", "nobody.example")
+	c, err := certtest.New(time.Hour, "www.example", "app.example", "nobody.example")
+	must(t, err)
+	cert, pool := c.TLS, c.Pool()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	go h.proxy.ServeTLS(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})

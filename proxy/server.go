@@ -288,16 +288,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			}
 		}
 	}
-	if p.usage != nil {
-		// From here on, what this connection writes is this request's
-		// site's egress; an unrouted request is nobody's.
-		var u *meter.Counters
-		if r != nil {
-			u = r.usage
-			u.AddRequest()
-		}
-		charge(ctx.Conn(), u)
-	}
+	p.chargeRoute(ctx, r)
 	switch {
 	case err != nil:
 		writeError(ctx, fasthttp.StatusBadRequest)
@@ -325,6 +316,21 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			p.countUpstreamError(err)
 		}
 	}
+}
+
+// chargeRoute counts a request for r's site and makes what the connection
+// writes from now on that site's egress; an unrouted request (nil) is
+// nobody's.
+func (p *Proxy) chargeRoute(ctx *fasthttp.RequestCtx, r *route) {
+	if p.usage == nil {
+		return
+	}
+	var u *meter.Counters
+	if r != nil {
+		u = r.usage
+		u.AddRequest()
+	}
+	charge(ctx.Conn(), u)
 }
 
 func (p *Proxy) measure(ctx *fasthttp.RequestCtx, kind int, start time.Time) {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"strconv"
 
-	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
 )
@@ -101,14 +100,7 @@ func (p *Proxy) redirectHandler(ctx *fasthttp.RequestCtx, opts RedirectOptions) 
 			_, routable = pagesOwner(key, p.pagesSuffix)
 		}
 	}
-	if p.usage != nil {
-		var u *meter.Counters
-		if r != nil {
-			u = r.usage
-			u.AddRequest()
-		}
-		charge(ctx.Conn(), u)
-	}
+	p.chargeRoute(ctx, r)
 	switch {
 	case err != nil:
 		writeError(ctx, fasthttp.StatusBadRequest)

@@ -371,11 +371,18 @@ func TestDemoSeed(t *testing.T) {
 // the domain www.acme.example, through the CLI.
 func (in *instance) registerSite(t *testing.T, dir string) {
 	t.Helper()
-	for _, s := range [][]string{
-		{"org", "create", "acme", "--plan", "free"},
-		{"site", "create", "acme", "www", "--dir", dir},
-		{"domain", "add", "www", "www.acme.example"},
-	} {
+	in.addSite(t, "acme", "free", dir, "www.acme.example")
+}
+
+// addSite creates org on plan, its dir site "www" serving dir, and attaches
+// domains, through the CLI.
+func (in *instance) addSite(t *testing.T, org, plan, dir string, domains ...string) {
+	t.Helper()
+	steps := [][]string{{"org", "create", org, "--plan", plan}, {"site", "create", org, "www", "--dir", dir}}
+	for _, d := range domains {
+		steps = append(steps, []string{"domain", "add", "www", d})
+	}
+	for _, s := range steps {
 		if out, code := in.cli(t, s...); code != 0 {
 			t.Fatalf("%v: %s", s, out)
 		}

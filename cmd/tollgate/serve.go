@@ -148,10 +148,11 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 			return fmt.Errorf("server.https: %w", err)
 		}
 		defer httpsLn.Close()
-		if certs, err = newCertManager(cfg, st, reg, giteaSrc, popts.PagesDomain, publicLn.Addr(), httpsLn.Addr(), metrics, log); err != nil {
+		var closeCerts func()
+		if certs, closeCerts, err = newCertManager(cfg, st, reg, giteaSrc, popts.PagesDomain, publicLn.Addr(), httpsLn.Addr(), metrics, log); err != nil {
 			return err
 		}
-		defer certs.Close()
+		defer closeCerts()
 	}
 	adminLn, err := net.Listen("tcp", cfg.Server.Admin)
 	if err != nil {
@@ -310,19 +311,26 @@ func newMeter(ctx context.Context, cfg Config, st *store.Bolt, metrics prometheu
 // bbolt file on the embedded default, Redis (shared by the cluster) when
 // [store] redis is set.
 func newCertManager(cfg Config, st *store.Bolt, reg *sites.Registry, giteaSrc *sites.Gitea, pagesDomain string,
-	httpAddr, httpsAddr net.Addr, metrics prometheus.Registerer, log *slog.Logger) (*acme.Manager, error) {
+	httpAddr, httpsAddr net.Addr, metrics prometheus.Registerer, log *slog.Logger) (*acme.Manager, func(), error) {
 	var storage certmagic.Storage = acme.NewBoltStorage(st)
+	closeStorage := func() {}
 	if cfg.Store.Redis != "" {
 		rc, err := store.NewRedis(cfg.Store)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		storage = acme.NewRedisStorage(rc, acme.RedisStorageOptions{})
+		rs := acme.NewRedisStorage(rc, acme.RedisStorageOptions{})
+		storage, closeStorage = rs, func() { rs.Close(); rc.Close() }
 	}
 	opts := acme.Options{Storage: storage, Hosts: reg, PagesDomain: pagesDomain,
 		HTTPAddr: httpAddr.String(), HTTPSAddr: httpsAddr.String(), Metrics: metrics, Logger: log}
 	if giteaSrc != nil {
 		opts.Owners = giteaSrc
 	}
-	return acme.New(cfg.ACME, opts)
+	m, err := acme.New(cfg.ACME, opts)
+	if err != nil {
+		closeStorage()
+		return nil, nil, err
+	}
+	return m, func() { m.Close(); closeStorage() }, nil
 }

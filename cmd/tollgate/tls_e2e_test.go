@@ -112,18 +112,10 @@ func TestHTTPSOnDemand(t *testing.T) {
 	os.WriteFile(filepath.Join(siteDir, "index.html"), []byte("<h1>secure home</h1>"), 0o644)
 	acmeConf := acmeSection(ca, "org_certs_per_day = 2")
 	in := startTollgateFull(t, dir, httpsServer, "", acmeConf)
-	for _, s := range [][]string{
-		{"plan", "put", "big"},
-		{"org", "create", "shop", "--plan", "big"},
-		{"site", "create", "shop", "www", "--dir", siteDir},
-		{"domain", "add", "www", "shop.test"},
-		{"domain", "add", "www", "b.shop.test"},
-		{"domain", "add", "www", "c.shop.test"},
-	} {
-		if out, code := in.cli(t, s...); code != 0 {
-			t.Fatalf("%v: %s", s, out)
-		}
+	if out, code := in.cli(t, "plan", "put", "big"); code != 0 {
+		t.Fatal(out)
 	}
+	in.addSite(t, "shop", "big", siteDir, "shop.test", "b.shop.test", "c.shop.test")
 
 	// First request: issued on demand, over h2 and h1.
 	start := time.Now()
@@ -251,7 +243,7 @@ func TestTwoNodesShareOneCertificate(t *testing.T) {
 	}
 	rs := redistest.Start(t)
 	var nodes []*instance
-	for i := range 2 {
+	for range 2 {
 		dir := t.TempDir()
 		siteDir := filepath.Join(dir, "site")
 		os.MkdirAll(siteDir, 0o755)
@@ -259,15 +251,7 @@ func TestTwoNodesShareOneCertificate(t *testing.T) {
 		in := startTollgateFull(t, dir, httpsServer, fmt.Sprintf("redis = %q", "redis://"+rs.Addr()), acmeSection(ca, ""))
 		defer in.stop(t)
 		// The registry is per node until cluster mode: attach on each.
-		for _, s := range [][]string{
-			{"org", "create", "shop", "--plan", "free"},
-			{"site", "create", "shop", "www", "--dir", siteDir},
-			{"domain", "add", "www", "shared.test"},
-		} {
-			if out, code := in.cli(t, s...); code != 0 {
-				t.Fatalf("node %d: %v: %s", i, s, out)
-			}
-		}
+		in.addSite(t, "shop", "free", siteDir, "shared.test")
 		nodes = append(nodes, in)
 	}
 	var wg sync.WaitGroup
@@ -379,15 +363,7 @@ func TestRealChallenges(t *testing.T) {
 			os.WriteFile(filepath.Join(siteDir, "index.html"), []byte("validated"), 0o644)
 			in := startTollgateFull(t, dir, fmt.Sprintf("http = \"127.0.0.1:%d\"\nhttps = \"127.0.0.1:%d\"", httpPort, httpsPort), "", acmeSection(ca, tc.disable))
 			defer in.stop(t)
-			for _, s := range [][]string{
-				{"org", "create", "v", "--plan", "free"},
-				{"site", "create", "v", "www", "--dir", siteDir},
-				{"domain", "add", "www", "valid.test"},
-			} {
-				if out, code := in.cli(t, s...); code != 0 {
-					t.Fatalf("%v: %s", s, out)
-				}
-			}
+			in.addSite(t, "v", "free", siteDir, "valid.test")
 			resp, body, err := in.httpsGet(roots, "valid.test", "/", "h2")
 			if err != nil || resp.StatusCode != 200 || body != "validated" {
 				t.Fatalf("after a real %s validation: %v %v %q\n%s", tc.name, resp, err, body, in.stderr)
@@ -421,15 +397,7 @@ func TestFailedValidationBacksOff(t *testing.T) {
 	dir := t.TempDir()
 	in := startTollgateFull(t, dir, httpsServer, "", acmeSection(ca, "failure_backoff = \"1h\""))
 	defer in.stop(t)
-	for _, s := range [][]string{
-		{"org", "create", "v", "--plan", "free"},
-		{"site", "create", "v", "www", "--dir", dir},
-		{"domain", "add", "www", "elsewhere.test"},
-	} {
-		if out, code := in.cli(t, s...); code != 0 {
-			t.Fatalf("%v: %s", s, out)
-		}
-	}
+	in.addSite(t, "v", "free", dir, "elsewhere.test")
 	start := time.Now()
 	if _, _, err := in.httpsGet(roots, "elsewhere.test", "/", "h2"); err == nil {
 		t.Fatal("served without a valid certificate")

@@ -14,19 +14,14 @@
 package pebbletest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -42,6 +37,7 @@ import (
 	"github.com/letsencrypt/pebble/v2/db"
 	"github.com/letsencrypt/pebble/v2/va"
 	"github.com/letsencrypt/pebble/v2/wfe"
+	"github.com/tollgate-edge/tollgate/internal/certtest"
 )
 
 // Paths of Pebble's WFE that are counted. They are unexported constants in
@@ -192,7 +188,8 @@ func New(opts Options) (_ *CA, err error) {
 		c.issuerRootsPEM = append(c.issuerRootsPEM, authority.GetRootCert(i).PEM()...)
 	}
 
-	cert, certPEM, err := selfSigned()
+	api, err := certtest.New(30*24*time.Hour, "127.0.0.1", "::1", "localhost")
+	cert, certPEM := api.TLS, api.CertPEM
 	if err != nil {
 		return nil, err
 	}
@@ -348,38 +345,6 @@ func boolEnv(b bool) string {
 		return "1"
 	}
 	return "0"
-}
-
-// selfSigned makes the ACME API's certificate: ECDSA P-256, valid for
-// 127.0.0.1, ::1 and localhost, and its own CA so it can be a trust root.
-func selfSigned() (tls.Certificate, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("pebbletest: api key: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("pebbletest: api serial: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "pebbletest ACME API " + serial.Text(16)[:8]},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(30 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("pebbletest: api certificate: %w", err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, certPEM, nil
 }
 
 // relayTimeout bounds one DNS exchange through the relay, and how long a
