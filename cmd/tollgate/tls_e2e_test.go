@@ -333,6 +333,29 @@ gitea_timeout = "3s"
 	}
 }
 
+// validatingCA starts a Pebble that really validates: it resolves every
+// name to 127.0.0.1 through a loopback DNS server and connects to httpPort
+// (HTTP-01) and httpsPort (TLS-ALPN-01).
+func validatingCA(t *testing.T, httpPort, httpsPort int) (*pebbletest.CA, *x509.CertPool) {
+	t.Helper()
+	dns := dnstest.Start(t)
+	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort, TLSPort: httpsPort, Resolver: dns.Addr()})
+	roots, err := ca.IssuerRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, roots
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	p, err := proctest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestRealChallenges lets Pebble validate for real: it resolves the name
 // through a loopback DNS server and connects to tollgate's own listeners,
 // HTTP-01 on [server] http (through the redirecting listener's challenge
@@ -343,20 +366,8 @@ func TestRealChallenges(t *testing.T) {
 		{"tls-alpn-01", "disable_http_challenge = true"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dns := dnstest.Start(t)
-			httpPort, err := proctest.FreePort()
-			if err != nil {
-				t.Fatal(err)
-			}
-			httpsPort, err := proctest.FreePort()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort, TLSPort: httpsPort, Resolver: dns.Addr()})
-			roots, err := ca.IssuerRoots()
-			if err != nil {
-				t.Fatal(err)
-			}
+			httpPort, httpsPort := freePort(t), freePort(t)
+			ca, roots := validatingCA(t, httpPort, httpsPort)
 			dir := t.TempDir()
 			siteDir := filepath.Join(dir, "site")
 			os.MkdirAll(siteDir, 0o755)
@@ -384,16 +395,8 @@ func TestRealChallenges(t *testing.T) {
 // (its HTTP-01 answer never reaches the CA) costs one order, not one per
 // visitor: the name is refused for acme.failure_backoff.
 func TestFailedValidationBacksOff(t *testing.T) {
-	dns := dnstest.Start(t)
-	closedPort, err := proctest.FreePort() // nothing listens there
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: closedPort, TLSPort: closedPort, Resolver: dns.Addr()})
-	roots, err := ca.IssuerRoots()
-	if err != nil {
-		t.Fatal(err)
-	}
+	closedPort := freePort(t) // nothing listens there
+	ca, roots := validatingCA(t, closedPort, closedPort)
 	dir := t.TempDir()
 	in := startTollgateFull(t, dir, httpsServer, "", acmeSection(ca, "failure_backoff = \"1h\""))
 	defer in.stop(t)
