@@ -59,6 +59,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzStaticPath -fuzztime 20s ./proxy
 	$(GO) test -run '^$$' -fuzz FuzzRedirects -fuzztime 20s ./sites
 	$(GO) test -run '^$$' -fuzz FuzzParseDomains -fuzztime 20s ./sites
+	$(GO) test -run '^$$' -fuzz FuzzDecide -fuzztime 20s ./acme
 
 # tollgate beside nginx and Caddy, same machine, same content (bench/README.md).
 # Tune with BENCH_ROUNDS, BENCH_DURATION, BENCH_ONLY...; results in bench/results/.

@@ -190,3 +190,30 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecide: any SNI value is decided without panicking, and only names
+// tollgate routes are allowed.
+func FuzzDecide(f *testing.F) {
+	for _, s := range []string{"shop.example", "alice.pages.example", "", "127.0.0.1", "::1", "a..b", "xn--", "ALICE.pages.example",
+		"alice.pages.example.", "\x00", "é.pages.example", strings.Repeat("a.", 200)} {
+		f.Add(s)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	owners := &fakeOwners{exist: map[string]bool{"alice": true}}
+	d, _ := newTestDecider(owners, &now)
+	f.Fuzz(func(t *testing.T, name string) {
+		org, err := d.decide(context.Background(), name)
+		if err != nil {
+			if !errors.Is(err, ErrRefused) {
+				t.Fatalf("%q: %v is not a refusal", name, err)
+			}
+			return
+		}
+		switch {
+		case name == "shop.example" && org == "shop", name == "xn--bcher-kva.ch" && org == "books",
+			name == "alice.pages.example" && org == "gitea-alice":
+		default:
+			t.Fatalf("%q allowed for org %q", name, org)
+		}
+	})
+}
