@@ -70,6 +70,7 @@ func (r *refusal) Unwrap() error { return ErrRefused }
 // nothing and random ones cost one bounded look-up each.
 type decider struct {
 	hosts       Hosts
+	names       map[string]bool // the operator's own hostnames
 	owners      Owners // nil: no Gitea
 	pagesSuffix string // "."+pages_domain; "" without pages
 	wildcard    bool   // a configured *.pages_domain certificate covers pages hosts
@@ -88,6 +89,9 @@ type ownerEntry struct {
 	exists  bool
 	expires time.Time
 }
+
+// operatorOrg is the org issuance limits charge the operator's own names to.
+const operatorOrg = "_operator"
 
 // maxKnownOwners bounds the owner cache; past it, it starts over.
 const maxKnownOwners = 100_000
@@ -109,6 +113,9 @@ func (d *decider) decide(ctx context.Context, name string) (string, error) {
 	}
 	if norm, err := sites.NormalizeDomain(name); err != nil || norm != name {
 		return "", d.refuse(reasonInvalid, name)
+	}
+	if d.names[name] {
+		return operatorOrg, nil
 	}
 	if org, verified, ok := d.hosts.DomainOrg(name); ok {
 		if !verified {

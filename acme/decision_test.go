@@ -42,6 +42,7 @@ func newTestDecider(owners *fakeOwners, now *time.Time) (*decider, map[string]in
 			"pending.example":  {"shop", false},
 			"xn--bcher-kva.ch": {"books", true},
 		},
+		names:  map[string]bool{"billing.example": true},
 		owners: owners, pagesSuffix: ".pages.example",
 		ownerTTL: 10 * time.Minute, negativeTTL: time.Minute,
 		now:     func() time.Time { return *now },
@@ -58,6 +59,7 @@ func TestDecide(t *testing.T) {
 		name, org, reason string
 	}{
 		{"shop.example", "shop", ""},
+		{"billing.example", operatorOrg, ""},
 		{"xn--bcher-kva.ch", "books", ""},
 		{"pending.example", "", reasonUnverified},
 		{"", "", reasonNoSNI},
@@ -211,7 +213,7 @@ func FuzzDecide(f *testing.F) {
 		}
 		switch {
 		case name == "shop.example" && org == "shop", name == "xn--bcher-kva.ch" && org == "books",
-			name == "alice.pages.example" && org == "gitea-alice":
+			name == "alice.pages.example" && org == "gitea-alice", name == "billing.example" && org == operatorOrg:
 		default:
 			t.Fatalf("%q allowed for org %q", name, org)
 		}

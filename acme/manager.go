@@ -36,6 +36,10 @@ type Options struct {
 	Owners Owners
 	// PagesDomain is [sites] pages_domain, normalized; "" without pages.
 	PagesDomain string
+	// Names are hostnames tollgate serves for itself (the Stripe webhook
+	// host), normalized; they get certificates like verified domains, on
+	// the org "_operator".
+	Names []string
 	// HTTPAddr and HTTPSAddr are the bound public listeners. certmagic then
 	// knows challenges are answered there and never binds a port itself.
 	HTTPAddr, HTTPSAddr string
@@ -133,13 +137,16 @@ func New(cfg Config, opts Options) (*Manager, error) {
 	m.m.failed.WithLabelValues("obtain")
 	m.m.failed.WithLabelValues("renew")
 	m.decide = &decider{
-		hosts: opts.Hosts, owners: opts.Owners, wildcard: cfg.WildcardCert != "",
+		hosts: opts.Hosts, names: map[string]bool{}, owners: opts.Owners, wildcard: cfg.WildcardCert != "",
 		ownerTTL: cfg.OwnerTTL, negativeTTL: cfg.NegativeTTL, now: time.Now,
 		refused: func(reason string) { m.m.refusals.WithLabelValues(reason).Inc() },
 		known:   map[string]ownerEntry{},
 	}
 	if opts.PagesDomain != "" {
 		m.decide.pagesSuffix = "." + opts.PagesDomain
+	}
+	for _, n := range opts.Names {
+		m.decide.names[n] = true
 	}
 	m.limits = &issuanceLog{storage: opts.Storage, perOrgDay: cfg.OrgCertsPerDay, globalHour: cfg.CertsPerHour, now: time.Now}
 
