@@ -71,9 +71,9 @@ func (r *refusal) Unwrap() error { return ErrRefused }
 type decider struct {
 	hosts       Hosts
 	names       map[string]bool // the operator's own hostnames
-	owners      Owners // nil: no Gitea
-	pagesSuffix string // "."+pages_domain; "" without pages
-	wildcard    bool   // a configured *.pages_domain certificate covers pages hosts
+	owners      Owners          // nil: no Gitea
+	pagesSuffix string          // "."+pages_domain; "" without pages
+	wildcard    bool            // a configured *.pages_domain certificate covers pages hosts
 	ownerTTL    time.Duration
 	negativeTTL time.Duration
 	now         func() time.Time
