@@ -28,7 +28,7 @@ run: build
 # What the tests need beside Go: a real redis-server (Debian). Idempotent: it
 # installs only what is missing. The tests start their own servers on free
 # loopback ports; the Debian service, if it autostarts, is left alone.
-deps: gitea
+deps: gitea stripe-mock
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
@@ -40,6 +40,15 @@ deps: gitea
 .PHONY: gitea
 gitea:
 	@GO=$(GO) internal/giteatest/build-gitea.sh
+
+# stripe-mock v0.190.0 (Stripe's API fixtures server) for the billing tests,
+# installed from the Go module proxy into ~/.cache/tollgate/bin once.
+STRIPE_MOCK := $(HOME)/.cache/tollgate/bin/stripe-mock
+.PHONY: stripe-mock
+stripe-mock:
+	@test -x $(STRIPE_MOCK) || { echo "installing stripe-mock v0.190.0"; \
+	  GOBIN=$(HOME)/.cache/tollgate/bin $(GO) install github.com/stripe/stripe-mock@v0.190.0; }
+	@echo "stripe-mock $$($(STRIPE_MOCK) -version 2>&1 | head -1)"
 
 # Installs what the tests need, then runs every test.
 test: deps lint

@@ -62,6 +62,7 @@ var commands = []command{
 		})},
 	{name: "org create", args: []string{"ID"}, help: "create an org", setup: orgCreate},
 	{name: "org set", args: []string{"ID"}, help: "change an org's name, plan or state", setup: orgSet},
+	{name: "org events", args: []string{"ID"}, help: "an org's account history (state, plan, Stripe customer changes)", setup: noFlags(orgEventsCmd)},
 	{name: "org delete", args: []string{"ID"}, help: "delete an org that owns no sites", setup: noFlags(
 		func(ctx context.Context, c *Client, args []string) (output, error) {
 			return output{msg: "deleted org " + args[0]}, c.DeleteOrg(ctx, args[0])
@@ -125,10 +126,11 @@ func orgCreate(fs *flag.FlagSet) runFunc {
 }
 
 func orgSet(fs *flag.FlagSet) runFunc {
-	var name, plan, state string
+	var name, plan, state, customer string
 	fs.StringVar(&name, "name", "", "new display name")
 	fs.StringVar(&plan, "plan", "", "new plan")
-	fs.StringVar(&state, "state", "", "new state: active or suspended")
+	fs.StringVar(&state, "state", "", "new state: trialing, active, past_due, expired or suspended (recorded with you as the actor)")
+	fs.StringVar(&customer, "stripe-customer", "", "link a Stripe customer (cus_…); \"\" unlinks")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
 		var patch sites.OrgPatch
 		fs.Visit(func(f *flag.Flag) {
@@ -139,10 +141,12 @@ func orgSet(fs *flag.FlagSet) runFunc {
 				patch.Plan = &plan
 			case "state":
 				patch.State = &state
+			case "stripe-customer":
+				patch.StripeCustomer = &customer
 			}
 		})
 		if patch == (sites.OrgPatch{}) {
-			return output{}, usagef("nothing to change: pass --name, --plan or --state")
+			return output{}, usagef("nothing to change: pass --name, --plan, --state or --stripe-customer")
 		}
 		o, err := c.UpdateOrg(ctx, args[0], patch)
 		return orgOutput(o, o), err

@@ -147,7 +147,14 @@ func (s *Server) updateOrg(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decode(w, r, &patch); err != nil {
 		return err
 	}
-	o, err := s.reg.UpdateOrg(r.Context(), r.PathValue("id"), patch)
+	id := r.PathValue("id")
+	if s.reg.Snapshot().Orgs[id] == nil {
+		return fmt.Errorf("org %q: %w", id, sites.ErrNotFound)
+	}
+	if err := s.applyAccount(r.Context(), id, &patch); err != nil {
+		return err
+	}
+	o, err := s.reg.UpdateOrg(r.Context(), id, patch)
 	if err != nil {
 		return err
 	}

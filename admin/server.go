@@ -45,6 +45,10 @@ type Options struct {
 	GiteaWebhookSecret string
 	// Certs answers GET /v1/certs. Nil (no TLS): the route answers 503.
 	Certs CertLister
+	// Accounts records state, plan and Stripe customer changes (PATCH
+	// /v1/orgs/{id}) and answers GET /v1/orgs/{id}/events. Nil: PATCH
+	// writes the registry directly and the events route answers 503.
+	Accounts Accounts
 }
 
 // readyTimeout bounds one call of Options.Ready.
@@ -69,6 +73,7 @@ type Server struct {
 	hookSecret  string
 	storage     StorageReader
 	certLister  CertLister
+	accounts    Accounts
 }
 
 // StorageReader reports the bytes sites and orgs store.
@@ -104,6 +109,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		hookSecret:  opts.GiteaWebhookSecret,
 		storage:     opts.Storage,
 		certLister:  opts.Certs,
+		accounts:    opts.Accounts,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -138,6 +144,7 @@ func (s *Server) routes(metrics http.Handler) {
 	s.v1("GET /v1/orgs/{id}", s.getOrg)
 	s.v1("PATCH /v1/orgs/{id}", s.updateOrg)
 	s.v1("DELETE /v1/orgs/{id}", s.deleteOrg)
+	s.v1("GET /v1/orgs/{id}/events", s.orgEvents)
 	s.v1("POST /v1/orgs/{id}/sites", s.createSite)
 
 	s.v1("GET /v1/sites/{id}", s.getSite)

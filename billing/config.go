@@ -1,9 +1,18 @@
-// Package billing decides what an org may use: plans, account states and
-// enforcement (allow, throttle, block), and talks to Stripe. So far it holds
-// its configuration; enforcement and Stripe arrive with the billing issue.
+// Package billing decides what an org may use and keeps its account: plans
+// and quotas, the account lifecycle (trialing, active, past_due, expired,
+// suspended) with a recorded history, enforcement on the request path
+// (allow, throttle, block) from an in-memory decision per org, Stripe
+// (webhooks in, overage meter events out) and signed lifecycle hooks to the
+// operator's systems.
 package billing
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/sites"
+)
 
 // Config is the [billing] section.
 type Config struct {
@@ -11,6 +20,39 @@ type Config struct {
 	// and of orgs whose subscription is cancelled. It must exist when used;
 	// the built-in "free" plan always does unless deleted. Default "free".
 	DefaultPlan string `toml:"default_plan"`
+	// Plans ([[billing.plans]]) are created or replaced at start, so a
+	// deployment can keep its plans in its config. Plans made through the
+	// admin API stay as they are.
+	Plans []PlanConfig `toml:"plans"`
+	// EnforceInterval is how often each org's decision (allow, throttle,
+	// block) is recomputed from the usage counters; with the meter's flush
+	// interval it bounds how late a decision follows traffic. Default 1s.
+	EnforceInterval time.Duration `toml:"enforce_interval"`
+	// GraceEndingNotice is how long before a past-due org expires the
+	// grace.ending hook fires. Default 24h.
+	GraceEndingNotice time.Duration `toml:"grace_ending_notice"`
+	// Stripe is [billing.stripe]; off unless secret_key or webhook_secret is set.
+	Stripe StripeConfig `toml:"stripe"`
+	// Hooks ([[billing.hooks]]) receive signed lifecycle events.
+	Hooks []HookConfig `toml:"hooks"`
+}
+
+// PlanConfig is one [[billing.plans]] entry; see sites.Plan for each limit.
+type PlanConfig struct {
+	Name             string        `toml:"name"`
+	EgressBytes      int64         `toml:"egress_bytes"`
+	StorageBytes     int64         `toml:"storage_bytes"`
+	Sites            int           `toml:"sites"`
+	Domains          int           `toml:"domains"`
+	ThrottleBPS      int64         `toml:"throttle_bps"`
+	HardLimitPercent int           `toml:"hard_limit_percent"`
+	GracePeriod      time.Duration `toml:"grace_period"`
+}
+
+// Plan converts the entry.
+func (p PlanConfig) Plan() sites.Plan {
+	return sites.Plan{Name: p.Name, EgressBytes: p.EgressBytes, StorageBytes: p.StorageBytes, Sites: p.Sites, Domains: p.Domains,
+		ThrottleBPS: p.ThrottleBPS, HardLimitPercent: p.HardLimitPercent, GracePeriod: sites.Duration(p.GracePeriod)}
 }
 
 // Defaults fills unset fields.
@@ -18,12 +60,40 @@ func (c *Config) Defaults() {
 	if c.DefaultPlan == "" {
 		c.DefaultPlan = "free"
 	}
+	if c.EnforceInterval == 0 {
+		c.EnforceInterval = time.Second
+	}
+	if c.GraceEndingNotice == 0 {
+		c.GraceEndingNotice = 24 * time.Hour
+	}
+	c.Stripe.Defaults()
 }
 
 // Validate names every bad key of [billing].
 func (c Config) Validate() error {
+	var errs []error
 	if c.DefaultPlan == "" || len(c.DefaultPlan) > 63 {
-		return fmt.Errorf("billing.default_plan: %q must be a plan name", c.DefaultPlan)
+		errs = append(errs, fmt.Errorf("billing.default_plan: %q must be a plan name", c.DefaultPlan))
 	}
-	return nil
+	if c.EnforceInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("billing.enforce_interval: %s is below 10ms", c.EnforceInterval))
+	}
+	if c.GraceEndingNotice < 0 {
+		errs = append(errs, errors.New("billing.grace_ending_notice: must not be negative"))
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Plans {
+		if err := p.Plan().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("billing.plans[%d]: %w", i, err))
+		}
+		if seen[p.Name] {
+			errs = append(errs, fmt.Errorf("billing.plans[%d]: plan %q listed twice", i, p.Name))
+		}
+		seen[p.Name] = true
+	}
+	errs = append(errs, c.Stripe.Validate())
+	for i, h := range c.Hooks {
+		errs = append(errs, h.Validate(i))
+	}
+	return errors.Join(errs...)
 }

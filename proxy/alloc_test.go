@@ -5,6 +5,8 @@ package proxy
 import (
 	"testing"
 
+	"github.com/tollgate-edge/tollgate/billing"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -52,5 +54,24 @@ func TestMeteredHitAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.2f allocations per metered request; want 0", allocs)
+	}
+}
+
+// TestEnforcedHitAllocs: billing's gate on the hot path allocates nothing,
+// whether it allows or throttles.
+func TestEnforcedHitAllocs(t *testing.T) {
+	gates := &fakeGates{}
+	h := newHarnessWith(t, Config{}, Limits{}, func(o *Options) { o.Usage, o.Gates = newTestMeter(t), gates })
+	for _, d := range []billing.Decision{billing.Allow, billing.Throttle, billing.BlockQuota} {
+		gates.Gate("acme").Set(d, 100_000)
+		ctx := newCtx("www.example", "/4k.bin")
+		h.proxy.Handler(ctx)
+		allocs := testing.AllocsPerRun(1000, func() {
+			ctx.Response.Reset()
+			h.proxy.Handler(ctx)
+		})
+		if allocs != 0 {
+			t.Fatalf("%v: %.2f allocations per request; want 0", d, allocs)
+		}
 	}
 }

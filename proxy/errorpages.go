@@ -13,6 +13,7 @@ var errorPages = func() map[int][]byte {
 	m := map[int][]byte{}
 	for code, text := range map[int]string{
 		fasthttp.StatusBadRequest:                   "The request could not be understood.",
+		fasthttp.StatusPaymentRequired:              "This site is paused: its account has an unpaid balance. It will be back as soon as it is settled.",
 		fasthttp.StatusForbidden:                    "Access to this site is not allowed.",
 		fasthttp.StatusNotFound:                     "There is nothing here.",
 		fasthttp.StatusMethodNotAllowed:             "This method is not allowed here.",

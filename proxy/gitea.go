@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
@@ -58,6 +59,7 @@ const maxOwners = 100_000
 type pagesOwnerState struct {
 	name     string
 	orgID    string
+	gate     *billing.Gate // nil without billing
 	ensured  atomic.Bool
 	pages    *sites.GiteaRepo // {owner}/pages, the user site
 	mu       sync.Mutex
@@ -95,6 +97,9 @@ func (p *Proxy) pagesOwnerState(owner []byte) *pagesOwnerState {
 	name := string(owner)
 	st = &pagesOwnerState{name: name, orgID: p.snap.Load().OrgForGiteaOwner(name), pages: p.pages.Repo(name, "pages", ""),
 		counters: map[*sites.GiteaRepo]*meter.Counters{}, projects: map[string]*sites.GiteaRepo{}}
+	if p.gates != nil {
+		st.gate = p.gates.Gate(st.orgID)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cur := c.m[name]; cur != nil {
@@ -150,6 +155,10 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 		writeError(ctx, fasthttp.StatusNotFound)
 		return
 	}
+	org := p.snap.Load().Orgs[o.orgID]
+	if org != nil && !p.enforce(ctx, org, o.gate) {
+		return
+	}
 	if p.usage != nil {
 		u := o.usage(p.usage, repo)
 		u.AddRequest()
@@ -166,10 +175,6 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 				p.log.Error("creating the org of a gitea owner", slog.String("owner", o.name), slog.Any("err", err))
 			}
 		}()
-	}
-	if org := p.snap.Load().Orgs[o.orgID]; org != nil && org.State == sites.StateSuspended {
-		writeError(ctx, fasthttp.StatusForbidden)
-		return
 	}
 	p.serveStatic(ctx, repo, inner)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
+	"golang.org/x/time/rate"
 )
 
 // HTTP/2. fasthttp speaks HTTP/1.1 only; connections that negotiate "h2"
@@ -70,6 +71,7 @@ func (p *Proxy) serveH2(c net.Conn) error {
 type h2Stream struct {
 	conn  net.Conn
 	owner *meter.Counters
+	pace  *rate.Limiter // the org's throttle, see throttle
 }
 
 var errStreamIO = errors.New("proxy: an h2 stream is not read or written as a net.Conn")
@@ -145,7 +147,7 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request, c net.Conn
 	headerBytes := len(resp.Header.Header()) // the HTTP/1.1 header block
 
 	w.WriteHeader(status)
-	bw := &h2BodyWriter{w: w}
+	bw := &h2BodyWriter{w: w, pace: st.pace}
 	if resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
 		// A stream of unknown length (a proxied chunked or event-stream
 		// response): pass each piece on as it comes.
@@ -171,14 +173,37 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request, c net.Conn
 type h2BodyWriter struct {
 	w       io.Writer
 	flusher http.Flusher
+	pace    *rate.Limiter // nil: full speed
 	n       int
 }
 
 func (b *h2BodyWriter) Write(p []byte) (int, error) {
+	if b.pace == nil {
+		return b.write(p)
+	}
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), b.pace.Burst())
+		if err := b.pace.WaitN(context.Background(), n); err != nil {
+			return written, err
+		}
+		m, err := b.write(p[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+func (b *h2BodyWriter) write(p []byte) (int, error) {
 	n, err := b.w.Write(p)
 	b.n += n
-	if err == nil && b.flusher != nil {
-		b.flusher.Flush()
+	if err == nil && (b.flusher != nil || b.pace != nil) {
+		if f, ok := b.w.(http.Flusher); ok {
+			f.Flush() // a paced body goes out as it is paced
+		}
 	}
 	return n, err
 }

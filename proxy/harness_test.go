@@ -53,6 +53,12 @@ func newHarness(t testing.TB, cfg Config, limits Limits) *harness {
 // newHarnessUsage is newHarness with metering into usage (nil: off).
 func newHarnessUsage(t testing.TB, cfg Config, limits Limits, usage Usage) *harness {
 	t.Helper()
+	return newHarnessWith(t, cfg, limits, func(o *Options) { o.Usage = usage })
+}
+
+// newHarnessWith is newHarness with options set by opt.
+func newHarnessWith(t testing.TB, cfg Config, limits Limits, opt func(*Options)) *harness {
+	t.Helper()
 	ctx := context.Background()
 	st := storetest.Open(t)
 	reg, err := sites.New(ctx, st)
@@ -79,7 +85,9 @@ func newHarnessUsage(t testing.TB, cfg Config, limits Limits, usage Usage) *harn
 	must(t, err)
 
 	metrics := prometheus.NewRegistry()
-	p, err := New(cfg, limits, Options{Registry: reg, Cache: sites.NewCache(sites.Config{MaxCachedFile: 64 << 10}), Metrics: metrics, Usage: usage})
+	opts := Options{Registry: reg, Cache: sites.NewCache(sites.Config{MaxCachedFile: 64 << 10}), Metrics: metrics}
+	opt(&opts)
+	p, err := New(cfg, limits, opts)
 	must(t, err)
 	ln := fasthttputil.NewInmemoryListener()
 	go p.Serve(ln)

@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"sync/atomic"
 
 	"github.com/tollgate-edge/tollgate/meter"
+	"golang.org/x/time/rate"
 )
 
 // Usage hands out the counters of (org, site). *meter.Meter implements it.
@@ -38,14 +40,55 @@ func (l meteredListener) Accept() (net.Conn, error) {
 type meteredConn struct {
 	net.Conn
 	owner atomic.Pointer[meter.Counters]
+	// pace is the org's token bucket while the org is throttled: every
+	// write waits for its bytes' tokens, so all the org's responses on this
+	// node share the throttle bandwidth (streamed, never buffered).
+	pace atomic.Pointer[rate.Limiter]
 }
 
 func (c *meteredConn) Write(p []byte) (int, error) {
+	if l := c.pace.Load(); l != nil {
+		return c.pacedWrite(l, p)
+	}
 	n, err := c.Conn.Write(p)
 	if o := c.owner.Load(); o != nil && n > 0 {
 		o.AddEgress(n)
 	}
 	return n, err
+}
+
+// pacedWrite writes p in pieces no larger than the bucket, each after its
+// tokens are available.
+func (c *meteredConn) pacedWrite(l *rate.Limiter, p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), l.Burst())
+		if err := l.WaitN(context.Background(), n); err != nil {
+			return written, err
+		}
+		m, err := c.Conn.Write(p[:n])
+		if o := c.owner.Load(); o != nil && m > 0 {
+			o.AddEgress(m)
+		}
+		written += m
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// throttle paces the connection's next writes with l (nil: full speed).
+func throttle(c net.Conn, l *rate.Limiter) {
+	switch mc := c.(type) {
+	case *meteredConn:
+		mc.pace.Store(l)
+	case *tlsConn:
+		mc.pace.Store(l)
+	case *h2Stream:
+		mc.pace = l
+	}
 }
 
 // charge makes the connection's next writes count for usage (nil: nobody's,

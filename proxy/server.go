@@ -16,9 +16,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/time/rate"
 )
 
 // Registry is what the proxy needs of the site registry: to follow its
@@ -46,6 +48,25 @@ type Options struct {
 	Orgs OrgMaker
 	// DefaultPlan is [billing] default_plan.
 	DefaultPlan string
+	// Gates answers, per org, allow, throttle or block (package billing);
+	// nil: only a suspended org's state blocks (403).
+	Gates Gates
+	// Internal are tollgate's own endpoints on the public listeners (the
+	// Stripe webhook), by host and exact path. They are not metered.
+	Internal []InternalRoute
+}
+
+// InternalRoute is one of tollgate's own endpoints on the public listeners.
+type InternalRoute struct {
+	Host    string // normalized hostname
+	Path    string
+	Handler fasthttp.RequestHandler
+}
+
+// Gates hands out each org's enforcement gate, a stable pointer the request
+// path reads with one atomic load. *billing.Billing implements it.
+type Gates interface {
+	Gate(org string) *billing.Gate
 }
 
 // Proxy serves the public listener.
@@ -56,9 +77,12 @@ type Proxy struct {
 	cache   *sites.Cache
 	log     *slog.Logger
 	usage   Usage
-	pages   Pages
-	orgs    OrgMaker
-	plan    string
+	gates   Gates
+	// internal maps a host to its internal routes; immutable after New.
+	internal map[string][]InternalRoute
+	pages    Pages
+	orgs     OrgMaker
+	plan     string
 	// pagesSuffix is "."+pages_domain, "" when pages are off.
 	pagesSuffix string
 	owners      atomic.Pointer[ownerCache] // reset with every snapshot
@@ -86,6 +110,7 @@ type route struct {
 	org   *sites.Org
 	rt    *siteRuntime
 	usage *meter.Counters // nil when metering is off
+	gate  *billing.Gate   // nil without billing
 }
 
 // siteRuntime holds a site's open resources: its content (a directory or a
@@ -124,12 +149,18 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 	}
 	trusted, _ := parsePrefixes(cfg.TrustedProxies)
 	p := &Proxy{
-		cfg: cfg, limits: limits, trusted: trusted, cache: opts.Cache, log: opts.Logger, usage: opts.Usage,
+		cfg: cfg, limits: limits, trusted: trusted, cache: opts.Cache, log: opts.Logger, usage: opts.Usage, gates: opts.Gates,
 		pages: opts.Pages, orgs: opts.Orgs, plan: opts.DefaultPlan,
 		metrics: newMetrics(opts.Metrics, opts.Cache),
 		runtime: map[string]*siteRuntime{},
 	}
 	p.table.Store(&table{hosts: map[string]*route{}})
+	for _, ir := range opts.Internal {
+		if p.internal == nil {
+			p.internal = map[string][]InternalRoute{}
+		}
+		p.internal[ir.Host] = append(p.internal[ir.Host], ir)
+	}
 	p.owners.Store(newOwnerCache())
 	if opts.PagesDomain != "" {
 		if opts.Pages == nil || opts.Orgs == nil {
@@ -209,6 +240,9 @@ func (p *Proxy) apply(s *sites.Snapshot) {
 		if p.usage != nil {
 			r.usage = p.usage.Counters(site.Org, site.ID, kindNames[r.rt.kind])
 		}
+		if p.gates != nil {
+			r.gate = p.gates.Gate(site.Org)
+		}
 		t.hosts[name] = r
 	}
 	p.table.Store(t)
@@ -274,12 +308,19 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		p.measure(ctx, kind, start)
 	}()
 
+	if p.gates != nil {
+		throttle(ctx.Conn(), nil) // a keep-alive connection's previous request may have been paced
+	}
+
 	// 2. route
 	var buf [sites.MaxHostLen + 8]byte
 	key, err := sites.AppendHostKey(buf[:0], ctx.Host())
 	var r *route
 	if err == nil {
 		r = p.table.Load().hosts[string(key)]
+		if r == nil && p.internal != nil && p.serveInternal(ctx, key) {
+			return
+		}
 		if r == nil && p.pagesSuffix != "" {
 			if owner, ok := pagesOwner(key, p.pagesSuffix); ok {
 				kind = kindGitea
@@ -288,22 +329,25 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			}
 		}
 	}
-	p.chargeRoute(ctx, r)
 	switch {
 	case err != nil:
+		p.chargeRoute(ctx, nil)
 		writeError(ctx, fasthttp.StatusBadRequest)
 		return
 	case r == nil:
+		p.chargeRoute(ctx, nil)
 		writeError(ctx, fasthttp.StatusNotFound)
 		return
 	}
 	kind = r.rt.kind
 
-	// 3. enforce
-	if r.org == nil || r.org.State == sites.StateSuspended {
-		writeError(ctx, fasthttp.StatusForbidden)
+	// 3. enforce: one atomic load of the org's decision; a blocked request
+	// is answered here (no upstream, no disk, not metered), a throttled one
+	// is paced where it is written (metering.go).
+	if !p.enforce(ctx, r.org, r.gate) {
 		return
 	}
+	p.chargeRoute(ctx, r)
 
 	// 4. serve
 	switch {
@@ -316,6 +360,64 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			p.countUpstreamError(err)
 		}
 	}
+}
+
+// enforce applies the org's decision to this request: false when it was
+// answered (blocked). Without billing (gate nil) only suspension blocks.
+func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *billing.Gate) bool {
+	var lim *rate.Limiter
+	status := 0
+	switch {
+	case org == nil:
+		status = fasthttp.StatusForbidden
+	case gate == nil:
+		if org.State == sites.StateSuspended {
+			status = fasthttp.StatusForbidden
+		}
+	default:
+		switch gate.Decision() {
+		case billing.Throttle:
+			lim = gate.Limiter()
+		case billing.BlockQuota:
+			status = fasthttp.StatusTooManyRequests
+		case billing.BlockExpired:
+			status = fasthttp.StatusPaymentRequired
+		case billing.BlockSuspended:
+			status = fasthttp.StatusForbidden
+		}
+	}
+	if lim != nil {
+		throttle(ctx.Conn(), lim) // Handler cleared the previous request's pace
+	}
+	if status != 0 {
+		charge(ctx.Conn(), nil) // block pages are nobody's usage
+		if status == fasthttp.StatusTooManyRequests {
+			ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterQuota)
+		}
+		writeError(ctx, status)
+		return false
+	}
+	return true
+}
+
+var (
+	headerRetryAfter = []byte("Retry-After")
+	// retryAfterQuota: a blocked org may upgrade at any time; clients are
+	// told to come back in an hour.
+	retryAfterQuota = []byte("3600")
+)
+
+// serveInternal serves tollgate's own endpoint at host key and the
+// request's path, if there is one.
+func (p *Proxy) serveInternal(ctx *fasthttp.RequestCtx, key []byte) bool {
+	for _, ir := range p.internal[string(key)] {
+		if string(ctx.Path()) == ir.Path {
+			p.chargeRoute(ctx, nil)
+			ir.Handler(ctx)
+			return true
+		}
+	}
+	return false
 }
 
 // chargeRoute counts a request for r's site and makes what the connection
@@ -379,7 +481,7 @@ func errorHandler(ctx *fasthttp.RequestCtx, err error) {
 
 // Serve accepts connections on ln until Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
-	if p.usage != nil {
+	if p.usage != nil || p.gates != nil {
 		ln = meteredListener{ln}
 	}
 	return p.server.Serve(ln)

@@ -95,7 +95,7 @@ func (p *Proxy) redirectHandler(ctx *fasthttp.RequestCtx, opts RedirectOptions) 
 	routable := false
 	if err == nil {
 		r = p.table.Load().hosts[string(key)]
-		routable = r != nil
+		routable = r != nil || p.internal[string(key)] != nil
 		if !routable && p.pagesSuffix != "" {
 			_, routable = pagesOwner(key, p.pagesSuffix)
 		}

@@ -122,11 +122,24 @@ var FreePlan = Plan{
 	GracePeriod:      Duration(72 * time.Hour),
 }
 
-// Org states.
+// Org states: the account lifecycle (package billing moves orgs between
+// them and records why).
 const (
-	StateActive    = "active"
-	StateSuspended = "suspended"
+	StateTrialing  = "trialing"  // served; no payment yet
+	StateActive    = "active"    // served
+	StatePastDue   = "past_due"  // a payment failed; served until GraceEndsAt
+	StateExpired   = "expired"   // grace over: sites paused (402)
+	StateSuspended = "suspended" // by the operator: sites blocked (403)
 )
+
+// ValidState reports whether s is an org state.
+func ValidState(s string) bool {
+	switch s {
+	case StateTrialing, StateActive, StatePastDue, StateExpired, StateSuspended:
+		return true
+	}
+	return false
+}
 
 // Org is the billing entity that owns sites.
 type Org struct {
@@ -139,6 +152,13 @@ type Org struct {
 	// synthetic org of its own, "gitea-{owner}".
 	GiteaOwners []string  `json:"gitea_owners,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
+	// StripeCustomer links the org to a Stripe customer (cus_…).
+	StripeCustomer string `json:"stripe_customer,omitempty"`
+	// GraceEndsAt is when a past_due org expires.
+	GraceEndsAt time.Time `json:"grace_ends_at,omitzero"`
+	// StripeEventAt is the creation time of the newest Stripe event applied
+	// to the org; older events are ignored (Stripe does not deliver in order).
+	StripeEventAt time.Time `json:"stripe_event_at,omitzero"`
 }
 
 // Validate checks the org's own fields (not whether its plan exists).
@@ -153,8 +173,11 @@ func (o Org) Validate() error {
 	if o.Plan == "" {
 		errs = append(errs, errors.New("plan: required"))
 	}
-	if o.State != StateActive && o.State != StateSuspended {
-		errs = append(errs, fmt.Errorf("state: %q must be %q or %q", o.State, StateActive, StateSuspended))
+	if !ValidState(o.State) {
+		errs = append(errs, fmt.Errorf("state: %q must be one of trialing, active, past_due, expired, suspended", o.State))
+	}
+	if o.StripeCustomer != "" && (len(o.StripeCustomer) > 255 || !strings.HasPrefix(o.StripeCustomer, "cus_")) {
+		errs = append(errs, fmt.Errorf("stripe_customer: %q is not a Stripe customer id (cus_…)", o.StripeCustomer))
 	}
 	if len(o.GiteaOwners) > 1000 {
 		errs = append(errs, errors.New("gitea_owners: at most 1000"))

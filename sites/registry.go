@@ -290,6 +290,8 @@ type OrgPatch struct {
 	// GiteaOwners replaces the org's list; usage of those owners' pages is
 	// attributed to this org from then on.
 	GiteaOwners *[]string `json:"gitea_owners"`
+	// StripeCustomer links the org to a Stripe customer ("" unlinks).
+	StripeCustomer *string `json:"stripe_customer"`
 }
 
 // UpdateOrg applies patch to the org.
@@ -310,6 +312,9 @@ func (r *Registry) UpdateOrg(ctx context.Context, id string, patch OrgPatch) (Or
 		if patch.State != nil {
 			o.State = *patch.State
 		}
+		if patch.StripeCustomer != nil {
+			o.StripeCustomer = *patch.StripeCustomer
+		}
 		if patch.GiteaOwners != nil {
 			o.GiteaOwners = slices.Clone(*patch.GiteaOwners)
 			slices.Sort(o.GiteaOwners)
@@ -329,6 +334,36 @@ func (r *Registry) UpdateOrg(ctx context.Context, id string, patch OrgPatch) (Or
 		next.Orgs[id] = &o
 		out = o
 		return []store.Op{putOp(bucketOrgs, id, &o)}, nil
+	})
+	return out, err
+}
+
+// ModifyOrg changes org id with fn, which edits a copy and may return more
+// operations to persist in the same transaction (billing's event records).
+// fn runs under the registry's write lock: it must be quick and must not call
+// the registry. The result is validated like UpdateOrg's.
+func (r *Registry) ModifyOrg(ctx context.Context, id string, fn func(o *Org, s *Snapshot) ([]store.Op, error)) (Org, error) {
+	var out Org
+	err := r.update(ctx, func(next *Snapshot) ([]store.Op, error) {
+		cur := next.Orgs[id]
+		if cur == nil {
+			return nil, fmt.Errorf("org %q: %w", id, ErrNotFound)
+		}
+		o := *cur
+		o.GiteaOwners = slices.Clone(cur.GiteaOwners)
+		extra, err := fn(&o, next)
+		if err != nil {
+			return nil, err
+		}
+		if err := o.Validate(); err != nil {
+			return nil, invalid(err)
+		}
+		if next.Plans[o.Plan] == nil {
+			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))
+		}
+		next.Orgs[id] = &o
+		out = o
+		return append([]store.Op{putOp(bucketOrgs, id, &o)}, extra...), nil
 	})
 	return out, err
 }

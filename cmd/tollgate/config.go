@@ -155,7 +155,8 @@ func LoadConfig(path string) (Config, error) {
 	for _, sec := range []struct {
 		key string
 		v   *string
-	}{{"store.redis", &c.Store.Redis}, {"sites.gitea_token", &c.Sites.GiteaToken}, {"sites.gitea_webhook_secret", &c.Sites.GiteaWebhookSecret}} {
+	}{{"store.redis", &c.Store.Redis}, {"sites.gitea_token", &c.Sites.GiteaToken}, {"sites.gitea_webhook_secret", &c.Sites.GiteaWebhookSecret},
+		{"billing.stripe.secret_key", &c.Billing.Stripe.SecretKey}, {"billing.stripe.webhook_secret", &c.Billing.Stripe.WebhookSecret}} {
 		if *sec.v == "" {
 			continue
 		}
@@ -164,6 +165,13 @@ func LoadConfig(path string) (Config, error) {
 			*sec.v = ""
 		} else {
 			*sec.v = v
+		}
+	}
+	for i := range c.Billing.Hooks {
+		if v, err := resolveSecret(c.Billing.Hooks[i].Secret); err != nil {
+			errs = append(errs, fmt.Errorf("billing.hooks[%d].secret: %w", i, err))
+		} else {
+			c.Billing.Hooks[i].Secret = v
 		}
 	}
 	c.Defaults()

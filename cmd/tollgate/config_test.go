@@ -34,6 +34,10 @@ func TestExampleConfigParsesAndValidates(t *testing.T) {
 		t.Fatal("example should show trusted_proxies")
 	}
 	written.Proxy.TrustedProxies = nil
+	if len(written.Billing.Plans) != 0 || len(written.Billing.Hooks) != 0 {
+		t.Fatal("the example's plans and hooks are empty lists (examples are in comments)")
+	}
+	written.Billing.Plans, written.Billing.Hooks = nil, nil
 	if !reflect.DeepEqual(written, defaults) {
 		t.Fatalf("example and defaults differ:\nexample  %+v\ndefaults %+v", written, defaults)
 	}

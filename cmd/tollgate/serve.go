@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/tollgate-edge/tollgate/acme"
 	"github.com/tollgate-edge/tollgate/admin"
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/proxy"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -130,6 +131,17 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	if usage.m != nil {
 		popts.Usage = usage.m // a nil *meter.Meter in the interface would not read as "off"
 	}
+	bill, stripe, closeBilling, err := newBilling(ctx, cfg, st, reg, usage, metrics, log)
+	if err != nil {
+		return err
+	}
+	defer closeBilling()
+	popts.Gates = bill
+	if stripe != nil {
+		host, _ := sites.NormalizeDomain(cfg.Billing.Stripe.WebhookHost)
+		popts.Internal = append(popts.Internal, proxy.InternalRoute{Host: host, Path: cfg.Billing.Stripe.WebhookPath,
+			Handler: fasthttpadaptor.NewFastHTTPHandler(stripe)})
+	}
 	px, err := proxy.New(cfg.Proxy, cfg.Limits, popts)
 	if err != nil {
 		return err
@@ -149,7 +161,11 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 		}
 		defer httpsLn.Close()
 		var closeCerts func()
-		if certs, closeCerts, err = newCertManager(cfg, st, reg, giteaSrc, popts.PagesDomain, publicLn.Addr(), httpsLn.Addr(), metrics, log); err != nil {
+		var own []string
+		for _, ir := range popts.Internal {
+			own = append(own, ir.Host)
+		}
+		if certs, closeCerts, err = newCertManager(cfg, st, reg, giteaSrc, popts.PagesDomain, own, publicLn.Addr(), httpsLn.Addr(), metrics, log); err != nil {
 			return err
 		}
 		defer closeCerts()
@@ -181,6 +197,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	if certs != nil {
 		aopts.Certs = certs
 	}
+	aopts.Accounts = bill
 	adm, err := admin.New(admin.Config{Token: cfg.Server.AdminToken, MaxBodyBytes: cfg.Server.AdminMaxBodyBytes}, reg, aopts)
 	if err != nil {
 		adminLn.Close()
@@ -310,7 +327,7 @@ func newMeter(ctx context.Context, cfg Config, st *store.Bolt, metrics prometheu
 // newCertManager builds the certificate manager on the store in use: the
 // bbolt file on the embedded default, Redis (shared by the cluster) when
 // [store] redis is set.
-func newCertManager(cfg Config, st *store.Bolt, reg *sites.Registry, giteaSrc *sites.Gitea, pagesDomain string,
+func newCertManager(cfg Config, st *store.Bolt, reg *sites.Registry, giteaSrc *sites.Gitea, pagesDomain string, own []string,
 	httpAddr, httpsAddr net.Addr, metrics prometheus.Registerer, log *slog.Logger) (*acme.Manager, func(), error) {
 	var storage certmagic.Storage = acme.NewBoltStorage(st)
 	closeStorage := func() {}
@@ -322,7 +339,7 @@ func newCertManager(cfg Config, st *store.Bolt, reg *sites.Registry, giteaSrc *s
 		rs := acme.NewRedisStorage(rc, acme.RedisStorageOptions{})
 		storage, closeStorage = rs, func() { rs.Close(); rc.Close() }
 	}
-	opts := acme.Options{Storage: storage, Hosts: reg, PagesDomain: pagesDomain,
+	opts := acme.Options{Storage: storage, Hosts: reg, PagesDomain: pagesDomain, Names: own,
 		HTTPAddr: httpAddr.String(), HTTPSAddr: httpsAddr.String(), Metrics: metrics, Logger: log}
 	if giteaSrc != nil {
 		opts.Owners = giteaSrc
@@ -333,4 +350,55 @@ func newCertManager(cfg Config, st *store.Bolt, reg *sites.Registry, giteaSrc *s
 		return nil, nil, err
 	}
 	return m, func() { m.Close(); closeStorage() }, nil
+}
+
+// newBilling starts enforcement (always: plans, states and, with the meter,
+// quotas), the lifecycle hooks when [[billing.hooks]] are configured, and
+// Stripe when [billing.stripe] is. The returned func stops them.
+func newBilling(ctx context.Context, cfg Config, st *store.Bolt, reg *sites.Registry, usage usageParts,
+	metrics prometheus.Registerer, log *slog.Logger) (*billing.Billing, *billing.Stripe, func(), error) {
+	var stops []func()
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	opts := billing.Options{Sites: reg, Store: st, Metrics: metrics, Logger: log}
+	if usage.reader != nil {
+		opts.Usage = usage.reader
+	}
+	if usage.m != nil {
+		opts.Storage = usage.m
+	}
+	if len(cfg.Billing.Hooks) > 0 {
+		hooks, err := billing.NewHooks(cfg.Billing.Hooks, billing.HookOptions{Store: st, Metrics: metrics, Logger: log})
+		if err != nil {
+			return nil, nil, stop, err
+		}
+		hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		go hooks.Run(hctx)
+		stops = append(stops, func() { cancel(); hooks.Close() })
+		opts.Hooks = hooks
+	}
+	bill, err := billing.New(ctx, cfg.Billing, opts)
+	if err != nil {
+		stop()
+		return nil, nil, stop, err
+	}
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go bill.Run(bctx)
+	stops = append(stops, cancel)
+	var stripe *billing.Stripe
+	if cfg.Billing.Stripe.Enabled() {
+		stripe, err = billing.NewStripe(cfg.Billing.Stripe, billing.StripeOptions{Accounts: bill, Store: st, Usage: opts.Usage,
+			Metrics: metrics, Logger: log})
+		if err != nil {
+			stop()
+			return nil, nil, stop, err
+		}
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		go stripe.Run(sctx)
+		stops = append(stops, func() { cancel(); stripe.Close() })
+	}
+	return bill, stripe, stop, nil
 }

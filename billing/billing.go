@@ -1,0 +1,262 @@
+package billing
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/tollgate-edge/tollgate/meter"
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/store"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Sites is what Billing needs of the registry. *sites.Registry implements it.
+type Sites interface {
+	Registry
+	Snapshot() *sites.Snapshot
+	OnChange(fn func(*sites.Snapshot))
+	PutPlan(ctx context.Context, p sites.Plan) (bool, error)
+}
+
+// Emitter sends lifecycle hooks. *Hooks implements it.
+type Emitter interface {
+	Emit(ctx context.Context, e HookEvent) error
+}
+
+// StorageReader tells how many bytes an org stores (measured on this node).
+// *meter.Meter implements it.
+type StorageReader interface {
+	OrgStorage(org string) int64
+}
+
+// Options are Billing's collaborators.
+type Options struct {
+	Sites Sites       // required
+	Store *store.Bolt // required: event history, hooks fired
+	// Usage gives every org's totals of the current period (flushed counters
+	// of all nodes when it is Redis). Nil: no quota enforcement.
+	Usage   meter.Reader
+	Storage StorageReader // nil: storage quotas are not watched
+	Hooks   Emitter       // nil: no hooks
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
+	Now     func() time.Time // default time.Now; tests inject a clock
+}
+
+// Billing keeps accounts and enforcement decisions.
+type Billing struct {
+	cfg   Config
+	opts  Options
+	log   *slog.Logger
+	now   func() time.Time
+	gates sync.Map // org id → *Gate
+
+	mu    sync.Mutex          // serializes evaluations
+	usage map[string]int64    // org → egress of the current period, from the last evaluation
+	prev  map[string]Decision // decisions of the last evaluation, for hooks on changes
+	fired map[string]bool     // ids of once-per-period hooks already emitted (cache of bucketFired)
+
+	decisions *prometheus.GaugeVec
+	evalErrs  prometheus.Counter
+}
+
+// bucketFired remembers once-per-period hooks (id → time), so a restart does
+// not repeat them.
+const bucketFired = "billing_fired"
+
+// New builds Billing and applies [[billing.plans]].
+func New(ctx context.Context, cfg Config, opts Options) (*Billing, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Sites == nil || opts.Store == nil || opts.Metrics == nil {
+		return nil, errors.New("billing: Options.Sites, Store and Metrics are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	for _, p := range cfg.Plans {
+		if _, err := opts.Sites.PutPlan(ctx, p.Plan()); err != nil {
+			return nil, fmt.Errorf("billing.plans: %s: %w", p.Name, err)
+		}
+	}
+	f := promauto.With(opts.Metrics)
+	b := &Billing{cfg: cfg, opts: opts, log: opts.Logger, now: opts.Now,
+		usage: map[string]int64{}, prev: map[string]Decision{}, fired: map[string]bool{},
+		decisions: f.NewGaugeVec(prometheus.GaugeOpts{Name: "tollgate_billing_orgs",
+			Help: "Orgs by current enforcement decision (allow, throttle, block_*)."}, []string{"decision"}),
+		evalErrs: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_billing_evaluation_errors_total",
+			Help: "Evaluations that could not read usage (decisions kept from the previous one)."}),
+	}
+	for _, n := range decisionNames {
+		b.decisions.WithLabelValues(n)
+	}
+	// State changes (an operator's suspension, a Stripe event) apply to
+	// the request path at once, without waiting for the next evaluation.
+	opts.Sites.OnChange(func(s *sites.Snapshot) { b.decideAll(s) })
+	b.decideAll(opts.Sites.Snapshot())
+	return b, nil
+}
+
+// Gate returns the org's gate; the same pointer for the life of the process.
+func (b *Billing) Gate(org string) *Gate {
+	if g, ok := b.gates.Load(org); ok {
+		return g.(*Gate)
+	}
+	g, _ := b.gates.LoadOrStore(org, &Gate{})
+	gate := g.(*Gate)
+	if o := b.opts.Sites.Snapshot().Orgs[org]; o != nil {
+		b.mu.Lock()
+		b.decideLocked(b.opts.Sites.Snapshot(), o, gate)
+		b.mu.Unlock()
+	}
+	return gate
+}
+
+// decideAll recomputes every known gate from s and the last usage read.
+func (b *Billing) decideAll(s *sites.Snapshot) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gates.Range(func(k, v any) bool {
+		if o := s.Orgs[k.(string)]; o != nil {
+			b.decideLocked(s, o, v.(*Gate))
+		} else {
+			v.(*Gate).Set(Allow, 0) // deleted org: nothing routes to it anyway
+		}
+		return true
+	})
+}
+
+// decide computes an org's decision: its state first, then its egress
+// against the plan.
+func decide(o *sites.Org, p *sites.Plan, egress int64) (Decision, int64) {
+	switch o.State {
+	case sites.StateSuspended:
+		return BlockSuspended, 0
+	case sites.StateExpired:
+		return BlockExpired, 0
+	}
+	if p == nil || p.EgressBytes <= 0 {
+		return Allow, 0
+	}
+	if p.HardLimitPercent > 0 && egress*100 >= p.EgressBytes*int64(p.HardLimitPercent) {
+		return BlockQuota, 0
+	}
+	if egress >= p.EgressBytes && p.ThrottleBPS > 0 {
+		return Throttle, p.ThrottleBPS
+	}
+	return Allow, 0
+}
+
+func (b *Billing) decideLocked(s *sites.Snapshot, o *sites.Org, g *Gate) Decision {
+	d, bps := decide(o, s.Plans[o.Plan], b.usage[o.ID])
+	g.Set(d, bps)
+	return d
+}
+
+// Apply changes an org's account (see Change and the lifecycle in
+// lifecycle.go), records the events, emits the matching hooks and applies
+// the new decision at once.
+func (b *Billing) Apply(ctx context.Context, org string, c Change) (sites.Org, error) {
+	now := b.now()
+	before := b.opts.Sites.Snapshot().Orgs[org]
+	o, events, err := apply(ctx, b.opts.Sites, now, org, c)
+	if err != nil {
+		return o, err
+	}
+	for _, e := range events {
+		b.hooksFor(ctx, before, &o, e)
+	}
+	return o, nil
+}
+
+// hooksFor emits the hooks of one recorded event.
+func (b *Billing) hooksFor(ctx context.Context, before, after *sites.Org, e Event) {
+	if e.Field != "state" || e.From == e.To {
+		return
+	}
+	data := map[string]any{"from": e.From, "to": e.To, "cause": e.Cause, "actor": e.Actor}
+	id := func(typ string) string { return fmt.Sprintf("%s:%s:%d", typ, e.Org, e.At.UnixNano()) }
+	switch e.To {
+	case sites.StatePastDue:
+		data["grace_ends_at"] = after.GraceEndsAt
+		b.emit(ctx, HookEvent{ID: id("payment.failed"), Type: "payment.failed", Org: e.Org, At: e.At, Data: data})
+		b.emit(ctx, HookEvent{ID: id("grace.started"), Type: "grace.started", Org: e.Org, At: e.At, Data: data})
+	case sites.StateExpired:
+		b.emit(ctx, HookEvent{ID: id("org.expired"), Type: "org.expired", Org: e.Org, At: e.At, Data: data})
+	case sites.StateActive:
+		if e.Actor == ActorStripe {
+			b.emit(ctx, HookEvent{ID: id("payment.succeeded"), Type: "payment.succeeded", Org: e.Org, At: e.At, Data: data})
+		}
+		if e.From == sites.StatePastDue || e.From == sites.StateExpired || e.From == sites.StateSuspended {
+			b.emit(ctx, HookEvent{ID: id("org.restored"), Type: "org.restored", Org: e.Org, At: e.At, Data: data})
+		}
+	}
+}
+
+func (b *Billing) emit(ctx context.Context, e HookEvent) {
+	if b.opts.Hooks == nil {
+		return
+	}
+	if err := b.opts.Hooks.Emit(ctx, e); err != nil {
+		b.log.Error("hook not queued", slog.String("type", e.Type), slog.String("org", e.Org), slog.Any("err", err))
+	}
+}
+
+// emitOnce emits a hook whose id identifies it for good (per org and
+// period): the id is remembered in the store, so it fires once even across
+// restarts. Several nodes emit the same id; receivers deduplicate on it.
+func (b *Billing) emitOnce(ctx context.Context, e HookEvent) {
+	if b.opts.Hooks == nil || b.fired[e.ID] {
+		return
+	}
+	seen := false
+	_ = b.opts.Store.View(ctx, func(tx *bolt.Tx) error {
+		if bk := tx.Bucket([]byte(bucketFired)); bk != nil {
+			seen = bk.Get([]byte(e.ID)) != nil
+		}
+		return nil
+	})
+	if !seen {
+		b.emit(ctx, e)
+		at, _ := e.At.MarshalText()
+		if err := b.opts.Store.Apply(ctx, store.Put(bucketFired, e.ID, at)); err != nil {
+			b.log.Warn("hook not remembered as fired", slog.String("id", e.ID), slog.Any("err", err))
+		}
+	}
+	b.fired[e.ID] = true
+}
+
+// Events lists an org's account history, oldest first.
+func (b *Billing) Events(ctx context.Context, org string) ([]Event, error) {
+	var out []Event
+	prefix := []byte(org + "/")
+	err := b.opts.Store.View(ctx, func(tx *bolt.Tx) error {
+		bk := tx.Bucket([]byte(bucketEvents))
+		if bk == nil {
+			return nil
+		}
+		c := bk.Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var e Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("billing: event %s: %w", k, err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}

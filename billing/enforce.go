@@ -1,0 +1,195 @@
+package billing
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/meter"
+	"github.com/tollgate-edge/tollgate/sites"
+)
+
+// Run re-evaluates every org each EnforceInterval until ctx ends.
+func (b *Billing) Run(ctx context.Context) {
+	t := time.NewTicker(b.cfg.EnforceInterval)
+	defer t.Stop()
+	for {
+		b.Evaluate(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// warnPercents are the quota shares that fire quota.warning (80) and
+// quota.exceeded (100), once per org, quota and period.
+const warnPercent = 80
+
+// Evaluate is one pass: read every org's egress of the current period (all
+// nodes' flushed counters), recompute each decision, expire past-due orgs
+// whose grace is over, and fire the hooks that are due. Usage that cannot be
+// read keeps the previous decisions (fail open for serving).
+func (b *Billing) Evaluate(ctx context.Context) {
+	now := b.now()
+	period := meter.Period(now)
+	usage, err := b.readUsage(ctx, period)
+	if err != nil {
+		b.evalErrs.Inc()
+		b.log.Warn("usage not readable; enforcement keeps its last decisions", slog.Any("err", err))
+	}
+	snap := b.opts.Sites.Snapshot()
+	var expire []string
+
+	b.mu.Lock()
+	if usage != nil {
+		b.usage = usage
+	}
+	counts := make(map[Decision]float64, len(decisionNames))
+	next := make(map[string]Decision, len(snap.Orgs))
+	for id, o := range snap.Orgs {
+		plan := snap.Plans[o.Plan]
+		var d Decision
+		if g, ok := b.gates.Load(id); ok {
+			d = b.decideLocked(snap, o, g.(*Gate))
+		} else {
+			d, _ = decide(o, plan, b.usage[id])
+		}
+		next[id] = d
+		counts[d]++
+		b.quotaHooks(ctx, o, plan, period, now)
+		b.decisionHooks(ctx, id, b.prev[id], d, period, now)
+		if o.State == sites.StatePastDue && !o.GraceEndsAt.IsZero() {
+			switch {
+			case !now.Before(o.GraceEndsAt):
+				expire = append(expire, id)
+			case !now.Before(o.GraceEndsAt.Add(-b.cfg.GraceEndingNotice)):
+				b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("grace.ending:%s:%d", id, o.GraceEndsAt.Unix()), Type: "grace.ending",
+					Org: id, At: now, Data: map[string]any{"grace_ends_at": o.GraceEndsAt}})
+			}
+		}
+	}
+	b.prev = next
+	for i, n := range decisionNames {
+		b.decisions.WithLabelValues(n).Set(counts[Decision(i)])
+	}
+	b.mu.Unlock()
+
+	for _, id := range expire {
+		_, err := b.Apply(ctx, id, Change{State: sites.StateExpired, Cause: "grace period over", Actor: ActorBilling})
+		if err != nil {
+			b.log.Error("past-due org not expired", slog.String("org", id), slog.Any("err", err))
+		}
+	}
+}
+
+// readUsage returns every org's egress of period.
+func (b *Billing) readUsage(ctx context.Context, period string) (map[string]int64, error) {
+	if b.opts.Usage == nil {
+		return nil, nil
+	}
+	out := map[string]int64{}
+	after := ""
+	for {
+		page, next, err := b.opts.Usage.PeriodTotals(ctx, period, after, 10_000)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range page {
+			out[t.Org] = t.EgressBytes
+		}
+		if next == "" {
+			return out, nil
+		}
+		after = next
+	}
+}
+
+// quotaHooks fires quota.warning at 80 % and quota.exceeded at 100 % of the
+// egress and storage quotas, once per period each.
+func (b *Billing) quotaHooks(ctx context.Context, o *sites.Org, p *sites.Plan, period string, now time.Time) {
+	if p == nil || b.opts.Hooks == nil {
+		return
+	}
+	check := func(quota string, used, limit int64) {
+		if limit <= 0 {
+			return
+		}
+		data := map[string]any{"quota": quota, "used": used, "limit": limit, "period": period}
+		if used*100 >= limit*warnPercent {
+			b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("quota.warning:%s:%s:%s", o.ID, period, quota), Type: "quota.warning", Org: o.ID, At: now, Data: data})
+		}
+		if used >= limit {
+			b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("quota.exceeded:%s:%s:%s", o.ID, period, quota), Type: "quota.exceeded", Org: o.ID, At: now, Data: data})
+		}
+	}
+	check("egress", b.usage[o.ID], p.EgressBytes)
+	if b.opts.Storage != nil {
+		check("storage", b.opts.Storage.OrgStorage(o.ID), p.StorageBytes)
+	}
+}
+
+// decisionHooks fires org.throttled and org.blocked (quota) once per period,
+// and org.restored when a quota throttle or block lifts.
+func (b *Billing) decisionHooks(ctx context.Context, org string, prev, d Decision, period string, now time.Time) {
+	if prev == d {
+		return
+	}
+	data := map[string]any{"from": prev.String(), "to": d.String(), "period": period}
+	switch d {
+	case Throttle:
+		b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("org.throttled:%s:%s", org, period), Type: "org.throttled", Org: org, At: now, Data: data})
+	case BlockQuota:
+		b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("org.blocked:%s:%s", org, period), Type: "org.blocked", Org: org, At: now, Data: data})
+	case Allow:
+		if prev == Throttle || prev == BlockQuota {
+			b.emit(ctx, HookEvent{ID: fmt.Sprintf("org.restored:%s:%d", org, now.UnixNano()), Type: "org.restored", Org: org, At: now, Data: data})
+		}
+	}
+}
+
+// The Accounts view for Stripe.
+
+// OrgByCustomer finds the org linked to a Stripe customer.
+func (b *Billing) OrgByCustomer(customer string) (string, bool) {
+	for id, o := range b.opts.Sites.Snapshot().Orgs {
+		if o.StripeCustomer == customer {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// OrgExists reports whether the org exists.
+func (b *Billing) OrgExists(org string) bool { return b.opts.Sites.Snapshot().Orgs[org] != nil }
+
+// PlanExists reports whether the plan exists.
+func (b *Billing) PlanExists(plan string) bool { return b.opts.Sites.Snapshot().Plans[plan] != nil }
+
+// DefaultPlan is [billing] default_plan.
+func (b *Billing) DefaultPlan() string { return b.cfg.DefaultPlan }
+
+// Quota returns the org's egress quota and Stripe customer.
+func (b *Billing) Quota(org string) (int64, string) {
+	s := b.opts.Sites.Snapshot()
+	o := s.Orgs[org]
+	if o == nil {
+		return 0, ""
+	}
+	if p := s.Plans[o.Plan]; p != nil {
+		return p.EgressBytes, o.StripeCustomer
+	}
+	return 0, o.StripeCustomer
+}
+
+// Orgs lists the org ids.
+func (b *Billing) Orgs() []string {
+	s := b.opts.Sites.Snapshot()
+	out := make([]string, 0, len(s.Orgs))
+	for id := range s.Orgs {
+		out = append(out, id)
+	}
+	return out
+}

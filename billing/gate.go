@@ -1,0 +1,61 @@
+package billing
+
+import (
+	"sync/atomic"
+
+	"golang.org/x/time/rate"
+)
+
+// Decision is what the request path does with an org's requests.
+type Decision int32
+
+// Decisions, from the cheapest to serve to the most restricted.
+const (
+	Allow          Decision = iota // serve
+	Throttle                       // serve, at the org's throttle bandwidth on this node
+	BlockQuota                     // 429: past the hard limit of the egress quota
+	BlockExpired                   // 402: grace period over, sites paused
+	BlockSuspended                 // 403: suspended by the operator
+)
+
+var decisionNames = [...]string{"allow", "throttle", "block_quota", "block_expired", "block_suspended"}
+
+func (d Decision) String() string {
+	if int(d) < len(decisionNames) {
+		return decisionNames[d]
+	}
+	return "unknown"
+}
+
+// Gate is one org's current decision, read by the request path with one
+// atomic load and no allocation. The proxy keeps the *Gate of each route;
+// Billing updates it in place.
+type Gate struct {
+	d   atomic.Int32
+	lim atomic.Pointer[rate.Limiter] // set while throttled
+}
+
+// Decision is the org's current decision.
+func (g *Gate) Decision() Decision { return Decision(g.d.Load()) }
+
+// Limiter is the org's shared token bucket on this node while it is
+// throttled (bytes per second), nil otherwise.
+func (g *Gate) Limiter() *rate.Limiter { return g.lim.Load() }
+
+// throttleBurst is the token bucket's size: writes are paced in pieces of at
+// most this many bytes.
+const throttleBurst = 16 << 10
+
+// Set changes the decision; bps is the throttle bandwidth when d is
+// Throttle. An existing limiter is kept when the rate is unchanged, so the
+// bucket's state survives re-evaluation. Billing calls it (and tests).
+func (g *Gate) Set(d Decision, bps int64) {
+	if d == Throttle {
+		if l := g.lim.Load(); l == nil || l.Limit() != rate.Limit(bps) {
+			g.lim.Store(rate.NewLimiter(rate.Limit(bps), throttleBurst))
+		}
+	} else {
+		g.lim.Store(nil)
+	}
+	g.d.Store(int32(d))
+}

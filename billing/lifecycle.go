@@ -1,0 +1,166 @@
+package billing
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/store"
+)
+
+// The account lifecycle, one state machine. Every change of state, plan or
+// Stripe customer is recorded as an Event (time, cause, actor) in the same
+// transaction as the change, and listed by GET /v1/orgs/{id}/events:
+//
+//	trialing ──paid──▶ active ◀──paid── past_due ──grace over──▶ expired
+//	    │                 │ ▲              ▲  │                      │
+//	    └──payment failed─┼─┼──────────────┘  └──────paid────────────┤
+//	                      │ └──────────────────────────paid──────────┘
+//	     any ──operator──▶ suspended ──operator──▶ active
+//
+// A cancelled subscription moves the org to the default plan, state active.
+// Stripe never lifts a suspension: while suspended, Stripe events change the
+// plan and customer but not the state (the event says so).
+
+// Actors of events.
+const (
+	ActorOperator = "operator" // the admin API
+	ActorStripe   = "stripe"   // a Stripe webhook event
+	ActorBilling  = "billing"  // the quota loop and the clock (grace over)
+)
+
+// Event is one recorded change of an org's account.
+type Event struct {
+	At    time.Time `json:"at"`
+	Org   string    `json:"org"`
+	Field string    `json:"field"` // "state", "plan" or "stripe_customer"
+	From  string    `json:"from"`
+	To    string    `json:"to"`
+	Cause string    `json:"cause"`
+	Actor string    `json:"actor"`
+	Ref   string    `json:"ref,omitempty"` // the Stripe event id, …
+}
+
+// Change is what a caller asks of an org's account. Empty fields are left
+// as they are.
+type Change struct {
+	State          string
+	Plan           string
+	StripeCustomer string
+	Cause, Actor   string
+	Ref            string
+	// StripeEventAt orders Stripe events: a change older than the newest one
+	// applied returns ErrStale and changes nothing. Zero for other actors.
+	StripeEventAt time.Time
+}
+
+// Errors of Apply.
+var (
+	// ErrTransition: the state machine does not allow the change. It
+	// matches sites.ErrConflict (409 at the admin API).
+	ErrTransition = fmt.Errorf("state change not allowed: %w", sites.ErrConflict)
+	// ErrStale: a Stripe event older than what the org already reflects.
+	ErrStale = fmt.Errorf("stale event: %w", sites.ErrConflict)
+)
+
+// transitions lists, per state, the states an org may move to.
+var transitions = map[string][]string{
+	sites.StateTrialing:  {sites.StateActive, sites.StatePastDue, sites.StateSuspended},
+	sites.StateActive:    {sites.StatePastDue, sites.StateSuspended},
+	sites.StatePastDue:   {sites.StateActive, sites.StateExpired, sites.StateSuspended},
+	sites.StateExpired:   {sites.StateActive, sites.StateSuspended},
+	sites.StateSuspended: {sites.StateActive},
+}
+
+func allowed(from, to string) bool {
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// Registry is what the lifecycle needs of the site registry.
+// *sites.Registry implements it.
+type Registry interface {
+	ModifyOrg(ctx context.Context, id string, fn func(o *sites.Org, s *sites.Snapshot) ([]store.Op, error)) (sites.Org, error)
+}
+
+// bucketEvents holds Event records, keyed org + "/" + zero-padded unix nanos
+// + a sequence (keys sort by time within an org).
+const bucketEvents = "org_events"
+
+// apply changes org id as c asks, recording an Event per changed field. It
+// returns the events it recorded (none when nothing changed).
+func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change) (sites.Org, []Event, error) {
+	var events []Event
+	org, err := reg.ModifyOrg(ctx, id, func(o *sites.Org, snap *sites.Snapshot) ([]store.Op, error) {
+		events = events[:0]
+		if !c.StripeEventAt.IsZero() {
+			if c.StripeEventAt.Before(o.StripeEventAt) {
+				return nil, fmt.Errorf("%w: event of %s, org reflects %s", ErrStale, c.StripeEventAt.Format(time.RFC3339), o.StripeEventAt.Format(time.RFC3339))
+			}
+			o.StripeEventAt = c.StripeEventAt
+		}
+		record := func(field, from, to, cause string) {
+			events = append(events, Event{At: now, Org: id, Field: field, From: from, To: to, Cause: cause, Actor: c.Actor, Ref: c.Ref})
+		}
+		if c.StripeCustomer != "" && c.StripeCustomer != o.StripeCustomer {
+			record("stripe_customer", o.StripeCustomer, c.StripeCustomer, c.Cause)
+			o.StripeCustomer = c.StripeCustomer
+		}
+		if c.Plan != "" && c.Plan != o.Plan {
+			if snap.Plans[c.Plan] == nil {
+				return nil, fmt.Errorf("%w: plan %q does not exist", sites.ErrInvalid, c.Plan)
+			}
+			record("plan", o.Plan, c.Plan, c.Cause)
+			o.Plan = c.Plan
+		}
+		if c.State != "" && c.State != o.State {
+			switch {
+			case o.State == sites.StateSuspended && c.Actor != ActorOperator:
+				// Stripe never lifts a suspension; its other changes apply.
+				record("state", o.State, o.State, c.Cause+" (ignored: suspended by the operator)")
+			case !allowed(o.State, c.State) && c.Actor != ActorOperator:
+				return nil, fmt.Errorf("%w: %s → %s", ErrTransition, o.State, c.State)
+			default:
+				record("state", o.State, c.State, c.Cause)
+				if c.State == sites.StatePastDue {
+					grace := time.Duration(0)
+					if p := snap.Plans[o.Plan]; p != nil {
+						grace = time.Duration(p.GracePeriod)
+					}
+					o.GraceEndsAt = now.Add(grace)
+				} else {
+					o.GraceEndsAt = time.Time{}
+				}
+				o.State = c.State
+			}
+		}
+		ops := make([]store.Op, 0, len(events))
+		for _, e := range events {
+			b, err := json.Marshal(e)
+			if err != nil {
+				return nil, err
+			}
+			ops = append(ops, store.Put(bucketEvents, eventKey(id, now), b))
+		}
+		return ops, nil
+	})
+	if err != nil {
+		return sites.Org{}, nil, err
+	}
+	return org, events, nil
+}
+
+// eventSeq orders events recorded at the same instant (a coarse or fake
+// clock) within this process.
+var eventSeq atomic.Uint64
+
+func eventKey(org string, at time.Time) string {
+	return fmt.Sprintf("%s/%020d-%012d", org, at.UnixNano(), eventSeq.Add(1))
+}

@@ -1,0 +1,456 @@
+package billing
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	stripe "github.com/stripe/stripe-go/v76"
+	"github.com/tollgate-edge/tollgate/meter"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Overage reporting. Each pass (Run's every report_interval, or ReportNow):
+//
+//  1. For each org with a Stripe customer and an egress quota, for each
+//     hour that ended at least report_delay ago and after the org's cursor
+//     (bucket stripe_report_cursor; the current period's start the first
+//     time), the hour's overage is the part of the period's cumulative
+//     egress at the hour's end above both the quota and the cumulative
+//     egress at its start: max(0, cumEnd − max(quota, cumStart)). Periods
+//     are UTC calendar months, as the meter's. Non-zero overages go into
+//     the outbox (bucket stripe_outbox) in the transaction that advances
+//     the cursor, so an hour is queued exactly once.
+//  2. Due outbox entries are posted as billing meter events, oldest hour
+//     first per org; a sent entry is deleted. A failed one stays with its
+//     next attempt time (report_interval·2ⁿ⁻¹, at most 1h, ±20 %); a
+//     failure that looks like Stripe being unreachable ends the pass.
+//
+// Each event's identifier is tollgate-<org>-<YYYYMMDDHH> (the hour's start,
+// UTC): Stripe deduplicates identifiers over 24 h, so a retry after a lost
+// response does not bill twice, and neither do several nodes reporting the
+// same hour from shared usage. Its timestamp is the hour's last second.
+
+// maxMeterEventAge is the oldest event Stripe accepts (35 days) with an
+// hour of margin; older entries are dropped (and logged) instead of being
+// retried for ever.
+const maxMeterEventAge = 35*24*time.Hour - time.Hour
+
+// meterEntry is an outbox record, keyed by its identifier.
+type meterEntry struct {
+	Org       string    `json:"org"`
+	Customer  string    `json:"customer"`
+	Value     int64     `json:"value"`     // overage bytes
+	Timestamp int64     `json:"timestamp"` // unix seconds: the hour's last second
+	Queued    time.Time `json:"queued"`
+	Attempts  int       `json:"attempts,omitempty"`
+	Next      time.Time `json:"next,omitzero"` // next attempt due (zero: now)
+	LastError string    `json:"last_error,omitempty"`
+}
+
+// meterIdentifier is the meter event identifier of an org's hour.
+func meterIdentifier(org string, hour time.Time) string {
+	return "tollgate-" + org + "-" + hour.UTC().Format("2006010215")
+}
+
+// Run reports overage until ctx ends or Close is called: a pass (ReportNow)
+// at once and then every report_interval, and once an hour it forgets
+// processed webhook event ids older than 30 days. Call it once; later
+// calls return at once.
+func (s *Stripe) Run(ctx context.Context) {
+	s.mu.Lock()
+	if s.started || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.started = true
+	ctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	s.mu.Unlock()
+	defer close(s.done)
+	defer cancel()
+
+	tick := time.NewTicker(s.cfg.ReportInterval)
+	defer tick.Stop()
+	var nextPrune time.Time
+	for {
+		if now := s.now(); !now.Before(nextPrune) {
+			if err := s.pruneEvents(ctx, now); err != nil && ctx.Err() == nil {
+				s.log.Error("stripe: forgetting old webhook event ids failed", slog.Any("err", err))
+			}
+			nextPrune = now.Add(time.Hour)
+		}
+		if err := s.ReportNow(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("stripe: overage report incomplete; the rest is retried", slog.Any("err", err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops Run (a send in flight is abandoned and stays pending) and
+// waits for it to return. It is safe before Run, on a nil *Stripe and more
+// than once. It does not close the store; ServeHTTP keeps working.
+func (s *Stripe) Close() error {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	s.closed = true
+	started := s.started
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.mu.Unlock()
+	if started {
+		<-s.done
+	}
+	return nil
+}
+
+// Pending reports how many meter events wait in the outbox.
+func (s *Stripe) Pending() int { return int(s.pending.Load()) }
+
+// ReportNow makes one pass: it queues the overage of every due hour, then
+// sends the due meter events. The error says what failed (the rest of the
+// pass went on, except that sending stops at the first failure that looks
+// like Stripe being unreachable); what failed is retried by a later pass.
+// It does nothing when reporting is off (no secret_key or no usage reader).
+func (s *Stripe) ReportNow(ctx context.Context) error {
+	if s.events == nil {
+		return nil
+	}
+	s.passMu.Lock()
+	defer s.passMu.Unlock()
+	return errors.Join(s.enqueue(ctx), s.flush(ctx))
+}
+
+// enqueue queues the overage of every org's due hours.
+func (s *Stripe) enqueue(ctx context.Context) error {
+	now := s.now().UTC()
+	limit := meter.Hour(now.Add(-s.cfg.ReportDelay)) // hours ending by then are due
+	first := monthStart(now)
+	orgs := s.acc.Orgs()
+	slices.Sort(orgs)
+	var errs []error
+	for _, org := range orgs {
+		if ctx.Err() != nil {
+			return errors.Join(append(errs, ctx.Err())...)
+		}
+		quota, customer := s.acc.Quota(org)
+		if quota <= 0 || customer == "" {
+			continue
+		}
+		if err := s.enqueueOrg(ctx, org, quota, customer, first, limit); err != nil {
+			errs = append(errs, fmt.Errorf("overage of org %s: %w", org, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// enqueueOrg queues an org's overage from its cursor (first if none) to
+// limit and moves the cursor to limit, in one transaction.
+func (s *Stripe) enqueueOrg(ctx context.Context, org string, quota int64, customer string, first, limit time.Time) error {
+	cursor := first
+	err := s.st.View(ctx, func(tx *bolt.Tx) error {
+		if v := tx.Bucket([]byte(bucketStripeCursor)).Get([]byte(org)); v != nil {
+			return cursor.UnmarshalText(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cursor: %w", err)
+	}
+	if !cursor.Before(limit) {
+		return nil
+	}
+	var hours []hourOverage
+	for from := cursor; from.Before(limit); {
+		ps := monthStart(from)
+		to := ps.AddDate(0, 1, 0)
+		if limit.Before(to) {
+			to = limit
+		}
+		points, err := s.usage.Hourly(ctx, org, ps, to)
+		if err != nil {
+			return err
+		}
+		hours = append(hours, overages(points, ps, from, to, quota)...)
+		from = to
+	}
+
+	now := s.now().UTC()
+	var added int64
+	err = s.st.Update(context.WithoutCancel(ctx), func(tx *bolt.Tx) error {
+		added = 0
+		out := tx.Bucket([]byte(bucketStripeOutbox))
+		for _, h := range hours {
+			id := []byte(meterIdentifier(org, h.start))
+			if out.Get(id) != nil {
+				continue
+			}
+			rec, err := json.Marshal(meterEntry{Org: org, Customer: customer, Value: h.bytes,
+				Timestamp: h.start.Add(time.Hour - time.Second).Unix(), Queued: now})
+			if err != nil {
+				return err
+			}
+			if err := out.Put(id, rec); err != nil {
+				return err
+			}
+			added++
+		}
+		end, err := limit.MarshalText()
+		if err != nil {
+			return err
+		}
+		return tx.Bucket([]byte(bucketStripeCursor)).Put([]byte(org), end)
+	})
+	if err != nil {
+		return fmt.Errorf("queueing: %w", err)
+	}
+	s.pending.Add(added)
+	if added > 0 {
+		var total int64
+		for _, h := range hours {
+			total += h.bytes
+		}
+		s.log.Info("stripe: overage queued", slog.String("org", org), slog.Int64("hours", added),
+			slog.Int64("bytes", total), slog.Time("through", limit))
+	}
+	return nil
+}
+
+// hourOverage is one hour's egress beyond the quota.
+type hourOverage struct {
+	start time.Time
+	bytes int64
+}
+
+// overages returns the non-zero overage of each hour in [from, to), all
+// within the period starting at ps, given the org's hourly points of at
+// least [ps, to).
+func overages(points []meter.Point, ps, from, to time.Time, quota int64) []hourOverage {
+	hourly := make(map[int64]int64)
+	var cum int64 // egress of the period before the current hour
+	for _, p := range points {
+		h := meter.Hour(p.Start)
+		switch {
+		case h.Before(ps) || !h.Before(to):
+		case h.Before(from):
+			cum += p.EgressBytes
+		default:
+			hourly[h.Unix()] += p.EgressBytes
+		}
+	}
+	var out []hourOverage
+	for h := from; h.Before(to); h = h.Add(time.Hour) {
+		start := cum
+		cum += hourly[h.Unix()]
+		if over := cum - max(quota, start); over > 0 {
+			out = append(out, hourOverage{start: h, bytes: over})
+		}
+	}
+	return out
+}
+
+// monthStart is the start of t's period (UTC calendar month).
+func monthStart(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
+
+// flush sends the due outbox entries, in identifier order.
+func (s *Stripe) flush(ctx context.Context) error {
+	type item struct {
+		id  string
+		e   meterEntry
+		bad bool
+	}
+	var due []item
+	now := s.now()
+	err := s.st.View(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketStripeOutbox)).ForEach(func(k, v []byte) error {
+			var e meterEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				due = append(due, item{id: string(k), bad: true})
+			} else if !e.Next.After(now) {
+				due = append(due, item{id: string(k), e: e})
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("outbox not readable: %w", err)
+	}
+
+	// Bookkeeping outlives ctx: a send Stripe accepted while closing is
+	// still removed.
+	bg := context.WithoutCancel(ctx)
+	var errs []error
+	for _, it := range due {
+		if ctx.Err() != nil {
+			break
+		}
+		log := s.log.With(slog.String("identifier", it.id), slog.String("org", it.e.Org))
+		if it.bad || now.Sub(time.Unix(it.e.Timestamp, 0)) > maxMeterEventAge {
+			if err := s.remove(bg, it.id); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			s.dropped.Inc()
+			log.Error("stripe: overage meter event dropped: unreadable, or too old for Stripe to accept",
+				slog.Int64("bytes", it.e.Value), slog.Int("attempts", it.e.Attempts), slog.String("last_error", it.e.LastError))
+			continue
+		}
+
+		err := s.post(ctx, it.id, &it.e)
+		if err == nil {
+			if err := s.remove(bg, it.id); err != nil {
+				// Sent again later: the identifier makes Stripe ignore it.
+				errs = append(errs, err)
+				continue
+			}
+			s.sent.Inc()
+			log.Debug("stripe: overage meter event sent", slog.Int64("bytes", it.e.Value))
+			continue
+		}
+		if ctx.Err() != nil {
+			break // closing: not an attempt; the entry stays as it was
+		}
+		it.e.Attempts++
+		it.e.LastError = describeStripeError(err)
+		wait := s.backoff(it.e.Attempts)
+		it.e.Next = s.now().Add(wait)
+		s.retry.Inc()
+		rejected := rejectedByStripe(err)
+		if rejected {
+			// Configuration (no such meter or customer, a bad key): the
+			// operator has to act; retried meanwhile.
+			log.Error("stripe: overage meter event rejected; will retry", slog.Int("attempt", it.e.Attempts),
+				slog.Duration("retry_in", wait), slog.String("err", it.e.LastError))
+		}
+		errs = append(errs, fmt.Errorf("meter event %s (attempt %d, next in %s): %s",
+			it.id, it.e.Attempts, wait.Round(time.Second), it.e.LastError))
+		if rec, err := json.Marshal(it.e); err == nil {
+			err = s.st.Update(bg, func(tx *bolt.Tx) error {
+				b := tx.Bucket([]byte(bucketStripeOutbox))
+				if b.Get([]byte(it.id)) == nil {
+					return nil
+				}
+				return b.Put([]byte(it.id), rec)
+			})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("meter event %s: retry not recorded: %w", it.id, err))
+			}
+		}
+		if !rejected {
+			break // Stripe unreachable: the rest waits for the next pass
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// post sends one meter event.
+func (s *Stripe) post(ctx context.Context, id string, e *meterEntry) error {
+	params := &stripe.BillingMeterEventParams{
+		EventName:  stripe.String(s.cfg.MeterEventName),
+		Identifier: stripe.String(id),
+		Payload: map[string]string{
+			"stripe_customer_id": e.Customer,
+			"value":              strconv.FormatInt(e.Value, 10),
+		},
+		Timestamp: stripe.Int64(e.Timestamp),
+	}
+	params.Context = ctx
+	_, err := s.events.New(params)
+	return err
+}
+
+// remove deletes a sent or dropped entry.
+func (s *Stripe) remove(ctx context.Context, id string) error {
+	existed := false
+	err := s.st.Update(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucketStripeOutbox))
+		existed = b.Get([]byte(id)) != nil
+		return b.Delete([]byte(id))
+	})
+	if err != nil {
+		return fmt.Errorf("meter event %s: not removed from the outbox: %w", id, err)
+	}
+	if existed {
+		s.pending.Add(-1)
+	}
+	return nil
+}
+
+// backoff is the wait after the n-th failed attempt: base·2ⁿ⁻¹ capped at
+// maxRetry, then ±20 % jitter.
+func (s *Stripe) backoff(n int) time.Duration {
+	d := s.baseBackoff
+	for i := 1; i < n && d < s.maxRetry; i++ {
+		d *= 2
+	}
+	d = min(d, s.maxRetry)
+	return time.Duration(float64(d) * (0.8 + 0.4*mrand.Float64()))
+}
+
+// rejectedByStripe reports whether Stripe answered err with a 4xx that
+// another attempt right now would get again (not 408, 409 or 429).
+func rejectedByStripe(err error) bool {
+	var se *stripe.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch c := se.HTTPStatusCode; {
+	case c == http.StatusRequestTimeout, c == http.StatusConflict, c == http.StatusTooManyRequests:
+		return false
+	default:
+		return c >= 400 && c < 500
+	}
+}
+
+// describeStripeError is err on one line (stripe.Error's own text is its
+// whole JSON).
+func describeStripeError(err error) string {
+	var se *stripe.Error
+	if errors.As(err, &se) {
+		return fmt.Sprintf("HTTP %d %s: %s", se.HTTPStatusCode, se.Type, se.Msg)
+	}
+	return err.Error()
+}
+
+// pruneEvents forgets webhook event ids processed before the retention.
+func (s *Stripe) pruneEvents(ctx context.Context, now time.Time) error {
+	cutoff := now.Add(-stripeEventRetention)
+	return s.st.Update(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucketStripeEvents))
+		var old [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var r stripeEventRecord
+			if json.Unmarshal(v, &r) != nil || r.At.Before(cutoff) {
+				old = append(old, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
