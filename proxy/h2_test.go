@@ -35,7 +35,7 @@ type tlsHarness struct {
 	pool *x509.CertPool
 }
 
-func newTLSHarness(t *testing.T, upstreamURL string) *tlsHarness {
+func newTLSHarness(t testing.TB, upstreamURL string) *tlsHarness {
 	st := storetest.Open(t)
 	sink := meter.NewBolt(st)
 	m, err := meter.New(meter.Config{}, meter.Options{Sink: sink, Node: "t", Metrics: prometheus.NewRegistry()})
