@@ -45,6 +45,11 @@ type Options struct {
 	GiteaWebhookSecret string
 	// Certs answers GET /v1/certs. Nil (no TLS): the route answers 503.
 	Certs CertLister
+	// Degraded reports a dependency the node can serve without (Redis in a
+	// cluster: the node serves from its snapshot and buffers counters).
+	// /readyz stays 200 and says "ready, degraded: …", so a load balancer
+	// keeps the node while operators see why. Nil: never degraded.
+	Degraded func(ctx context.Context) error
 	// Accounts records state, plan and Stripe customer changes (PATCH
 	// /v1/orgs/{id}) and answers GET /v1/orgs/{id}/events. Nil: PATCH
 	// writes the registry directly and the events route answers 503.
@@ -74,6 +79,7 @@ type Server struct {
 	storage     StorageReader
 	certLister  CertLister
 	accounts    Accounts
+	degraded    func(ctx context.Context) error
 }
 
 // StorageReader reports the bytes sites and orgs store.
@@ -110,6 +116,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		storage:     opts.Storage,
 		certLister:  opts.Certs,
 		accounts:    opts.Accounts,
+		degraded:    opts.Degraded,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -247,6 +254,14 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			// /readyz is public: log the reason, answer a generic problem.
 			s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: not ready", slog.Any("err", err))
 			s.fail(w, r, errNotReady)
+			return
+		}
+	}
+	if s.degraded != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		defer cancel()
+		if err := s.degraded(ctx); err != nil {
+			writeText(w, "ready, degraded: "+err.Error())
 			return
 		}
 	}

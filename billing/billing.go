@@ -26,6 +26,12 @@ type Sites interface {
 	PutPlan(ctx context.Context, p sites.Plan) (bool, error)
 }
 
+// Scanner reads a bucket of a store. *store.Bolt and *store.RedisKV
+// implement it.
+type Scanner interface {
+	Scan(ctx context.Context, bucket string, fn func(key, value []byte) error) error
+}
+
 // Emitter sends lifecycle hooks. *Hooks implements it.
 type Emitter interface {
 	Emit(ctx context.Context, e HookEvent) error
@@ -40,7 +46,11 @@ type StorageReader interface {
 // Options are Billing's collaborators.
 type Options struct {
 	Sites Sites       // required
-	Store *store.Bolt // required: event history, hooks fired
+	Store *store.Bolt // required: hooks fired
+	// Records is the store the registry writes to (it holds the account
+	// history, written with each change): the bbolt file, or Redis in a
+	// cluster. Default Store.
+	Records Scanner
 	// Usage gives every org's totals of the current period (flushed counters
 	// of all nodes when it is Redis). Nil: no quota enforcement.
 	Usage   meter.Reader
@@ -86,6 +96,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Billing, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Records == nil {
+		opts.Records = opts.Store
 	}
 	for _, p := range cfg.Plans {
 		if _, err := opts.Sites.PutPlan(ctx, p.Plan()); err != nil {
@@ -243,19 +256,15 @@ func (b *Billing) emitOnce(ctx context.Context, e HookEvent) {
 func (b *Billing) Events(ctx context.Context, org string) ([]Event, error) {
 	var out []Event
 	prefix := []byte(org + "/")
-	err := b.opts.Store.View(ctx, func(tx *bolt.Tx) error {
-		bk := tx.Bucket([]byte(bucketEvents))
-		if bk == nil {
+	err := b.opts.Records.Scan(ctx, bucketEvents, func(k, v []byte) error {
+		if !bytes.HasPrefix(k, prefix) {
 			return nil
 		}
-		c := bk.Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			var e Event
-			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("billing: event %s: %w", k, err)
-			}
-			out = append(out, e)
+		var e Event
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("billing: event %s: %w", k, err)
 		}
+		out = append(out, e)
 		return nil
 	})
 	return out, err

@@ -132,16 +132,7 @@ type Registry struct {
 func New(ctx context.Context, st Store) (*Registry, error) {
 	r := &Registry{st: st, now: time.Now}
 	snap := &Snapshot{Plans: map[string]*Plan{}, Orgs: map[string]*Org{}, Sites: map[string]*Site{}, Domains: map[string]*Domain{}}
-	if err := load(ctx, st, bucketPlans, snap.Plans, func(p *Plan) string { return p.Name }); err != nil {
-		return nil, err
-	}
-	if err := load(ctx, st, bucketOrgs, snap.Orgs, func(o *Org) string { return o.ID }); err != nil {
-		return nil, err
-	}
-	if err := load(ctx, st, bucketSites, snap.Sites, func(s *Site) string { return s.ID }); err != nil {
-		return nil, err
-	}
-	if err := load(ctx, st, bucketDomains, snap.Domains, func(d *Domain) string { return d.Name }); err != nil {
+	if err := loadAll(ctx, st, snap); err != nil {
 		return nil, err
 	}
 	snap.index()
@@ -152,6 +143,67 @@ func New(ctx context.Context, st Store) (*Registry, error) {
 		}
 	}
 	return r, nil
+}
+
+// loadAll reads every record into snap.
+func loadAll(ctx context.Context, st Store, snap *Snapshot) error {
+	if err := load(ctx, st, bucketPlans, snap.Plans, func(p *Plan) string { return p.Name }); err != nil {
+		return err
+	}
+	if err := load(ctx, st, bucketOrgs, snap.Orgs, func(o *Org) string { return o.ID }); err != nil {
+		return err
+	}
+	if err := load(ctx, st, bucketSites, snap.Sites, func(s *Site) string { return s.ID }); err != nil {
+		return err
+	}
+	return load(ctx, st, bucketDomains, snap.Domains, func(d *Domain) string { return d.Name })
+}
+
+// Reload reads the whole registry from the store again and publishes it if
+// it differs from the current snapshot. With a store shared by several
+// nodes (Redis), it is how a node sees the others' writes. On error the
+// current snapshot stays.
+func (r *Registry) Reload(ctx context.Context) (changed bool, err error) {
+	next := &Snapshot{Plans: map[string]*Plan{}, Orgs: map[string]*Org{}, Sites: map[string]*Site{}, Domains: map[string]*Domain{}}
+	if err := loadAll(ctx, r.st, next); err != nil {
+		return false, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.snap.Load()
+	if sameRecords(cur, next) {
+		return false, nil
+	}
+	next.Version = cur.Version + 1
+	next.index()
+	r.snap.Store(next)
+	for _, fn := range r.subs {
+		fn(next)
+	}
+	return true, nil
+}
+
+// sameRecords reports whether two snapshots hold equal records.
+func sameRecords(a, b *Snapshot) bool {
+	return mapsEqual(a.Plans, b.Plans) && mapsEqual(a.Orgs, b.Orgs) && mapsEqual(a.Sites, b.Sites) && mapsEqual(a.Domains, b.Domains)
+}
+
+func mapsEqual[T any](a, b map[string]*T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, x := range a {
+		y, ok := b[k]
+		if !ok {
+			return false
+		}
+		jx, _ := json.Marshal(x)
+		jy, _ := json.Marshal(y)
+		if string(jx) != string(jy) {
+			return false
+		}
+	}
+	return true
 }
 
 func load[T any](ctx context.Context, st Store, bucket string, into map[string]*T, key func(*T) string) error {

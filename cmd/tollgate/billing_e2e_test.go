@@ -239,11 +239,11 @@ func TestBillingMonth(t *testing.T) {
 func TestTwoNodesEnforceTogether(t *testing.T) {
 	rs := redistest.Start(t)
 	var nodes []*instance
+	siteDir := filepath.Join(t.TempDir(), "site")
+	os.MkdirAll(siteDir, 0o755)
+	os.WriteFile(filepath.Join(siteDir, "chunk.bin"), bytes.Repeat([]byte("x"), 20_000), 0o644)
 	for range 2 {
 		dir := t.TempDir()
-		siteDir := filepath.Join(dir, "site")
-		os.MkdirAll(siteDir, 0o755)
-		os.WriteFile(filepath.Join(siteDir, "chunk.bin"), bytes.Repeat([]byte("x"), 20_000), 0o644)
 		in := startTollgateConf(t, dir, fmt.Sprintf("redis = %q", "redis://"+rs.Addr()), `[meter]
 flush_interval = "100ms"
 [billing]
@@ -254,9 +254,11 @@ egress_bytes = 300000
 hard_limit_percent = 100
 `)
 		defer in.stop(t)
-		in.addSite(t, "acme", "capped", siteDir, "www.acme.test")
 		nodes = append(nodes, in)
 	}
+	// One registry in Redis: registered once, served by both nodes.
+	nodes[0].addSite(t, "acme", "capped", siteDir, "www.acme.test")
+	waitFor(t, func() bool { _, _, s := nodes[1].download(t, "www.acme.test", "/chunk.bin"); return s == 200 })
 	served := 0
 	start := time.Now()
 	var crossed time.Time // when the combined traffic passed the quota

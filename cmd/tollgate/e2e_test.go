@@ -374,6 +374,19 @@ func (in *instance) registerSite(t *testing.T, dir string) {
 	in.addSite(t, "acme", "free", dir, "www.acme.example")
 }
 
+// siteDir makes a site directory whose index.html says body.
+func (in *instance) siteDir(t *testing.T, body string) string {
+	t.Helper()
+	d := filepath.Join(t.TempDir(), "site")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "index.html"), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // addSite creates org on plan, its dir site "www" serving dir, and attaches
 // domains, through the CLI.
 func (in *instance) addSite(t *testing.T, org, plan, dir string, domains ...string) {

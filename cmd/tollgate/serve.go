@@ -53,9 +53,25 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 		return err
 	}
 	defer st.Close()
-	reg, err := sites.New(ctx, st)
+	records, kv, closeKV, err := registryStore(ctx, cfg, st, log)
 	if err != nil {
 		return err
+	}
+	defer closeKV()
+	reg, err := sites.New(ctx, records)
+	if err != nil {
+		return err
+	}
+	if kv != nil {
+		// Cluster mode: other nodes' writes arrive through pub/sub, and a
+		// version check every second heals any missed message.
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go kv.Watch(wctx, time.Second, func() {
+			if _, err := reg.Reload(wctx); err != nil && wctx.Err() == nil {
+				log.Warn("registry not reloaded from redis; serving the last snapshot", slog.Any("err", err))
+			}
+		})
 	}
 	if demoDir != "" {
 		if err := seedDemo(ctx, reg, demoDir); err != nil {
@@ -131,7 +147,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	if usage.m != nil {
 		popts.Usage = usage.m // a nil *meter.Meter in the interface would not read as "off"
 	}
-	bill, stripe, closeBilling, err := newBilling(ctx, cfg, st, reg, usage, metrics, log)
+	bill, stripe, closeBilling, err := newBilling(ctx, cfg, st, records, reg, usage, metrics, log)
 	if err != nil {
 		return err
 	}
@@ -187,6 +203,14 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 			}
 			return st.Ping(ctx)
 		},
+	}
+	if kv != nil {
+		aopts.Degraded = func(ctx context.Context) error {
+			if err := kv.Ping(ctx); err != nil {
+				return fmt.Errorf("redis unreachable, serving from the last registry snapshot: %w", err)
+			}
+			return nil
+		}
 	}
 	if giteaSrc != nil {
 		aopts.Gitea = giteaSrc
@@ -355,7 +379,7 @@ func newCertManager(cfg Config, st *store.Bolt, reg *sites.Registry, giteaSrc *s
 // newBilling starts enforcement (always: plans, states and, with the meter,
 // quotas), the lifecycle hooks when [[billing.hooks]] are configured, and
 // Stripe when [billing.stripe] is. The returned func stops them.
-func newBilling(ctx context.Context, cfg Config, st *store.Bolt, reg *sites.Registry, usage usageParts,
+func newBilling(ctx context.Context, cfg Config, st *store.Bolt, records billing.Scanner, reg *sites.Registry, usage usageParts,
 	metrics prometheus.Registerer, log *slog.Logger) (*billing.Billing, *billing.Stripe, func(), error) {
 	var stops []func()
 	stop := func() {
@@ -363,7 +387,7 @@ func newBilling(ctx context.Context, cfg Config, st *store.Bolt, reg *sites.Regi
 			stops[i]()
 		}
 	}
-	opts := billing.Options{Sites: reg, Store: st, Metrics: metrics, Logger: log}
+	opts := billing.Options{Sites: reg, Store: st, Records: records, Metrics: metrics, Logger: log}
 	if usage.reader != nil {
 		opts.Usage = usage.reader
 	}
@@ -401,4 +425,26 @@ func newBilling(ctx context.Context, cfg Config, st *store.Bolt, reg *sites.Regi
 		stops = append(stops, func() { cancel(); stripe.Close() })
 	}
 	return bill, stripe, stop, nil
+}
+
+// registryStore is where the registry (and the account history) lives: the
+// bbolt file, or with [store] redis the Redis all nodes share. A cluster
+// node needs Redis at start; once running it serves from its snapshot while
+// Redis is away.
+func registryStore(ctx context.Context, cfg Config, st *store.Bolt, log *slog.Logger) (sites.Store, *store.RedisKV, func(), error) {
+	if cfg.Store.Redis == "" {
+		return st, nil, func() {}, nil
+	}
+	rc, err := store.NewRedis(cfg.Store)
+	if err != nil {
+		return nil, nil, func() {}, err
+	}
+	kv := store.NewRedisKV(rc, log)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := kv.Ping(pctx); err != nil {
+		rc.Close()
+		return nil, nil, func() {}, fmt.Errorf("store.redis: the registry lives in Redis and it does not answer: %w", err)
+	}
+	return kv, kv, func() { rc.Close() }, nil
 }

@@ -245,15 +245,23 @@ func TestTwoNodesShareOneCertificate(t *testing.T) {
 	var nodes []*instance
 	for range 2 {
 		dir := t.TempDir()
-		siteDir := filepath.Join(dir, "site")
-		os.MkdirAll(siteDir, 0o755)
-		os.WriteFile(filepath.Join(siteDir, "index.html"), []byte("shared"), 0o644)
 		in := startTollgateFull(t, dir, httpsServer, fmt.Sprintf("redis = %q", "redis://"+rs.Addr()), acmeSection(ca, ""))
 		defer in.stop(t)
-		// The registry is per node until cluster mode: attach on each.
-		in.addSite(t, "shop", "free", siteDir, "shared.test")
 		nodes = append(nodes, in)
 	}
+	// One registry in Redis: registered on the first node, served by both.
+	nodes[0].addSite(t, "shop", "free", nodes[0].siteDir(t, "shared"), "shared.test")
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	waitFor(t, func() bool {
+		req, _ := http.NewRequest("GET", "http://"+nodes[1].http+"/", nil)
+		req.Host = "shared.test"
+		r, err := noRedirect.Do(req)
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == http.StatusPermanentRedirect // routed (and sent to HTTPS)
+	})
 	var wg sync.WaitGroup
 	errs := make([]error, 6)
 	for i := range errs {

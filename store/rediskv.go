@@ -1,0 +1,142 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisKV is the registry's store on Redis, shared by the nodes of a
+// cluster: the same two operations as Bolt (scan a bucket, apply a batch
+// atomically), plus change notification.
+//
+// Key schema (one hash slot, so MULTI works on Redis Cluster too):
+//
+//	{tollgate:reg}:b:<bucket>  hash: key → JSON record
+//	{tollgate:reg}:version     integer, incremented by every Apply
+//	tollgate:reg:changed       pub/sub channel; every Apply publishes the new version
+type RedisKV struct {
+	rc  redis.UniversalClient
+	log *slog.Logger
+}
+
+const (
+	kvPrefix  = "{tollgate:reg}:"
+	kvVersion = kvPrefix + "version"
+	// KVChannel is where every Apply publishes the new version.
+	KVChannel = "tollgate:reg:changed"
+)
+
+// NewRedisKV returns the registry store on rc.
+func NewRedisKV(rc redis.UniversalClient, log *slog.Logger) *RedisKV {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &RedisKV{rc: rc, log: log}
+}
+
+// Scan calls fn for every key of bucket in key order.
+func (s *RedisKV) Scan(ctx context.Context, bucket string, fn func(key, value []byte) error) error {
+	m, err := s.rc.HGetAll(ctx, kvPrefix+"b:"+bucket).Result()
+	if err != nil {
+		return fmt.Errorf("store: redis scan %s: %w", bucket, err)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if err := fn([]byte(k), []byte(m[k])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Apply writes every op in one MULTI/EXEC (all or nothing), bumps the
+// version and publishes it.
+func (s *RedisKV) Apply(ctx context.Context, ops ...Op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	_, err := s.rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, op := range ops {
+			key := kvPrefix + "b:" + op.Bucket
+			if op.Value == nil {
+				p.HDel(ctx, key, op.Key)
+			} else {
+				p.HSet(ctx, key, op.Key, op.Value)
+			}
+		}
+		p.Incr(ctx, kvVersion)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: redis apply: %w", err)
+	}
+	// Outside the transaction: a lost publish is healed by Watch's
+	// periodic version check.
+	if v, err := s.rc.Get(ctx, kvVersion).Result(); err == nil {
+		s.rc.Publish(ctx, KVChannel, v)
+	}
+	return nil
+}
+
+// Version is the number of Applies so far (0 on an empty Redis).
+func (s *RedisKV) Version(ctx context.Context) (int64, error) {
+	v, err := s.rc.Get(ctx, kvVersion).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return v, err
+}
+
+// Ping reports whether Redis answers.
+func (s *RedisKV) Ping(ctx context.Context) error { return s.rc.Ping(ctx).Err() }
+
+// Count returns how many records bucket holds.
+func (s *RedisKV) Count(ctx context.Context, bucket string) (int64, error) {
+	return s.rc.HLen(ctx, kvPrefix+"b:"+bucket).Result()
+}
+
+// Watch calls changed whenever another write may have happened: on every
+// published version, on every (re)subscription (messages may have been
+// missed while disconnected), and when a check every reconcile finds the
+// version moved. It returns when ctx ends.
+func (s *RedisKV) Watch(ctx context.Context, reconcile time.Duration, changed func()) {
+	sub := s.rc.Subscribe(ctx, KVChannel)
+	defer sub.Close()
+	msgs := sub.Channel(redis.WithChannelHealthCheckInterval(10*time.Second))
+	tick := time.NewTicker(reconcile)
+	defer tick.Stop()
+	var last int64 = -1
+	check := func() {
+		v, err := s.Version(ctx)
+		if err != nil {
+			return // Redis down: the snapshot keeps serving
+		}
+		if v != last {
+			last = v
+			changed()
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-msgs:
+			if !ok {
+				return
+			}
+			check()
+		case <-tick.C:
+			check()
+		}
+	}
+}
