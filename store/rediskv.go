@@ -112,7 +112,7 @@ func (s *RedisKV) Count(ctx context.Context, bucket string) (int64, error) {
 func (s *RedisKV) Watch(ctx context.Context, reconcile time.Duration, changed func()) {
 	sub := s.rc.Subscribe(ctx, KVChannel)
 	defer sub.Close()
-	msgs := sub.Channel(redis.WithChannelHealthCheckInterval(10*time.Second))
+	msgs := sub.Channel(redis.WithChannelHealthCheckInterval(10 * time.Second))
 	tick := time.NewTicker(reconcile)
 	defer tick.Stop()
 	var last int64 = -1
