@@ -5,6 +5,7 @@
 //	tollgate serve --config FILE [--demo DIR]
 //	tollgate check-config FILE
 //	tollgate admin plan|org|site|domain ...
+//	tollgate store migrate --from bbolt:PATH --to redis://...
 //	tollgate version
 package main
 
@@ -34,6 +35,8 @@ const usage = `usage:
   tollgate serve --config FILE [--demo DIR]   run the edge server
   tollgate check-config FILE                  validate a configuration file
   tollgate admin ...                          operator API client (tollgate admin -h)
+  tollgate store migrate --from A --to B      copy registry, account history and certificates
+                                              between bbolt:PATH and redis://… (verified)
   tollgate version                            print version and commit
 `
 
@@ -49,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(args[1:], stdout, stderr)
 	case "admin":
 		return admin.RunCLI(args[1:], stdout, stderr)
+	case "store":
+		return cmdStore(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "tollgate %s %s\n", version, buildCommit())
 		return 0

@@ -17,8 +17,9 @@ import (
 // load keeps 4 clients fetching host's "/" until stop is closed; ok counts
 // complete 200 answers.
 type load struct {
-	d    countingDialer
-	ok   atomic.Int64
+	d      countingDialer
+	ok     atomic.Int64
+	failed atomic.Int64 // errors and non-200 answers
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -41,12 +42,19 @@ func startLoad(in *instance, host string) *load {
 				req.Host = host
 				resp, err := client.Do(req)
 				if err != nil {
+					select {
+					case <-l.stop: // shutting down: not a visitor error
+					default:
+						l.failed.Add(1)
+					}
 					continue
 				}
 				_, err = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if err == nil && resp.StatusCode == 200 {
 					l.ok.Add(1)
+				} else {
+					l.failed.Add(1)
 				}
 			}
 		}()

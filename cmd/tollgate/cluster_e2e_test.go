@@ -1,0 +1,140 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/redistest"
+)
+
+// TestClusterOfThree: a single-node installation is migrated into Redis,
+// then three nodes serve it as one edge: a write on node A is served by
+// node C within a second, traffic spread over all nodes is metered once in
+// total, a Redis restart mid-load costs visitors nothing and loses no
+// usage, and a node killed and restarted with an empty disk rejoins from
+// Redis alone.
+func TestClusterOfThree(t *testing.T) {
+	rs := redistest.Start(t)
+	redisURL := "redis://" + rs.Addr() + "/0"
+
+	// 1. A single node on bbolt, then `tollgate store migrate`.
+	single := t.TempDir()
+	siteDir := filepath.Join(single, "site")
+	os.MkdirAll(siteDir, 0o755)
+	os.WriteFile(filepath.Join(siteDir, "index.html"), []byte(strings.Repeat("cluster ", 200)), 0o644)
+	in := startTollgate(t, single)
+	in.registerSite(t, siteDir)
+	in.stop(t)
+	out, err := exec.Command(binary, "store", "migrate", "--from", "bbolt:"+filepath.Join(single, "tollgate.db"), "--to", redisURL).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "orgs            1 records copied and verified") {
+		t.Fatalf("store migrate: %v\n%s", err, out)
+	}
+	t.Logf("migrate:\n%s", out)
+	again, err := exec.Command(binary, "store", "migrate", "--from", "bbolt:"+filepath.Join(single, "tollgate.db"), "--to", redisURL).CombinedOutput()
+	if err == nil || !strings.Contains(string(again), "refusing to merge") {
+		t.Fatalf("a second migration into a populated Redis was not refused: %v\n%s", err, again)
+	}
+
+	// 2. Three nodes on Redis, each with its own empty data directory.
+	storeExtra := `redis = "` + redisURL + `"`
+	tail := "[meter]\nflush_interval = \"200ms\"\n"
+	var nodes []*instance
+	for range 3 {
+		dir := t.TempDir()
+		nodes = append(nodes, startTollgateConf(t, dir, storeExtra, tail))
+	}
+	defer func() {
+		for _, n := range nodes { // the current ones: node B is replaced below
+			n.stop(t)
+		}
+	}()
+	for i, n := range nodes {
+		if resp, _ := n.get(t, "www.acme.example", "/"); resp.StatusCode != 200 {
+			t.Fatalf("node %d does not serve the migrated site: %d", i, resp.StatusCode)
+		}
+	}
+
+	// 3. A write on A is served by C within a second.
+	if out, code := nodes[0].cli(t, "plan", "put", "free", "--domains", "5", "--sites", "1"); code != 0 {
+		t.Fatalf("plan put: %s", out)
+	}
+	start := time.Now()
+	if out, code := nodes[0].cli(t, "domain", "add", "www", "new.acme.example"); code != 0 {
+		t.Fatalf("domain add on node A: %s", out)
+	}
+	for {
+		resp, _ := nodes[2].get(t, "new.acme.example", "/")
+		if resp.StatusCode == 200 {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("node C does not serve a domain added on node A after %v", time.Since(start))
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+	t.Logf("a write on node A was served by node C after %v", time.Since(start))
+
+	// 4. Traffic on all three nodes, with Redis restarted in the middle:
+	// the total is metered exactly once (and what was served while Redis
+	// was away arrives after it is back).
+	baseBytes, baseReqs := stableTotals(t, nodes[2], "acme")
+	loads := make([]*load, 3)
+	for i, n := range nodes {
+		loads[i] = startLoad(n, "www.acme.example")
+	}
+	waitFor(t, func() bool { return loads[0].ok.Load()+loads[1].ok.Load()+loads[2].ok.Load() >= 300 })
+	rs.Stop()
+	base := loads[0].ok.Load() + loads[1].ok.Load() + loads[2].ok.Load()
+	waitFor(t, func() bool { return loads[0].ok.Load()+loads[1].ok.Load()+loads[2].ok.Load() >= base+300 }) // served without Redis
+	rs.Restart()
+	waitFor(t, func() bool { return loads[0].ok.Load()+loads[1].ok.Load()+loads[2].ok.Load() >= base+600 })
+	var wantBytes, wantReqs int64
+	for i, l := range loads {
+		b, r := l.finish()
+		wantBytes, wantReqs = wantBytes+b, wantReqs+r
+		if f := l.failed.Load(); f != 0 {
+			t.Fatalf("node %d: %d visitors saw an error around the Redis restart", i, f)
+		}
+	}
+	waitFor(t, func() bool {
+		b, r := nodes[2].usageTotals(t, "acme")
+		return b == baseBytes+wantBytes && r == baseReqs+wantReqs
+	})
+	t.Logf("%d requests, %d bytes over 3 nodes and a Redis restart: metered exactly once", wantReqs, wantBytes)
+
+	// 5. Node B is killed and restarts with an empty disk: it rejoins from
+	// Redis alone.
+	nodes[1].cmd.Process.Signal(syscall.SIGKILL)
+	<-nodes[1].exited
+	fresh := t.TempDir()
+	nodes[1] = startTollgateConf(t, fresh, storeExtra, tail)
+	for _, host := range []string{"www.acme.example", "new.acme.example"} {
+		if resp, _ := nodes[1].get(t, host, "/"); resp.StatusCode != 200 {
+			t.Fatalf("restarted node does not serve %s: %d", host, resp.StatusCode)
+		}
+	}
+}
+
+// stableTotals waits until org's usage stops moving (every node's last
+// flush has landed) and returns it.
+func stableTotals(t *testing.T, in *instance, org string) (int64, int64) {
+	t.Helper()
+	b, r := in.usageTotals(t, org)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		time.Sleep(time.Second) // several flush intervals with no traffic
+		b2, r2 := in.usageTotals(t, org)
+		if b2 == b && r2 == r {
+			return b, r
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("usage totals did not settle")
+		}
+		b, r = b2, r2
+	}
+}
