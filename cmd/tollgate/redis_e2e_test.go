@@ -20,8 +20,8 @@ type load struct {
 	d      countingDialer
 	ok     atomic.Int64
 	failed atomic.Int64 // errors and non-200 answers
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 func startLoad(in *instance, host string) *load {
