@@ -105,10 +105,10 @@ func (s *RedisKV) Count(ctx context.Context, bucket string) (int64, error) {
 	return s.rc.HLen(ctx, kvPrefix+"b:"+bucket).Result()
 }
 
-// Watch calls changed whenever another write may have happened: on every
-// published version, on every (re)subscription (messages may have been
-// missed while disconnected), and when a check every reconcile finds the
-// version moved. It returns when ctx ends.
+// Watch calls changed whenever another write may have happened: once at
+// start, on every published version, and when a check every reconcile finds
+// the version moved (a message missed while disconnected). It returns when
+// ctx ends.
 func (s *RedisKV) Watch(ctx context.Context, reconcile time.Duration, changed func()) {
 	sub := s.rc.Subscribe(ctx, KVChannel)
 	defer sub.Close()
@@ -126,6 +126,7 @@ func (s *RedisKV) Watch(ctx context.Context, reconcile time.Duration, changed fu
 			changed()
 		}
 	}
+	check()
 	for {
 		select {
 		case <-ctx.Done():

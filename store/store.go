@@ -31,6 +31,12 @@ type Config struct {
 	// certificates); the bbolt file stays as the local spool. Default: unset,
 	// everything in the bbolt file.
 	Redis string `toml:"redis"`
+	// RedisMode says how Redis is reached: "standalone" (default), "sentinel"
+	// (the URL lists sentinels: redis://[:pw@]s1:26379?addr=s2:26379&master_name=mymaster)
+	// or "cluster" (the URL lists seed nodes: redis://n1:6379?addr=n2:6379).
+	// Every key tollgate writes is hash-tagged so multi-key operations stay
+	// in one slot.
+	RedisMode string `toml:"redis_mode"`
 }
 
 // Defaults fills unset fields.
@@ -40,6 +46,9 @@ func (c *Config) Defaults() {
 	}
 	if c.OpenTimeout == 0 {
 		c.OpenTimeout = 5 * time.Second
+	}
+	if c.RedisMode == "" {
+		c.RedisMode = "standalone"
 	}
 }
 
@@ -53,8 +62,10 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("store.open_timeout: must not be negative"))
 	}
 	if c.Redis != "" {
-		if _, err := redis.ParseURL(c.Redis); err != nil {
-			errs = append(errs, fmt.Errorf("store.redis: %v", err))
+		if rc, err := NewRedis(c); err != nil {
+			errs = append(errs, err)
+		} else {
+			rc.Close() // only parsed: clients connect lazily
 		}
 	}
 	return errors.Join(errs...)
@@ -174,14 +185,39 @@ func (b *Bolt) View(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 // NewRedis returns a client for cfg.Redis (which must be set and valid).
 // Commands time out after a few seconds so a stalled Redis never stalls a
 // flush for long (serving never waits on Redis).
+//
+// It connects lazily: an unreachable Redis is found by the first command.
 func NewRedis(cfg Config) (redis.UniversalClient, error) {
-	opt, err := redis.ParseURL(cfg.Redis)
-	if err != nil {
-		return nil, fmt.Errorf("store.redis: %w", err)
+	const (
+		dial  = 2 * time.Second
+		read  = 10 * time.Second // one flush of 100k orgs is one pipeline of ~2 s
+		write = 3 * time.Second
+	)
+	switch cfg.RedisMode {
+	case "", "standalone":
+		opt, err := redis.ParseURL(cfg.Redis)
+		if err != nil {
+			return nil, fmt.Errorf("store.redis: %w", err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = dial, read, write, 1
+		return redis.NewClient(opt), nil
+	case "sentinel":
+		opt, err := redis.ParseFailoverURL(cfg.Redis)
+		if err != nil {
+			return nil, fmt.Errorf("store.redis: %w", err)
+		}
+		if opt.MasterName == "" {
+			return nil, errors.New("store.redis: sentinel mode needs master_name=… in the URL's query")
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = dial, read, write, 1
+		return redis.NewFailoverClient(opt), nil
+	case "cluster":
+		opt, err := redis.ParseClusterURL(cfg.Redis)
+		if err != nil {
+			return nil, fmt.Errorf("store.redis: %w", err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = dial, read, write, 1
+		return redis.NewClusterClient(opt), nil
 	}
-	opt.DialTimeout = 2 * time.Second
-	opt.ReadTimeout = 10 * time.Second // one flush of 100k orgs is one pipeline of ~2 s
-	opt.WriteTimeout = 3 * time.Second
-	opt.MaxRetries = 1
-	return redis.NewClient(opt), nil
+	return nil, fmt.Errorf("store.redis_mode: %q must be standalone, sentinel or cluster", cfg.RedisMode)
 }

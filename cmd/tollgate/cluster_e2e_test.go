@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,6 +91,15 @@ func TestClusterOfThree(t *testing.T) {
 	}
 	waitFor(t, func() bool { return loads[0].ok.Load()+loads[1].ok.Load()+loads[2].ok.Load() >= 300 })
 	rs.Stop()
+	waitFor(t, func() bool { // still ready (serving), and saying why it is degraded
+		resp, err := http.Get("http://" + nodes[0].admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == 200 && strings.Contains(string(b), "degraded: redis unreachable")
+	})
 	base := loads[0].ok.Load() + loads[1].ok.Load() + loads[2].ok.Load()
 	waitFor(t, func() bool { return loads[0].ok.Load()+loads[1].ok.Load()+loads[2].ok.Load() >= base+300 }) // served without Redis
 	rs.Restart()
