@@ -1,16 +1,19 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/pebbletest"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
 )
 
@@ -42,36 +45,68 @@ func TestClusterOfThree(t *testing.T) {
 		t.Fatalf("a second migration into a populated Redis was not refused: %v\n%s", err, again)
 	}
 
-	// 2. Three nodes on Redis, each with its own empty data directory.
+	// 2. Three nodes on Redis, each with its own empty data directory,
+	// HTTPS from one Pebble CA.
+	ca := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true})
+	roots, err := ca.IssuerRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
 	storeExtra := `redis = "` + redisURL + `"`
-	tail := "[meter]\nflush_interval = \"200ms\"\n"
+	tail := "[meter]\nflush_interval = \"200ms\"\n" + acmeSection(ca, "")
+	start3 := func(dir string) *instance { return startTollgateFull(t, dir, httpsServer, storeExtra, tail) }
 	var nodes []*instance
 	for range 3 {
-		dir := t.TempDir()
-		nodes = append(nodes, startTollgateConf(t, dir, storeExtra, tail))
+		nodes = append(nodes, start3(t.TempDir()))
 	}
 	defer func() {
 		for _, n := range nodes { // the current ones: node B is replaced below
 			n.stop(t)
 		}
 	}()
+	// A domain attached through node B gets one certificate, used by all.
+	if out, code := nodes[1].cli(t, "plan", "put", "free", "--domains", "5", "--sites", "1"); code != 0 {
+		t.Fatalf("plan put: %s", out)
+	}
+	if out, code := nodes[1].cli(t, "domain", "add", "www", "tls.acme.example"); code != 0 {
+		t.Fatalf("domain add on node B: %s", out)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
 	for i, n := range nodes {
-		if resp, _ := n.get(t, "www.acme.example", "/"); resp.StatusCode != 200 {
-			t.Fatalf("node %d does not serve the migrated site: %d", i, resp.StatusCode)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			waitFor(t, func() bool { return n.routes("tls.acme.example") })
+			resp, _, err := n.httpsGet(roots, "tls.acme.example", "/", "h2")
+			if err == nil && resp.StatusCode != 200 {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d over HTTPS: %v", i, err)
+		}
+	}
+	if ca.Orders() != 1 || ca.Certificates() != 1 {
+		t.Fatalf("three nodes made %d orders for %d certificates, want 1", ca.Orders(), ca.Certificates())
+	}
+	for i, n := range nodes {
+		if !n.routes("www.acme.example") {
+			t.Fatalf("node %d does not serve the migrated site", i)
 		}
 	}
 
 	// 3. A write on A is served by C within a second.
-	if out, code := nodes[0].cli(t, "plan", "put", "free", "--domains", "5", "--sites", "1"); code != 0 {
-		t.Fatalf("plan put: %s", out)
-	}
 	start := time.Now()
 	if out, code := nodes[0].cli(t, "domain", "add", "www", "new.acme.example"); code != 0 {
 		t.Fatalf("domain add on node A: %s", out)
 	}
 	for {
-		resp, _ := nodes[2].get(t, "new.acme.example", "/")
-		if resp.StatusCode == 200 {
+		if nodes[2].routes("new.acme.example") {
 			break
 		}
 		if time.Since(start) > time.Second {
@@ -87,7 +122,7 @@ func TestClusterOfThree(t *testing.T) {
 	baseBytes, baseReqs := stableTotals(t, nodes[2], "acme")
 	loads := make([]*load, 3)
 	for i, n := range nodes {
-		loads[i] = startLoad(n, "www.acme.example")
+		loads[i] = startLoadTLS(n, "www.acme.example", roots)
 	}
 	waitFor(t, func() bool { return loads[0].ok.Load()+loads[1].ok.Load()+loads[2].ok.Load() >= 300 })
 	rs.Stop()
@@ -120,15 +155,33 @@ func TestClusterOfThree(t *testing.T) {
 
 	// 5. Node B is killed and restarts with an empty disk: it rejoins from
 	// Redis alone.
+	orders := ca.Orders() // tls.acme.example, and www.acme.example for the load
 	nodes[1].cmd.Process.Signal(syscall.SIGKILL)
 	<-nodes[1].exited
 	fresh := t.TempDir()
-	nodes[1] = startTollgateConf(t, fresh, storeExtra, tail)
-	for _, host := range []string{"www.acme.example", "new.acme.example"} {
-		if resp, _ := nodes[1].get(t, host, "/"); resp.StatusCode != 200 {
-			t.Fatalf("restarted node does not serve %s: %d", host, resp.StatusCode)
+	nodes[1] = start3(fresh)
+	for _, host := range []string{"www.acme.example", "new.acme.example", "tls.acme.example"} {
+		if !nodes[1].routes(host) {
+			t.Fatalf("restarted node does not serve %s", host)
 		}
 	}
+	if resp, _, err := nodes[1].httpsGet(roots, "tls.acme.example", "/", "http/1.1"); err != nil || resp.StatusCode != 200 || ca.Orders() != orders {
+		t.Fatalf("restarted node over HTTPS: %v %v, orders %d then %d (certificates come from Redis)", resp, err, orders, ca.Orders())
+	}
+}
+
+// routes reports whether the node routes host: over plain HTTP, with
+// HTTPS on, a served host is redirected (308) and an unknown one is 404.
+func (in *instance) routes(host string) bool {
+	req, _ := http.NewRequest("GET", "http://"+in.http+"/", nil)
+	req.Host = host
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusPermanentRedirect
 }
 
 // stableTotals waits until org's usage stops moving (every node's last

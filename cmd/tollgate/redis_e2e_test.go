@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,7 +30,34 @@ type load struct {
 
 func startLoad(in *instance, host string) *load {
 	l := &load{stop: make(chan struct{})}
-	client := l.d.client()
+	return l.run(l.d.client(), "http://"+in.http+"/", host)
+}
+
+// startLoadTLS is startLoad over HTTPS (HTTP/1.1) to the instance's TLS
+// listener, trusting roots; the bytes counted are the plaintext ones the
+// client reads, which is what tollgate meters.
+func startLoadTLS(in *instance, host string, roots *x509.CertPool) *load {
+	l := &load{stop: make(chan struct{})}
+	client := &http.Client{Transport: &http.Transport{
+		DialTLSContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, in.https)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: host, NextProtos: []string{"http/1.1"}})
+			if err := tc.HandshakeContext(ctx); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return &countedConn{Conn: tc, n: &l.d.n}, nil
+		},
+		MaxIdleConnsPerHost: 16,
+		DisableCompression:  true,
+	}}
+	return l.run(client, "https://"+host+"/", host)
+}
+
+func (l *load) run(client *http.Client, url, host string) *load {
 	for range 4 {
 		l.wg.Add(1)
 		go func() {
@@ -38,7 +69,7 @@ func startLoad(in *instance, host string) *load {
 					return
 				default:
 				}
-				req, _ := http.NewRequest("GET", "http://"+in.http+"/", nil)
+				req, _ := http.NewRequest("GET", url, nil)
 				req.Host = host
 				resp, err := client.Do(req)
 				if err != nil {
