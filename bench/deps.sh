@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the peers of `make bench` (Debian packages), only those missing:
-# nginx, caddy, wrk, and nghttp2-client for h2load. Idempotent: with all four
-# present it only prints their versions.
+# nginx, caddy, wrk, and nghttp2-client for h2load (the HTTPS rows).
+# Idempotent: with all four present it only prints their versions. The HTTPS
+# rows' test CA (Pebble) is a Go module built into peerbench: nothing to
+# install for it.
 #
 # Debian may start the nginx and Caddy services on :80 right after installing
 # them. peerbench runs its own instances on free loopback ports and never

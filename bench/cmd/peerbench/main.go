@@ -32,6 +32,9 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == handshakeSubcommand {
+		os.Exit(handshakeClient(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -42,6 +45,7 @@ type settings struct {
 	Warmup      time.Duration `json:"warmup_ns"`
 	Connections int           `json:"connections"`
 	Threads     int           `json:"threads"`
+	Streams     int           `json:"streams"`
 	Sites       int           `json:"sites"`
 	Only        string        `json:"only,omitempty"`
 	Tollgate    string        `json:"-"`
@@ -75,10 +79,11 @@ func parseSettings(args []string, stderr io.Writer) (settings, error) {
 	fs := flag.NewFlagSet("peerbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&s.Rounds, "rounds", envInt("BENCH_ROUNDS", 3), "rounds; each runs every server once, in turn (env BENCH_ROUNDS)")
-	fs.DurationVar(&s.Duration, "duration", envDur("BENCH_DURATION", 5*time.Second), "length of one wrk run, whole seconds (env BENCH_DURATION)")
-	fs.DurationVar(&s.Warmup, "warmup", envDur("BENCH_WARMUP", time.Second), "unrecorded wrk run per server before the rounds; 0 skips (env BENCH_WARMUP)")
-	fs.IntVar(&s.Connections, "connections", envInt("BENCH_CONNECTIONS", 64), "wrk connections (env BENCH_CONNECTIONS)")
-	fs.IntVar(&s.Threads, "threads", envInt("BENCH_THREADS", 1), "wrk threads (env BENCH_THREADS)")
+	fs.DurationVar(&s.Duration, "duration", envDur("BENCH_DURATION", 5*time.Second), "length of one load run, whole seconds for wrk (env BENCH_DURATION)")
+	fs.DurationVar(&s.Warmup, "warmup", envDur("BENCH_WARMUP", time.Second), "unrecorded load run per server before the rounds; 0 skips (env BENCH_WARMUP)")
+	fs.IntVar(&s.Connections, "connections", envInt("BENCH_CONNECTIONS", 64), "wrk and h2load connections; handshake client concurrency (env BENCH_CONNECTIONS)")
+	fs.IntVar(&s.Threads, "threads", envInt("BENCH_THREADS", 1), "wrk and h2load threads (env BENCH_THREADS)")
+	fs.IntVar(&s.Streams, "streams", envInt("BENCH_STREAMS", 10), "h2load concurrent streams per h2 connection, https-h2 (env BENCH_STREAMS)")
 	fs.IntVar(&s.Sites, "sites", envInt("BENCH_SITES", 10000), "sites of the memory scenario (env BENCH_SITES)")
 	fs.StringVar(&s.Only, "only", os.Getenv("BENCH_ONLY"), "comma-separated scenario ids to run; empty runs all (env BENCH_ONLY)")
 	fs.StringVar(&s.Tollgate, "tollgate", "bin/tollgate", "tollgate binary (make build)")
@@ -90,8 +95,8 @@ func parseSettings(args []string, stderr io.Writer) (settings, error) {
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
-	if s.Rounds < 1 || s.Connections < 1 || s.Threads < 1 || s.Threads > s.Connections {
-		errs = append(errs, errors.New("-rounds, -connections and -threads must be at least 1, threads at most connections"))
+	if s.Rounds < 1 || s.Connections < 1 || s.Threads < 1 || s.Threads > s.Connections || s.Streams < 1 {
+		errs = append(errs, errors.New("-rounds, -connections, -threads and -streams must be at least 1, threads at most connections"))
 	}
 	if s.Duration < time.Second {
 		errs = append(errs, fmt.Errorf("-duration: %s is under wrk's one-second resolution", s.Duration))
@@ -125,6 +130,7 @@ type bench struct {
 	site      siteSpec
 	servers   map[string]*server
 	gitea     *giteaPages // for the pages scenarios only
+	tls       *tlsSpec    // for the HTTPS scenarios only
 	startErrs map[string]error
 	stderr    io.Writer
 }
@@ -227,6 +233,19 @@ func (b *bench) run(ctx context.Context) (report, error) {
 		b.startPages(ctx)
 		defer b.gitea.Stop() // before the directory goes
 	}
+	if need[srvTollgateTLS] {
+		// The CA and the peers' certificate come first: nginx and Caddy
+		// start with the certificate files in their configs. Without them
+		// the peers start plain only and the HTTPS rows say why.
+		if b.tls, err = startTLS(ctx, filepath.Join(b.tmp, "tls")); err != nil {
+			b.startErrs[srvTollgateTLS] = fmt.Errorf("test CA: %w", err)
+			b.logf("HTTPS scenarios: %v", err)
+		} else {
+			defer b.tls.Close()
+			b.site.TLS = b.tls
+			b.logf("test CA at %s; certificate for %s written for nginx and Caddy", b.tls.CA.DirectoryURL, hostTLS)
+		}
+	}
 	b.startServers(ctx, need)
 
 	for _, sc := range selected {
@@ -261,6 +280,18 @@ func (b *bench) startServers(ctx context.Context, need map[string]bool) {
 		}},
 		{srvMeterOff, func(dir string) (*server, error) {
 			return startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, srvMeterOff, dir, b.site, tollgateOptions{MeterOff: true})
+		}},
+		{srvTollgateTLS, func(dir string) (*server, error) {
+			if b.tls == nil {
+				return nil, b.startErrs[srvTollgateTLS]
+			}
+			t0 := time.Now()
+			srv, err := startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, srvTollgateTLS, dir, b.site, tollgateOptions{TLS: b.tls})
+			if err == nil {
+				b.logf("%s: started, and obtained its certificate for %s on demand, in %s", srvTollgateTLS, hostTLS,
+					time.Since(t0).Round(time.Millisecond))
+			}
+			return srv, err
 		}},
 		{srvPages, func(dir string) (*server, error) {
 			if b.gitea == nil {

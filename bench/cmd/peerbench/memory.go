@@ -88,6 +88,7 @@ func (b *bench) memoryPeer(ctx context.Context, name string, n int) memoryResult
 	for _, extra := range []int{0, n} {
 		spec := b.site
 		spec.ExtraSites = extra
+		spec.TLS = nil // the memory figures are of plain-HTTP configs
 		dir := filepath.Join(b.tmp, fmt.Sprintf("memory-%s-%d", name, extra))
 		t0 := time.Now()
 		srv, err := start(ctx, b.ps, b.cpu, b.tools[name], name+"-memory", dir, spec)

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/tollgate-edge/tollgate/internal/proctest"
 )
 
 // Host names every server routes by; wrk sends them as the Host header.
@@ -26,7 +24,14 @@ type server struct {
 	Name string
 	// Addr is the public plain-HTTP listener, host:port.
 	Addr string
-	proc *proc
+	// TLSAddr is the HTTPS listener serving hostTLS, host:port; "" when the
+	// server has none.
+	TLSAddr string
+	proc    *proc
+	// tls is the CA of TLSAddr's certificate; leaf is the certificate the
+	// last HTTPS check verified (DER), for the handshake client.
+	tls  *tlsSpec
+	leaf []byte
 	// admin is set for tollgate only.
 	admin *tollgateAdmin
 	// gitea is set for gitea-raw only, which has no proc of its own here.
@@ -41,6 +46,9 @@ type siteSpec struct {
 	Upstream string // host:port of the shared upstream
 	// ExtraSites more static sites (extraHost(i), same Dir), for memory.
 	ExtraSites int
+	// TLS, when set, gives nginx and Caddy an HTTPS listener serving
+	// hostTLS from Dir with its certificate files.
+	TLS *tlsSpec
 }
 
 // peerTools are the commands make bench needs beside Go, with the Debian
@@ -91,8 +99,9 @@ func peerVersions(paths map[string]string) map[string]string {
 // nginxConfig is nginx tuned as an operator would for static files and a
 // keep-alive upstream: one worker (one core, like the Go servers), no access
 // log, sendfile, open_file_cache, no per-connection request cap, gzip off.
-// Every path is under prefix.
-func nginxConfig(prefix string, port int, s siteSpec) string {
+// Every path is under prefix. With s.TLS, tlsPort serves hostTLS over TLS
+// 1.2 and 1.3 (nginx 1.22 leaves 1.3 out by default) with h2 and http/1.1.
+func nginxConfig(prefix string, port, tlsPort int, s siteSpec) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `daemon off;
 master_process off;
@@ -125,6 +134,13 @@ http {
     location / { proxy_pass http://bench_up; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 `, prefix, port, s.Dir, s.Upstream, hostStatic, hostProxied)
+	if t := s.TLS; t != nil {
+		fmt.Fprintf(&b, `  server {
+    listen 127.0.0.1:%d ssl http2 default_server; server_name %s; root %s;
+    ssl_certificate %s; ssl_certificate_key %s; ssl_protocols TLSv1.2 TLSv1.3;
+  }
+`, tlsPort, hostTLS, s.Dir, t.CertFile, t.KeyFile)
+	}
 	for i := range s.ExtraSites {
 		fmt.Fprintf(&b, "  server { listen 127.0.0.1:%d; server_name %s; root %s; }\n", port, extraHost(i), s.Dir)
 	}
@@ -134,12 +150,18 @@ http {
 
 // caddyConfig is Caddy's own idiom for the same sites: file_server and
 // reverse_proxy (upstream keep-alive is its default), no admin endpoint, no
-// automatic HTTPS, bound to loopback.
-func caddyConfig(port int, s siteSpec) string {
+// automatic HTTPS, bound to loopback. With s.TLS, tlsPort serves hostTLS
+// with its certificate files (tls directive), h1 and h2 only: HTTP/3 would
+// add a UDP listener and an Alt-Svc header no client here uses.
+func caddyConfig(port, tlsPort int, s siteSpec) string {
 	var b strings.Builder
+	protocols := ""
+	if s.TLS != nil {
+		protocols = "\n\tservers {\n\t\tprotocols h1 h2\n\t}"
+	}
 	fmt.Fprintf(&b, `{
 	admin off
-	auto_https off
+	auto_https off%[6]s
 	log {
 		level WARN
 	}
@@ -153,7 +175,11 @@ http://%[4]s:%[1]d {
 	bind 127.0.0.1
 	reverse_proxy %[5]s
 }
-`, port, s.Dir, hostStatic, hostProxied, s.Upstream)
+`, port, s.Dir, hostStatic, hostProxied, s.Upstream, protocols)
+	if t := s.TLS; t != nil {
+		fmt.Fprintf(&b, "https://%s:%d {\n\tbind 127.0.0.1\n\ttls %s %s\n\troot * %s\n\tfile_server\n}\n",
+			hostTLS, tlsPort, t.CertFile, t.KeyFile, s.Dir)
+	}
 	for i := range s.ExtraSites {
 		fmt.Fprintf(&b, "http://%s:%d {\n\tbind 127.0.0.1\n\troot * %s\n\tfile_server\n}\n", extraHost(i), port, s.Dir)
 	}
@@ -168,16 +194,16 @@ func startNginx(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir stri
 		}
 	}
 	return retryStart(ctx, func(attempt int) (*server, error) {
-		port, err := proctest.FreePort()
+		ports, err := freePorts(2)
 		if err != nil {
 			return nil, err
 		}
 		conf := filepath.Join(dir, "nginx.conf")
-		if err := os.WriteFile(conf, []byte(nginxConfig(dir, port, s)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(nginxConfig(dir, ports[0], ports[1], s)), 0o644); err != nil {
 			return nil, err
 		}
 		argv := append(append([]string{}, cpu.Server...), bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
-		return startAndWait(ctx, ps, name, argv, nil, filepath.Join(dir, "stderr.log"), port, startTimeout(s))
+		return startAndWait(ctx, ps, name, argv, nil, filepath.Join(dir, "stderr.log"), ports, s)
 	})
 }
 
@@ -188,18 +214,18 @@ func startCaddy(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir stri
 		return nil, err
 	}
 	return retryStart(ctx, func(attempt int) (*server, error) {
-		port, err := proctest.FreePort()
+		ports, err := freePorts(2)
 		if err != nil {
 			return nil, err
 		}
 		conf := filepath.Join(dir, "Caddyfile")
-		if err := os.WriteFile(conf, []byte(caddyConfig(port, s)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(caddyConfig(ports[0], ports[1], s)), 0o644); err != nil {
 			return nil, err
 		}
 		env := []string{"HOME=" + dir, "XDG_DATA_HOME=" + filepath.Join(dir, "data"),
 			"XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}
 		argv := append(append([]string{}, cpu.Server...), bin, "run", "--config", conf, "--adapter", "caddyfile")
-		return startAndWait(ctx, ps, name, argv, env, filepath.Join(dir, "caddy.log"), port, startTimeout(s))
+		return startAndWait(ctx, ps, name, argv, env, filepath.Join(dir, "caddy.log"), ports, s)
 	})
 }
 
@@ -209,14 +235,20 @@ func startTimeout(s siteSpec) time.Duration {
 }
 
 // startAndWait starts argv and waits until the static site answers 200 on
-// port. A server that fails to come up is stopped.
-func startAndWait(ctx context.Context, ps *procs, name string, argv, env []string, logPath string, port int, timeout time.Duration) (*server, error) {
+// ports[0] and, with s.TLS, hostTLS on ports[1] over HTTPS. A server that
+// fails to come up is stopped.
+func startAndWait(ctx context.Context, ps *procs, name string, argv, env []string, logPath string, ports []int, s siteSpec) (*server, error) {
 	p, err := ps.start(name, argv, env, logPath)
 	if err != nil {
 		return nil, err
 	}
-	srv := &server{Name: name, Addr: fmt.Sprintf("127.0.0.1:%d", port), proc: p}
-	if err := waitReady(ctx, p, srv.url("/index.html"), hostStatic, timeout); err != nil {
+	srv := &server{Name: name, Addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), proc: p}
+	err = waitReady(ctx, p, srv.url("/index.html"), hostStatic, startTimeout(s))
+	if err == nil && s.TLS != nil {
+		srv.TLSAddr, srv.tls = fmt.Sprintf("127.0.0.1:%d", ports[1]), s.TLS
+		err = waitTLSReady(ctx, srv, startTimeout(s))
+	}
+	if err != nil {
 		p.stop()
 		return nil, err
 	}

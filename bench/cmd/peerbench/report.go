@@ -53,11 +53,17 @@ type serverResult struct {
 	// Valid is false when a run failed, had non-2xx/3xx answers or socket
 	// errors, or the server answered the check wrongly; Problems says which.
 	Valid bool `json:"valid"`
+	// ServerBusy is the median share of a core the server used during the
+	// runs (ServerCPU ÷ Wall), CPUPerRequest the median server CPU time per
+	// completed request (per handshake in tls-handshakes). Zero when not
+	// measured: servers peerbench did not start (gitea-raw), cold misses.
+	ServerBusy    float64       `json:"server_busy_median,omitempty"`
+	CPUPerRequest time.Duration `json:"server_cpu_per_request_median_ns,omitempty"`
 	// Latency is set instead of Runs by the cold-miss scenario; ReqPerSec
 	// is then 1 ÷ its median and P99 its p90.
 	Latency  *latencyResult `json:"latency,omitempty"`
 	Problems []string       `json:"problems,omitempty"`
-	Runs     []wrkResult    `json:"runs,omitempty"`
+	Runs     []runResult    `json:"runs,omitempty"`
 }
 
 // machine describes where the figures were measured.
@@ -134,6 +140,25 @@ type targetResult struct {
 	Target  string   `json:"target"`
 	Ratio   *float64 `json:"ratio,omitempty"`
 	Verdict string   `json:"verdict"` // met, missed, not built, invalid, not run
+	// LoadBound is set when one of the two servers used less than
+	// saturatedBusy of its core: the load generator, not that server, set
+	// the pace, and the req/s ratio understates the idler server.
+	// CPURatio is then the same comparison per server CPU second.
+	LoadBound bool     `json:"load_bound,omitempty"`
+	CPURatio  *float64 `json:"cpu_ratio,omitempty"`
+}
+
+// saturatedBusy is the share of its core under which a server is taken to
+// have waited for the load generator.
+const saturatedBusy = 0.9
+
+// fmtMeasured is a target's ratio, with the per-CPU-second one when the run
+// was load-generator bound.
+func (t targetResult) fmtMeasured() string {
+	if !t.LoadBound {
+		return fmtRatio(t.Ratio)
+	}
+	return fmt.Sprintf("%s (load-generator bound; per server CPU second %s)", fmtRatio(t.Ratio), fmtRatio(t.CPURatio))
 }
 
 func evaluateTargets(results []scenarioResult) []targetResult {
@@ -152,6 +177,11 @@ func evaluateTargets(results []scenarioResult) []targetResult {
 					continue
 				}
 				tr.Ratio = row.BaseRatio
+				base := sc.Servers[0]
+				if row.ServerBusy > 0 && base.ServerBusy > 0 && (row.ServerBusy < saturatedBusy || base.ServerBusy < saturatedBusy) {
+					r := float64(row.CPUPerRequest) / float64(base.CPUPerRequest)
+					tr.LoadBound, tr.CPURatio = true, &r
+				}
 				switch {
 				case !row.Valid || !sc.Servers[0].Valid:
 					tr.Verdict = "invalid"
@@ -203,8 +233,15 @@ func markdown(rep report) []byte {
 	fmt.Fprintf(&b, "- Pinning: %s\n", m.Pinning)
 	fmt.Fprintf(&b, "- tollgate: %s (built with %s); harness %s\n", m.Tollgate, m.TollgateGo, m.GoVersion)
 	fmt.Fprintf(&b, "- Peers: %s; %s; %s; %s\n", m.Peers["nginx"], "caddy "+m.Peers["caddy"], m.Peers["wrk"], m.Peers["h2load"])
-	fmt.Fprintf(&b, "- Load: wrk -t%d -c%d, %s per run, %d rounds (each server once per round, in turn), %s warm-up\n\n",
+	fmt.Fprintf(&b, "- Load: wrk -t%d -c%d, %s per run, %d rounds (each server once per round, in turn), %s warm-up\n",
 		s.Threads, s.Connections, s.Duration, s.Rounds, s.Warmup)
+	if hasTLS(rep) {
+		fmt.Fprintf(&b, "- HTTPS: SNI and Host %s on 127.0.0.1, ECDSA P-256 certificates from one Pebble CA (tollgate-tls "+
+			"obtains its own on demand in the warm-up); h2load -t%d -c%d (--h1, or h2 with -m%d); handshakes: "+
+			"peerbench handshake-client, %d concurrent new connections, X25519, no session resumption\n",
+			hostTLS, s.Threads, s.Connections, s.Streams, s.Connections)
+	}
+	b.WriteString("\n")
 	b.WriteString("req/s and p99 are medians over the rounds; the ratio is tollgate's req/s ÷ the server's, the median of the per-round ratios.\n\n")
 	writeTable(&b, rep, true)
 	if mem := memoryScenario(rep); mem != nil {
@@ -213,7 +250,7 @@ func markdown(rep report) []byte {
 	}
 	b.WriteString("\n## Targets (issue 4)\n\n| target | measured | verdict |\n|---|---|---|\n")
 	for _, t := range rep.Targets {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.Target, fmtRatio(t.Ratio), t.Verdict)
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.Target, t.fmtMeasured(), t.Verdict)
 	}
 	if notes := problemNotes(rep); len(notes) > 0 {
 		b.WriteString("\n## Problems\n\n")
@@ -222,6 +259,16 @@ func markdown(rep report) []byte {
 		}
 	}
 	return b.Bytes()
+}
+
+// hasTLS tells whether an HTTPS scenario was measured.
+func hasTLS(rep report) bool {
+	for _, sc := range rep.Scenarios {
+		if len(sc.Servers) > 0 && sc.Servers[0].Server == srvTollgateTLS {
+			return true
+		}
+	}
+	return false
 }
 
 func memoryScenario(rep report) *scenarioResult {

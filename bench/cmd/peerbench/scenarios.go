@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -24,14 +27,37 @@ const (
 // compressed body never passes for a fast server.
 type request struct {
 	Path, Host string
+	// Proto is "h2" or "http/1.1" for a request over HTTPS (to hostTLS on
+	// the server's TLSAddr); "" for plain HTTP.
+	Proto      string
 	Headers    []string // "Name: value", besides Host
 	WantStatus int
 	WantBytes  int
 }
 
+// loadKind is the load generator of a scenario.
+type loadKind int
+
+const (
+	loadWrk        loadKind = iota // wrk: plain HTTP/1.1 keep-alive
+	loadH1                         // h2load --h1: HTTPS, HTTP/1.1 keep-alive
+	loadH2                         // h2load: HTTPS, h2, -streams per connection
+	loadHandshakes                 // peerbench handshake-client: a new connection each
+)
+
+// alpn is the application protocol a TLS load must negotiate.
+func (k loadKind) alpn() string {
+	if k == loadH2 {
+		return "h2"
+	}
+	return "http/1.1"
+}
+
 // scenario is one group of rows of the table.
 type scenario struct {
 	ID, Title string
+	// Load is the load generator; the zero value is wrk.
+	Load loadKind
 	// NotBuilt names the missing feature; such a scenario is reported, not run.
 	NotBuilt string
 	// Servers run once each per round, in this order.
@@ -72,6 +98,16 @@ func revalidate(ctx context.Context, s *server) (request, error) {
 		WantStatus: http.StatusNotModified}, nil
 }
 
+// tlsFile is GET /name of hostTLS over HTTPS with ALPN proto.
+func tlsFile(name string, size int, proto string) func(context.Context, *server) (request, error) {
+	return func(_ context.Context, s *server) (request, error) {
+		if s.TLSAddr == "" {
+			return request{}, fmt.Errorf("%s has no HTTPS listener (see the CA's or tollgate-tls's error)", s.Name)
+		}
+		return request{Path: "/" + name, Host: hostTLS, Proto: proto, WantStatus: http.StatusOK, WantBytes: size}, nil
+	}
+}
+
 func proxied(context.Context, *server) (request, error) {
 	return request{Path: "/", Host: hostProxied, WantStatus: http.StatusOK, WantBytes: upstreamBodySize}, nil
 }
@@ -85,9 +121,12 @@ func scenarios(sites int) []scenario {
 		{ID: "proxy", Title: "reverse proxy, 1 KiB upstream answer", Servers: allServers, Request: proxied},
 		{ID: "metering", Title: "metering on vs off (static 4 KiB)", Servers: []string{srvTollgate, srvMeterOff},
 			Request: staticFile("4k.txt", 4<<10)},
-		{ID: "https-h1", Title: "HTTPS HTTP/1.1 keep-alive", NotBuilt: "TLS termination"},
-		{ID: "https-h2", Title: "HTTPS HTTP/2 keep-alive", NotBuilt: "TLS termination"},
-		{ID: "tls-handshakes", Title: "full TLS handshakes per second", NotBuilt: "TLS termination"},
+		{ID: "https-h1", Title: "HTTPS static 4 KiB, HTTP/1.1 keep-alive (h2load --h1)", Servers: tlsServers, Load: loadH1,
+			Request: tlsFile("4k.txt", 4<<10, "http/1.1")},
+		{ID: "https-h2", Title: "HTTPS static 4 KiB, HTTP/2 keep-alive (h2load)", Servers: tlsServers, Load: loadH2,
+			Request: tlsFile("4k.txt", 4<<10, "h2")},
+		{ID: "tls-handshakes", Title: "full TLS handshakes/s (new connection + GET /index.html each)", Servers: tlsServers,
+			Load: loadHandshakes, Request: tlsFile("index.html", len(indexHTML), "http/1.1")},
 		{ID: "pages-hit", Title: "Gitea pages, cache hit (vs Gitea raw)", Servers: pagesServers, Request: pagesFile("index.html")},
 		{ID: "pages-miss", Title: "Gitea pages, cold miss (vs Gitea raw)", Servers: pagesServers, ColdMiss: true},
 		{ID: "memory-sites", Title: fmt.Sprintf("memory (RSS), %s sites with a domain each", groupThousands(int64(sites))), Memory: true},
@@ -117,6 +156,9 @@ func fetch(ctx context.Context, s *server, r request) (int, []byte, http.Header,
 
 // check sends r once and compares the answer with what r wants.
 func check(ctx context.Context, s *server, r request) error {
+	if r.Proto != "" {
+		return checkTLS(ctx, s, r)
+	}
 	status, body, _, err := fetch(ctx, s, r)
 	switch {
 	case err != nil:
@@ -130,11 +172,11 @@ func check(ctx context.Context, s *server, r request) error {
 }
 
 // runThroughput measures a scenario: a check and a warm-up per server, then
-// rounds of one wrk run per server in turn (A/B/A/B...).
+// rounds of one load run per server in turn (A/B/A/B...).
 func (b *bench) runThroughput(ctx context.Context, sc scenario) scenarioResult {
 	res := scenarioResult{ID: sc.ID, Title: sc.Title, Status: statusMeasured, Base: sc.Servers[0]}
 	rows := make([]serverResult, len(sc.Servers))
-	loads := make([]*wrkLoad, len(sc.Servers))
+	loads := make([]runner, len(sc.Servers))
 	for i, name := range sc.Servers {
 		rows[i].Server = name
 		srv, err := b.server(name)
@@ -143,7 +185,9 @@ func (b *bench) runThroughput(ctx context.Context, sc scenario) scenarioResult {
 			if r, err = sc.Request(ctx, srv); err == nil {
 				err = check(ctx, srv, r)
 			}
-			loads[i] = b.load(srv, r)
+			if err == nil {
+				loads[i], err = b.load(sc, srv, r)
+			}
 		}
 		if err != nil {
 			loads[i] = nil
@@ -155,9 +199,7 @@ func (b *bench) runThroughput(ctx context.Context, sc scenario) scenarioResult {
 		if l == nil || b.cfg.Warmup <= 0 {
 			continue
 		}
-		w := *l
-		w.Duration = b.cfg.Warmup
-		if _, err := runWrk(ctx, b.cpu.Load, w); err != nil {
+		if _, err := l(ctx, b.cfg.Warmup); err != nil {
 			rows[i].Problems = append(rows[i].Problems, "warm-up: "+err.Error())
 		}
 	}
@@ -168,7 +210,7 @@ func (b *bench) runThroughput(ctx context.Context, sc scenario) scenarioResult {
 				perRound[i] = append(perRound[i], math.NaN())
 				continue
 			}
-			r, err := runWrk(ctx, b.cpu.Load, *l)
+			r, err := l(ctx, b.cfg.Duration)
 			if err != nil {
 				if ctx.Err() != nil {
 					break
@@ -177,18 +219,26 @@ func (b *bench) runThroughput(ctx context.Context, sc scenario) scenarioResult {
 				perRound[i] = append(perRound[i], math.NaN())
 				continue
 			}
-			for _, p := range r.problems() {
+			problems := r.problems()
+			if sc.Load != loadWrk {
+				problems = append(problems, tlsProblems(r, sc.Load.alpn())...)
+			}
+			for _, p := range problems {
 				rows[i].Problems = append(rows[i].Problems, fmt.Sprintf("round %d: %s", round, p))
 			}
 			rows[i].Runs = append(rows[i].Runs, r)
 			perRound[i] = append(perRound[i], r.ReqPerSec)
-			b.logf("%-14s round %d/%d  %-18s %8.0f req/s  p99 %s", sc.ID, round, b.cfg.Rounds, sc.Servers[i], r.ReqPerSec, fmtLatency(r.P99))
+			b.logf("%-14s round %d/%d  %-18s %8.0f req/s  p99 %-8s server core %s", sc.ID, round, b.cfg.Rounds,
+				sc.Servers[i], r.ReqPerSec, fmtLatency(r.P99), fmtBusy(r.ServerCPU, r.Wall))
 		}
 	}
 	for i := range rows {
 		summarize(&rows[i], perRound[0], perRound[i], i == 0)
 	}
 	res.Servers = rows
+	if sc.Load != loadWrk {
+		res.Note = b.tlsNote(sc, rows)
+	}
 	if ctx.Err() != nil {
 		res.Status, res.Note = statusFailed, "interrupted"
 	}
@@ -197,10 +247,18 @@ func (b *bench) runThroughput(ctx context.Context, sc scenario) scenarioResult {
 
 // summarize fills the medians and base ÷ this server's ratio of a row.
 func summarize(row *serverResult, base, own []float64, isBase bool) {
-	var rps, p99 []float64
+	var rps, p99, busy, perReq []float64
 	for _, r := range row.Runs {
 		rps = append(rps, r.ReqPerSec)
 		p99 = append(p99, float64(r.P99))
+		if r.Wall > 0 && r.Requests > 0 {
+			busy = append(busy, float64(r.ServerCPU)/float64(r.Wall))
+			perReq = append(perReq, float64(r.ServerCPU)/float64(r.Requests))
+		}
+	}
+	if len(busy) > 0 {
+		row.ServerBusy = median(busy)
+		row.CPUPerRequest = time.Duration(median(perReq))
 	}
 	row.Valid = len(row.Runs) > 0 && len(row.Problems) == 0
 	if len(rps) > 0 {
@@ -215,13 +273,86 @@ func summarize(row *serverResult, base, own []float64, isBase bool) {
 	}
 }
 
-// load is the wrk invocation of request r against s.
-func (b *bench) load(s *server, r request) *wrkLoad {
-	return &wrkLoad{
-		URL:         s.url(r.Path),
-		Headers:     append([]string{"Host: " + r.Host}, r.Headers...),
-		Duration:    b.cfg.Duration,
-		Connections: b.cfg.Connections,
-		Threads:     b.cfg.Threads,
+// runner runs one load of length d against one server.
+type runner func(ctx context.Context, d time.Duration) (runResult, error)
+
+// load is the runner of scenario sc's request r against s, pinned on the
+// load core: wrk, h2load or the handshake client. Each run also measures the
+// server's CPU time, when peerbench started the server.
+func (b *bench) load(sc scenario, s *server, r request) (runner, error) {
+	var run runner
+	switch sc.Load {
+	case loadWrk:
+		run = func(ctx context.Context, d time.Duration) (runResult, error) {
+			return runWrk(ctx, b.cpu.Load, wrkLoad{URL: s.url(r.Path), Headers: append([]string{"Host: " + r.Host}, r.Headers...),
+				Duration: d, Connections: b.cfg.Connections, Threads: b.cfg.Threads})
+		}
+	case loadH1, loadH2:
+		_, port, _ := net.SplitHostPort(s.TLSAddr)
+		logFile := filepath.Join(b.tmp, sc.ID+"-"+s.Name+".h2load.tsv")
+		run = func(ctx context.Context, d time.Duration) (runResult, error) {
+			return runH2load(ctx, b.cpu.Load, h2loadLoad{URL: "https://" + hostTLS + ":" + port + r.Path,
+				ConnectTo: s.TLSAddr, H1: sc.Load == loadH1, Streams: b.cfg.Streams, Duration: d,
+				Connections: b.cfg.Connections, Threads: b.cfg.Threads, LogFile: logFile})
+		}
+	case loadHandshakes:
+		leafFile := filepath.Join(b.tmp, s.Name+"-leaf.der")
+		if err := os.WriteFile(leafFile, s.leaf, 0o644); err != nil {
+			return nil, err
+		}
+		run = func(ctx context.Context, d time.Duration) (runResult, error) {
+			return runHandshakes(ctx, b.cpu.Load, handshakeLoad{Addr: s.TLSAddr, Path: r.Path, LeafFile: leafFile,
+				Workers: b.cfg.Connections, Duration: d})
+		}
+	default:
+		return nil, fmt.Errorf("scenario %s: unknown load kind %d", sc.ID, sc.Load)
 	}
+	if s.proc == nil {
+		return run, nil
+	}
+	pid := s.proc.pid()
+	return func(ctx context.Context, d time.Duration) (runResult, error) {
+		cpu0, err0 := cpuTime(pid)
+		t0 := time.Now()
+		r, err := run(ctx, d)
+		wall := time.Since(t0)
+		cpu1, err1 := cpuTime(pid)
+		if err == nil && err0 == nil && err1 == nil {
+			r.ServerCPU, r.Wall = cpu1-cpu0, wall
+		}
+		return r, err
+	}, nil
+}
+
+// tlsNote says how busy each server's core was and how much CPU a request
+// (a handshake) cost it, medians over the rounds: a server well below 100 %
+// was held back by the load generator, not by itself, and then requests per
+// CPU second are the fairer comparison; their ratio is given like the
+// table's (above 1: tollgate does more with a CPU second).
+func (b *bench) tlsNote(sc scenario, rows []serverResult) string {
+	unit := "request"
+	if sc.Load == loadHandshakes {
+		unit = "handshake"
+	}
+	var parts []string
+	for i, row := range rows {
+		if row.CPUPerRequest == 0 {
+			continue
+		}
+		part := fmt.Sprintf("%s %s, core %.0f %%", row.Server, fmtLatency(row.CPUPerRequest), 100*row.ServerBusy)
+		if i > 0 && rows[0].CPUPerRequest > 0 {
+			part += fmt.Sprintf(" (tollgate ÷ it per CPU second %.2f×)", float64(row.CPUPerRequest)/float64(rows[0].CPUPerRequest))
+		}
+		parts = append(parts, part)
+	}
+	note := "server CPU per " + unit + ": " + strings.Join(parts, "; ")
+	switch sc.Load {
+	case loadH1:
+		note = fmt.Sprintf("h2load --h1 -c%d -t%d; ", b.cfg.Connections, b.cfg.Threads) + note
+	case loadH2:
+		note = fmt.Sprintf("h2load -c%d -t%d -m%d (streams per connection); ", b.cfg.Connections, b.cfg.Threads, b.cfg.Streams) + note
+	case loadHandshakes:
+		note = fmt.Sprintf("%d concurrent clients, X25519, no resumption; ", b.cfg.Connections) + note
+	}
+	return note
 }

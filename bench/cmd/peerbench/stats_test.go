@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -70,11 +71,11 @@ func TestPairedRatios(t *testing.T) {
 // The median of per-round ratios differs from the ratio of medians: it pairs
 // each round's figures, which were measured back to back.
 func TestSummarize(t *testing.T) {
-	run := func(rps float64, p99 time.Duration) wrkResult {
-		return wrkResult{Requests: 1, ReqPerSec: rps, P99: p99}
+	run := func(rps float64, p99 time.Duration) runResult {
+		return runResult{Requests: 1, ReqPerSec: rps, P99: p99}
 	}
 	base := []float64{100, 60, 90}
-	peer := serverResult{Server: srvNginx, Runs: []wrkResult{run(50, 3*time.Millisecond), run(60, time.Millisecond), run(100, 2*time.Millisecond)}}
+	peer := serverResult{Server: srvNginx, Runs: []runResult{run(50, 3*time.Millisecond), run(60, time.Millisecond), run(100, 2*time.Millisecond)}}
 	summarize(&peer, base, []float64{50, 60, 100}, false)
 	if peer.ReqPerSec != 60 || peer.P99 != 2*time.Millisecond {
 		t.Errorf("medians = %v req/s, p99 %v; want 60, 2ms", peer.ReqPerSec, peer.P99)
@@ -92,7 +93,7 @@ func TestSummarize(t *testing.T) {
 		t.Error("a row with runs and no problems is not valid")
 	}
 
-	bad := serverResult{Server: srvCaddy, Problems: []string{"round 1: 3 socket errors"}, Runs: []wrkResult{run(10, time.Millisecond)}}
+	bad := serverResult{Server: srvCaddy, Problems: []string{"round 1: 3 socket errors"}, Runs: []runResult{run(10, time.Millisecond)}}
 	summarize(&bad, base, []float64{10, math.NaN(), math.NaN()}, false)
 	if bad.Valid {
 		t.Error("a row with problems is valid")
@@ -101,7 +102,7 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("BaseRatio = %v, want 10 (shown even when invalid)", fmtRatio(bad.BaseRatio))
 	}
 
-	self := serverResult{Server: srvTollgate, Runs: []wrkResult{run(100, time.Millisecond)}}
+	self := serverResult{Server: srvTollgate, Runs: []runResult{run(100, time.Millisecond)}}
 	summarize(&self, base, base, true)
 	if self.BaseRatio != nil {
 		t.Errorf("the base has a ratio to itself: %v", *self.BaseRatio)
@@ -141,6 +142,35 @@ func TestGroupThousands(t *testing.T) {
 	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 63512: "63,512", 1234567: "1,234,567"} {
 		if got := groupThousands(in); got != want {
 			t.Errorf("groupThousands(%d) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A target over a run where a server left its core partly idle says so and
+// gives the per-CPU-second ratio beside the req/s one.
+func TestEvaluateTargetsLoadBound(t *testing.T) {
+	ratio := 1.25
+	sc := scenarioResult{ID: "https-h1", Servers: []serverResult{
+		{Server: srvTollgateTLS, Valid: true, ServerBusy: 0.68, CPUPerRequest: 25 * time.Microsecond},
+		{Server: srvNginx, Valid: true, ServerBusy: 0.54, CPUPerRequest: 20 * time.Microsecond, BaseRatio: &ratio},
+	}}
+	var got targetResult
+	for _, tr := range evaluateTargets([]scenarioResult{sc}) {
+		if strings.HasPrefix(tr.Target, "HTTPS h1") {
+			got = tr
+		}
+	}
+	if got.Verdict != "met" || !got.LoadBound || got.CPURatio == nil || *got.CPURatio != 0.8 {
+		t.Fatalf("target = %+v, want met, load bound, CPU ratio 0.8", got)
+	}
+	if want := "1.25× (load-generator bound; per server CPU second 0.80×)"; got.fmtMeasured() != want {
+		t.Errorf("fmtMeasured() = %q, want %q", got.fmtMeasured(), want)
+	}
+
+	sc.Servers[0].ServerBusy, sc.Servers[1].ServerBusy = 0.97, 0.95
+	for _, tr := range evaluateTargets([]scenarioResult{sc}) {
+		if strings.HasPrefix(tr.Target, "HTTPS h1") && (tr.LoadBound || tr.fmtMeasured() != "1.25×") {
+			t.Errorf("saturated servers: %+v, %q", tr, tr.fmtMeasured())
 		}
 	}
 }

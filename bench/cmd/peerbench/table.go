@@ -43,8 +43,14 @@ func writeTable(w io.Writer, rep report, md bool) {
 			rows = append(rows, []string{title, row.Server, fmtRate(row.ReqPerSec, n),
 				fmtP99(row.P99, n), ratio, valid})
 		}
-		if sc.Note != "" {
+		switch {
+		case sc.Note == "":
+		case md:
 			rows = append(rows, []string{"", "", sc.Note, "", "", ""})
+		default:
+			// In the last column, which tabwriter does not pad: a long
+			// note would otherwise widen the req/s column of every row.
+			rows = append(rows, []string{"", "", "", "", "", sc.Note})
 		}
 	}
 	writeGrid(w, head, rows, md)
@@ -108,7 +114,7 @@ func printText(w io.Writer, rep report) {
 	fmt.Fprintln(w, "\ntargets")
 	rows := make([][]string, 0, len(rep.Targets))
 	for _, t := range rep.Targets {
-		rows = append(rows, []string{t.Target, fmtRatio(t.Ratio), t.Verdict})
+		rows = append(rows, []string{t.Target, t.fmtMeasured(), t.Verdict})
 	}
 	writeGrid(w, []string{"target", "measured", "verdict"}, rows, false)
 	if notes := problemNotes(rep); len(notes) > 0 {
@@ -147,6 +153,14 @@ func fmtP99(d time.Duration, runs int) string {
 		return "n/a"
 	}
 	return fmtLatency(d)
+}
+
+// fmtBusy is the share of a core cpu over wall, "n/a" when not measured.
+func fmtBusy(cpu, wall time.Duration) string {
+	if wall <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f %%", 100*float64(cpu)/float64(wall))
 }
 
 // fmtLatency prints a latency with three significant digits.

@@ -34,16 +34,24 @@ type tollgateOptions struct {
 	MeterOff bool
 	// Pages, when set, serves {owner}.pagesDomain from this Gitea.
 	Pages *giteaPages
+	// TLS, when set, turns [server] https on with certificates on demand
+	// from this CA, and attaches hostTLS to the static site. The plain
+	// listener then redirects to HTTPS.
+	TLS *tlsSpec
 }
 
 // tollgateConfig is a minimal config: loopback listeners, a store in dir,
 // metering on or off, Gitea pages when asked, warnings only in the log.
 // Everything else is the shipped default, which is what the benchmark is
 // meant to measure.
-func tollgateConfig(httpPort, adminPort int, token, dbPath string, o tollgateOptions) string {
+func tollgateConfig(httpPort, adminPort, httpsPort int, token, dbPath string, o tollgateOptions) string {
+	https := ""
+	if o.TLS != nil {
+		https = fmt.Sprintf("https = \"127.0.0.1:%d\"\n", httpsPort)
+	}
 	conf := fmt.Sprintf(`[server]
 http = "127.0.0.1:%d"
-admin = "127.0.0.1:%d"
+%sadmin = "127.0.0.1:%d"
 admin_token = %q
 
 [store]
@@ -54,7 +62,7 @@ disabled = %t
 
 [log]
 level = "warn"
-`, httpPort, adminPort, token, dbPath, o.MeterOff)
+`, httpPort, https, adminPort, token, dbPath, o.MeterOff)
 	if g := o.Pages; g != nil {
 		// revalidate 1h: no background branch checks during the runs.
 		conf += fmt.Sprintf(`
@@ -65,26 +73,36 @@ gitea_token = %q
 revalidate = "1h"
 `, pagesDomain, g.URL, g.Token)
 	}
+	if t := o.TLS; t != nil {
+		conf += fmt.Sprintf(`
+[acme]
+ca = %q
+ca_root = %q
+email = "peerbench@example.test"
+`, t.CA.DirectoryURL, t.CA.APIRootsFile)
+	}
 	return conf
 }
 
 // startTollgate starts bin/tollgate with its own config and store under dir,
 // waits for /readyz, registers the benchmark org, the static and proxied
 // sites and their domains through the admin API, and waits until the static
-// site answers. Extra sites of s are not registered here (see registerSites).
+// site answers: over plain HTTP, or with o.TLS over HTTPS as hostTLS, which
+// makes tollgate obtain its certificate then (the warm-up request). Extra
+// sites of s are not registered here (see registerSites).
 func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir string, s siteSpec, o tollgateOptions) (*server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	return retryStart(ctx, func(attempt int) (*server, error) {
-		ports, err := freePorts(2)
+		ports, err := freePorts(3)
 		if err != nil {
 			return nil, err
 		}
 		token := randomToken()
 		conf := filepath.Join(dir, fmt.Sprintf("tollgate-%d.toml", attempt))
 		db := filepath.Join(dir, fmt.Sprintf("tollgate-%d.db", attempt))
-		if err := os.WriteFile(conf, []byte(tollgateConfig(ports[0], ports[1], token, db, o)), 0o600); err != nil {
+		if err := os.WriteFile(conf, []byte(tollgateConfig(ports[0], ports[1], ports[2], token, db, o)), 0o600); err != nil {
 			return nil, err
 		}
 		argv := append(append([]string{}, cpu.Server...), bin, "serve", "--config", conf)
@@ -99,11 +117,17 @@ func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir s
 			return nil, err
 		}
 		srv.admin = &tollgateAdmin{Addr: adminAddr, client: admin.NewClient(adminAddr, token)}
-		if err := srv.admin.registerBase(ctx, s); err != nil {
+		if err := srv.admin.registerBase(ctx, s, o.TLS != nil); err != nil {
 			p.stop()
 			return nil, fmt.Errorf("%s: registering: %w", name, err)
 		}
-		if err := waitReady(ctx, p, srv.url("/index.html"), hostStatic, 15*time.Second); err != nil {
+		if o.TLS != nil {
+			srv.TLSAddr, srv.tls = fmt.Sprintf("127.0.0.1:%d", ports[2]), o.TLS
+			err = waitTLSReady(ctx, srv, tlsIssueTimeout)
+		} else {
+			err = waitReady(ctx, p, srv.url("/index.html"), hostStatic, 15*time.Second)
+		}
+		if err != nil {
 			p.stop()
 			return nil, err
 		}
@@ -112,8 +136,9 @@ func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir s
 }
 
 // registerBase registers what every server serves: static.bench from the
-// generated directory and proxied.bench to the shared upstream.
-func (a *tollgateAdmin) registerBase(ctx context.Context, s siteSpec) error {
+// generated directory and proxied.bench to the shared upstream; withTLS also
+// attaches hostTLS to the static site.
+func (a *tollgateAdmin) registerBase(ctx context.Context, s siteSpec, withTLS bool) error {
 	c := a.client
 	if _, _, err := c.PutPlan(ctx, sites.Plan{Name: benchPlan}); err != nil {
 		return err
@@ -133,6 +158,11 @@ func (a *tollgateAdmin) registerBase(ctx context.Context, s siteSpec) error {
 		}
 		if _, err := c.AttachDomain(ctx, site.id, admin.DomainAttach{Domain: site.host}); err != nil {
 			return fmt.Errorf("domain %s: %w", site.host, err)
+		}
+	}
+	if withTLS {
+		if _, err := c.AttachDomain(ctx, "static", admin.DomainAttach{Domain: hostTLS}); err != nil {
+			return fmt.Errorf("domain %s: %w", hostTLS, err)
 		}
 	}
 	return nil

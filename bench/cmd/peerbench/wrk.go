@@ -16,7 +16,7 @@ import (
 
 // wrkResult is what one wrk run reported. Durations are parsed from wrk's
 // own units (us, ms, s, m, h); counts from its metric units (k, M, G).
-type wrkResult struct {
+type runResult struct {
 	// Requests is the number of completed requests.
 	Requests int64 `json:"requests"`
 	// Elapsed is how long the run lasted by wrk's clock.
@@ -35,6 +35,31 @@ type wrkResult struct {
 	Non2xx3xx int64 `json:"non_2xx_3xx"`
 	// SocketErrors are wrk's connect, read, write and timeout errors.
 	SocketErrors socketErrors `json:"socket_errors"`
+	// Failed counts what h2load reports as failed, errored or timed out
+	// requests, and the handshake client's failed connections; wrk reports
+	// its failures as SocketErrors.
+	Failed int64 `json:"failed,omitempty"`
+	// FirstError is the handshake client's first failure, for the report.
+	FirstError string `json:"first_error,omitempty"`
+	// TLS is what was negotiated (h2load and the handshake client).
+	TLS *tlsInfo `json:"tls,omitempty"`
+	// ServerCPU is the CPU time (user + system, all threads) the server
+	// under test used from just before the tool started until it exited,
+	// and Wall that span; ServerCPU ÷ Wall is how busy its core was. Zero
+	// for servers peerbench did not start (gitea-raw).
+	ServerCPU time.Duration `json:"server_cpu_ns,omitempty"`
+	Wall      time.Duration `json:"wall_ns,omitempty"`
+}
+
+// tlsInfo is the TLS connection a run used, as the client saw it.
+type tlsInfo struct {
+	// Protocol is "TLSv1.3" or "TLSv1.2".
+	Protocol string `json:"protocol"`
+	Cipher   string `json:"cipher"`
+	// KeyExchange is the ECDHE group ("X25519").
+	KeyExchange string `json:"key_exchange"`
+	// ALPN is the application protocol ("h2", "http/1.1").
+	ALPN string `json:"alpn"`
 }
 
 type socketErrors struct {
@@ -60,7 +85,7 @@ func (e socketErrors) String() string {
 }
 
 // problems says why a run cannot be trusted; empty means it can.
-func (r wrkResult) problems() []string {
+func (r runResult) problems() []string {
 	var p []string
 	if r.Requests == 0 {
 		p = append(p, "no request completed")
@@ -70,6 +95,13 @@ func (r wrkResult) problems() []string {
 	}
 	if n := r.SocketErrors.total(); n > 0 {
 		p = append(p, fmt.Sprintf("%d socket errors (%s)", n, r.SocketErrors))
+	}
+	if r.Failed > 0 {
+		msg := fmt.Sprintf("%d failed requests or handshakes", r.Failed)
+		if r.FirstError != "" {
+			msg += " (first: " + r.FirstError + ")"
+		}
+		p = append(p, msg)
 	}
 	return p
 }
@@ -95,13 +127,13 @@ func (l wrkLoad) args() []string {
 }
 
 // runWrk runs wrk (pinned by pin) and parses its report.
-func runWrk(ctx context.Context, pin []string, l wrkLoad) (wrkResult, error) {
+func runWrk(ctx context.Context, pin []string, l wrkLoad) (runResult, error) {
 	argv := slices.Concat(pin, []string{"wrk"}, l.args())
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return wrkResult{}, fmt.Errorf("wrk %s: %w: %s%s", l.URL, err,
+		return runResult{}, fmt.Errorf("wrk %s: %w: %s%s", l.URL, err,
 			strings.TrimSpace(errb.String()), strings.TrimSpace(out.String()))
 	}
 	r, err := parseWrk(out.Bytes())
@@ -114,8 +146,8 @@ func runWrk(ctx context.Context, pin []string, l wrkLoad) (wrkResult, error) {
 // parseWrk reads wrk 4.x's text report (run with --latency). It fails when
 // the lines every report has (requests, Requests/sec, the 99% percentile)
 // are missing, so a changed format is noticed rather than read as zeros.
-func parseWrk(out []byte) (wrkResult, error) {
-	var r wrkResult
+func parseWrk(out []byte) (runResult, error) {
+	var r runResult
 	var sawTotal, sawRate, sawP99 bool
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {

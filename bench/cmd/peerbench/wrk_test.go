@@ -14,28 +14,28 @@ import (
 func TestParseWrkSamples(t *testing.T) {
 	tests := []struct {
 		file string
-		want wrkResult
+		want runResult
 		// problems is how many reasons to distrust the run problems() gives.
 		problems int
 	}{
-		{"static-4k-ms.txt", wrkResult{Requests: 31079, Elapsed: 2 * time.Second, ReqPerSec: 15528.15,
+		{"static-4k-ms.txt", runResult{Requests: 31079, Elapsed: 2 * time.Second, ReqPerSec: 15528.15,
 			ThreadReqPerSec: 16040, LatencyAvg: 8630 * time.Microsecond, P50: 3300 * time.Microsecond,
 			P99: 64020 * time.Microsecond, BytesRead: 128.55 * (1 << 20)}, 0},
-		{"static-4k-us.txt", wrkResult{Requests: 20683, Elapsed: 2010 * time.Millisecond, ReqPerSec: 10281.44,
+		{"static-4k-us.txt", runResult{Requests: 20683, Elapsed: 2010 * time.Millisecond, ReqPerSec: 10281.44,
 			ThreadReqPerSec: 10620, LatencyAvg: 4460 * time.Microsecond, P50: 187 * time.Microsecond,
 			P99: 65140 * time.Microsecond, BytesRead: 85.55 * (1 << 20)}, 0},
-		{"static-1m-hundreds.txt", wrkResult{Requests: 1116, Elapsed: 2110 * time.Millisecond, ReqPerSec: 527.85,
+		{"static-1m-hundreds.txt", runResult{Requests: 1116, Elapsed: 2110 * time.Millisecond, ReqPerSec: 527.85,
 			ThreadReqPerSec: 531.17, LatencyAvg: 76270 * time.Microsecond, P50: 68800 * time.Microsecond,
 			P99: 203230 * time.Microsecond, BytesRead: 1.09 * (1 << 30)}, 0},
-		{"slow-seconds.txt", wrkResult{Requests: 8, Elapsed: 3010 * time.Millisecond, ReqPerSec: 2.66,
+		{"slow-seconds.txt", runResult{Requests: 8, Elapsed: 3010 * time.Millisecond, ReqPerSec: 2.66,
 			ThreadReqPerSec: 4.67, LatencyAvg: 1200 * time.Millisecond, P50: 1200 * time.Millisecond,
 			P99: 1200 * time.Millisecond, BytesRead: 0.92 * 1024}, 0},
-		{"non2xx.txt", wrkResult{Requests: 16245, Elapsed: 2060 * time.Millisecond, ReqPerSec: 7904.91,
+		{"non2xx.txt", runResult{Requests: 16245, Elapsed: 2060 * time.Millisecond, ReqPerSec: 7904.91,
 			ThreadReqPerSec: 8300, LatencyAvg: 7790 * time.Microsecond, P50: 3640 * time.Microsecond,
 			P99: 120940 * time.Microsecond, BytesRead: 5.25 * (1 << 20), Non2xx3xx: 16245}, 1},
-		{"timeouts.txt", wrkResult{Requests: 4, Elapsed: 2010 * time.Millisecond, ReqPerSec: 1.99,
+		{"timeouts.txt", runResult{Requests: 4, Elapsed: 2010 * time.Millisecond, ReqPerSec: 1.99,
 			ThreadReqPerSec: 3, BytesRead: 472, SocketErrors: socketErrors{Timeout: 4}}, 1},
-		{"read-errors.txt", wrkResult{Elapsed: 1010 * time.Millisecond, SocketErrors: socketErrors{Read: 8185}}, 2},
+		{"read-errors.txt", runResult{Elapsed: 1010 * time.Millisecond, SocketErrors: socketErrors{Read: 8185}}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -59,7 +59,7 @@ func TestParseWrkSamples(t *testing.T) {
 
 // sameResult compares floats to 1e-9 relative: the samples' decimals do not
 // survive binary floating point exactly.
-func sameResult(a, b wrkResult) bool {
+func sameResult(a, b runResult) bool {
 	near := func(x, y float64) bool { return math.Abs(x-y) <= 1e-9*math.Max(math.Abs(x), math.Abs(y)) }
 	fa, fb := a, b
 	fa.ReqPerSec, fa.ThreadReqPerSec, fa.BytesRead = 0, 0, 0
@@ -168,7 +168,7 @@ Transfer/sec:    512.00MB
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := wrkResult{Requests: 20400000, Elapsed: 5 * time.Second, ReqPerSec: 4.08e6, ThreadReqPerSec: 1.02e6,
+	want := runResult{Requests: 20400000, Elapsed: 5 * time.Second, ReqPerSec: 4.08e6, ThreadReqPerSec: 1.02e6,
 		LatencyAvg: 95120 * time.Nanosecond, P50: 90 * time.Microsecond, P99: 250 * time.Microsecond,
 		BytesRead: 2.5 * (1 << 30)}
 	if !sameResult(got, want) {
