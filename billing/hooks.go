@@ -1,22 +1,16 @@
 package billing
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/tollgate-edge/tollgate/store"
-	bolt "go.etcd.io/bbolt"
 )
 
 // HookConfig is one [[billing.hooks]] entry.
@@ -176,36 +169,6 @@ type hookWorker struct {
 	nextPrune time.Time // worker goroutine only
 }
 
-// The outbox: bucket hook_outbox holds a sub-bucket per hook URL (named by
-// a hash of the URL), with two sub-buckets:
-//
-//	queue: 8-byte big-endian sequence → hookDelivery JSON (oldest first)
-//	ids:   event id → 'p' + sequence (pending) or 'd' + unix nanos (done:
-//	       delivered or dropped; pruned after MaxAge)
-const bucketHookOutbox = "hook_outbox"
-
-var (
-	hookQueue = []byte("queue")
-	hookIDs   = []byte("ids")
-)
-
-const (
-	hookPruneEvery = time.Hour       // how often done ids are pruned
-	hookStoreRetry = 5 * time.Second // wait after a failed outbox read or write
-)
-
-// hookDelivery is an outbox record.
-type hookDelivery struct {
-	ID        string          `json:"id"`
-	Type      string          `json:"type"`
-	Org       string          `json:"org"`
-	Body      json.RawMessage `json:"body"` // the POST body, identical on every attempt
-	Queued    time.Time       `json:"queued"`
-	Attempts  int             `json:"attempts,omitempty"`
-	Next      time.Time       `json:"next,omitzero"` // next attempt due (zero: now)
-	LastError string          `json:"last_error,omitempty"`
-}
-
 // NewHooks validates hooks and opens their outbox. Deliveries left pending
 // by a previous process are picked up by Run.
 func NewHooks(hooks []HookConfig, opts HookOptions) (*Hooks, error) {
@@ -272,46 +235,6 @@ func NewHooks(hooks []HookConfig, opts HookOptions) (*Hooks, error) {
 	return h, nil
 }
 
-// open creates the buckets of every hook, counts what is pending and warns
-// about deliveries left for URLs no longer configured.
-func (h *Hooks) open(ctx context.Context) error {
-	mine := map[string]bool{}
-	err := h.st.Update(ctx, func(tx *bolt.Tx) error {
-		root, err := tx.CreateBucketIfNotExists([]byte(bucketHookOutbox))
-		if err != nil {
-			return err
-		}
-		for _, w := range h.workers {
-			mine[string(w.key)] = true
-			hb, err := root.CreateBucketIfNotExists(w.key)
-			if err != nil {
-				return err
-			}
-			q, err := hb.CreateBucketIfNotExists(hookQueue)
-			if err != nil {
-				return err
-			}
-			if _, err := hb.CreateBucketIfNotExists(hookIDs); err != nil {
-				return err
-			}
-			w.pending.Store(int64(q.Stats().KeyN))
-		}
-		return root.ForEachBucket(func(k []byte) error {
-			if q := root.Bucket(k).Bucket(hookQueue); !mine[string(k)] && q != nil {
-				if n := q.Stats().KeyN; n > 0 {
-					h.log.Warn("hook deliveries pending for a URL no longer configured; kept until it is again",
-						slog.String("outbox", string(k)), slog.Int("pending", n))
-				}
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("billing: hook outbox: %w", err)
-	}
-	return nil
-}
-
 // Emit durably queues e for every hook whose Events match, in one
 // transaction, and wakes their workers. It does no network I/O. An id
 // already queued, delivered or dropped (within MaxAge) for a hook is not
@@ -350,31 +273,7 @@ func (h *Hooks) Emit(ctx context.Context, e HookEvent) error {
 	if err != nil {
 		return fmt.Errorf("billing: hook event %s: %w", e.ID, err)
 	}
-	added := make([]bool, len(ws))
-	err = h.st.Update(ctx, func(tx *bolt.Tx) error {
-		for i, w := range ws {
-			q, ids, err := hookBuckets(tx, w)
-			if err != nil {
-				return err
-			}
-			if ids.Get([]byte(e.ID)) != nil {
-				added[i] = false
-				continue
-			}
-			seq, err := q.NextSequence()
-			if err != nil {
-				return err
-			}
-			if err := q.Put(seqKey(seq), rec); err != nil {
-				return err
-			}
-			if err := ids.Put([]byte(e.ID), idMark('p', seq)); err != nil {
-				return err
-			}
-			added[i] = true
-		}
-		return nil
-	})
+	added, err := h.queue(ctx, ws, e.ID, rec)
 	if err != nil {
 		return fmt.Errorf("billing: queue hook event %s: %w", e.ID, err)
 	}
@@ -449,294 +348,4 @@ func (h *Hooks) Close() error {
 	h.mu.Unlock()
 	h.wg.Wait()
 	return nil
-}
-
-// work is one hook's delivery loop: it sleeps until the head of the queue
-// is due, an Emit signals, or ctx ends.
-func (h *Hooks) work(ctx context.Context, w *hookWorker) {
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		wait := h.step(ctx, w)
-		if ctx.Err() != nil {
-			return
-		}
-		if wait <= 0 {
-			continue // progress was made: look at the next delivery
-		}
-		timer.Reset(wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.wake:
-		case <-timer.C:
-		}
-	}
-}
-
-// step handles the head of w's queue and returns how long to wait before
-// the next step (0: at once, after progress).
-func (h *Hooks) step(ctx context.Context, w *hookWorker) time.Duration {
-	// Bookkeeping writes outlive ctx: a 2xx received while closing is
-	// still recorded.
-	bg := context.WithoutCancel(ctx)
-	now := h.now()
-	if !now.Before(w.nextPrune) {
-		if err := h.prune(bg, w, now); err != nil {
-			h.log.Error("hook outbox: pruning delivered ids failed", slog.String("url", w.logURL), slog.Any("err", err))
-		}
-		w.nextPrune = now.Add(hookPruneEvery)
-	}
-	seq, d, err := h.head(ctx, w)
-	switch {
-	case err != nil && ctx.Err() == nil:
-		h.log.Error("hook outbox not readable", slog.String("url", w.logURL), slog.Any("err", err))
-		return hookStoreRetry
-	case err != nil:
-		return 0
-	case seq == 0:
-		return w.nextPrune.Sub(now) // idle until an Emit
-	case d == nil:
-		h.drop(bg, w, seq, &hookDelivery{}, "outbox record not readable")
-		return 0
-	case now.Sub(d.Queued) > h.maxAge:
-		h.drop(bg, w, seq, d, "older than max age")
-		return 0
-	case d.Next.After(now):
-		return d.Next.Sub(now)
-	}
-
-	status, err := h.send(ctx, w, d)
-	if err == nil && status >= 200 && status < 300 {
-		if err := h.finish(bg, w, seq, d.ID); err != nil {
-			h.log.Error("hook delivered but not removed from the outbox; it will be sent again",
-				slog.String("url", w.logURL), slog.String("id", d.ID), slog.Any("err", err))
-			return hookStoreRetry
-		}
-		h.ok.Inc()
-		return 0
-	}
-	if ctx.Err() != nil {
-		return 0 // closing: the attempt does not count, the delivery stays as it was
-	}
-	d.Attempts++
-	if err != nil {
-		d.LastError = err.Error()
-	} else {
-		d.LastError = "HTTP " + strconv.Itoa(status)
-	}
-	wait := h.backoff(d.Attempts)
-	d.Next = h.now().Add(wait)
-	h.retry.Inc()
-	if status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests {
-		h.rejected.Inc()
-	}
-	h.log.Warn("hook delivery failed; will retry", slog.String("url", w.logURL), slog.String("id", d.ID),
-		slog.String("type", d.Type), slog.Int("attempt", d.Attempts), slog.Duration("retry_in", wait), slog.String("err", d.LastError))
-	rec, err := json.Marshal(d)
-	if err == nil {
-		err = h.st.Update(bg, func(tx *bolt.Tx) error {
-			q, _, err := hookBuckets(tx, w)
-			if err != nil {
-				return err
-			}
-			return q.Put(seqKey(seq), rec)
-		})
-	}
-	if err != nil {
-		h.log.Error("hook outbox: retry not recorded", slog.String("url", w.logURL), slog.String("id", d.ID), slog.Any("err", err))
-	}
-	return wait
-}
-
-// head returns the oldest queued delivery of w: seq 0 when the queue is
-// empty, d nil when its record does not decode.
-func (h *Hooks) head(ctx context.Context, w *hookWorker) (uint64, *hookDelivery, error) {
-	var seq uint64
-	var d *hookDelivery
-	err := h.st.View(ctx, func(tx *bolt.Tx) error {
-		q, _, err := hookBuckets(tx, w)
-		if err != nil {
-			return err
-		}
-		k, v := q.Cursor().First()
-		if k == nil {
-			return nil
-		}
-		seq = binary.BigEndian.Uint64(k)
-		var rec hookDelivery
-		if json.Unmarshal(v, &rec) == nil {
-			d = &rec
-		}
-		return nil
-	})
-	return seq, d, err
-}
-
-// send makes one attempt. status is 0 when err is set.
-func (h *Hooks) send(ctx context.Context, w *hookWorker, d *hookDelivery) (int, error) {
-	start := time.Now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(d.Body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "tollgate-hooks")
-	req.Header.Set("Tollgate-Event", d.Type)
-	req.Header.Set("Tollgate-Delivery", d.ID)
-	req.Header.Set("Tollgate-Signature", signHook(w.cfg.Secret, h.now().Unix(), d.Body))
-	resp, err := h.client.Do(req)
-	if err != nil {
-		h.duration.Observe(time.Since(start).Seconds())
-		return 0, err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
-	_ = resp.Body.Close()
-	h.duration.Observe(time.Since(start).Seconds())
-	return resp.StatusCode, nil
-}
-
-// finish removes a delivered record and marks its id done.
-func (h *Hooks) finish(ctx context.Context, w *hookWorker, seq uint64, id string) error {
-	err := h.st.Update(ctx, func(tx *bolt.Tx) error {
-		q, ids, err := hookBuckets(tx, w)
-		if err != nil {
-			return err
-		}
-		if err := q.Delete(seqKey(seq)); err != nil {
-			return err
-		}
-		if id == "" {
-			return nil
-		}
-		return ids.Put([]byte(id), idMark('d', uint64(h.now().UnixNano())))
-	})
-	if err == nil {
-		w.pending.Add(-1)
-	}
-	return err
-}
-
-// drop gives a delivery up.
-func (h *Hooks) drop(ctx context.Context, w *hookWorker, seq uint64, d *hookDelivery, why string) {
-	if err := h.finish(ctx, w, seq, d.ID); err != nil {
-		h.log.Error("hook outbox: dropping a delivery failed", slog.String("url", w.logURL), slog.Any("err", err))
-		return
-	}
-	h.log.Error("hook delivery dropped: "+why, slog.String("url", w.logURL), slog.String("id", d.ID),
-		slog.String("type", d.Type), slog.String("org", d.Org), slog.Time("queued", d.Queued),
-		slog.Int("attempts", d.Attempts), slog.String("last_error", d.LastError))
-	h.dropped.Inc()
-}
-
-// prune forgets ids done more than MaxAge ago.
-func (h *Hooks) prune(ctx context.Context, w *hookWorker, now time.Time) error {
-	cutoff := uint64(now.Add(-h.maxAge).UnixNano())
-	return h.st.Update(ctx, func(tx *bolt.Tx) error {
-		_, ids, err := hookBuckets(tx, w)
-		if err != nil {
-			return err
-		}
-		var old [][]byte
-		c := ids.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(v) == 9 && v[0] == 'd' && binary.BigEndian.Uint64(v[1:]) < cutoff {
-				old = append(old, bytes.Clone(k))
-			}
-		}
-		for _, k := range old {
-			if err := ids.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// backoff is the wait after the n-th failed attempt: base·2ⁿ⁻¹ capped at
-// maxBackoff, then ±20 % jitter.
-func (h *Hooks) backoff(n int) time.Duration {
-	d := h.baseBackoff
-	for i := 1; i < n && d < h.maxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, h.maxBackoff)
-	return time.Duration(float64(d) * (0.8 + 0.4*mrand.Float64()))
-}
-
-func hookBuckets(tx *bolt.Tx, w *hookWorker) (queue, ids *bolt.Bucket, err error) {
-	if root := tx.Bucket([]byte(bucketHookOutbox)); root != nil {
-		if hb := root.Bucket(w.key); hb != nil {
-			queue, ids = hb.Bucket(hookQueue), hb.Bucket(hookIDs)
-		}
-	}
-	if queue == nil || ids == nil {
-		return nil, nil, fmt.Errorf("bucket %s/%s missing", bucketHookOutbox, w.key)
-	}
-	return queue, ids, nil
-}
-
-func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
-
-func idMark(kind byte, n uint64) []byte { return binary.BigEndian.AppendUint64([]byte{kind}, n) }
-
-// signHook returns the Tollgate-Signature header value.
-func signHook(secret string, t int64, body []byte) string {
-	ts := strconv.FormatInt(t, 10)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(hookMAC(secret, ts, body))
-}
-
-func hookMAC(secret, ts string, body []byte) []byte {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return m.Sum(nil)
-}
-
-// ErrHookSignature is returned by VerifyHookSignature for a delivery that
-// must not be trusted.
-var ErrHookSignature = errors.New("hook signature not valid")
-
-// defaultHookTolerance is VerifyHookSignature's tolerance when given none.
-const defaultHookTolerance = 5 * time.Minute
-
-// VerifyHookSignature checks a Tollgate-Signature header against the raw
-// body: one of its v1 values must be the HMAC-SHA256 of "<t>.<body>" with
-// secret, and t must be within tolerance of now (either side; 0 means 5
-// minutes). Errors wrap ErrHookSignature.
-func VerifyHookSignature(secret string, header string, body []byte, tolerance time.Duration, now time.Time) error {
-	if tolerance <= 0 {
-		tolerance = defaultHookTolerance
-	}
-	var ts string
-	var sigs [][]byte
-	for part := range strings.SplitSeq(header, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-		switch k {
-		case "t":
-			ts = v
-		case "v1":
-			if b, err := hex.DecodeString(v); err == nil {
-				sigs = append(sigs, b)
-			}
-		}
-	}
-	t, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return fmt.Errorf("%w: no timestamp", ErrHookSignature)
-	}
-	if len(sigs) == 0 {
-		return fmt.Errorf("%w: no v1 signature", ErrHookSignature)
-	}
-	if age := now.Sub(time.Unix(t, 0)); age > tolerance || age < -tolerance {
-		return fmt.Errorf("%w: timestamp %s is outside the tolerance of %s", ErrHookSignature, time.Unix(t, 0).UTC().Format(time.RFC3339), tolerance)
-	}
-	want := hookMAC(secret, ts, body)
-	for _, s := range sigs {
-		if hmac.Equal(s, want) {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: signature does not match", ErrHookSignature)
 }

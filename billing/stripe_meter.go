@@ -1,13 +1,11 @@
 package billing
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -394,16 +392,9 @@ func (s *Stripe) remove(ctx context.Context, id string) error {
 	return nil
 }
 
-// backoff is the wait after the n-th failed attempt: base·2ⁿ⁻¹ capped at
-// maxRetry, then ±20 % jitter.
-func (s *Stripe) backoff(n int) time.Duration {
-	d := s.baseBackoff
-	for i := 1; i < n && d < s.maxRetry; i++ {
-		d *= 2
-	}
-	d = min(d, s.maxRetry)
-	return time.Duration(float64(d) * (0.8 + 0.4*mrand.Float64()))
-}
+// backoff is the wait after the n-th failed attempt: baseBackoff
+// (report_interval) doubling up to maxRetry (1h), ±20 % jitter.
+func (s *Stripe) backoff(n int) time.Duration { return backoff(n, s.baseBackoff, s.maxRetry) }
 
 // rejectedByStripe reports whether Stripe answered err with a 4xx that
 // another attempt right now would get again (not 408, 409 or 429).
@@ -428,29 +419,4 @@ func describeStripeError(err error) string {
 		return fmt.Sprintf("HTTP %d %s: %s", se.HTTPStatusCode, se.Type, se.Msg)
 	}
 	return err.Error()
-}
-
-// pruneEvents forgets webhook event ids processed before the retention.
-func (s *Stripe) pruneEvents(ctx context.Context, now time.Time) error {
-	cutoff := now.Add(-stripeEventRetention)
-	return s.st.Update(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bucketStripeEvents))
-		var old [][]byte
-		err := b.ForEach(func(k, v []byte) error {
-			var r stripeEventRecord
-			if json.Unmarshal(v, &r) != nil || r.At.Before(cutoff) {
-				old = append(old, bytes.Clone(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }

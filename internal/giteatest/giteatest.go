@@ -18,8 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -54,11 +52,7 @@ type Server struct {
 	admin   string
 	token   string
 	client  *http.Client
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done <-chan struct{}  // closed when cmd has exited
-	out  *proctest.Output // stdout and stderr of the running cmd
+	web     proctest.Restartable // `gitea web`
 }
 
 type secrets struct{ secretKey, internalToken, jwtSecret string }
@@ -153,16 +147,7 @@ func (s *Server) AdminUser() string { return s.admin }
 
 // Stop kills Gitea and its children (SIGKILL to the process group, as a crash
 // would) and waits for it to exit. It is safe to call more than once.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.done
-	s.cmd = nil
-}
+func (s *Server) Stop() { s.web.Stop() }
 
 // Restart stops Gitea if it runs and starts it again on the same port with
 // the same data, and waits until it is ready. It fails the test that started
@@ -178,54 +163,34 @@ func (s *Server) Restart() {
 	}
 }
 
-// startWeb runs `gitea web` in its own process group and waits for
-// /api/healthz; on failure the process is gone and the error carries its log.
+// startWeb runs `gitea web` in its own process group (so that Stop kills
+// the group) and waits for /api/healthz; on failure the process is gone and
+// the error carries its output and log.
 func (s *Server) startWeb() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	cmd := exec.Command(s.bin, "web", "--config", s.conf)
 	cmd.Dir, cmd.Env = s.dir, s.env()
 	cmd.SysProcAttr = procAttr()
-	proc, err := proctest.Start(cmd)
-	if err != nil {
-		return err
+	if err := s.web.Start(cmd, s.waitReady); err != nil {
+		return fmt.Errorf("gitea web on port %d: %w%s", s.port, err, s.logTail())
 	}
-	out, done := proc.Out, proc.Done
-	if err := s.waitReady(done); err != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-		return fmt.Errorf("gitea web on port %d: %w\n%s%s", s.port, err, out.String(), s.logTail())
-	}
-	s.cmd, s.done, s.out = cmd, done, out
 	return nil
 }
 
 // waitReady polls /api/healthz until it answers 200, the process exits, or
 // readyTimeout passes.
 func (s *Server) waitReady(exited <-chan struct{}) error {
-	deadline := time.Now().Add(readyTimeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
 	client := &http.Client{Timeout: time.Second}
-	var err error
-	for {
-		var resp *http.Response
-		if resp, err = client.Get(s.URL() + "/api/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("/api/healthz answered %s", resp.Status)
+	return proctest.WaitReady(exited, readyTimeout, 20*time.Millisecond, func() error {
+		resp, err := client.Get(s.URL() + "/api/healthz")
+		if err != nil {
+			return err
 		}
-		select {
-		case <-exited:
-			return fmt.Errorf("exited before ready (%v)", err)
-		case <-tick.C:
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/api/healthz answered %s", resp.Status)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %s: %v", readyTimeout, err)
-		}
-	}
+		return nil
+	})
 }
 
 // cli runs one gitea subcommand against the config and returns its stdout.

@@ -1,5 +1,7 @@
 // Package proctest holds what tests that run child processes (tollgate,
-// redis-server, gitea) share: a place for their output.
+// redis-server, stripe-mock, gitea) share: free ports, a place for their
+// output, waiting until they are ready, and stopping and starting them
+// again for fault tests.
 package proctest
 
 import (

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,10 +24,7 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done <-chan struct{} // closed when cmd has exited
+	proc proctest.Restartable
 }
 
 // Start runs redis-server on a free 127.0.0.1 port and stops it when the test
@@ -60,16 +56,7 @@ func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 
 // Stop kills the server (SIGKILL, as a crash would) and waits for it to exit.
 // It is safe to call more than once.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.done
-	s.cmd = nil
-}
+func (s *Server) Stop() { s.proc.Stop() }
 
 // Restart starts a stopped server again on the same port and waits until it
 // answers. The dataset survives, as on a production Redis with persistence:
@@ -84,45 +71,19 @@ func (s *Server) Restart() {
 }
 
 func (s *Server) start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	cmd := exec.Command(s.bin,
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", s.dir, "--daemonize", "no")
-	proc, err := proctest.Start(cmd)
-	if err != nil {
-		return err
+	if err := s.proc.Start(cmd, s.waitReady); err != nil {
+		return fmt.Errorf("redis-server on port %d: %w", s.port, err)
 	}
-	out, done := proc.Out, proc.Done
-	if err := waitReady(s.Addr(), done); err != nil {
-		_ = cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("redis-server on port %d: %w\n%s", s.port, err, out.String())
-	}
-	s.cmd, s.done = cmd, done
 	return nil
 }
 
 // waitReady polls with PING until the server answers, it exits, or
 // readyTimeout passes.
-func waitReady(addr string, exited <-chan struct{}) error {
-	deadline := time.Now().Add(readyTimeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var err error
-	for {
-		if err = ping(addr); err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("exited before answering PING (%v)", err)
-		case <-tick.C:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %s: %v", readyTimeout, err)
-		}
-	}
+func (s *Server) waitReady(exited <-chan struct{}) error {
+	return proctest.WaitReady(exited, readyTimeout, 10*time.Millisecond, func() error { return ping(s.Addr()) })
 }
 
 func ping(addr string) error {

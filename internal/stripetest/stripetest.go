@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,10 +33,7 @@ type Mock struct {
 	bin       string
 	httpPort  int
 	httpsPort int
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done <-chan struct{} // closed when cmd has exited
+	proc      proctest.Restartable
 }
 
 // Start runs stripe-mock with its HTTP and HTTPS listeners on free
@@ -115,16 +111,7 @@ func (m *Mock) addr(port int) string { return net.JoinHostPort("127.0.0.1", strc
 
 // Stop kills stripe-mock and waits for it to exit. It is safe to call more
 // than once.
-func (m *Mock) Stop() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cmd == nil {
-		return
-	}
-	_ = m.cmd.Process.Kill()
-	<-m.done
-	m.cmd = nil
-}
+func (m *Mock) Stop() { m.proc.Stop() }
 
 // Restart stops stripe-mock if it runs and starts it again on the same
 // ports, waiting until it answers.
@@ -137,19 +124,10 @@ func (m *Mock) Restart() {
 }
 
 func (m *Mock) start() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	cmd := exec.Command(m.bin, "-http-addr", m.addr(m.httpPort), "-https-addr", m.addr(m.httpsPort))
-	proc, err := proctest.Start(cmd)
-	if err != nil {
-		return err
+	if err := m.proc.Start(cmd, m.waitReady); err != nil {
+		return fmt.Errorf("stripe-mock on ports %d/%d: %w", m.httpPort, m.httpsPort, err)
 	}
-	if err := m.waitReady(proc.Done); err != nil {
-		_ = cmd.Process.Kill()
-		<-proc.Done
-		return fmt.Errorf("stripe-mock on ports %d/%d: %w\n%s", m.httpPort, m.httpsPort, err, proc.Out.String())
-	}
-	m.cmd, m.done = cmd, proc.Done
 	return nil
 }
 
@@ -158,23 +136,7 @@ func (m *Mock) start() error {
 // connection, the process exits, or readyTimeout passes.
 func (m *Mock) waitReady(exited <-chan struct{}) error {
 	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(readyTimeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := m.probe(client)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("exited before answering (%v)", err)
-		case <-tick.C:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %s: %v", readyTimeout, err)
-		}
-	}
+	return proctest.WaitReady(exited, readyTimeout, 10*time.Millisecond, func() error { return m.probe(client) })
 }
 
 func (m *Mock) probe(client *http.Client) error {
