@@ -7,7 +7,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DEMO    := .demo
 
-.PHONY: all build run deps test test-short lint fuzz bench bench-go clean
+.PHONY: all build run deps test test-short lint fuzz bench bench-go clean release
 
 all: build
 
@@ -87,3 +87,17 @@ bench-go:
 
 clean:
 	rm -rf bin dist bench-go.txt
+
+# Static release binaries for Linux into dist/ (rebuilt from scratch), named
+# tollgate-$(VERSION)-linux-$(ARCH), plus dist/SHA256SUMS (sha256sum -c).
+# Override the version with make release VERSION=v1.2.3.
+RELEASE_ARCHS ?= amd64 arm64
+release:
+	@rm -rf dist && mkdir -p dist
+	@set -e; for arch in $(RELEASE_ARCHS); do \
+	  out=dist/tollgate-$(VERSION)-linux-$$arch; \
+	  echo "build $$out"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/tollgate; \
+	done
+	@cd dist && sha256sum tollgate-$(VERSION)-linux-* > SHA256SUMS
+	@echo "dist/SHA256SUMS:" && cat dist/SHA256SUMS

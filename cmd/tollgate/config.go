@@ -43,6 +43,10 @@ type ServerConfig struct {
 	// Certificates come on demand from the [acme] CA, for the names tollgate
 	// routes; h2 and http/1.1 are offered. Default "": no TLS.
 	HTTPS string `toml:"https"`
+	// HTTPSPublicPort is the port visitors reach HTTPS on, used in the
+	// HTTP→HTTPS redirects, when it differs from the listener's (a
+	// container publishing -p 443:8443). Default 0: the listener's port.
+	HTTPSPublicPort int `toml:"https_public_port"`
 	// Admin is the operator API listener (admin API, /metrics, /healthz,
 	// /readyz). Keep it on loopback or a private network. Default
 	// "127.0.0.1:9180".
@@ -109,6 +113,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("server.https: %q is not host:port", c.Server.HTTPS))
 		}
 		errs = append(errs, c.ACME.Validate())
+	}
+	if c.Server.HTTPSPublicPort < 0 || c.Server.HTTPSPublicPort > 65535 {
+		errs = append(errs, fmt.Errorf("server.https_public_port: %d is not a port", c.Server.HTTPSPublicPort))
 	}
 	errs = append(errs, admin.Config{Token: c.Server.AdminToken, MaxBodyBytes: c.Server.AdminMaxBodyBytes}.Validate())
 	if c.Server.ShutdownTimeout < 0 {

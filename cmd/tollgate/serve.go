@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -234,7 +235,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 		go func() { errc <- px.ServeTLS(httpsLn, certs.TLSConfig()) }()
 		go func() {
 			errc <- px.ServeRedirect(publicLn, proxy.RedirectOptions{
-				HTTPSPort: proxy.PortOf(httpsLn.Addr()),
+				HTTPSPort: httpsPort(cfg.Server, httpsLn.Addr()),
 				Challenge: fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					if !certs.HandleHTTPChallenge(w, r) {
 						http.Error(w, "no such ACME challenge", http.StatusNotFound)
@@ -447,4 +448,13 @@ func registryStore(ctx context.Context, cfg Config, st *store.Bolt, log *slog.Lo
 		return nil, nil, func() {}, fmt.Errorf("store.redis: the registry lives in Redis and it does not answer: %w", err)
 	}
 	return kv, kv, func() { rc.Close() }, nil
+}
+
+// httpsPort is the port in HTTP→HTTPS redirects: server.https_public_port,
+// else the TLS listener's.
+func httpsPort(c ServerConfig, ln net.Addr) string {
+	if c.HTTPSPublicPort != 0 {
+		return strconv.Itoa(c.HTTPSPublicPort)
+	}
+	return proxy.PortOf(ln)
 }
