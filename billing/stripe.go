@@ -51,6 +51,17 @@ type StripeOptions struct {
 	// HTTPClient calls the Stripe API. Default: a 30s timeout. Tests wrap
 	// its transport to see what is sent.
 	HTTPClient *http.Client
+	// EventIDs remembers processed webhook event ids where every node of a
+	// cluster sees them (*store.RedisKV), so a redelivery to another node
+	// is a duplicate too. Nil: the node's own Store.
+	EventIDs EventIDs
+}
+
+// EventIDs is a shared set of marks with an expiry. *store.RedisKV
+// implements it.
+type EventIDs interface {
+	Marked(ctx context.Context, ns, id string) (bool, error)
+	Mark(ctx context.Context, ns, id string, value []byte, ttl time.Duration) error
 }
 
 // Stripe connects accounts to Stripe: its webhook (ServeHTTP) turns signed
@@ -60,6 +71,7 @@ type Stripe struct {
 	cfg   StripeConfig
 	acc   Accounts
 	st    *store.Bolt
+	ids   EventIDs // nil: event ids in st
 	usage meter.Reader
 	log   *slog.Logger
 	now   func() time.Time
@@ -118,7 +130,7 @@ func NewStripe(cfg StripeConfig, opts StripeOptions) (*Stripe, error) {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
-	s := &Stripe{cfg: cfg, acc: opts.Accounts, st: opts.Store, usage: opts.Usage, log: opts.Logger, now: opts.Now,
+	s := &Stripe{cfg: cfg, acc: opts.Accounts, st: opts.Store, ids: opts.EventIDs, usage: opts.Usage, log: opts.Logger, now: opts.Now,
 		baseBackoff: cfg.ReportInterval, maxRetry: time.Hour, done: make(chan struct{})}
 	if cfg.SecretKey != "" && opts.Usage != nil {
 		backend := stripe.GetBackendWithConfig(stripe.APIBackend, &stripe.BackendConfig{

@@ -173,11 +173,7 @@ func (s *Stripe) process(ctx context.Context, ev *stripe.Event) (string, *webhoo
 	s.hookMu.Lock()
 	defer s.hookMu.Unlock()
 	log := s.log.With(slog.String("event", ev.ID), slog.String("type", string(ev.Type)))
-	seen := false
-	err := s.st.View(ctx, func(tx *bolt.Tx) error {
-		seen = tx.Bucket([]byte(bucketStripeEvents)).Get([]byte(ev.ID)) != nil
-		return nil
-	})
+	seen, err := s.seen(ctx, ev.ID)
 	if err != nil {
 		log.Error("stripe webhook: event ids not readable", slog.Any("err", err))
 		return "", &webhookError{http.StatusInternalServerError, outcomeError, "internal error; the server log has the details"}
@@ -206,12 +202,37 @@ func (s *Stripe) process(ctx context.Context, ev *stripe.Event) (string, *webhoo
 	}
 
 	rec, _ := json.Marshal(stripeEventRecord{At: s.now().UTC(), Type: string(ev.Type), Org: org, Outcome: outcome})
-	if err := s.st.Apply(ctx, store.Put(bucketStripeEvents, ev.ID, rec)); err != nil {
+	if err := s.record(ctx, ev.ID, rec); err != nil {
 		// Stripe retries; applying the same change again is no change.
 		log.Error("stripe webhook: event applied but its id not recorded", slog.Any("err", err))
 		return "", &webhookError{http.StatusInternalServerError, outcomeError, "internal error; the server log has the details"}
 	}
 	return outcome, nil
+}
+
+// eventIDsNS is the namespace of webhook event ids in EventIDs.
+const eventIDsNS = "stripe_event"
+
+// seen reports whether the event id was processed (by any node, with
+// EventIDs).
+func (s *Stripe) seen(ctx context.Context, id string) (bool, error) {
+	if s.ids != nil {
+		return s.ids.Marked(ctx, eventIDsNS, id)
+	}
+	seen := false
+	err := s.st.View(ctx, func(tx *bolt.Tx) error {
+		seen = tx.Bucket([]byte(bucketStripeEvents)).Get([]byte(id)) != nil
+		return nil
+	})
+	return seen, err
+}
+
+// record remembers a processed event id for stripeEventRetention.
+func (s *Stripe) record(ctx context.Context, id string, rec []byte) error {
+	if s.ids != nil {
+		return s.ids.Mark(ctx, eventIDsNS, id, rec, stripeEventRetention)
+	}
+	return s.st.Apply(ctx, store.Put(bucketStripeEvents, id, rec))
 }
 
 // apply applies c and maps Apply's errors to outcomes.

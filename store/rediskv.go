@@ -19,6 +19,7 @@ import (
 //
 //	{tollgate:reg}:b:<bucket>  hash: key → JSON record
 //	{tollgate:reg}:version     integer, incremented by every Apply
+//	{tollgate:reg}:mark:NS:ID  string with a TTL (Mark): processed Stripe event ids
 //	tollgate:reg:changed       pub/sub channel; every Apply publishes the new version
 type RedisKV struct {
 	rc  redis.UniversalClient
@@ -140,4 +141,16 @@ func (s *RedisKV) Watch(ctx context.Context, reconcile time.Duration, changed fu
 			check()
 		}
 	}
+}
+
+// Marked reports whether Mark recorded id in namespace ns (and it has not
+// expired): {tollgate:reg}:mark:NS:ID.
+func (s *RedisKV) Marked(ctx context.Context, ns, id string) (bool, error) {
+	n, err := s.rc.Exists(ctx, kvPrefix+"mark:"+ns+":"+id).Result()
+	return n > 0, err
+}
+
+// Mark records id in namespace ns with value, for ttl (Stripe event ids).
+func (s *RedisKV) Mark(ctx context.Context, ns, id string, value []byte, ttl time.Duration) error {
+	return s.rc.Set(ctx, kvPrefix+"mark:"+ns+":"+id, value, ttl).Err()
 }

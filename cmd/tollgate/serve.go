@@ -415,8 +415,11 @@ func newBilling(ctx context.Context, cfg Config, st *store.Bolt, records billing
 	stops = append(stops, cancel)
 	var stripe *billing.Stripe
 	if cfg.Billing.Stripe.Enabled() {
-		stripe, err = billing.NewStripe(cfg.Billing.Stripe, billing.StripeOptions{Accounts: bill, Store: st, Usage: opts.Usage,
-			Metrics: metrics, Logger: log})
+		sopts := billing.StripeOptions{Accounts: bill, Store: st, Usage: opts.Usage, Metrics: metrics, Logger: log}
+		if kv, ok := records.(*store.RedisKV); ok {
+			sopts.EventIDs = kv // a redelivery to another node is a duplicate too
+		}
+		stripe, err = billing.NewStripe(cfg.Billing.Stripe, sopts)
 		if err != nil {
 			stop()
 			return nil, nil, stop, err
