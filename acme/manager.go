@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -363,10 +364,7 @@ func (m *Manager) Certs(ctx context.Context) ([]Cert, error) {
 		return nil, err
 	}
 	m.mu.Lock()
-	lastErr := make(map[string]certError, len(m.lastErr))
-	for k, v := range m.lastErr {
-		lastErr[k] = v
-	}
+	lastErr := maps.Clone(m.lastErr)
 	m.mu.Unlock()
 	var out []Cert
 	for _, k := range keys {

@@ -130,9 +130,10 @@ func (b *Billing) Gate(org string) *Gate {
 	}
 	g, _ := b.gates.LoadOrStore(org, &Gate{})
 	gate := g.(*Gate)
-	if o := b.opts.Sites.Snapshot().Orgs[org]; o != nil {
+	snap := b.opts.Sites.Snapshot()
+	if o := snap.Orgs[org]; o != nil {
 		b.mu.Lock()
-		b.decideLocked(b.opts.Sites.Snapshot(), o, gate)
+		b.decideLocked(snap, o, gate)
 		b.mu.Unlock()
 	}
 	return gate

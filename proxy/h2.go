@@ -181,20 +181,7 @@ func (b *h2BodyWriter) Write(p []byte) (int, error) {
 	if b.pace == nil {
 		return b.write(p)
 	}
-	written := 0
-	for len(p) > 0 {
-		n := min(len(p), b.pace.Burst())
-		if err := b.pace.WaitN(context.Background(), n); err != nil {
-			return written, err
-		}
-		m, err := b.write(p[:n])
-		written += m
-		if err != nil {
-			return written, err
-		}
-		p = p[n:]
-	}
-	return written, nil
+	return paced(b.pace, p, b.write)
 }
 
 func (b *h2BodyWriter) write(p []byte) (int, error) {

@@ -57,19 +57,28 @@ func (c *meteredConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// pacedWrite writes p in pieces no larger than the bucket, each after its
-// tokens are available.
+// pacedWrite writes p through the bucket, metering each piece.
 func (c *meteredConn) pacedWrite(l *rate.Limiter, p []byte) (int, error) {
+	return paced(l, p, func(q []byte) (int, error) {
+		m, err := c.Conn.Write(q)
+		if o := c.owner.Load(); o != nil && m > 0 {
+			o.AddEgress(m)
+		}
+		return m, err
+	})
+}
+
+// paced writes p with write in pieces no larger than l's bucket, each after
+// its tokens are available: the throttle of HTTP/1.1 connections and of h2
+// streams alike.
+func paced(l *rate.Limiter, p []byte, write func([]byte) (int, error)) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		n := min(len(p), l.Burst())
 		if err := l.WaitN(context.Background(), n); err != nil {
 			return written, err
 		}
-		m, err := c.Conn.Write(p[:n])
-		if o := c.owner.Load(); o != nil && m > 0 {
-			o.AddEgress(m)
-		}
+		m, err := write(p[:n])
 		written += m
 		if err != nil {
 			return written, err
@@ -79,27 +88,33 @@ func (c *meteredConn) pacedWrite(l *rate.Limiter, p []byte) (int, error) {
 	return written, nil
 }
 
-// throttle paces the connection's next writes with l (nil: full speed).
-func throttle(c net.Conn, l *rate.Limiter) {
+// metered returns the metering state of a public connection: a plain or a
+// TLS connection; nil for anything else (an h2 stream, a test conn).
+func metered(c net.Conn) *meteredConn {
 	switch mc := c.(type) {
 	case *meteredConn:
-		mc.pace.Store(l)
+		return mc
 	case *tlsConn:
+		return &mc.meteredConn
+	}
+	return nil
+}
+
+// throttle paces the connection's next writes with l (nil: full speed).
+func throttle(c net.Conn, l *rate.Limiter) {
+	if mc := metered(c); mc != nil {
 		mc.pace.Store(l)
-	case *h2Stream:
-		mc.pace = l
+	} else if st, ok := c.(*h2Stream); ok {
+		st.pace = l
 	}
 }
 
 // charge makes the connection's next writes count for usage (nil: nobody's,
 // e.g. a request for an unknown host).
 func charge(c net.Conn, usage *meter.Counters) {
-	switch mc := c.(type) {
-	case *meteredConn:
+	if mc := metered(c); mc != nil {
 		mc.owner.Store(usage)
-	case *tlsConn:
-		mc.owner.Store(usage)
-	case *h2Stream:
-		mc.owner = usage
+	} else if st, ok := c.(*h2Stream); ok {
+		st.owner = usage
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/tollgate-edge/tollgate/acme"
+	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
 )
 
@@ -22,15 +23,9 @@ var migratedBuckets = []string{"plans", "orgs", "sites", "domains", "org_events"
 // endpoint is one side of a migration: a bbolt file or a Redis.
 type endpoint struct {
 	name  string
-	kv    registryKV
+	kv    sites.Store
 	certs certmagic.Storage
 	close func()
-}
-
-// registryKV is the registry store's two operations.
-type registryKV interface {
-	Scan(ctx context.Context, bucket string, fn func(key, value []byte) error) error
-	Apply(ctx context.Context, ops ...store.Op) error
 }
 
 func openEndpoint(spec string) (*endpoint, error) {
@@ -155,7 +150,7 @@ func migrate(ctx context.Context, fromSpec, toSpec string, out io.Writer) error 
 	return nil
 }
 
-func count(ctx context.Context, kv registryKV, bucket string) (int, error) {
+func count(ctx context.Context, kv sites.Store, bucket string) (int, error) {
 	n := 0
 	err := kv.Scan(ctx, bucket, func(_, _ []byte) error { n++; return nil })
 	return n, err

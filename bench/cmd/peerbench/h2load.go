@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,18 +52,14 @@ func (l h2loadLoad) args() []string {
 // runH2load runs h2load (pinned by pin), parses its report and takes p50 and
 // p99 from its request log.
 func runH2load(ctx context.Context, pin []string, l h2loadLoad) (runResult, error) {
-	argv := slices.Concat(pin, []string{"h2load"}, l.args())
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
 	defer os.Remove(l.LogFile)
-	if err := cmd.Run(); err != nil {
-		return runResult{}, fmt.Errorf("h2load %s: %w: %s%s", l.URL, err,
-			strings.TrimSpace(errb.String()), strings.TrimSpace(out.String()))
-	}
-	r, err := parseH2load(out.Bytes())
+	out, err := runTool(ctx, pin, "h2load", l.URL, l.args())
 	if err != nil {
-		return r, fmt.Errorf("h2load %s: %w\n%s", l.URL, err, out.String())
+		return runResult{}, err
+	}
+	r, err := parseH2load(out)
+	if err != nil {
+		return r, fmt.Errorf("h2load %s: %w\n%s", l.URL, err, out)
 	}
 	log, err := os.ReadFile(l.LogFile)
 	if err != nil {

@@ -128,19 +128,29 @@ func (l wrkLoad) args() []string {
 
 // runWrk runs wrk (pinned by pin) and parses its report.
 func runWrk(ctx context.Context, pin []string, l wrkLoad) (runResult, error) {
-	argv := slices.Concat(pin, []string{"wrk"}, l.args())
+	out, err := runTool(ctx, pin, "wrk", l.URL, l.args())
+	if err != nil {
+		return runResult{}, err
+	}
+	r, err := parseWrk(out)
+	if err != nil {
+		return r, fmt.Errorf("wrk %s: %w\n%s", l.URL, err, out)
+	}
+	return r, nil
+}
+
+// runTool runs a load generator (pinned by pin) and returns its standard
+// output; a failure carries what it printed.
+func runTool(ctx context.Context, pin []string, tool, url string, args []string) ([]byte, error) {
+	argv := slices.Concat(pin, []string{tool}, args)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return runResult{}, fmt.Errorf("wrk %s: %w: %s%s", l.URL, err,
+		return nil, fmt.Errorf("%s %s: %w: %s%s", tool, url, err,
 			strings.TrimSpace(errb.String()), strings.TrimSpace(out.String()))
 	}
-	r, err := parseWrk(out.Bytes())
-	if err != nil {
-		return r, fmt.Errorf("wrk %s: %w\n%s", l.URL, err, out.String())
-	}
-	return r, nil
+	return out.Bytes(), nil
 }
 
 // parseWrk reads wrk 4.x's text report (run with --latency). It fails when
