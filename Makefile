@@ -28,7 +28,7 @@ run: build
 # What the tests need beside Go: a real redis-server (Debian). Idempotent: it
 # installs only what is missing. The tests start their own servers on free
 # loopback ports; the Debian service, if it autostarts, is left alone.
-deps: gitea stripe-mock
+deps: gitea stripe-mock h2spec openssl
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
@@ -50,6 +50,26 @@ stripe-mock:
 	  GOBIN=$(HOME)/.cache/tollgate/bin $(GO) install github.com/stripe/stripe-mock@v0.190.0; }
 	@echo "stripe-mock $$($(STRIPE_MOCK) -version 2>&1 | head -1)"
 
+# h2spec v2.2.1 (HTTP/2 conformance suite) for cmd/tollgate's TestH2Spec,
+# installed from the Go module proxy into ~/.cache/tollgate/bin once. The
+# test runs it under unshare -m (util-linux, as root) with a private
+# /etc/hosts.
+H2SPEC := $(HOME)/.cache/tollgate/bin/h2spec
+.PHONY: h2spec
+h2spec:
+	@test -x $(H2SPEC) || { echo "installing h2spec v2.2.1"; \
+	  GOBIN=$(HOME)/.cache/tollgate/bin $(GO) install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible; }
+	@test -x $(H2SPEC) && echo "h2spec $(H2SPEC)"
+
+# openssl (Debian) for acme's TestTLSConfigWithOpenSSL (s_client probes of
+# the public listener's cipher suites and groups), installed when missing.
+.PHONY: openssl
+openssl:
+	@command -v openssl >/dev/null || { \
+	  echo "installing openssl"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
+	@openssl version
+
 # Installs what the tests need, then runs every test.
 test: deps lint
 	$(GO) test -race -count=1 ./...
@@ -66,6 +86,8 @@ lint:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAppendHostKey -fuzztime 20s ./sites
 	$(GO) test -run '^$$' -fuzz FuzzStaticPath -fuzztime 20s ./proxy
+	$(GO) test -run '^$$' -fuzz FuzzPublicListener -fuzztime 20s ./proxy
+	$(GO) test -run '^$$' -fuzz FuzzH2StrictConn -fuzztime 20s ./proxy
 	$(GO) test -run '^$$' -fuzz FuzzRedirects -fuzztime 20s ./sites
 	$(GO) test -run '^$$' -fuzz FuzzParseDomains -fuzztime 20s ./sites
 	$(GO) test -run '^$$' -fuzz FuzzDecide -fuzztime 20s ./acme

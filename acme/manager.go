@@ -201,15 +201,42 @@ func splitAddr(addr string) (string, int, bool) {
 	return host, port, err == nil
 }
 
-// TLSConfig is the public listener's TLS configuration: TLS 1.2 and up with
-// Go's default cipher suites (AEAD only, forward secrecy), h2 and http/1.1
-// through ALPN, and acme-tls/1 for TLS-ALPN-01 challenges.
+// TLSConfig is the public listener's TLS configuration: TLS 1.2 and up,
+// AEAD cipher suites with forward secrecy only (tls12CipherSuites; TLS 1.3
+// has no other kind), the key exchanges of curvePreferences, h2 and
+// http/1.1 through ALPN, and acme-tls/1 for TLS-ALPN-01 challenges.
 func (m *Manager) TLSConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: m.getCertificate,
-		NextProtos:     []string{"h2", "http/1.1", acmeTLS1},
+		MinVersion:       tls.VersionTLS12,
+		CipherSuites:     tls12CipherSuites(),
+		CurvePreferences: curvePreferences(),
+		GetCertificate:   m.getCertificate,
+		NextProtos:       []string{"h2", "http/1.1", acmeTLS1},
 	}
+}
+
+// tls12CipherSuites are the TLS 1.2 cipher suites the public listener
+// accepts: ECDHE key exchange (forward secrecy) with AES-GCM or
+// ChaCha20-Poly1305 (AEAD), for ECDSA and RSA certificates. Go's default
+// adds CBC suites with HMAC-SHA1 (ECDHE-ECDSA-AES128-SHA and the like),
+// open to Lucky13-style padding oracles; they are left out.
+func tls12CipherSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
+}
+
+// curvePreferences are the key exchanges the public listener accepts, in
+// TLS 1.2 and 1.3: the hybrid post-quantum X25519MLKEM768 (TLS 1.3 only),
+// X25519 and P-256. Go's default adds P-384, P-521 and the hybrids with
+// P-256 and P-384; they are left out.
+func curvePreferences() []tls.CurveID {
+	return []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
 }
 
 // acmeTLS1 is the ALPN protocol of TLS-ALPN-01 challenges (RFC 8737).

@@ -157,6 +157,11 @@ func siteCreate(fs *flag.FlagSet) runFunc {
 	var dir, upstream string
 	fs.StringVar(&dir, "dir", "", "serve the files of this absolute directory")
 	fs.StringVar(&upstream, "upstream", "", "reverse-proxy to this http:// or https:// base URL")
+	var hsts sites.HSTS
+	var hstsAge time.Duration
+	fs.DurationVar(&hstsAge, "hsts-max-age", 0, "send Strict-Transport-Security on HTTPS with this max-age, e.g. 8760h (default: no HSTS)")
+	fs.BoolVar(&hsts.IncludeSubdomains, "hsts-include-subdomains", false, "HSTS covers every subdomain too")
+	fs.BoolVar(&hsts.Preload, "hsts-preload", false, "HSTS asks for browser preload lists (needs --hsts-include-subdomains and 8760h)")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
 		var src sites.Source
 		switch {
@@ -169,7 +174,12 @@ func siteCreate(fs *flag.FlagSet) runFunc {
 		default:
 			return output{}, usagef("pass --dir PATH or --upstream URL")
 		}
-		s, err := c.CreateSite(ctx, args[0], SiteCreate{ID: args[1], Source: src})
+		in := SiteCreate{ID: args[1], Source: src}
+		if hstsAge != 0 || hsts.IncludeSubdomains || hsts.Preload {
+			hsts.MaxAge = sites.Duration(hstsAge)
+			in.HSTS = &hsts
+		}
+		s, err := c.CreateSite(ctx, args[0], in)
 		return siteOutput(s, s, nil), err
 	}
 }

@@ -24,6 +24,7 @@ type (
 	SiteCreate struct {
 		ID     string       `json:"id"`
 		Source sites.Source `json:"source"`
+		HSTS   *sites.HSTS  `json:"hsts,omitempty"`
 	}
 	// DomainAttach is the body of POST /v1/sites/{id}/domains.
 	DomainAttach struct {
@@ -175,7 +176,7 @@ func (s *Server) createSite(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decode(w, r, &in); err != nil {
 		return err
 	}
-	site, err := s.reg.CreateSite(r.Context(), sites.Site{ID: in.ID, Org: r.PathValue("id"), Source: in.Source})
+	site, err := s.reg.CreateSite(r.Context(), sites.Site{ID: in.ID, Org: r.PathValue("id"), Source: in.Source, HSTS: in.HSTS})
 	if err != nil {
 		return err
 	}

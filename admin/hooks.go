@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,11 +9,15 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/tollgate-edge/tollgate/sites"
 )
 
-// GiteaInvalidator learns of pushes. *sites.Gitea implements it.
-type GiteaInvalidator interface {
-	Invalidate(owner, repo, branch, commit string)
+// GiteaPushes learns of pushes. *sites.Gitea implements it.
+type GiteaPushes interface {
+	// Pushed rechecks the pushed branch's head with Gitea; the payload is
+	// only a hint and never sets the served commit itself.
+	Pushed(ctx context.Context, p sites.Push) error
 }
 
 // maxHookBytes bounds a webhook body (Gitea sends the commits of the push).
@@ -34,7 +39,10 @@ type giteaPush struct {
 // giteaHook serves POST /hooks/gitea: a push webhook, authenticated by its
 // HMAC-SHA256 signature (X-Gitea-Signature) with [sites]
 // gitea_webhook_secret, not by the admin token, so Gitea can call it. A push
-// to a branch moves that repository's served commit at once.
+// to a branch makes tollgate ask Gitea for that branch's head at once and
+// serve it: a replayed or forged delivery moves nothing, since its "after"
+// is only compared with the served commit. Gitea unreachable: 502 (the
+// branch is rechecked on its next request).
 func (s *Server) giteaHook(w http.ResponseWriter, r *http.Request) error {
 	if s.gitea == nil || s.hookSecret == "" {
 		return errNoRoute
@@ -62,11 +70,9 @@ func (s *Server) giteaHook(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNoContent) // a tag or another event: nothing to do
 		return nil
 	}
-	commit := p.After
-	if strings.Trim(commit, "0") == "" {
-		commit = "" // the branch was deleted: look it up again
+	if err := s.gitea.Pushed(r.Context(), sites.Push{Owner: strings.ToLower(owner), Repo: p.Repository.Name, Branch: branch, After: p.After}); err != nil {
+		return err
 	}
-	s.gitea.Invalidate(strings.ToLower(owner), p.Repository.Name, branch, commit)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -286,7 +286,7 @@ func routeCount(t *testing.T, reg *prometheus.Registry, route string) float64 {
 
 type nopInvalidator struct{}
 
-func (nopInvalidator) Invalidate(owner, repo, branch, commit string) {}
+func (nopInvalidator) Pushed(context.Context, sites.Push) error { return nil }
 
 // TestOpenAPIRefsResolve checks that every $ref of docs/openapi.json names a
 // component the document defines, and that every error response is a

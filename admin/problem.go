@@ -36,6 +36,9 @@ func (p *Problem) Error() string {
 // Problem types that are not about:blank.
 const (
 	ProblemTypeLimit = "urn:tollgate:problem:limit"
+	// ProblemTypeReserved: the domain is one of tollgate's own hostnames
+	// (the pages domain and every name under it, the Stripe webhook host).
+	ProblemTypeReserved = "urn:tollgate:problem:reserved"
 )
 
 const (
@@ -75,6 +78,13 @@ func problemFor(err error) (p *Problem, internal bool) {
 			Limit:  limit.Limit,
 			Max:    limit.Max,
 		}, false
+	case errors.Is(err, sites.ErrReserved):
+		return &Problem{
+			Type:   ProblemTypeReserved,
+			Title:  "Domain reserved",
+			Status: http.StatusConflict,
+			Detail: detail(err, sites.ErrReserved),
+		}, false
 	case errors.As(err, &tooBig):
 		return status(http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body exceeds %d bytes", tooBig.Limit)), false
 	case errors.Is(err, errBadRequest):
@@ -87,6 +97,9 @@ func problemFor(err error) (p *Problem, internal bool) {
 		return status(http.StatusNotFound, errNoRoute.Error()), false
 	case errors.Is(err, errMethod):
 		return status(http.StatusMethodNotAllowed, "see the Allow header for the methods of this path"), false
+	case errors.Is(err, sites.ErrUpstream):
+		// Logged: the detail would show internal addresses.
+		return status(http.StatusBadGateway, "Gitea could not be asked; the branch is rechecked on its next request"), true
 	case errors.Is(err, errNotReady):
 		return status(http.StatusServiceUnavailable, "the server is not ready yet"), false
 	case errors.Is(err, sites.ErrNotFound):

@@ -41,7 +41,7 @@ type Options struct {
 	Storage StorageReader
 	// Gitea learns of pushes from POST /hooks/gitea, verified with
 	// GiteaWebhookSecret. Nil or no secret: the route answers 404.
-	Gitea              GiteaInvalidator
+	Gitea              GiteaPushes
 	GiteaWebhookSecret string
 	// Certs answers GET /v1/certs. Nil (no TLS): the route answers 503.
 	Certs CertLister
@@ -74,7 +74,7 @@ type Server struct {
 	handler  http.Handler
 
 	usageReader UsageReader
-	gitea       GiteaInvalidator
+	gitea       GiteaPushes
 	hookSecret  string
 	storage     StorageReader
 	certLister  CertLister

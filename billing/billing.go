@@ -67,7 +67,8 @@ type Billing struct {
 	opts  Options
 	log   *slog.Logger
 	now   func() time.Time
-	gates sync.Map // org id → *Gate
+	gates sync.Map // org id → *Gate, for orgs in the registry
+	noOrg Gate     // the shared gate of ids that are no org: always Allow
 
 	mu    sync.Mutex          // serializes evaluations
 	usage map[string]int64    // org → egress of the current period, from the last evaluation
@@ -123,19 +124,25 @@ func New(ctx context.Context, cfg Config, opts Options) (*Billing, error) {
 	return b, nil
 }
 
-// Gate returns the org's gate; the same pointer for the life of the process.
+// Gate returns the org's gate; the same pointer for the life of the
+// process. Gates exist for orgs in the registry only: for any other id it
+// returns one shared gate that always allows (nothing is enforced on an org
+// that does not exist), so ids a stranger can invent cost no memory. Ask
+// again once the org exists.
 func (b *Billing) Gate(org string) *Gate {
 	if g, ok := b.gates.Load(org); ok {
 		return g.(*Gate)
 	}
+	snap := b.opts.Sites.Snapshot()
+	o := snap.Orgs[org]
+	if o == nil {
+		return &b.noOrg
+	}
 	g, _ := b.gates.LoadOrStore(org, &Gate{})
 	gate := g.(*Gate)
-	snap := b.opts.Sites.Snapshot()
-	if o := snap.Orgs[org]; o != nil {
-		b.mu.Lock()
-		b.decideLocked(snap, o, gate)
-		b.mu.Unlock()
-	}
+	b.mu.Lock()
+	b.decideLocked(snap, o, gate)
+	b.mu.Unlock()
 	return gate
 }
 

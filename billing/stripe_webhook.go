@@ -26,7 +26,11 @@ const stripeEventRetention = 30 * 24 * time.Hour
 
 // maxWebhookBody bounds a webhook request body (Stripe events are a few
 // KiB; a subscription with many items stays far below).
-const maxWebhookBody = 1 << 20
+const maxWebhookBody = MaxWebhookBody
+
+// MaxWebhookBody is the largest Stripe webhook body accepted (1 MiB); the
+// public listener refuses longer ones before reading them.
+const MaxWebhookBody = 1 << 20
 
 // Webhook outcomes: the bounded values of the outcome label and, for the
 // first four, of the response's "outcome".

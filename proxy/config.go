@@ -9,8 +9,9 @@ import (
 )
 
 // Limits is the [limits] section: what one client may ask of the public listener.
-// Requests past a limit get a short error page, never a dropped connection
-// without an answer.
+// Requests past a limit get a short error page. Connections past a limit are
+// closed: with a page on plain HTTP, without one on TLS (an answer would need
+// a handshake) and when the connection never sent a byte.
 type Limits struct {
 	// MaxHeaderBytes bounds the request line plus headers; larger requests get
 	// 431. Default 16 KiB (nginx allows 4×8 KiB, Caddy 1 MiB).
@@ -26,11 +27,24 @@ type Limits struct {
 	WriteTimeout time.Duration `toml:"write_timeout"`
 	// IdleTimeout closes keep-alive connections idle this long. Default 120s.
 	IdleTimeout time.Duration `toml:"idle_timeout"`
-	// MaxConnsPerIP caps concurrent connections from one client address; 0
-	// means no cap. Default 0.
+	// MaxConnsPerIP caps the connections one client holds open on a public
+	// listener: one IPv4 address, or one IPv6 /64 network. Past it a new
+	// connection gets 429 on plain HTTP and is closed on TLS. Peers in
+	// proxy.trusted_proxies are exempt (a load balancer carries many
+	// clients). Default 1024: a browser holds one connection per site over
+	// HTTP/2 and up to six over HTTP/1.1, so a few hundred people behind one
+	// NAT fit, while one machine holds a small part of a listener's
+	// capacity (see concurrency). -1 means no cap.
 	MaxConnsPerIP int `toml:"max_conns_per_ip"`
-	// Concurrency caps connections served at once over all clients. Default
-	// 262144.
+	// Concurrency caps connections served at once over all clients. A public
+	// listener holds at most 15/16 of it open (the rest is for connections
+	// being closed) and at most a quarter of the process's file-descriptor
+	// limit (RLIMIT_NOFILE), so upstream connections, files and the admin
+	// listener always find a descriptor. A full listener closes its oldest
+	// connection that has not sent a byte to take a new one; with none, the
+	// new connection gets 503 on plain HTTP and is closed on TLS. Accept
+	// errors (out of descriptors, for one) are retried after a back-off of
+	// 5ms doubling to 1s. Default 262144.
 	Concurrency int `toml:"concurrency"`
 }
 
@@ -41,6 +55,7 @@ func (l *Limits) Defaults() {
 	setDefault(&l.ReadTimeout, 30*time.Second)
 	setDefault(&l.WriteTimeout, 10*time.Minute)
 	setDefault(&l.IdleTimeout, 120*time.Second)
+	setDefault(&l.MaxConnsPerIP, 1024)
 	setDefault(&l.Concurrency, 256<<10)
 }
 
@@ -58,8 +73,8 @@ func (l Limits) Validate() error {
 			errs = append(errs, fmt.Errorf("limits.%s: must not be negative", key))
 		}
 	}
-	if l.MaxConnsPerIP < 0 {
-		errs = append(errs, errors.New("limits.max_conns_per_ip: must not be negative"))
+	if l.MaxConnsPerIP < -1 {
+		errs = append(errs, errors.New("limits.max_conns_per_ip: must be -1 (no cap) or more"))
 	}
 	if l.Concurrency < 0 {
 		errs = append(errs, errors.New("limits.concurrency: must not be negative"))

@@ -7,27 +7,46 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// errorTexts are the sentences of tollgate's error pages, by status.
+var errorTexts = map[int]string{
+	fasthttp.StatusBadRequest:                   "The request could not be understood.",
+	fasthttp.StatusPaymentRequired:              "This site is paused: its account has an unpaid balance. It will be back as soon as it is settled.",
+	fasthttp.StatusForbidden:                    "Access to this site is not allowed.",
+	fasthttp.StatusNotFound:                     "There is nothing here.",
+	fasthttp.StatusMethodNotAllowed:             "This method is not allowed here.",
+	fasthttp.StatusRequestTimeout:               "The request took too long to arrive.",
+	fasthttp.StatusPreconditionFailed:           "The request's condition does not hold for the current version of this page.",
+	fasthttp.StatusRequestEntityTooLarge:        "The request body is too large.",
+	fasthttp.StatusRequestURITooLong:            "The request URL is too long.",
+	fasthttp.StatusRequestedRangeNotSatisfiable: "The requested range is not available.",
+	fasthttp.StatusMisdirectedRequest:           "This connection cannot serve this site. Please retry on a new connection.",
+	fasthttp.StatusTooManyRequests:              "Too many requests. Please retry later.",
+	fasthttp.StatusRequestHeaderFieldsTooLarge:  "The request headers are too large.",
+	fasthttp.StatusInternalServerError:          "Something went wrong on our side.",
+	fasthttp.StatusNotImplemented:               "The request uses a feature this server does not support.",
+	fasthttp.StatusBadGateway:                   "The site's server could not be reached.",
+	fasthttp.StatusServiceUnavailable:           "The site is temporarily unavailable.",
+	fasthttp.StatusGatewayTimeout:               "The site's server took too long to answer.",
+}
+
 // Tollgate's own error pages: small, the same for every site, and without any
-// internal detail (no upstream address, no file path, no Go error).
+// internal detail (no upstream address, no file path, no Go error). Every 4xx
+// and 5xx status that net/http names has one; those without a sentence in
+// errorTexts get a generic one.
 var errorPages = func() map[int][]byte {
 	m := map[int][]byte{}
-	for code, text := range map[int]string{
-		fasthttp.StatusBadRequest:                   "The request could not be understood.",
-		fasthttp.StatusPaymentRequired:              "This site is paused: its account has an unpaid balance. It will be back as soon as it is settled.",
-		fasthttp.StatusForbidden:                    "Access to this site is not allowed.",
-		fasthttp.StatusNotFound:                     "There is nothing here.",
-		fasthttp.StatusMethodNotAllowed:             "This method is not allowed here.",
-		fasthttp.StatusRequestTimeout:               "The request took too long to arrive.",
-		fasthttp.StatusRequestEntityTooLarge:        "The request body is too large.",
-		fasthttp.StatusRequestURITooLong:            "The request URL is too long.",
-		fasthttp.StatusRequestedRangeNotSatisfiable: "The requested range is not available.",
-		fasthttp.StatusTooManyRequests:              "Too many requests. Please retry later.",
-		fasthttp.StatusRequestHeaderFieldsTooLarge:  "The request headers are too large.",
-		fasthttp.StatusInternalServerError:          "Something went wrong on our side.",
-		fasthttp.StatusBadGateway:                   "The site's server could not be reached.",
-		fasthttp.StatusServiceUnavailable:           "The site is temporarily unavailable.",
-		fasthttp.StatusGatewayTimeout:               "The site's server took too long to answer.",
-	} {
+	for code := 400; code < 600; code++ {
+		if http.StatusText(code) == "" {
+			continue
+		}
+		text, ok := errorTexts[code]
+		switch {
+		case ok:
+		case code < 500:
+			text = "The request cannot be answered."
+		default:
+			text = "The server cannot answer this request."
+		}
 		title := fmt.Sprintf("%d %s", code, http.StatusText(code))
 		m[code] = fmt.Appendf(nil, `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -40,13 +59,16 @@ var errorPages = func() map[int][]byte {
 
 var contentTypeHTML = []byte("text/html; charset=utf-8")
 
-// writeError answers with tollgate's page for status. It discards any body or
-// headers set so far, except those that describe the error (Allow, Retry-After,
-// Content-Range), and never allocates for a known status.
+// writeError answers with tollgate's page for status, a 4xx or 5xx. It
+// discards any body or headers set so far, except those that describe the
+// error (Allow, Retry-After, Content-Range), and never allocates. A status
+// without a page (a redirect, a success: the caller's mistake, which
+// TestWriteErrorStatuses looks for in every call) answers 500.
 func writeError(ctx *fasthttp.RequestCtx, status int) {
 	page, ok := errorPages[status]
 	if !ok {
-		page = errorPages[fasthttp.StatusInternalServerError]
+		status = fasthttp.StatusInternalServerError
+		page = errorPages[status]
 	}
 	resp := &ctx.Response
 	resp.ResetBody()

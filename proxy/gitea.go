@@ -22,6 +22,9 @@ type Pages interface {
 	Repo(owner, repo, branch string) *sites.GiteaRepo
 	// ProjectRepo is owner/repo at the configured pages branch.
 	ProjectRepo(owner, repo string) *sites.GiteaRepo
+	// KnownOwner reports whether a Gitea owner exists, from memory when it
+	// can; sites.ErrOwnerLookupLimited when it could not be asked now.
+	KnownOwner(owner string) (bool, error)
 }
 
 // OrgMaker creates the synthetic org of a Gitea owner. *sites.Registry
@@ -43,9 +46,9 @@ func pagesOwner(host []byte, suffix string) ([]byte, bool) {
 	return owner, true
 }
 
-// ownerCache remembers, per Gitea owner, the org that pays and the counters
-// of each repository served, so the request path builds no strings. It is
-// replaced (emptied) with every registry snapshot.
+// ownerCache remembers, per Gitea owner that exists, the org that pays and
+// the counters of each repository served, so the request path builds no
+// strings. It is replaced (emptied) with every registry snapshot.
 type ownerCache struct {
 	mu sync.RWMutex
 	m  map[string]*pagesOwnerState
@@ -53,13 +56,17 @@ type ownerCache struct {
 
 func newOwnerCache() *ownerCache { return &ownerCache{m: map[string]*pagesOwnerState{}} }
 
-// maxOwners bounds the cache; past it, it starts over (crawlers invent owners).
+// maxOwners bounds the cache of owners that exist; past it, it starts over.
 const maxOwners = 100_000
+
+// retryAfterOwnerLookup is Retry-After of a pages host answered 503
+// because owner look-ups are over their rate: tokens return every second.
+var retryAfterOwnerLookup = []byte("1")
 
 type pagesOwnerState struct {
 	name     string
 	orgID    string
-	gate     *billing.Gate // nil without billing
+	gate     *billing.Gate // nil without billing, or while the org is not in the registry
 	ensured  atomic.Bool
 	pages    *sites.GiteaRepo // {owner}/pages, the user site
 	mu       sync.Mutex
@@ -86,30 +93,53 @@ func (o *pagesOwnerState) project(p Pages, name []byte) *sites.GiteaRepo {
 	return r
 }
 
-func (p *Proxy) pagesOwnerState(owner []byte) *pagesOwnerState {
-	c := p.owners.Load()
+// pagesOwnerState returns the state of an owner that exists: an org in
+// the registry pays for it, or Gitea knows it (sites: remembered, or looked
+// up within the global owner look-up rate). The cheap checks come first;
+// an invented owner gets no state, no gate and no repository entry. status
+// is non-zero when there is no state: 404 (no such owner), 503 (owner
+// look-ups are over their rate), 502 (Gitea unreachable).
+func (p *Proxy) pagesOwnerState(owner []byte) (*pagesOwnerState, int) {
+	c := p.owners.Load() // before the snapshot: a state built from an older snapshot lands in a cache that is dropped
 	c.mu.RLock()
 	st := c.m[string(owner)]
 	c.mu.RUnlock()
 	if st != nil {
-		return st
+		return st, 0
 	}
+	snap := p.snap.Load()
+	// A string, not owner itself: a slice passed to an interface method
+	// escapes, and with it the caller's host buffer on every request.
 	name := string(owner)
-	st = &pagesOwnerState{name: name, orgID: p.snap.Load().OrgForGiteaOwner(name), pages: p.pages.Repo(name, "pages", ""),
+	if !snap.OwnerHasOrg(owner) {
+		ok, err := p.pages.KnownOwner(name)
+		switch {
+		case errors.Is(err, sites.ErrOwnerLookupLimited):
+			return nil, fasthttp.StatusServiceUnavailable
+		case err != nil:
+			return nil, fasthttp.StatusBadGateway
+		case !ok:
+			return nil, fasthttp.StatusNotFound
+		}
+	}
+	st = &pagesOwnerState{name: name, orgID: snap.OrgForGiteaOwner(name), pages: p.pages.Repo(name, "pages", ""),
 		counters: map[*sites.GiteaRepo]*meter.Counters{}, projects: map[string]*sites.GiteaRepo{}}
-	if p.gates != nil {
+	// Gates exist for orgs in the registry only; an owner whose org is
+	// not created yet is enforced by its state once it is (the new
+	// snapshot empties this cache).
+	if p.gates != nil && snap.Orgs[st.orgID] != nil {
 		st.gate = p.gates.Gate(st.orgID)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cur := c.m[name]; cur != nil {
-		return cur
+		return cur, 0
 	}
 	if len(c.m) >= maxOwners {
 		c.m = map[string]*pagesOwnerState{}
 	}
 	c.m[name] = st
-	return st
+	return st, 0
 }
 
 func (o *pagesOwnerState) usage(u Usage, repo *sites.GiteaRepo) *meter.Counters {
@@ -136,7 +166,15 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 		writeError(ctx, fasthttp.StatusNotFound)
 		return
 	}
-	o := p.pagesOwnerState(owner)
+	o, status := p.pagesOwnerState(owner)
+	if status != 0 {
+		charge(ctx.Conn(), nil)
+		if status == fasthttp.StatusServiceUnavailable {
+			ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterOwnerLookup)
+		}
+		writeError(ctx, status)
+		return
+	}
 	repo, inner, status := p.routePages(o, ctx.Path())
 	if status != 0 {
 		charge(ctx.Conn(), nil)
@@ -147,10 +185,11 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 		writeError(ctx, status)
 		return
 	}
-	// An owner or repository Gitea does not know is nobody's: no org, no
-	// counters (crawlers invent owners), tollgate's 404. The answer is the
+	// A repository Gitea does not know is nobody's: no org, no counters
+	// (crawlers invent repositories), tollgate's 404. The answer is the
 	// cached head look-up that serving needs anyway.
-	if ok, err := repo.Exists(); err == nil && !ok {
+	exists, err := repo.Exists()
+	if err == nil && !exists {
 		charge(ctx.Conn(), nil)
 		writeError(ctx, fasthttp.StatusNotFound)
 		return
@@ -164,9 +203,10 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 		u.AddRequest()
 		charge(ctx.Conn(), u)
 	}
-	if !o.ensured.Load() && o.ensured.CompareAndSwap(false, true) {
+	if exists && !o.ensured.Load() && o.ensured.CompareAndSwap(false, true) {
 		// Every byte has an org from the first request: the counters already
-		// carry its id; the registry entry follows in the background.
+		// carry its id; the registry entry follows in the background, for
+		// an owner with a repository Gitea serves (not while Gitea is down).
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()

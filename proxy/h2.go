@@ -34,7 +34,11 @@ type h2Server struct {
 
 func newH2(p *Proxy) *h2Server {
 	h := &h2Server{
-		srv: &http2.Server{IdleTimeout: p.limits.IdleTimeout},
+		srv: &http2.Server{
+			IdleTimeout:               p.limits.IdleTimeout,
+			MaxReadFrameSize:          h2MaxFrameSize,
+			MaxDecoderHeaderTableSize: h2HeaderTableSize,
+		},
 		base: &http.Server{
 			MaxHeaderBytes:    p.limits.MaxHeaderBytes,
 			ReadHeaderTimeout: p.limits.ReadTimeout,
@@ -56,9 +60,13 @@ func (h *h2Server) shutdown(ctx context.Context) {
 }
 
 // serveH2 serves one connection that negotiated h2. It blocks until the
-// connection ends.
+// connection ends. The server reads through h2StrictConn, which makes a
+// request with a connection-specific header field a stream error.
 func (p *Proxy) serveH2(c net.Conn) error {
-	p.h2.srv.ServeConn(c, &http2.ServeConnOpts{
+	if mc := metered(c); mc != nil {
+		mc.head.on = false // h2 frames, not HTTP/1.1 heads (framing.go)
+	}
+	p.h2.srv.ServeConn(newH2StrictConn(c, p.limits.MaxHeaderBytes), &http2.ServeConnOpts{
 		BaseConfig: p.h2.base,
 		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.serveH2Stream(w, r, c) }),
 	})
@@ -69,6 +77,7 @@ func (p *Proxy) serveH2(c net.Conn) error {
 // connection's addresses and TLS state, and the counters the handler
 // charges the stream to (see charge). Reads and writes are never made.
 type h2Stream struct {
+	start time.Time // when the stream's request arrived (requestTime)
 	conn  net.Conn
 	owner *meter.Counters
 	pace  *rate.Limiter // the org's throttle, see throttle
@@ -103,7 +112,7 @@ var h2HopByHop = map[string]bool{
 
 func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request, c net.Conn) {
 	p.metrics.h2Requests.Inc()
-	st := &h2Stream{conn: c}
+	st := &h2Stream{conn: c, start: time.Now()}
 	var ctx fasthttp.RequestCtx
 	ctx.Init2(st, fasthttpLogger{p.log}, false)
 
@@ -147,7 +156,10 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request, c net.Conn
 	headerBytes := len(resp.Header.Header()) // the HTTP/1.1 header block
 
 	w.WriteHeader(status)
-	bw := &h2BodyWriter{w: w, pace: st.pace}
+	bw := &h2BodyWriter{w: w, pace: st.pace, done: r.Context().Done()}
+	if st.pace != nil && p.limits.WriteTimeout > 0 {
+		bw.deadline = time.Now().Add(p.limits.WriteTimeout)
+	}
 	if resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
 		// A stream of unknown length (a proxied chunked or event-stream
 		// response): pass each piece on as it comes.
@@ -175,13 +187,17 @@ type h2BodyWriter struct {
 	flusher http.Flusher
 	pace    *rate.Limiter // nil: full speed
 	n       int
+	// A paced write stops waiting when the stream ends (done) or at the
+	// stream's write deadline (zero: none).
+	done     <-chan struct{}
+	deadline time.Time
 }
 
 func (b *h2BodyWriter) Write(p []byte) (int, error) {
 	if b.pace == nil {
 		return b.write(p)
 	}
-	return paced(b.pace, p, b.write)
+	return paced(b.pace, p, b.done, b.deadline, b.write)
 }
 
 func (b *h2BodyWriter) write(p []byte) (int, error) {

@@ -10,14 +10,27 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// setForwarded sets X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239).
-// Values a visitor sent are kept (and X-Forwarded-For/Forwarded appended to)
-// only when the peer is a trusted proxy; from anyone else they are replaced,
-// so an upstream can believe them.
+// setForwarded sets X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded
+// (RFC 7239). Values a visitor sent are kept (and X-Forwarded-For/Forwarded
+// appended to) only when the peer is a trusted proxy; from anyone else they
+// are replaced, and the other headers apps read a client's address, scheme
+// or path prefix from (clientHeaders), as well as every header whose name
+// has an underscore (a server may read X_Forwarded_For as X-Forwarded-For;
+// nginx drops them too), are removed, so an upstream can believe them.
 func (u *upstream) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	peer = peer.Unmap()
 	trusted := u.isTrusted(peer)
+	if !trusted {
+		removeClientHeaders(h)
+	}
+	if !trusted || len(h.Peek(headerXRealIP)) == 0 {
+		h.Del(headerXRealIP)
+		if peer.IsValid() {
+			var b [64]byte
+			h.SetBytesV(headerXRealIP, peer.AppendTo(b[:0]))
+		}
+	}
 	proto := "http"
 	if ctx.IsTLS() {
 		proto = "https"
@@ -61,6 +74,40 @@ func (u *upstream) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHea
 	buf = appendForwardedElement(buf, peer, host, proto)
 	h.Del(fasthttp.HeaderForwarded)
 	h.SetBytesV(fasthttp.HeaderForwarded, buf)
+}
+
+const headerXRealIP = "X-Real-IP"
+
+// clientHeaders claim something about the client that only a proxy of the
+// operator's may say; from other peers they are removed (X-Forwarded-For,
+// -Proto, -Host, X-Real-IP and Forwarded are replaced instead).
+var clientHeaders = [...]string{
+	"True-Client-IP", "Client-IP", "X-Client-IP", "X-Cluster-Client-IP", "CF-Connecting-IP",
+	"Fastly-Client-IP", "X-Original-Forwarded-For", "Forwarded-For", "X-Forwarded",
+	"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl",
+	"X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https", "X-Original-URL", "X-Rewrite-URL",
+}
+
+// removeClientHeaders drops clientHeaders and every header whose name has an
+// underscore.
+func removeClientHeaders(h *fasthttp.RequestHeader) {
+	for _, name := range clientHeaders {
+		h.Del(name)
+	}
+	var scratch [64]byte
+	for {
+		var name []byte
+		for k := range h.All() {
+			if bytes.IndexByte(k, '_') >= 0 {
+				name = append(scratch[:0], k...) // k's storage changes on delete
+				break
+			}
+		}
+		if name == nil {
+			return
+		}
+		h.DelBytes(name)
+	}
 }
 
 func (u *upstream) isTrusted(peer netip.Addr) bool {
@@ -178,6 +225,44 @@ func headerTokens(v []byte) func(yield func([]byte) bool) {
 			token = bytes.TrimSpace(token)
 			if len(token) > 0 && !yield(token) {
 				return
+			}
+		}
+	}
+}
+
+// connectionTokens yields the names listed in every Connection line of a
+// request. An HTTP/1.1 request's are read from its raw header lines:
+// fasthttp keeps "close" as a flag, and a later Connection line can hide an
+// earlier one from PeekAll. Requests built from h2 streams have no raw
+// lines; their parsed values are complete.
+func connectionTokens(h *fasthttp.RequestHeader) func(yield func([]byte) bool) {
+	return func(yield func([]byte) bool) {
+		raw := h.RawHeaders()
+		if len(raw) == 0 {
+			for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+				for token := range headerTokens(v) {
+					if !yield(token) {
+						return
+					}
+				}
+			}
+			return
+		}
+		for len(raw) > 0 {
+			line := raw
+			if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+				line, raw = raw[:i], raw[i+1:]
+			} else {
+				raw = nil
+			}
+			name, value, ok := bytes.Cut(line, []byte{':'})
+			if !ok || !bytes.EqualFold(name, strConnection) {
+				continue
+			}
+			for token := range headerTokens(value) {
+				if !yield(token) {
+					return
+				}
 			}
 		}
 	}

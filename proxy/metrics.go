@@ -29,6 +29,64 @@ type metrics struct {
 	handshakes        [3]prometheus.Counter // h2, http/1.1, acme-tls/1
 	handshakeFailures prometheus.Counter
 	h2Requests        prometheus.Counter
+
+	listeners listenerVecs
+}
+
+// listenerMetrics are the series of one public listener (listener.go).
+type listenerMetrics struct {
+	acceptErrors prometheus.Counter
+	refused      [numRefusals]prometheus.Counter
+	evicted      prometheus.Counter
+	open         prometheus.Gauge
+	limit        prometheus.Gauge
+}
+
+// listenerVecs hold the public listeners' series; the listener label is
+// "http" or "https".
+type listenerVecs struct {
+	acceptErrors, refused, evicted *prometheus.CounterVec
+	open, limit                    *prometheus.GaugeVec
+}
+
+func newListenerVecs(f promauto.Factory) listenerVecs {
+	return listenerVecs{
+		acceptErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_proxy_accept_errors_total",
+			Help: "Failed accepts on a public listener (out of file descriptors, for one), each retried after a back-off.",
+		}, []string{"listener"}),
+		refused: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_proxy_connections_refused_total",
+			Help: "Connections a public listener closed at once, by reason (per_ip: limits.max_conns_per_ip; capacity: limits.concurrency reached and every connection in use).",
+		}, []string{"listener", "reason"}),
+		evicted: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_proxy_connections_evicted_total",
+			Help: "Open connections that had not sent a byte, closed by a full public listener to take a new one.",
+		}, []string{"listener"}),
+		open: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tollgate_proxy_connections",
+			Help: "Connections open on a public listener.",
+		}, []string{"listener"}),
+		limit: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tollgate_proxy_connections_limit",
+			Help: "Connections a public listener holds at most: below limits.concurrency, and at most a quarter of the file-descriptor limit.",
+		}, []string{"listener"}),
+	}
+}
+
+// listener returns the series of the public listener name.
+func (m *metrics) listener(name string) listenerMetrics {
+	v := m.listeners
+	lm := listenerMetrics{
+		acceptErrors: v.acceptErrors.WithLabelValues(name),
+		evicted:      v.evicted.WithLabelValues(name),
+		open:         v.open.WithLabelValues(name),
+		limit:        v.limit.WithLabelValues(name),
+	}
+	for r := range numRefusals {
+		lm.refused[r] = v.refused.WithLabelValues(name, refusalNames[r])
+	}
+	return lm
 }
 
 // handshake counts a completed TLS handshake by its ALPN protocol (none
@@ -63,7 +121,7 @@ func newMetrics(reg prometheus.Registerer, cache *sites.Cache) *metrics {
 		Name: "tollgate_upstream_errors_total",
 		Help: "Upstream requests that failed, by reason (unavailable: 502, timeout: 504).",
 	}, []string{"reason"})
-	m := &metrics{}
+	m := &metrics{listeners: newListenerVecs(f)}
 	for k := range numKinds {
 		for c := range classNames {
 			m.requests[k][c] = req.WithLabelValues(kindNames[k], classNames[c])

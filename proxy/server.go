@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -43,6 +44,10 @@ type Options struct {
 	Pages Pages
 	// PagesDomain is [sites] pages_domain, normalized; "" turns pages off.
 	PagesDomain string
+	// PagesWildcard: [acme] wildcard_cert serves every pages host, so one
+	// TLS connection may carry requests for several of them (browsers
+	// coalesce); otherwise a TLS connection serves only its server name.
+	PagesWildcard bool
 	// Orgs creates the synthetic org of a Gitea owner on its first request,
 	// on DefaultPlan. Required with PagesDomain. *sites.Registry implements it.
 	Orgs OrgMaker
@@ -61,6 +66,9 @@ type InternalRoute struct {
 	Host    string // normalized hostname
 	Path    string
 	Handler fasthttp.RequestHandler
+	// MaxBody bounds the request body the handler gets, read whole before
+	// it runs; longer bodies get 413 without being read. 0: no body.
+	MaxBody int
 }
 
 // Gates hands out each org's enforcement gate, a stable pointer the request
@@ -84,12 +92,13 @@ type Proxy struct {
 	orgs     OrgMaker
 	plan     string
 	// pagesSuffix is "."+pages_domain, "" when pages are off.
-	pagesSuffix string
-	owners      atomic.Pointer[ownerCache] // reset with every snapshot
-	snap        atomic.Pointer[sites.Snapshot]
-	metrics     *metrics
-	server      *fasthttp.Server // the public listeners: HTTP, and HTTPS with h2 handed to h2
-	h2          *h2Server
+	pagesSuffix   string
+	pagesWildcard bool                       // see Options.PagesWildcard
+	owners        atomic.Pointer[ownerCache] // reset with every snapshot
+	snap          atomic.Pointer[sites.Snapshot]
+	metrics       *metrics
+	server        *fasthttp.Server // the public listeners: HTTP, and HTTPS with h2 handed to h2
+	h2            *h2Server
 
 	table atomic.Pointer[table] // what the request path reads
 
@@ -111,6 +120,7 @@ type route struct {
 	rt    *siteRuntime
 	usage *meter.Counters // nil when metering is off
 	gate  *billing.Gate   // nil without billing
+	hsts  []byte          // Strict-Transport-Security (hsts.go); nil: none
 }
 
 // siteRuntime holds a site's open resources: its content (a directory or a
@@ -167,11 +177,12 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 			return nil, errors.New("proxy: PagesDomain needs Options.Pages and Options.Orgs")
 		}
 		p.pagesSuffix = "." + opts.PagesDomain
+		p.pagesWildcard = opts.PagesWildcard
 	}
 	if p.plan == "" {
 		p.plan = sites.FreePlan.Name
 	}
-	p.server = p.newServer(p.Handler)
+	p.server = p.newServer(p.Handler, p.expectContinue)
 	p.h2 = newH2(p)
 	p.server.NextProto("h2", p.serveH2)
 	opts.Registry.OnChange(p.apply)
@@ -179,10 +190,12 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 }
 
 // newServer is a fasthttp server with the [limits] of the public listeners.
-func (p *Proxy) newServer(h fasthttp.RequestHandler) *fasthttp.Server {
+// expect answers "Expect: 100-continue" requests (see expectContinue).
+func (p *Proxy) newServer(h fasthttp.RequestHandler, expect func(*fasthttp.RequestCtx) int) *fasthttp.Server {
 	limits := p.limits
 	return &fasthttp.Server{
 		Handler:        h,
+		ExpectHandler:  expect,
 		ErrorHandler:   errorHandler,
 		Name:           serverName,
 		ReadBufferSize: limits.MaxHeaderBytes,
@@ -195,11 +208,13 @@ func (p *Proxy) newServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		ReadTimeout:                  limits.ReadTimeout,
 		WriteTimeout:                 limits.WriteTimeout,
 		IdleTimeout:                  limits.IdleTimeout,
-		MaxConnsPerIP:                limits.MaxConnsPerIP,
 		Concurrency:                  limits.Concurrency,
 		DisablePreParseMultipartForm: true,
-		CloseOnShutdown:              true,
-		Logger:                       fasthttpLogger{p.log},
+		// Errors name what was wrong, never the request's bytes: they may
+		// carry credentials, and fasthttp's messages reach the logs.
+		SecureErrorLogMessage: true,
+		CloseOnShutdown:       true,
+		Logger:                fasthttpLogger{p.log},
 	}
 }
 
@@ -237,6 +252,9 @@ func (p *Proxy) apply(s *sites.Snapshot) {
 			continue
 		}
 		r := &route{site: site, org: s.Orgs[site.Org], rt: next[site.ID]}
+		if h := site.HSTS; h != nil {
+			r.hsts = hstsValue(time.Duration(h.MaxAge), h.IncludeSubdomains, h.Preload)
+		}
 		if p.usage != nil {
 			r.usage = p.usage.Counters(site.Org, site.ID, kindNames[r.rt.kind])
 		}
@@ -287,24 +305,28 @@ const writeBufferSize = 32 << 10
 // Handler is the whole request path. The steps, in order:
 //
 //  1. limits: header size and read timeouts were enforced by fasthttp while
-//     reading (431, 408 via errorHandler); streamed bodies are bounded where
-//     they are read (413 from the upstream proxy; dir sites read none);
+//     reading (431, 408 via errorHandler); checkFraming rejects what a
+//     strict HTTP/1.1 parser would not accept (400, 501, framing.go);
+//     streamed bodies are bounded where they are read (413 from the
+//     upstream proxy and internal endpoints; dir sites read none), and a
+//     body nobody read is drained or closes the connection (finishBody);
 //  2. route: Host (port stripped, case-insensitive) → site, else 400 or 404;
+//     over TLS, a Host the connection's certificate was not chosen for
+//     gets 421;
 //  3. enforce: the org's state (suspended → 403); billing adds quotas here;
 //  4. serve: from the site's directory or its upstream;
 //  5. measure: status class, body bytes and latency by site kind; the bytes
 //     written to the client are metered on the connection (metering.go).
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
-	start := ctx.Time() // fasthttp read the clock when the request arrived
-	if start.IsZero() {
-		start = time.Now() // an h2 stream (h2.go)
-	}
+	start := requestTime(ctx)
 	kind := kindNone
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("panic serving request", slog.Any("panic", r), slog.String("host", string(ctx.Host())))
 			writeError(ctx, fasthttp.StatusInternalServerError)
 		}
+		finishBody(ctx)
+		nextHead(ctx)
 		p.measure(ctx, kind, start)
 	}()
 
@@ -312,11 +334,23 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		throttle(ctx.Conn(), nil) // a keep-alive connection's previous request may have been paced
 	}
 
+	// 1. limits
+	if status := checkFraming(ctx); status != 0 {
+		charge(ctx.Conn(), nil)
+		reject(ctx, status)
+		return
+	}
+
 	// 2. route
 	var buf [sites.MaxHostLen + 8]byte
 	key, err := sites.AppendHostKey(buf[:0], ctx.Host())
 	var r *route
 	if err == nil {
+		if p.misdirected(ctx.Conn(), key) {
+			charge(ctx.Conn(), nil)
+			writeError(ctx, fasthttp.StatusMisdirectedRequest)
+			return
+		}
 		r = p.table.Load().hosts[string(key)]
 		if r == nil && p.internal != nil && p.serveInternal(ctx, key) {
 			return
@@ -360,6 +394,58 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			p.countUpstreamError(err)
 		}
 	}
+	setHSTS(ctx, r.hsts)
+}
+
+// requestTime is when the request arrived: fasthttp reads the clock for
+// HTTP/1.1 requests, the h2 bridge for each stream (h2Stream.start). The
+// content cache decides from it whether a file must be checked again, so
+// it is never zero (a zero time would keep a changed file stale forever).
+func requestTime(ctx *fasthttp.RequestCtx) time.Time {
+	if t := ctx.Time(); !t.IsZero() {
+		return t
+	}
+	if st, ok := ctx.Conn().(*h2Stream); ok && !st.start.IsZero() {
+		return st.start
+	}
+	return time.Now() // an Expect: 100-continue request answered before its body
+}
+
+// expectContinue decides an "Expect: 100-continue" request before its body
+// is sent: 100 when the request goes where its body is read (an upstream
+// site that is not blocked, an internal endpoint within its body limit);
+// otherwise the whole request is answered now, without reading the body,
+// and its final status returned (fasthttp then closes the connection).
+func (p *Proxy) expectContinue(ctx *fasthttp.RequestCtx) int {
+	if checkFraming(ctx) == 0 && ctx.Request.Header.ContentLength() <= p.limits.MaxBodyBytes {
+		var buf [sites.MaxHostLen + 8]byte
+		if key, err := sites.AppendHostKey(buf[:0], ctx.Host()); err == nil && !p.misdirected(ctx.Conn(), key) {
+			if r := p.table.Load().hosts[string(key)]; r != nil {
+				if r.rt.up != nil && r.rt.err == nil && !blocked(r.org, r.gate) {
+					return fasthttp.StatusContinue
+				}
+			} else if ir := p.internalRoute(ctx, key); ir != nil && ir.MaxBody > 0 && ctx.Request.Header.ContentLength() <= ir.MaxBody {
+				return fasthttp.StatusContinue
+			}
+		}
+	}
+	p.Handler(ctx)
+	if mc := metered(ctx.Conn()); mc != nil {
+		mc.linger.Store(true) // a client that sends its body anyway reads the answer, not a reset
+	}
+	return ctx.Response.StatusCode()
+}
+
+// blocked reports whether enforce would answer the org's requests itself.
+func blocked(org *sites.Org, gate *billing.Gate) bool {
+	switch {
+	case org == nil:
+		return true
+	case gate == nil:
+		return org.State == sites.StateSuspended
+	}
+	d := gate.Decision()
+	return d == billing.BlockQuota || d == billing.BlockExpired || d == billing.BlockSuspended
 }
 
 // enforce applies the org's decision to this request: false when it was
@@ -407,17 +493,72 @@ var (
 	retryAfterQuota = []byte("3600")
 )
 
-// serveInternal serves tollgate's own endpoint at host key and the
-// request's path, if there is one.
-func (p *Proxy) serveInternal(ctx *fasthttp.RequestCtx, key []byte) bool {
-	for _, ir := range p.internal[string(key)] {
-		if string(ctx.Path()) == ir.Path {
-			p.chargeRoute(ctx, nil)
-			ir.Handler(ctx)
-			return true
+// internalRoute returns tollgate's own endpoint at host key and the
+// request's path, or nil.
+func (p *Proxy) internalRoute(ctx *fasthttp.RequestCtx, key []byte) *InternalRoute {
+	routes := p.internal[string(key)]
+	for i := range routes {
+		if string(ctx.Path()) == routes[i].Path {
+			return &routes[i]
 		}
 	}
-	return false
+	return nil
+}
+
+// serveInternal serves tollgate's own endpoint at host key and the
+// request's path, if there is one. Its body is read whole, up to the
+// route's MaxBody: a longer one gets 413 before (Content-Length) or while
+// (chunked) it is read, and closes the connection.
+func (p *Proxy) serveInternal(ctx *fasthttp.RequestCtx, key []byte) bool {
+	ir := p.internalRoute(ctx, key)
+	if ir == nil {
+		return false
+	}
+	p.chargeRoute(ctx, nil)
+	if !readBodyWithin(ctx, ir.MaxBody) {
+		return true
+	}
+	ir.Handler(ctx)
+	return true
+}
+
+// readBodyWithin reads a streamed request body into the request, up to max
+// bytes (0: no body allowed). Past it, it answers 413, closes the
+// connection and returns false.
+func readBodyWithin(ctx *fasthttp.RequestCtx, max int) bool {
+	h := &ctx.Request.Header
+	if !hasBody(h) {
+		return true
+	}
+	if h.ContentLength() > max {
+		reject(ctx, fasthttp.StatusRequestEntityTooLarge)
+		return false
+	}
+	stream := ctx.RequestBodyStream()
+	if stream == nil {
+		return len(ctx.Request.Body()) <= max
+	}
+	b := make([]byte, 0, min(max, 64<<10)+1)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := stream.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if len(b) > max {
+			reject(ctx, fasthttp.StatusRequestEntityTooLarge)
+			return false
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			reject(ctx, fasthttp.StatusBadRequest)
+			return false
+		}
+	}
+	ctx.Request.SetBodyRaw(b)
+	return true
 }
 
 // chargeRoute counts a request for r's site and makes what the connection
@@ -472,6 +613,9 @@ func errorHandler(ctx *fasthttp.RequestCtx, err error) {
 		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge)
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge)
+	case errors.Is(err, fasthttp.ErrUnsupportedTransferEncoding):
+		// A coding other than chunked: tollgate decodes none (RFC 9112 §6.1).
+		writeError(ctx, fasthttp.StatusNotImplemented)
 	case errors.As(err, &netErr) && netErr.Timeout():
 		writeError(ctx, fasthttp.StatusRequestTimeout)
 	default:
@@ -481,10 +625,8 @@ func errorHandler(ctx *fasthttp.RequestCtx, err error) {
 
 // Serve accepts connections on ln until Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
-	if p.usage != nil || p.gates != nil {
-		ln = meteredListener{ln}
-	}
-	return p.server.Serve(ln)
+	ln = p.guard(ln, listenerHTTP)
+	return p.server.Serve(meteredListener{ln})
 }
 
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,

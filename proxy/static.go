@@ -5,6 +5,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/tollgate-edge/tollgate/sites"
@@ -24,23 +27,26 @@ type redirecter interface {
 }
 
 var (
-	hdrETag          = []byte(fasthttp.HeaderETag)
-	hdrLastModified  = []byte(fasthttp.HeaderLastModified)
-	hdrVary          = []byte(fasthttp.HeaderVary)
-	hdrAcceptRanges  = []byte(fasthttp.HeaderAcceptRanges)
-	hdrContentEnc    = []byte(fasthttp.HeaderContentEncoding)
-	hdrIfNoneMatch   = []byte(fasthttp.HeaderIfNoneMatch)
-	hdrIfRange       = []byte(fasthttp.HeaderIfRange)
-	hdrRange         = []byte(fasthttp.HeaderRange)
-	hdrAllow         = []byte(fasthttp.HeaderAllow)
-	hdrContentRange  = []byte(fasthttp.HeaderContentRange)
-	valBytes         = []byte("bytes")
-	valAcceptEnc     = []byte(fasthttp.HeaderAcceptEncoding)
-	valGzip          = []byte("gzip")
-	valBrotli        = []byte("br")
-	valGetHead       = []byte("GET, HEAD")
-	path404          = []byte("/404.html")
-	bytesRangePrefix = []byte("bytes=")
+	hdrETag         = []byte(fasthttp.HeaderETag)
+	hdrLastModified = []byte(fasthttp.HeaderLastModified)
+	hdrVary         = []byte(fasthttp.HeaderVary)
+	hdrAcceptRanges = []byte(fasthttp.HeaderAcceptRanges)
+	hdrContentEnc   = []byte(fasthttp.HeaderContentEncoding)
+	hdrIfNoneMatch  = []byte(fasthttp.HeaderIfNoneMatch)
+	hdrIfMatch      = []byte(fasthttp.HeaderIfMatch)
+	hdrIfUnmodSince = []byte(fasthttp.HeaderIfUnmodifiedSince)
+	hdrLocation     = []byte(fasthttp.HeaderLocation)
+	hdrIfRange      = []byte(fasthttp.HeaderIfRange)
+	hdrRange        = []byte(fasthttp.HeaderRange)
+	hdrAllow        = []byte(fasthttp.HeaderAllow)
+	hdrContentRange = []byte(fasthttp.HeaderContentRange)
+	valBytes        = []byte("bytes")
+	valAcceptEnc    = []byte(fasthttp.HeaderAcceptEncoding)
+	valGzip         = []byte("gzip")
+	valBrotli       = []byte("br")
+	valGetHead      = []byte("GET, HEAD")
+	path404         = []byte("/404.html")
+	weakPrefix      = []byte("W/")
 )
 
 // serveStatic answers a GET or HEAD from a site's content source; urlPath is
@@ -52,7 +58,7 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 		writeError(ctx, fasthttp.StatusMethodNotAllowed)
 		return
 	}
-	f, err := src.GetAt(urlPath, ctx.Time())
+	f, err := src.GetAt(urlPath, requestTime(ctx))
 	switch {
 	case err == nil:
 		p.writeFile(ctx, f, fasthttp.StatusOK)
@@ -63,7 +69,7 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 			return
 		}
 		// The site's own 404 page when it has one, tollgate's otherwise.
-		if nf, err := src.GetAt(path404, ctx.Time()); err == nil && nf.Body != nil {
+		if nf, err := src.GetAt(path404, requestTime(ctx)); err == nil && nf.Body != nil {
 			p.writeFile(ctx, nf, fasthttp.StatusNotFound)
 			return
 		}
@@ -79,62 +85,68 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 	}
 }
 
-// writeFile writes f with HTTP semantics: validators and 304, a single byte
-// range (206/416), gzip or brotli when the client accepts them. For a cached
-// file it copies nothing and allocates nothing.
+// writeFile writes f with HTTP semantics: preconditions (412, 304) in the
+// order of RFC 9110 §13.2.2, a single byte range for GET (206/416), gzip or
+// brotli when the client accepts them. status is 200, or the status of a
+// site's own error page (then preconditions and ranges do not apply,
+// §13.2.1). For a cached file it copies nothing and allocates nothing.
 func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *sites.File, status int) {
 	req, h := &ctx.Request.Header, &ctx.Response.Header
-	h.SetContentTypeBytes(f.ContentType)
-	h.SetCanonical(hdrLastModified, f.LastModified)
+	// A range is for GET only (§14.2) and selects bytes of the identity
+	// representation; If-Range decides whether it applies at all (§13.1.5).
+	var rangeSet []byte
+	ranged := false
+	if status == fasthttp.StatusOK && ctx.IsGet() {
+		rangeSet, ranged = byteRangeSet(req.PeekBytes(hdrRange))
+		if ranged && !ifRangeHolds(req.PeekBytes(hdrIfRange), f) {
+			ranged = false // the client's copy is outdated: send it all
+		}
+	}
 	body, etag, enc := f.Body, f.ETag, []byte(nil)
 	compressed := f.Gzip != nil || f.Brotli != nil
 	if compressed {
 		h.SetCanonical(hdrVary, valAcceptEnc)
-	}
-	rangeHdr := req.PeekBytes(hdrRange)
-	if status != fasthttp.StatusOK {
-		rangeHdr = nil
-	}
-	if ir := req.PeekBytes(hdrIfRange); len(rangeHdr) > 0 && len(ir) > 0 && !bytes.Equal(ir, f.ETag) && !bytes.Equal(ir, f.LastModified) {
-		rangeHdr = nil // the client's copy is outdated: send it all
-	}
-	if len(rangeHdr) > 0 && bytes.IndexByte(rangeHdr, ',') >= 0 {
-		rangeHdr = nil // multipart ranges are not offered; RFC 9110 lets us send 200
-	}
-	if compressed && len(rangeHdr) == 0 {
-		switch {
-		case f.Brotli != nil && req.HasAcceptEncodingBytes(valBrotli):
-			body, etag, enc = f.Brotli, f.ETagBrotli, valBrotli
-		case f.Gzip != nil && req.HasAcceptEncodingBytes(valGzip):
-			body, etag, enc = f.Gzip, f.ETagGzip, valGzip
+		if !ranged {
+			switch {
+			case f.Brotli != nil && req.HasAcceptEncodingBytes(valBrotli):
+				body, etag, enc = f.Brotli, f.ETagBrotli, valBrotli
+			case f.Gzip != nil && req.HasAcceptEncodingBytes(valGzip):
+				body, etag, enc = f.Gzip, f.ETagGzip, valGzip
+			}
 		}
 	}
 	h.SetCanonical(hdrETag, etag)
+	h.SetCanonical(hdrLastModified, f.LastModified)
 	if status == fasthttp.StatusOK {
-		h.SetCanonical(hdrAcceptRanges, valBytes)
-		if notModified(ctx, etag, f) {
+		switch precondition(ctx, etag, f) {
+		case fasthttp.StatusPreconditionFailed:
+			writeError(ctx, fasthttp.StatusPreconditionFailed)
+			return
+		case fasthttp.StatusNotModified:
+			// Validators and Vary only (§15.4.5): no Content-Type (not even
+			// fasthttp's default one, which the h2 path would send), no
+			// Accept-Ranges, no Content-Encoding.
+			h.SetNoDefaultContentType(true)
 			h.SetStatusCode(fasthttp.StatusNotModified)
 			return
 		}
+		h.SetCanonical(hdrAcceptRanges, valBytes)
 	}
+	h.SetContentTypeBytes(f.ContentType)
 	if enc != nil {
 		h.SetCanonical(hdrContentEnc, enc)
 	}
 	start, end := int64(0), f.Size-1
-	if len(rangeHdr) > 0 {
-		if !bytes.HasPrefix(rangeHdr, bytesRangePrefix) {
-			rangeHdr = nil // an unknown range unit is ignored (RFC 9110 §14.2)
-		} else {
-			s, e, err := fasthttp.ParseByteRange(rangeHdr, int(f.Size))
-			if err != nil {
-				h.SetCanonical(hdrContentRange, fasthttp.AppendUint(append([]byte(nil), "bytes */"...), int(f.Size)))
-				writeError(ctx, fasthttp.StatusRequestedRangeNotSatisfiable)
-				return
-			}
-			start, end = int64(s), int64(e)
-			status = fasthttp.StatusPartialContent
-			h.SetContentRange(s, e, int(f.Size))
+	if ranged {
+		s, e, ok := byteRange(rangeSet, f.Size)
+		if !ok {
+			h.SetCanonical(hdrContentRange, fasthttp.AppendUint(append([]byte(nil), "bytes */"...), int(f.Size)))
+			writeError(ctx, fasthttp.StatusRequestedRangeNotSatisfiable)
+			return
 		}
+		start, end = s, e
+		status = fasthttp.StatusPartialContent
+		h.SetContentRange(int(s), int(e), int(f.Size))
 	}
 	h.SetStatusCode(status)
 	if body != nil {
@@ -162,17 +174,39 @@ func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *sites.File, status int) {
 	ctx.Response.SetBodyStream(&limitedReadCloser{Reader: io.LimitReader(rc, n), c: rc}, int(n))
 }
 
-// notModified evaluates If-None-Match, then If-Modified-Since (RFC 9110 §13.2.2).
-func notModified(ctx *fasthttp.RequestCtx, etag []byte, f *sites.File) bool {
-	if inm := ctx.Request.Header.PeekBytes(hdrIfNoneMatch); len(inm) > 0 {
-		return etagListMatch(inm, etag)
+// precondition evaluates the conditional headers of a GET or HEAD against
+// the representation about to be sent, whose validator is etag, in the order
+// of RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since (412 when false),
+// then If-None-Match, else If-Modified-Since (304 when false). It returns 0
+// when the representation is to be sent.
+func precondition(ctx *fasthttp.RequestCtx, etag []byte, f *sites.File) int {
+	req := &ctx.Request.Header
+	if im := req.PeekBytes(hdrIfMatch); len(im) > 0 {
+		if !etagListMatch(im, etag, true) {
+			return fasthttp.StatusPreconditionFailed
+		}
+	} else if ius := req.PeekBytes(hdrIfUnmodSince); len(ius) > 0 {
+		// An invalid date (or a list of dates) is ignored (§13.1.4).
+		if t, err := fasthttp.ParseHTTPDate(ius); err == nil && f.ModTime.After(t) {
+			return fasthttp.StatusPreconditionFailed
+		}
 	}
-	return !ctx.IfModifiedSince(f.ModTime)
+	if inm := req.PeekBytes(hdrIfNoneMatch); len(inm) > 0 {
+		if etagListMatch(inm, etag, false) {
+			return fasthttp.StatusNotModified
+		}
+		return 0
+	}
+	if !ctx.IfModifiedSince(f.ModTime) {
+		return fasthttp.StatusNotModified
+	}
+	return 0
 }
 
-// etagListMatch reports whether an If-None-Match list names etag (weak
-// comparison: W/ prefixes are ignored) or is "*".
-func etagListMatch(list, etag []byte) bool {
+// etagListMatch reports whether an If-Match or If-None-Match list names etag
+// or is "*". strong is If-Match's comparison, where a weak tag (W/...) never
+// matches; otherwise W/ prefixes are ignored (RFC 9110 §8.8.3.2).
+func etagListMatch(list, etag []byte, strong bool) bool {
 	for len(list) > 0 {
 		var item []byte
 		if i := bytes.IndexByte(list, ','); i >= 0 {
@@ -181,12 +215,92 @@ func etagListMatch(list, etag []byte) bool {
 			item, list = list, nil
 		}
 		item = bytes.TrimSpace(item)
-		item = bytes.TrimPrefix(item, []byte("W/"))
-		if (len(item) == 1 && item[0] == '*') || bytes.Equal(item, etag) {
+		if len(item) == 1 && item[0] == '*' {
+			return true
+		}
+		if bytes.HasPrefix(item, weakPrefix) {
+			if strong {
+				continue
+			}
+			item = item[len(weakPrefix):]
+		}
+		if bytes.Equal(item, etag) {
 			return true
 		}
 	}
 	return false
+}
+
+// ifRangeHolds evaluates If-Range (RFC 9110 §13.1.5): absent, or an entity
+// tag or HTTP-date equal to the identity representation's (a strong
+// comparison: a weak tag never holds).
+func ifRangeHolds(ir []byte, f *sites.File) bool {
+	return len(ir) == 0 || bytes.Equal(ir, f.ETag) || bytes.Equal(ir, f.LastModified)
+}
+
+// byteRangeSet returns the range set of a Range header in the bytes unit
+// (compared case-insensitively, RFC 9110 §14.1); ok is false when there is
+// none to apply: no header, another unit (§14.2: ignored), or several ranges
+// (not offered: RFC 9110 lets a server answer 200 instead).
+func byteRangeSet(hdr []byte) (set []byte, ok bool) {
+	i := bytes.IndexByte(hdr, '=')
+	if i < 0 || !bytes.EqualFold(hdr[:i], valBytes) || bytes.IndexByte(hdr[i+1:], ',') >= 0 {
+		return nil, false
+	}
+	return hdr[i+1:], true
+}
+
+// byteRange resolves one range-spec of RFC 9110 §14.1.1 ("first-last",
+// "first-" or "-suffix") against a representation of size bytes: the first
+// and last byte positions, or ok false when it is unsatisfiable or invalid
+// (answered 416). A last position past the end, however large, means the end.
+func byteRange(spec []byte, size int64) (first, last int64, ok bool) {
+	spec = bytes.Trim(spec, " \t")
+	dash := bytes.IndexByte(spec, '-')
+	if dash < 0 {
+		return 0, 0, false
+	}
+	a, b := spec[:dash], spec[dash+1:]
+	if len(a) == 0 { // the last b bytes
+		n, ok := rangeInt(b)
+		if !ok || n == 0 || size == 0 {
+			return 0, 0, false
+		}
+		return size - min(n, size), size - 1, true
+	}
+	first, ok = rangeInt(a)
+	if !ok || first >= size {
+		return 0, 0, false
+	}
+	last = size - 1
+	if len(b) > 0 {
+		n, ok := rangeInt(b)
+		if !ok || n < first {
+			return 0, 0, false
+		}
+		last = min(n, last)
+	}
+	return first, last, true
+}
+
+// rangeInt parses the digits of a byte position, saturating at MaxInt64.
+func rangeInt(b []byte) (int64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := int64(c - '0')
+		if n > (math.MaxInt64-d)/10 {
+			n = math.MaxInt64
+			continue
+		}
+		n = n*10 + d
+	}
+	return n, true
 }
 
 type limitedReadCloser struct {
@@ -210,15 +324,14 @@ func (p *Proxy) redirect(ctx *fasthttp.RequestCtx, src contentSource, urlPath []
 		return false
 	}
 	if status == fasthttp.StatusOK {
-		f, err := src.GetAt([]byte(to), ctx.Time())
+		f, err := src.GetAt([]byte(to), requestTime(ctx))
 		if err != nil {
 			return false
 		}
 		p.writeFile(ctx, f, fasthttp.StatusOK)
 		return true
 	}
-	ctx.Response.Header.Set(fasthttp.HeaderLocation, to)
-	writeError(ctx, status)
+	writeRedirect(ctx, status, appendURIEscaped(nil, to))
 	return true
 }
 
@@ -226,10 +339,38 @@ func (p *Proxy) redirect(ctx *fasthttp.RequestCtx, src contentSource, urlPath []
 // appended, keeping the query (like nginx for a directory), so relative
 // links of the page resolve.
 func redirectSlash(ctx *fasthttp.RequestCtx) {
-	loc := append(append([]byte(nil), ctx.Path()...), '/')
+	// ctx.Path() is decoded: escape it again ("/my docs" → "/my%20docs/").
+	loc := (&url.URL{Path: string(ctx.Path()) + "/"}).EscapedPath()
+	loc = "/" + strings.TrimLeft(loc, "/") // never "//host/": another site
 	if q := ctx.URI().QueryString(); len(q) > 0 {
-		loc = append(append(loc, '?'), q...)
+		loc += "?" + string(q)
 	}
-	ctx.Response.Header.SetCanonical([]byte(fasthttp.HeaderLocation), loc)
-	writeError(ctx, fasthttp.StatusMovedPermanently)
+	writeRedirect(ctx, fasthttp.StatusMovedPermanently, []byte(loc))
+}
+
+// writeRedirect answers status (a 3xx) with Location loc and no body. Unlike
+// an error page it is not marked no-store: a 301 or 308 is cacheable.
+func writeRedirect(ctx *fasthttp.RequestCtx, status int, loc []byte) {
+	resp := &ctx.Response
+	resp.ResetBody()
+	resp.Header.SetNoDefaultContentType(true)
+	resp.Header.SetStatusCode(status)
+	resp.Header.SetCanonical(hdrLocation, loc)
+}
+
+// appendURIEscaped appends s with every byte that may not appear in a URI
+// reference (controls, space, non-ASCII, and "<>\^`{|}) percent-encoded:
+// a _redirects target is written by a tenant, its :splat comes decoded from
+// the request path. Reserved characters and existing escapes are kept.
+func appendURIEscaped(dst []byte, s string) []byte {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"<>\^`+"`{|}", c) >= 0 {
+			dst = append(dst, '%', hex[c>>4], hex[c&0xf])
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
@@ -15,6 +16,7 @@ import (
 // which is served by serveH2 through the same Handler. The bytes metered
 // are the plaintext ones, so HTTPS costs a tenant what HTTP does.
 func (p *Proxy) ServeTLS(ln net.Listener, cfg *tls.Config) error {
+	ln = p.guard(ln, listenerHTTPS)
 	return p.server.Serve(&tlsListener{Listener: ln, cfg: cfg, m: p.metrics})
 }
 
@@ -30,7 +32,9 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	tc := tls.Server(c, l.cfg)
-	return &tlsConn{meteredConn: meteredConn{Conn: tc}, tls: tc, m: l.m}, nil
+	conn := &tlsConn{tls: tc, m: l.m}
+	conn.meteredConn.init(tc)
+	return conn, nil
 }
 
 // tlsConn is a metered TLS connection. It implements what fasthttp looks for
@@ -40,7 +44,8 @@ type tlsConn struct {
 	meteredConn
 	tls       *tls.Conn
 	m         *metrics
-	handshook bool // Handshake runs on the connection's goroutine only
+	handshook bool   // Handshake runs on the connection's goroutine only
+	sni       string // the normalized server name, once handshook
 }
 
 func (c *tlsConn) Handshake() error {
@@ -50,7 +55,9 @@ func (c *tlsConn) Handshake() error {
 		if err != nil {
 			c.m.handshakeFailures.Inc()
 		} else {
-			c.m.handshake(c.tls.ConnectionState().NegotiatedProtocol)
+			cs := c.tls.ConnectionState()
+			c.m.handshake(cs.NegotiatedProtocol)
+			c.sni = strings.TrimSuffix(strings.ToLower(cs.ServerName), ".")
 		}
 	}
 	return err
@@ -73,7 +80,17 @@ var acmeChallengePath = []byte("/.well-known/acme-challenge/")
 // challenges, and for every host tollgate serves a 308 to the same URL over
 // HTTPS (308 keeps the method and body). Unknown hosts get 404, as on HTTPS.
 func (p *Proxy) ServeRedirect(ln net.Listener, opts RedirectOptions) error {
-	s := p.newServer(func(ctx *fasthttp.RequestCtx) { p.redirectHandler(ctx, opts) })
+	ln = p.guard(ln, listenerHTTP)
+	h := func(ctx *fasthttp.RequestCtx) { p.redirectHandler(ctx, opts) }
+	// Nothing on this listener reads a body: an Expect: 100-continue
+	// request gets its final answer at once.
+	s := p.newServer(h, func(ctx *fasthttp.RequestCtx) int {
+		h(ctx)
+		if mc := metered(ctx.Conn()); mc != nil {
+			mc.linger.Store(true)
+		}
+		return ctx.Response.StatusCode()
+	})
 	p.mu.Lock()
 	p.extra = append(p.extra, s)
 	p.mu.Unlock()
@@ -81,11 +98,24 @@ func (p *Proxy) ServeRedirect(ln net.Listener, opts RedirectOptions) error {
 }
 
 func (p *Proxy) redirectHandler(ctx *fasthttp.RequestCtx, opts RedirectOptions) {
-	start := ctx.Time()
+	start := requestTime(ctx)
 	kind := kindNone
-	defer func() { p.measure(ctx, kind, start) }()
+	defer func() {
+		finishBody(ctx)
+		nextHead(ctx)
+		p.measure(ctx, kind, start)
+	}()
+	if status := checkFraming(ctx); status != 0 {
+		charge(ctx.Conn(), nil)
+		reject(ctx, status)
+		return
+	}
 	if opts.Challenge != nil && bytes.HasPrefix(ctx.Path(), acmeChallengePath) {
 		charge(ctx.Conn(), nil) // the CA's requests are nobody's usage
+		if hasBody(&ctx.Request.Header) {
+			reject(ctx, fasthttp.StatusRequestEntityTooLarge) // a challenge takes no body
+			return
+		}
 		opts.Challenge(ctx)
 		return
 	}
@@ -112,6 +142,8 @@ func (p *Proxy) redirectHandler(ctx *fasthttp.RequestCtx, opts RedirectOptions) 
 	if r != nil {
 		kind = r.rt.kind
 	}
+	// The target is built from the normalized host and the request's own
+	// path and query, never from an absolute-form target as sent.
 	loc := make([]byte, 0, 16+len(key)+len(ctx.RequestURI()))
 	loc = append(loc, "https://"...)
 	loc = append(loc, key...)
@@ -119,9 +151,60 @@ func (p *Proxy) redirectHandler(ctx *fasthttp.RequestCtx, opts RedirectOptions) 
 		loc = append(loc, ':')
 		loc = append(loc, opts.HTTPSPort...)
 	}
-	loc = append(loc, ctx.RequestURI()...)
+	loc = appendOriginForm(loc, ctx)
 	ctx.Response.Header.SetBytesV(fasthttp.HeaderLocation, loc)
 	ctx.SetStatusCode(fasthttp.StatusPermanentRedirect)
+}
+
+// appendOriginForm appends the request's path and query as they came (no
+// normalizing, no decoding): the request target itself when it is in
+// origin form, the path and query of an absolute-form target, "/" for "*".
+func appendOriginForm(dst []byte, ctx *fasthttp.RequestCtx) []byte {
+	if uri := ctx.Request.Header.RequestURI(); len(uri) > 0 && uri[0] == '/' {
+		return append(dst, uri...)
+	}
+	path := ctx.URI().PathOriginal()
+	if len(path) == 0 || path[0] != '/' {
+		dst = append(dst, '/')
+	}
+	dst = append(dst, path...)
+	if q := ctx.URI().QueryString(); len(q) > 0 {
+		dst = append(dst, '?')
+		dst = append(dst, q...)
+	}
+	return dst
+}
+
+// misdirected reports a request over TLS for a host the connection's
+// certificate was not chosen for (RFC 9110 §15.5.20: 421, the client
+// retries on a connection of its own). Certificates are per name, so the
+// Host must be the TLS server name; with the pages wildcard certificate,
+// any two pages hosts may share a connection, as browsers do.
+func (p *Proxy) misdirected(c net.Conn, key []byte) bool {
+	sni := tlsServerName(c)
+	if sni == "" || sni == string(key) {
+		return false
+	}
+	if p.pagesWildcard {
+		_, a := pagesOwner(key, p.pagesSuffix)
+		_, b := pagesOwner([]byte(sni), p.pagesSuffix)
+		return !(a && b)
+	}
+	return true
+}
+
+// tlsServerName is the normalized TLS server name of a client connection or
+// of the connection an h2 stream is on; "" for plain connections.
+func tlsServerName(c net.Conn) string {
+	switch c := c.(type) {
+	case *tlsConn:
+		return c.sni
+	case *h2Stream:
+		if tc, ok := c.conn.(*tlsConn); ok {
+			return tc.sni
+		}
+	}
+	return ""
 }
 
 // PortOf returns the port of a listener address ("" when it has none).

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -207,8 +208,8 @@ func (u *upstream) prepareRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Reques
 	// connection alive; fasthttp sets Content-Length/Transfer-Encoding.
 	h.SetProtocol("HTTP/1.1")
 	h.SetNoDefaultContentType(true)
-	for _, v := range ctx.Request.Header.PeekAll(fasthttp.HeaderConnection) {
-		for name := range headerTokens(v) {
+	for name := range connectionTokens(&ctx.Request.Header) {
+		if !isEndToEndRequired(name) {
 			h.DelBytes(name)
 		}
 	}
@@ -223,11 +224,22 @@ func (u *upstream) prepareRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Reques
 
 	// The Host header stays the visitor's (nginx would send the upstream's
 	// by default): tenant apps serve their custom domains and build absolute
-	// URLs, cookies and redirects from it. The address dialed is u.addr.
+	// URLs, cookies and redirects from it. For an absolute-form target it is
+	// the target's authority (checkFraming). The address dialed is u.addr.
 	req.UseHostHeader = true
 	var scratch [256]byte
 	req.SetRequestURIBytes(u.appendURI(scratch[:0], ctx))
 }
+
+// isEndToEndRequired reports a field that a Connection header may name but
+// that the proxy never drops: the request cannot be routed or framed
+// without it (RFC 9110 §7.6.1 lets a proxy keep fields it relies on).
+func isEndToEndRequired(name []byte) bool {
+	return bytes.EqualFold(name, strHost) || bytes.EqualFold(name, strContentLength) ||
+		bytes.EqualFold(name, strTransferEncoding)
+}
+
+var strHost = []byte(fasthttp.HeaderHost)
 
 // appendURI appends the absolute URI fasthttp needs to tell http from https:
 // scheme, upstream address, base path and the visitor's path and query as
@@ -236,21 +248,14 @@ func (u *upstream) appendURI(dst []byte, ctx *fasthttp.RequestCtx) []byte {
 	dst = append(dst, u.scheme...)
 	dst = append(dst, "://"...)
 	dst = append(dst, u.addr...)
+	return u.appendOrigin(dst, ctx)
+}
+
+// appendOrigin appends the origin-form target the upstream sees: the base
+// path, then the visitor's path and query.
+func (u *upstream) appendOrigin(dst []byte, ctx *fasthttp.RequestCtx) []byte {
 	dst = append(dst, u.base...)
-	if uri := ctx.Request.Header.RequestURI(); len(uri) > 0 && uri[0] == '/' {
-		return append(dst, uri...)
-	}
-	// Absolute-form ("GET http://host/path") or "OPTIONS *".
-	path := ctx.URI().PathOriginal()
-	if len(path) == 0 || path[0] != '/' {
-		dst = append(dst, '/')
-	}
-	dst = append(dst, path...)
-	if q := ctx.URI().QueryString(); len(q) > 0 {
-		dst = append(dst, '?')
-		dst = append(dst, q...)
-	}
-	return dst
+	return appendOriginForm(dst, ctx)
 }
 
 // attachBody streams ctx's request body into req, if there is one, failing

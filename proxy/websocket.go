@@ -34,6 +34,11 @@ func (u *upstream) serveUpgrade(ctx *fasthttp.RequestCtx) error {
 
 	req := fasthttp.AcquireRequest()
 	u.prepareRequest(ctx, req)
+	// Written by hand, not by a client: origin form and the visitor's Host,
+	// as for every other request (prepareRequest's absolute URI is only
+	// for fasthttp's client).
+	var scratch [256]byte
+	req.SetRequestURIBytes(u.appendOrigin(scratch[:0], ctx))
 	upgrade := ctx.Request.Header.Peek(fasthttp.HeaderUpgrade)
 	req.Header.Set(fasthttp.HeaderConnection, "Upgrade")
 	req.Header.SetBytesV(fasthttp.HeaderUpgrade, upgrade)

@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/sites"
 )
 
 // wsUpstream is an upstream that switches protocols with a minimal
@@ -193,5 +196,41 @@ func waitNoTunnels(t *testing.T, u *upstream) {
 			t.Fatalf("%d tunnels still open", n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestWebSocketThroughProxy runs a tunnel through the whole public path
+// (Handler, the metered connection): the tunnel's bytes are not request
+// heads, so line feeds without a carriage return pass untouched.
+func TestWebSocketThroughProxy(t *testing.T) {
+	ws := newWSUpstream(t)
+	h := newHarness(t, Config{}, Limits{})
+	ctx := context.Background()
+	_, err := h.reg.CreateSite(ctx, sites.Site{ID: "chat", Org: "acme", Source: sites.Source{Type: sites.SourceUpstream, URL: ws.url}})
+	must(t, err)
+	_, err = h.reg.AttachDomain(ctx, "chat", "chat.example")
+	must(t, err)
+	conn, err := h.ln.Dial()
+	must(t, err)
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(30 * time.Second)) // a failure, not a hang
+	_, err = io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: chat.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	must(t, err)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	must(t, err)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d; want 101", resp.StatusCode)
+	}
+	if got := readN(t, br, 5); got != "hello" {
+		t.Fatalf("first bytes %q; want hello", got)
+	}
+	for _, msg := range []string{"a\nb", "\n\n\n", "x\r\n\r\ny\n"} {
+		_, err := io.WriteString(conn, msg)
+		must(t, err)
+		if got := readN(t, br, len(msg)); got != msg {
+			t.Fatalf("echo %q; want %q", got, msg)
+		}
 	}
 }

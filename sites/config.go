@@ -60,6 +60,15 @@ type Config struct {
 	// remembered, so crawlers cannot turn every request into a Gitea call.
 	// Default 30s.
 	NegativeTTL time.Duration `toml:"negative_ttl"`
+	// OwnerLookupRate bounds the Gitea look-ups of owners not seen before
+	// ({owner}.{pages_domain} hosts), per second across all owners, after a
+	// burst of as many: a crawler inventing owners costs Gitea at most this
+	// many calls a second, and the process as many remembered answers (about
+	// 100 bytes each, for negative_ttl). Past it such a host is answered 503
+	// with Retry-After: 1. Owners already known, and those an org in the
+	// registry pays for, are not limited. Default 20; a negative value
+	// removes the limit.
+	OwnerLookupRate int `toml:"owner_lookup_rate"`
 }
 
 // Defaults fills unset fields.
@@ -90,6 +99,9 @@ func (c *Config) Defaults() {
 	}
 	if c.DNSCache == 0 {
 		c.DNSCache = 5 * time.Minute
+	}
+	if c.OwnerLookupRate == 0 {
+		c.OwnerLookupRate = 20
 	}
 }
 

@@ -1,6 +1,8 @@
 package sites
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -223,14 +226,40 @@ func newFile(name string, size int64, modTime time.Time, tag string, body []byte
 	}
 	f.ContentType = []byte(ctype)
 	if body != nil && compressible(ctype) && len(body) >= 256 {
-		if gz := fasthttp.AppendGzipBytesLevel(nil, body, fasthttp.CompressDefaultCompression); len(gz) < len(body)*9/10 {
+		if gz := appendGzip(nil, body); worthCompressing(len(gz), len(body)) {
 			f.Gzip = gz
 		}
-		if br := fasthttp.AppendBrotliBytesLevel(nil, body, fasthttp.CompressBrotliDefaultCompression); len(br) < len(body)*9/10 {
+		if br := fasthttp.AppendBrotliBytesLevel(nil, body, fasthttp.CompressBrotliDefaultCompression); worthCompressing(len(br), len(body)) {
 			f.Brotli = br
 		}
 	}
 	return f
+}
+
+// worthCompressing reports whether a compressed variant is kept: it must save
+// more than a tenth of the body, else it is not worth its cache memory.
+func worthCompressing(compressed, body int) bool { return compressed < body-body/10 }
+
+// gzipWriters hold compress/gzip writers at level 6 (gzip -6); each carries
+// about 800 KiB of match state, so they are reused.
+var gzipWriters = sync.Pool{New: func() any {
+	w, _ := gzip.NewWriterLevel(io.Discard, gzip.DefaultCompression)
+	return w
+}}
+
+// appendGzip appends body compressed as "gzip -6" does. The standard
+// library's level 6 is used rather than klauspost/compress's (fasthttp's),
+// whose level 6 stores text without repeated strings, such as base64,
+// uncompressed where Huffman coding alone saves a quarter.
+func appendGzip(dst, body []byte) []byte {
+	buf := bytes.NewBuffer(dst)
+	w := gzipWriters.Get().(*gzip.Writer)
+	w.Reset(buf)
+	w.Write(body) // a bytes.Buffer does not fail
+	w.Close()
+	w.Reset(io.Discard) // do not keep buf alive in the pool
+	gzipWriters.Put(w)
+	return buf.Bytes()
 }
 
 // compressible reports whether a content type is worth compressing.

@@ -24,7 +24,8 @@ var ErrUpstream = errors.New("gitea unavailable")
 // Gitea serves sites straight from a Gitea instance's repositories. Content
 // is fetched from the raw endpoint at a fixed commit and cached by commit, so
 // a push never serves a mix of old and new files; branch heads are rechecked
-// in the background every Config.Revalidate, or at once on a push webhook.
+// in the background every Config.Revalidate, or at once on a push webhook
+// (Pushed).
 // It is safe for concurrent use.
 type Gitea struct {
 	cfg   Config
@@ -36,6 +37,8 @@ type Gitea struct {
 
 	mu    sync.Mutex
 	repos map[string]*GiteaRepo // "owner/repo@branch"
+
+	owners *owners // KnownOwner's answers
 
 	// Calls counts requests made to Gitea (API and raw), for tests and metrics.
 	Calls atomic.Int64
@@ -62,7 +65,8 @@ func (c *Cache) NewGitea(cfg Config) (*Gitea, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gitea{cfg: cfg, cache: c, base: strings.TrimSuffix(cfg.GiteaURL, "/"), repos: map[string]*GiteaRepo{}}
+	g := &Gitea{cfg: cfg, cache: c, base: strings.TrimSuffix(cfg.GiteaURL, "/"), repos: map[string]*GiteaRepo{},
+		owners: newOwners(cfg.OwnerLookupRate)}
 	g.hc = &http.Client{Transport: &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: cfg.GiteaTimeout}).DialContext,
 		ResponseHeaderTimeout: cfg.GiteaTimeout,
@@ -123,23 +127,53 @@ func (g *Gitea) ProjectRepo(owner, repo string) *GiteaRepo {
 	return g.Repo(owner, repo, g.cfg.PagesBranch)
 }
 
-// Invalidate is called by the push webhook: the branch of owner/repo moved
-// to commit (or, with commit "", must be looked up again). Both the repo at
-// that branch and, for the pages rule, at "" are updated.
-func (g *Gitea) Invalidate(owner, repo, branch, commit string) {
+// Push is what a push webhook says: Branch of Owner/Repo moved to After
+// (all zeros when the branch was deleted).
+type Push struct {
+	Owner, Repo, Branch, After string
+}
+
+// Pushed is called by the push webhook. The payload is a hint, not a
+// source of truth: the branch head is asked of Gitea and the served commit
+// moves to Gitea's answer, never to After itself, so a replayed or forged
+// (but signed) delivery cannot move a site to another commit. The
+// repository at Branch and, for the pages rule, at "" are rechecked, if
+// they are served; one that already serves After is not (a replay of the
+// latest delivery asks nothing). Each check is bounded by gitea_timeout per
+// call; when ctx ends first the check goes on in the background. On error
+// the repository is left to be rechecked by its next request, still
+// serving its known commit.
+func (g *Gitea) Pushed(ctx context.Context, p Push) error {
 	g.mu.Lock()
-	targets := []*GiteaRepo{g.repos[owner+"/"+repo+"@"+branch], g.repos[owner+"/"+repo+"@"]}
+	targets := []*GiteaRepo{g.repos[p.Owner+"/"+p.Repo+"@"+p.Branch], g.repos[p.Owner+"/"+p.Repo+"@"]}
 	g.mu.Unlock()
-	for _, r := range targets {
-		if r == nil {
+	var errs []error
+	for i, r := range targets {
+		if r == nil || i == 1 && r == targets[0] {
 			continue
 		}
-		if commit != "" && (r.branch == branch || r.resolvedBranch() == branch) {
-			r.setHead(commit, r.resolvedBranch())
+		if st := r.state.Load(); st != nil && !st.missing && st.commit == p.After {
 			continue
 		}
-		r.expire()
+		done := make(chan error, 1)
+		go func() {
+			_, err := r.refresh()
+			if err != nil {
+				r.expire()
+			}
+			done <- err
+		}()
+		var err error
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rechecking %s: %w", r.Name(), err))
+		}
 	}
+	return errors.Join(errs...)
 }
 
 // GiteaRepo is one repository branch served from Gitea.
@@ -148,6 +182,10 @@ type GiteaRepo struct {
 	owner, repo, branch string
 	state               atomic.Pointer[repoState]
 	refreshing          atomic.Bool
+	// lookup serializes look-ups of the head, so the answer of the one
+	// that started last is stored last: a background check that began
+	// before a push cannot overwrite what the push's check found.
+	lookup sync.Mutex
 }
 
 // repoState is what is known of the branch head. Immutable; replaced whole.
@@ -203,6 +241,8 @@ func (r *GiteaRepo) setHead(commit, branch string) {
 // expire makes the next request look the head up again (in the background
 // when a commit is known).
 func (r *GiteaRepo) expire() {
+	r.lookup.Lock()
+	defer r.lookup.Unlock()
 	if old := r.state.Load(); old != nil {
 		st := *old
 		st.checked = time.Time{}
@@ -252,6 +292,8 @@ func (r *GiteaRepo) current() (*repoState, error) {
 // refresh asks Gitea for the branch head and stores it. Its calls are
 // bounded by gitea_timeout (the API client's timeout).
 func (r *GiteaRepo) refresh() (*repoState, error) {
+	r.lookup.Lock()
+	defer r.lookup.Unlock()
 	branch := r.branch
 	if branch == "" {
 		branch = r.g.cfg.PagesBranch
@@ -368,7 +410,7 @@ func (r *GiteaRepo) RepoName() string { return r.repo }
 
 // OwnerExists reports whether a Gitea user or organization named owner
 // exists (one API call, bounded by gitea_timeout and ctx; not cached: the
-// caller caches).
+// caller caches). KnownOwner is its cached, rate-limited form.
 func (g *Gitea) OwnerExists(ctx context.Context, owner string) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.base+"/api/v1/users/"+url.PathEscape(owner), nil)
 	if err != nil {

@@ -63,8 +63,9 @@ func (r *GiteaRepo) declaredDomains(ctx context.Context) ([]string, error) {
 // {repo}.{owner}.{pages_domain}, or a TXT record at _tollgate.{domain} naming
 // "owner/repo"): each is attached, as verified, to the repository's
 // registry site (PagesSiteID, created on first need in the org paying for
-// the owner, within its plan's limits). Domains it no longer declares are
-// detached. A domain another site holds is left alone. Safe to call often:
+// the owner, within its plan's limits). Domains it no longer declares, and
+// tollgate's own names (Registry.Reserve), are detached. A domain another
+// site holds is left alone. Safe to call often:
 // .domains is read once per commit and DNS answers are cached.
 //
 // Only the published branch claims domains (the pages rule of the user
@@ -84,7 +85,27 @@ func (g *Gitea) ClaimDomains(ctx context.Context, reg *Registry, v *DNSVerifier,
 	want := map[string]bool{}
 	var errs []error
 	for _, d := range declared {
+		// Before any DNS query. A reserved name is not wanted, so a claim
+		// made before it was reserved is detached below.
+		if err := reg.checkReserved(d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		want[d] = true
+	}
+	// Detached first, so that their places count for the plan's domain
+	// limit in this round's claims.
+	for _, name := range snap.DomainsOf(siteID) {
+		if dom := snap.Domains[name]; dom != nil && dom.Via != ViaOperator && !want[name] {
+			if err := reg.DetachDomain(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, d := range declared {
+		if !want[d] {
+			continue
+		}
 		if cur := snap.Domains[d]; cur != nil {
 			if cur.Site != siteID {
 				errs = append(errs, fmt.Errorf("%s is already attached to site %s", d, cur.Site))
@@ -106,13 +127,6 @@ func (g *Gitea) ClaimDomains(ctx context.Context, reg *Registry, v *DNSVerifier,
 		var limit *LimitError
 		if _, err := reg.AttachDomainVia(ctx, siteID, d, via); err != nil && (!errors.Is(err, ErrConflict) || errors.As(err, &limit)) {
 			errs = append(errs, fmt.Errorf("%s: %w", d, err))
-		}
-	}
-	for _, name := range snap.DomainsOf(siteID) {
-		if dom := snap.Domains[name]; dom != nil && dom.Via != ViaOperator && !want[name] {
-			if err := reg.DetachDomain(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
-				errs = append(errs, err)
-			}
 		}
 	}
 	return errors.Join(errs...)

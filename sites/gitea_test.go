@@ -166,7 +166,7 @@ func TestGiteaSource(t *testing.T) {
 	if body, _ := get(t, blog, "/"); body != "blog v1" {
 		t.Fatalf("before any signal the known commit is served: %q", body)
 	}
-	g.Invalidate("alice", "blog", "pages", commit)
+	mustNoErr(t, g.Pushed(ctx, Push{Owner: "alice", Repo: "blog", Branch: "pages", After: commit}))
 	if body, err := get(t, blog, "/"); body != "blog v2" {
 		t.Fatalf("after the webhook: %q, %v", body, err)
 	}

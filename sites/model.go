@@ -22,6 +22,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrInvalid: a field is malformed or refers to something that does not exist.
 	ErrInvalid = errors.New("invalid")
+	// ErrReserved: the domain is one of tollgate's own hostnames (see
+	// Registry.Reserve). It matches ErrConflict.
+	ErrReserved = fmt.Errorf("reserved name: %w", ErrConflict)
 	// ErrSiteNotFound is what routing returns for a host no site serves.
 	ErrSiteNotFound = errors.New("no site for this host")
 )
@@ -262,10 +265,38 @@ func (s Source) Validate() error {
 
 // Site is something tollgate serves, owned by one org.
 type Site struct {
-	ID        string    `json:"id"`
-	Org       string    `json:"org"`
-	Source    Source    `json:"source"`
+	ID     string `json:"id"`
+	Org    string `json:"org"`
+	Source Source `json:"source"`
+	// HSTS is the site's Strict-Transport-Security policy, sent on its
+	// HTTPS responses (RFC 6797); nil, the default: none.
+	HSTS      *HSTS     `json:"hsts,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// HSTS is a Strict-Transport-Security policy. Off unless a site opts in:
+// once a browser has it, the host is HTTPS-only for MaxAge, and with
+// IncludeSubdomains every subdomain too, served by tollgate or not.
+type HSTS struct {
+	// MaxAge is how long browsers keep the policy: 1s to 2 years (17520h).
+	MaxAge Duration `json:"max_age"`
+	// IncludeSubdomains extends the policy to every subdomain.
+	IncludeSubdomains bool `json:"include_subdomains,omitempty"`
+	// Preload asks for inclusion in browsers' preload lists (hstspreload.org):
+	// it needs IncludeSubdomains and a MaxAge of at least a year.
+	Preload bool `json:"preload,omitempty"`
+}
+
+// Validate checks the policy's ranges.
+func (h HSTS) Validate() error {
+	var errs []error
+	if d := time.Duration(h.MaxAge); d < time.Second || d > 2*8760*time.Hour {
+		errs = append(errs, fmt.Errorf("hsts.max_age: %s not in 1s..17520h", d))
+	}
+	if h.Preload && (!h.IncludeSubdomains || time.Duration(h.MaxAge) < 8760*time.Hour) {
+		errs = append(errs, errors.New("hsts.preload: needs include_subdomains and a max_age of at least 8760h"))
+	}
+	return errors.Join(errs...)
 }
 
 // Validate checks the site's own fields.
@@ -275,6 +306,9 @@ func (s Site) Validate() error {
 		errs = append(errs, fmt.Errorf("id: %q must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit", s.ID))
 	}
 	errs = append(errs, s.Source.Validate())
+	if s.HSTS != nil {
+		errs = append(errs, s.HSTS.Validate())
+	}
 	return errors.Join(errs...)
 }
 

@@ -78,9 +78,22 @@ func (s *Snapshot) OrgForGiteaOwner(owner string) string {
 	return SyntheticOrgID(owner)
 }
 
+// OwnerHasOrg reports whether an org pays for owner's pages: one that
+// lists it in gitea_owners, or its synthetic org. It does not allocate.
+func (s *Snapshot) OwnerHasOrg(owner []byte) bool {
+	if _, ok := s.GiteaOwners[string(owner)]; ok {
+		return true
+	}
+	var buf [64]byte
+	return s.Orgs[string(append(append(buf[:0], syntheticPrefix...), owner...))] != nil
+}
+
+// syntheticPrefix starts the id of a synthetic org.
+const syntheticPrefix = "gitea-"
+
 // SyntheticOrgID is the id of the org created for a Gitea owner no org
 // claimed.
-func SyntheticOrgID(owner string) string { return "gitea-" + owner }
+func SyntheticOrgID(owner string) string { return syntheticPrefix + owner }
 
 // SitesOf returns the ids of the org's sites, sorted.
 func (s *Snapshot) SitesOf(org string) []string {
@@ -122,6 +135,8 @@ type Registry struct {
 	st   Store
 	now  func() time.Time
 	snap atomic.Pointer[Snapshot]
+	// reserved holds tollgate's own hostnames (Reserve); nil: none.
+	reserved atomic.Pointer[reservedSet]
 
 	mu   sync.Mutex // serializes writes and subscriber calls
 	subs []func(*Snapshot)
@@ -489,11 +504,15 @@ func (r *Registry) AttachDomain(ctx context.Context, siteID, name string) (Domai
 }
 
 // AttachDomainVia attaches a domain proven by via (ViaOperator, ViaCNAME,
-// ViaTXT).
+// ViaTXT). One of tollgate's own names (Reserve) is refused with
+// ErrReserved, whoever asks.
 func (r *Registry) AttachDomainVia(ctx context.Context, siteID, name, via string) (Domain, error) {
 	host, err := NormalizeDomain(name)
 	if err != nil {
 		return Domain{}, invalid(fmt.Errorf("domain: %w", err))
+	}
+	if err := r.checkReserved(host); err != nil {
+		return Domain{}, err
 	}
 	d := Domain{Name: host, Site: siteID, Status: DomainVerified, Via: via, CreatedAt: r.now().UTC()}
 	err = r.update(ctx, func(next *Snapshot) ([]store.Op, error) {

@@ -63,6 +63,18 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
+	// tollgate's own hostnames: no site may take them.
+	own := []sites.ReservedName{{Name: cfg.Sites.PagesDomain, Subdomains: true, Key: "sites.pages_domain"}}
+	if cfg.Billing.Stripe.Enabled() {
+		own = append(own, sites.ReservedName{Name: cfg.Billing.Stripe.WebhookHost, Key: "billing.stripe.webhook_host"})
+	}
+	taken, err := reg.Reserve(own...)
+	if err != nil {
+		return err
+	}
+	for _, d := range taken {
+		log.Warn("a site holds one of tollgate's own hostnames; detach it", slog.String("domain", d))
+	}
 	if kv != nil {
 		// Cluster mode: other nodes' writes arrive through pub/sub, and a
 		// version check every second heals any missed message.
@@ -121,6 +133,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 		popts.Pages = giteaSrc
 		if cfg.Sites.PagesDomain != "" {
 			popts.PagesDomain, _ = sites.NormalizeDomain(cfg.Sites.PagesDomain)
+			popts.PagesWildcard = cfg.ACME.WildcardCert != ""
 		}
 	}
 	var claim func(*sites.GiteaRepo)
@@ -156,7 +169,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	popts.Gates = bill
 	if stripe != nil {
 		host, _ := sites.NormalizeDomain(cfg.Billing.Stripe.WebhookHost)
-		popts.Internal = append(popts.Internal, proxy.InternalRoute{Host: host, Path: cfg.Billing.Stripe.WebhookPath,
+		popts.Internal = append(popts.Internal, proxy.InternalRoute{Host: host, Path: cfg.Billing.Stripe.WebhookPath, MaxBody: billing.MaxWebhookBody,
 			Handler: fasthttpadaptor.NewFastHTTPHandler(stripe)})
 	}
 	px, err := proxy.New(cfg.Proxy, cfg.Limits, popts)

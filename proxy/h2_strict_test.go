@@ -1,0 +1,447 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2RawConn is an h2 client on a raw TLS connection to a tlsHarness: it
+// writes frames with http2.Framer and an HPACK encoder of its own, so it
+// can send what no well-behaved client library sends.
+type h2RawConn struct {
+	t    *testing.T
+	conn *tls.Conn
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	buf  bytes.Buffer // enc's output
+	next uint32       // next client stream id
+	// settings are the server's SETTINGS values as received.
+	settings map[http2.SettingID]uint32
+}
+
+func dialH2Raw(t *testing.T, h *tlsHarness) *h2RawConn {
+	t.Helper()
+	conn, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.pool, ServerName: "www.example", NextProtos: []string{"h2"}})
+	must(t, err)
+	t.Cleanup(func() { conn.Close() })
+	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN %q, want h2", p)
+	}
+	_, err = io.WriteString(conn, http2.ClientPreface)
+	must(t, err)
+	c := &h2RawConn{t: t, conn: conn, fr: http2.NewFramer(conn, conn), next: 1, settings: map[http2.SettingID]uint32{}}
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.enc = hpack.NewEncoder(&c.buf)
+	must(t, c.fr.WriteSettings())
+	return c
+}
+
+// block HPACK-encodes a GET of / on www.example followed by extra, pairs
+// of name and value.
+func (c *h2RawConn) block(method string, extra ...string) []byte {
+	c.buf.Reset()
+	fields := []string{":method", method, ":scheme", "https", ":path", "/", ":authority", "www.example"}
+	fields = append(fields, extra...)
+	for i := 0; i < len(fields); i += 2 {
+		must(c.t, c.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]}))
+	}
+	return bytes.Clone(c.buf.Bytes())
+}
+
+func (c *h2RawConn) stream() uint32 {
+	id := c.next
+	c.next += 2
+	return id
+}
+
+// h2Answer is how the server ended a stream: RST_STREAM with code, or a
+// response with status.
+type h2Answer struct {
+	rst    bool
+	code   http2.ErrCode
+	status int
+}
+
+func (a h2Answer) String() string {
+	if a.rst {
+		return "RST_STREAM " + a.code.String()
+	}
+	return "response " + strconv.Itoa(a.status)
+}
+
+// answer reads frames until the server ends stream id, acknowledging its
+// SETTINGS and ignoring other streams' frames. A GOAWAY fails the test:
+// the connection must survive a stream error.
+func (c *h2RawConn) answer(id uint32) h2Answer {
+	c.t.Helper()
+	must(c.t, c.conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	var a h2Answer
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			c.t.Fatalf("stream %d: reading frames: %v", id, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				f.ForeachSetting(func(s http2.Setting) error { c.settings[s.ID] = s.Val; return nil })
+				must(c.t, c.fr.WriteSettingsAck())
+			}
+		case *http2.GoAwayFrame:
+			c.t.Fatalf("stream %d: GOAWAY %v %q", id, f.ErrCode, f.DebugData())
+		case *http2.RSTStreamFrame:
+			if f.StreamID == id {
+				return h2Answer{rst: true, code: f.ErrCode}
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == id {
+				a.status, _ = strconv.Atoi(f.PseudoValue("status"))
+				if f.StreamEnded() {
+					return a
+				}
+			}
+		case *http2.DataFrame:
+			if f.StreamID == id && f.StreamEnded() {
+				return a
+			}
+		}
+	}
+}
+
+// TestH2ConnectionSpecificFieldsAreStreamErrors: an h2 request carrying a
+// connection-specific header field, or TE with any value other than
+// "trailers", is answered with RST_STREAM PROTOCOL_ERROR (RFC 9113
+// §8.2.2), never with a response, and never reaches the handler; the
+// connection stays up and serves the next request. The header block may be
+// split over CONTINUATION frames, padded, refer to the dynamic table, or
+// fill a whole frame.
+func TestH2ConnectionSpecificFieldsAreStreamErrors(t *testing.T) {
+	h := newTLSHarness(t, "http://127.0.0.1:1")
+	c := dialH2Raw(t, h)
+	rst := h2Answer{rst: true, code: http2.ErrCodeProtocol}
+	ok := h2Answer{status: 200}
+	// Sized so the block with padding fills a frame of h2MaxFrameSize, and
+	// the header list stays under the server's limit: raw literal bytes
+	// ('X' takes 8 bits in Huffman code, so it is sent as is).
+	big := strings.Repeat("X", 16200)
+
+	cases := []struct {
+		name  string
+		extra []string
+		send  func(id uint32, block []byte)
+		want  h2Answer
+	}{
+		{"plain GET", nil, nil, ok},
+		{"connection", []string{"connection", "keep-alive"}, nil, rst},
+		{"connection again, from the dynamic table", []string{"connection", "keep-alive"}, nil, rst},
+		{"connection with an empty value", []string{"connection", ""}, nil, rst},
+		{"keep-alive", []string{"keep-alive", "timeout=5"}, nil, rst},
+		{"proxy-connection", []string{"proxy-connection", "keep-alive"}, nil, rst},
+		{"transfer-encoding", []string{"transfer-encoding", "chunked"}, nil, rst},
+		{"upgrade", []string{"upgrade", "websocket"}, nil, rst},
+		{"te: trailers", []string{"te", "trailers"}, nil, ok},
+		{"te: gzip", []string{"te", "gzip"}, nil, rst},
+		{"te: trailers, deflate", []string{"trailers", "test", "te", "trailers, deflate"}, nil, rst},
+		{"te twice", []string{"te", "trailers", "te", "trailers"}, nil, rst},
+		{"GET after the refusals", []string{"accept", "*/*"}, nil, ok},
+		{"split over HEADERS and two CONTINUATIONs", []string{"x-a", "1", "connection", "close", "x-b", "2"},
+			func(id uint32, b []byte) {
+				must(t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: b[:5], EndStream: true}))
+				must(t, c.fr.WriteContinuation(id, false, b[5:len(b)-3]))
+				must(t, c.fr.WriteContinuation(id, true, b[len(b)-3:]))
+			}, rst},
+		{"padded, with priority", []string{"te", "compress"},
+			func(id uint32, b []byte) {
+				must(t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: b, EndStream: true, EndHeaders: true,
+					PadLength: 200, Priority: http2.PriorityParam{Weight: 15}}))
+			}, rst},
+		{"padded, with priority, allowed", []string{"te", "trailers"},
+			func(id uint32, b []byte) {
+				must(t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: b, EndStream: true, EndHeaders: true,
+					PadLength: 200, Priority: http2.PriorityParam{Weight: 15}}))
+			}, ok},
+		{"a frame of h2MaxFrameSize", []string{"x-pad", big, "connection", "keep-alive"},
+			func(id uint32, b []byte) {
+				pad := h2MaxFrameSize - 1 - len(b)
+				if pad < 0 || pad > 255 {
+					t.Fatalf("a block of %d bytes does not pad to a frame of %d", len(b), h2MaxFrameSize)
+				}
+				must(t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: b, EndStream: true, EndHeaders: true,
+					PadLength: uint8(pad)}))
+			}, rst},
+		{"POST with a body", []string{"content-length", "5", "transfer-encoding", "identity"},
+			func(id uint32, b []byte) {
+				must(t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: b, EndHeaders: true}))
+				must(t, c.fr.WriteData(id, true, []byte("hello")))
+			}, rst},
+		{"GET after a refused body", nil, nil, ok},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c.t = t
+			before := testutil.ToFloat64(h.proxy.metrics.h2Requests)
+			id := c.stream()
+			method := "GET"
+			if strings.HasPrefix(tc.name, "POST") {
+				method = "POST"
+			}
+			b := c.block(method, tc.extra...)
+			if tc.send != nil {
+				tc.send(id, b)
+			} else {
+				must(t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: b, EndStream: true, EndHeaders: true}))
+			}
+			if got := c.answer(id); got != tc.want {
+				t.Fatalf("stream %d: %v, want %v", id, got, tc.want)
+			}
+			handled := testutil.ToFloat64(h.proxy.metrics.h2Requests) - before
+			if want := map[bool]float64{true: 0, false: 1}[tc.want.rst]; handled != want {
+				t.Fatalf("the handler saw %v requests, want %v", handled, want)
+			}
+		})
+	}
+	// h2StrictConn's HPACK decoder follows the server's only with the same
+	// table size, and holds frames of at most h2MaxFrameSize.
+	if got := c.settings[http2.SettingHeaderTableSize]; got != h2HeaderTableSize {
+		t.Errorf("SETTINGS_HEADER_TABLE_SIZE %d, want %d", got, h2HeaderTableSize)
+	}
+	if got := c.settings[http2.SettingMaxFrameSize]; got != h2MaxFrameSize {
+		t.Errorf("SETTINGS_MAX_FRAME_SIZE %d, want %d", got, h2MaxFrameSize)
+	}
+}
+
+// TestH2StrictConnPassesFramesUnchanged: every byte a client sends reaches
+// the h2 server as sent, read in pieces of any size, unless a header
+// block holds a connection-specific field; then only that block's last
+// frame grows by two empty host fields.
+func TestH2StrictConnPassesFramesUnchanged(t *testing.T) {
+	var in bytes.Buffer
+	in.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&in, nil)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	block := func(fields ...string) []byte {
+		hb.Reset()
+		for i := 0; i < len(fields); i += 2 {
+			must(t, enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]}))
+		}
+		return bytes.Clone(hb.Bytes())
+	}
+	must(t, fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20}))
+	must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(":method", "GET", "te", "trailers"), EndHeaders: true, PadLength: 3}))
+	must(t, fr.WriteData(1, false, bytes.Repeat([]byte{1}, 10000)))
+	must(t, fr.WriteData(1, true, nil))
+	must(t, fr.WritePing(false, [8]byte{1, 2, 3}))
+	good := bytes.Clone(in.Bytes())
+	bad := block(":method", "GET", "upgrade", "h2c")
+	must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: bad[:3]}))
+	must(t, fr.WriteContinuation(3, true, bad[3:]))
+	sent := in.Bytes()
+
+	for _, chunk := range []int{1, 7, 9, 4096} {
+		r := newH2StrictConn(&readerConn{r: bytes.NewReader(sent)}, 16<<10)
+		var got []byte
+		p := make([]byte, chunk)
+		for {
+			n, err := r.Read(p)
+			got = append(got, p[:n]...)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			must(t, err)
+		}
+		if !bytes.HasPrefix(got, good) {
+			t.Fatalf("reads of %d bytes: the frames before the bad block changed", chunk)
+		}
+		// The last frame: CONTINUATION of len(bad)-3 bytes, now with the hosts.
+		last := got[len(good)+h2FrameHeaderLen+3:]
+		wantLen := len(bad) - 3 + len(h2TwoEmptyHosts)
+		if l := int(last[0])<<16 | int(last[1])<<8 | int(last[2]); l != wantLen || len(last) != h2FrameHeaderLen+wantLen ||
+			!bytes.HasSuffix(last, h2TwoEmptyHosts) || !bytes.Equal(last[h2FrameHeaderLen:h2FrameHeaderLen+len(bad)-3], bad[3:]) {
+			t.Fatalf("reads of %d bytes: last frame % x", chunk, last)
+		}
+	}
+}
+
+// readerConn is a net.Conn that reads from r; nothing else is used.
+type readerConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// TestH2StrictConnStopsAtMalformedInput: input the h2 server ends the
+// connection for (a frame out of order, padding longer than the frame, an
+// HPACK error, a header-block frame over h2MaxFrameSize) stops the
+// inspection: from there every byte, a later bad block included, reaches
+// the server as sent, which answers with its own connection error.
+func TestH2StrictConnStopsAtMalformedInput(t *testing.T) {
+	var hb bytes.Buffer
+	bad := func() []byte {
+		hb.Reset()
+		enc := hpack.NewEncoder(&hb)
+		enc.WriteField(hpack.HeaderField{Name: ":method", Value: "GET"})
+		enc.WriteField(hpack.HeaderField{Name: "connection", Value: "close"})
+		return bytes.Clone(hb.Bytes())
+	}()
+	for _, tc := range []struct {
+		name  string
+		frame func(fr *http2.Framer, raw *bytes.Buffer)
+	}{
+		{"CONTINUATION without HEADERS", func(fr *http2.Framer, _ *bytes.Buffer) {
+			must(t, fr.WriteContinuation(1, true, bad))
+		}},
+		{"HEADERS inside an open block", func(fr *http2.Framer, _ *bytes.Buffer) {
+			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: bad[:1]}))
+			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: bad, EndHeaders: true}))
+		}},
+		{"CONTINUATION of another stream", func(fr *http2.Framer, _ *bytes.Buffer) {
+			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: bad[:1]}))
+			must(t, fr.WriteContinuation(3, true, bad[1:]))
+		}},
+		{"padding longer than the frame", func(_ *http2.Framer, raw *bytes.Buffer) {
+			raw.Write([]byte{0, 0, 2, h2FrameHeaders, h2FlagEndHeaders | h2FlagPadded, 0, 0, 0, 1, 9, 0x82})
+		}},
+		{"priority longer than the frame", func(_ *http2.Framer, raw *bytes.Buffer) {
+			raw.Write([]byte{0, 0, 2, h2FrameHeaders, h2FlagEndHeaders | h2FlagPriority, 0, 0, 0, 1, 0, 0})
+		}},
+		{"HPACK index 0", func(fr *http2.Framer, _ *bytes.Buffer) {
+			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x80}, EndHeaders: true}))
+		}},
+		{"HPACK field cut short", func(fr *http2.Framer, _ *bytes.Buffer) {
+			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: bad[:len(bad)-2], EndHeaders: true}))
+		}},
+		{"HEADERS over h2MaxFrameSize", func(fr *http2.Framer, _ *bytes.Buffer) {
+			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: append(bytes.Repeat([]byte{0x82}, h2MaxFrameSize), bad...), EndHeaders: true}))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var in bytes.Buffer
+			in.WriteString(http2.ClientPreface)
+			fr := http2.NewFramer(&in, nil)
+			fr.AllowIllegalWrites = true
+			tc.frame(fr, &in)
+			// A bad block after the malformed input is not inspected.
+			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: bad, EndHeaders: true}))
+			sent := in.Bytes()
+			for _, chunk := range []int{1, 9, 4096} {
+				r := newH2StrictConn(&readerConn{r: bytes.NewReader(sent)}, 16<<10)
+				got, err := io.ReadAll(readerFunc(func(p []byte) (int, error) { return r.Read(p[:min(len(p), chunk)]) }))
+				must(t, err)
+				if !bytes.Equal(got, sent) {
+					t.Fatalf("reads of %d bytes: %d bytes sent, %d read, not the same", chunk, len(sent), len(got))
+				}
+			}
+		})
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// BenchmarkH2StrictConn reads browser-like GET requests (HEADERS with
+// END_STREAM, fields from the dynamic table after the first) through
+// h2StrictConn, in the 9-byte and payload reads x/net's framer makes: the
+// cost the inspection adds to each h2 request.
+func BenchmarkH2StrictConn(b *testing.B) {
+	const requests = 1000
+	var in bytes.Buffer
+	in.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&in, nil)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	fields := []string{":method", "GET", ":scheme", "https", ":authority", "www.example", ":path", "/app.js",
+		"user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+		"accept", "*/*", "accept-encoding", "gzip, deflate, br, zstd", "accept-language", "en-US,en;q=0.9",
+		"sec-fetch-mode", "no-cors", "referer", "https://www.example/", "cookie", "session=0123456789abcdef"}
+	for i := range requests {
+		hb.Reset()
+		for j := 0; j < len(fields); j += 2 {
+			must(b, enc.WriteField(hpack.HeaderField{Name: fields[j], Value: fields[j+1]}))
+		}
+		must(b, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}))
+	}
+	sent := in.Bytes()
+	src := bytes.NewReader(sent)
+	hdr := make([]byte, h2FrameHeaderLen)
+	payload := make([]byte, h2MaxFrameSize)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(sent)))
+	for b.Loop() {
+		src.Reset(sent)
+		c := newH2StrictConn(&readerConn{r: src}, 16<<10)
+		if _, err := io.ReadFull(c, payload[:h2PrefaceLen]); err != nil {
+			b.Fatal(err)
+		}
+		for range requests {
+			if _, err := io.ReadFull(c, hdr); err != nil {
+				b.Fatal(err)
+			}
+			n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+			if _, err := io.ReadFull(c, payload[:n]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// FuzzH2StrictConn feeds arbitrary client bytes after the preface through
+// h2StrictConn in reads of arbitrary size: it must not panic or stall,
+// every Read fills at most p, and the server gets every byte, plus at most
+// one CONTINUATION frame with two host fields per frame.
+func FuzzH2StrictConn(f *testing.F) {
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, fields := range [][]string{{":method", "GET", "te", "trailers"}, {":method", "GET", "connection", "close"}} {
+		var in bytes.Buffer
+		fr := http2.NewFramer(&in, nil)
+		hb.Reset()
+		for i := 0; i < len(fields); i += 2 {
+			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		b := hb.Bytes()
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:1], PadLength: 2, Priority: http2.PriorityParam{Weight: 1}})
+		fr.WriteContinuation(1, true, b[1:])
+		fr.WriteData(1, true, []byte("body"))
+		f.Add(in.Bytes(), uint8(1))
+		f.Add(in.Bytes(), uint8(9))
+	}
+	f.Fuzz(func(t *testing.T, frames []byte, chunk uint8) {
+		sent := append([]byte(http2.ClientPreface), frames...)
+		c := newH2StrictConn(&readerConn{r: bytes.NewReader(sent)}, 16<<10)
+		p := make([]byte, int(chunk)+1)
+		var got int
+		for reads := 0; ; reads++ {
+			if reads > 2*len(sent)+10 {
+				t.Fatalf("%d reads and no EOF", reads)
+			}
+			n, err := c.Read(p)
+			if n < 0 || n > len(p) {
+				t.Fatalf("Read returned %d for %d bytes", n, len(p))
+			}
+			got += n
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if grown := got - len(sent); grown < 0 || grown > (len(frames)/h2FrameHeaderLen+1)*(h2FrameHeaderLen+len(h2TwoEmptyHosts)) {
+			t.Fatalf("%d bytes sent, %d read", len(sent), got)
+		}
+	})
+}
