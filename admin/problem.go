@@ -101,7 +101,11 @@ func problemFor(err error) (p *Problem, internal bool) {
 		// Logged: the detail would show internal addresses.
 		return status(http.StatusBadGateway, "Gitea could not be asked; the branch is rechecked on its next request"), true
 	case errors.Is(err, errNotReady):
-		return status(http.StatusServiceUnavailable, "the server is not ready yet"), false
+		d := detail(err, errNotReady)
+		if d == errNotReady.Error() {
+			d = "the server is not ready yet"
+		}
+		return status(http.StatusServiceUnavailable, d), false
 	case errors.Is(err, sites.ErrNotFound):
 		return status(http.StatusNotFound, detail(err, sites.ErrNotFound)+" does not exist"), false
 	case errors.Is(err, sites.ErrConflict):

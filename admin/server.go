@@ -27,10 +27,12 @@ type Options struct {
 	// Metrics is the process's registry: the admin metrics are registered on
 	// it and it is served at GET /metrics. Required.
 	Metrics *prometheus.Registry
-	// Ready reports whether the process can serve (store open, listeners up).
-	// GET /readyz answers 200 when it returns nil, else 503. It should be fast;
-	// it gets at most readyTimeout. Nil means always ready.
-	Ready func(ctx context.Context) error
+	// Checks are the readiness checks of GET /readyz, run in order, each
+	// within readyTimeout. None failing: 200 "ready". Only non-fatal ones
+	// failing: 200 "ready, degraded: NAME: reason; …" (a load balancer keeps
+	// the node, operators see why). A fatal one failing: 503, the body
+	// naming every failing check. Nil: always ready.
+	Checks []Check
 	// Logger receives internal errors and an audit line per write. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -45,18 +47,25 @@ type Options struct {
 	GiteaWebhookSecret string
 	// Certs answers GET /v1/certs. Nil (no TLS): the route answers 503.
 	Certs CertLister
-	// Degraded reports a dependency the node can serve without (Redis in a
-	// cluster: the node serves from its snapshot and buffers counters).
-	// /readyz stays 200 and says "ready, degraded: …", so a load balancer
-	// keeps the node while operators see why. Nil: never degraded.
-	Degraded func(ctx context.Context) error
 	// Accounts records state, plan and Stripe customer changes (PATCH
 	// /v1/orgs/{id}) and answers GET /v1/orgs/{id}/events. Nil: PATCH
 	// writes the registry directly and the events route answers 503.
 	Accounts Accounts
 }
 
-// readyTimeout bounds one call of Options.Ready.
+// Check is one readiness check of GET /readyz.
+type Check struct {
+	// Name is how /readyz names the check (store, registry, redis…).
+	Name string
+	// Fatal: when it fails the node should get no traffic (503). Otherwise
+	// the node serves without it and /readyz says "degraded".
+	Fatal bool
+	// Run returns nil when the check holds; its error says why not. It
+	// should be fast and must be safe for concurrent use.
+	Run func(ctx context.Context) error
+}
+
+// readyTimeout bounds one readiness check.
 const readyTimeout = 5 * time.Second
 
 // realm is sent in WWW-Authenticate with every 401.
@@ -66,7 +75,7 @@ const realm = `Bearer realm="tollgate-admin"`
 type Server struct {
 	cfg      Config
 	reg      *sites.Registry
-	ready    func(ctx context.Context) error
+	checks   []Check
 	log      *slog.Logger
 	tokenSum [sha256.Size]byte
 	requests *prometheus.CounterVec
@@ -79,7 +88,6 @@ type Server struct {
 	storage     StorageReader
 	certLister  CertLister
 	accounts    Accounts
-	degraded    func(ctx context.Context) error
 }
 
 // StorageReader reports the bytes sites and orgs store.
@@ -105,7 +113,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 	s := &Server{
 		cfg:      cfg,
 		reg:      reg,
-		ready:    opts.Ready,
+		checks:   opts.Checks,
 		log:      opts.Logger,
 		tokenSum: sha256.Sum256([]byte(cfg.Token)),
 		mux:      http.NewServeMux(),
@@ -116,7 +124,6 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		storage:     opts.Storage,
 		certLister:  opts.Certs,
 		accounts:    opts.Accounts,
-		degraded:    opts.Degraded,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -247,25 +254,39 @@ func (s *Server) authorized(r *http.Request) bool {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if s.ready != nil {
+	var fatal, degraded []string
+	for _, c := range s.checks {
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
-		defer cancel()
-		if err := s.ready(ctx); err != nil {
-			// /readyz is public: log the reason, answer a generic problem.
-			s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: not ready", slog.Any("err", err))
-			s.fail(w, r, errNotReady)
-			return
+		err := c.Run(ctx)
+		cancel()
+		if err == nil {
+			continue
+		}
+		if c.Fatal {
+			fatal = append(fatal, c.Name)
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: not ready", slog.String("check", c.Name), slog.Any("err", err))
+		} else {
+			degraded = append(degraded, c.Name+": "+err.Error())
 		}
 	}
-	if s.degraded != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
-		defer cancel()
-		if err := s.degraded(ctx); err != nil {
-			writeText(w, "ready, degraded: "+err.Error())
-			return
-		}
+	switch {
+	case len(fatal) > 0:
+		// The reasons are logged; the body names the failing checks.
+		s.fail(w, r, fmt.Errorf("%w: failing checks: %s", errNotReady, strings.Join(append(fatal, degradedNames(degraded)...), ", ")))
+	case len(degraded) > 0:
+		writeText(w, "ready, degraded: "+strings.Join(degraded, "; "))
+	default:
+		writeText(w, "ready")
 	}
-	writeText(w, "ready")
+}
+
+// degradedNames keeps the check names of "name: reason" entries.
+func degradedNames(entries []string) []string {
+	out := make([]string, len(entries))
+	for i, e := range entries {
+		out[i], _, _ = strings.Cut(e, ": ")
+	}
+	return out
 }
 
 // decode reads the JSON body of r into v: at most MaxBodyBytes, one object, no

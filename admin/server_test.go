@@ -40,9 +40,13 @@ func newTestEnv(t *testing.T, cfg Config, ready func(context.Context) error) *te
 		cfg.Token = testToken
 	}
 	metrics := prometheus.NewRegistry()
+	var checks []Check
+	if ready != nil {
+		checks = []Check{{Name: "test", Fatal: true, Run: ready}}
+	}
 	s, err := New(cfg, reg, Options{
 		Metrics: metrics,
-		Ready:   ready,
+		Checks:  checks,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

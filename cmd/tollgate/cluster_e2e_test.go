@@ -140,7 +140,7 @@ func TestClusterOfThree(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		return resp.StatusCode == 200 && strings.Contains(string(b), "degraded: redis unreachable")
+		return resp.StatusCode == 200 && strings.Contains(string(b), "degraded: redis: unreachable")
 	})
 	base := loads[0].ok.Load() + loads[1].ok.Load() + loads[2].ok.Load()
 	waitFor(t, func() bool { return loads[0].ok.Load()+loads[1].ok.Load()+loads[2].ok.Load() >= base+300 }) // served without Redis

@@ -211,20 +211,23 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 		Logger:             log,
 		Usage:              usage.reader,
 		GiteaWebhookSecret: cfg.Sites.GiteaWebhookSecret,
-		Ready: func(ctx context.Context) error {
-			if !bound.Load() {
-				return errors.New("listeners not bound yet")
-			}
-			return st.Ping(ctx)
+		Checks: []admin.Check{
+			{Name: "listeners", Fatal: true, Run: func(context.Context) error {
+				if !bound.Load() {
+					return errors.New("listeners not bound yet")
+				}
+				return nil
+			}},
+			{Name: "store", Fatal: true, Run: st.Ping},
 		},
 	}
 	if kv != nil {
-		aopts.Degraded = func(ctx context.Context) error {
+		aopts.Checks = append(aopts.Checks, admin.Check{Name: "redis", Run: func(ctx context.Context) error {
 			if err := kv.Ping(ctx); err != nil {
-				return fmt.Errorf("redis unreachable, serving from the last registry snapshot: %w", err)
+				return fmt.Errorf("unreachable, serving from the last registry snapshot: %w", err)
 			}
 			return nil
-		}
+		}})
 	}
 	if giteaSrc != nil {
 		aopts.Gitea = giteaSrc
