@@ -73,6 +73,8 @@ openssl:
 # Installs what the tests need, then runs every test.
 test: deps lint
 	$(GO) test -race -count=1 ./...
+	# Allocation counts are only meaningful without -race (files tagged !race).
+	$(GO) test -count=1 -run 'Allocs' ./proxy ./sites
 
 test-short:
 	$(GO) test -count=1 ./...

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/time/rate"
+	"github.com/tollgate-edge/tollgate/billing"
 )
 
 // FuzzPublicListener feeds arbitrary byte streams to the public listener
@@ -110,8 +110,12 @@ func countResponses(b []byte) int {
 // TestPacedWaitsAreBounded: a throttled write never waits past its write
 // deadline, and stops waiting when its connection closes.
 func TestPacedWaitsAreBounded(t *testing.T) {
-	slow := func() *rate.Limiter { return rate.NewLimiter(1000, 1000) } // 1 KB/s
-	body := make([]byte, 64<<10)                                        // a minute of pacing
+	slow := func() *billing.Gate { // 1 KB/s
+		g := &billing.Gate{}
+		g.Set(billing.Throttle, 1000)
+		return g
+	}
+	body := make([]byte, 64<<10) // a minute of pacing
 
 	t.Run("write deadline", func(t *testing.T) {
 		a, b := net.Pipe()
@@ -119,7 +123,7 @@ func TestPacedWaitsAreBounded(t *testing.T) {
 		go io.Copy(io.Discard, b)
 		mc := newMeteredConn(a)
 		defer mc.Close()
-		mc.pace.Store(slow())
+		mc.gate.Store(slow())
 		_ = mc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 		start := time.Now()
 		_, err := mc.Write(body)
@@ -136,7 +140,7 @@ func TestPacedWaitsAreBounded(t *testing.T) {
 		defer b.Close()
 		go io.Copy(io.Discard, b)
 		mc := newMeteredConn(a)
-		mc.pace.Store(slow())
+		mc.gate.Store(slow())
 		done := make(chan error, 1)
 		go func() { _, err := mc.Write(body); done <- err }()
 		mc.Close() // before or during the wait: both end the write
@@ -152,7 +156,7 @@ func TestPacedWaitsAreBounded(t *testing.T) {
 	})
 	t.Run("h2 stream ends", func(t *testing.T) {
 		done := make(chan struct{})
-		w := &h2BodyWriter{w: io.Discard, pace: slow(), done: done}
+		w := &h2BodyWriter{w: io.Discard, gate: slow(), done: done}
 		errc := make(chan error, 1)
 		go func() { _, err := w.Write(body); errc <- err }()
 		close(done)

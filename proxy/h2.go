@@ -9,10 +9,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
-	"golang.org/x/time/rate"
 )
 
 // HTTP/2. fasthttp speaks HTTP/1.1 only; connections that negotiate "h2"
@@ -80,7 +80,7 @@ type h2Stream struct {
 	start time.Time // when the stream's request arrived (requestTime)
 	conn  net.Conn
 	owner *meter.Counters
-	pace  *rate.Limiter // the org's throttle, see throttle
+	gate  *billing.Gate // the org's enforcement, see enforceWrites
 }
 
 var errStreamIO = errors.New("proxy: an h2 stream is not read or written as a net.Conn")
@@ -156,8 +156,8 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request, c net.Conn
 	headerBytes := len(resp.Header.Header()) // the HTTP/1.1 header block
 
 	w.WriteHeader(status)
-	bw := &h2BodyWriter{w: w, pace: st.pace, done: r.Context().Done()}
-	if st.pace != nil && p.limits.WriteTimeout > 0 {
+	bw := &h2BodyWriter{w: w, gate: st.gate, done: r.Context().Done()}
+	if st.gate != nil && p.limits.WriteTimeout > 0 {
 		bw.deadline = time.Now().Add(p.limits.WriteTimeout)
 	}
 	if resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
@@ -185,7 +185,7 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request, c net.Conn
 type h2BodyWriter struct {
 	w       io.Writer
 	flusher http.Flusher
-	pace    *rate.Limiter // nil: full speed
+	gate    *billing.Gate // nil: full speed, see paced
 	n       int
 	// A paced write stops waiting when the stream ends (done) or at the
 	// stream's write deadline (zero: none).
@@ -194,16 +194,16 @@ type h2BodyWriter struct {
 }
 
 func (b *h2BodyWriter) Write(p []byte) (int, error) {
-	if b.pace == nil {
+	if b.gate == nil || b.gate.Decision() == billing.Allow {
 		return b.write(p)
 	}
-	return paced(b.pace, p, b.done, b.deadline, b.write)
+	return paced(b.gate, p, b.done, b.deadline, b.write)
 }
 
 func (b *h2BodyWriter) write(p []byte) (int, error) {
 	n, err := b.w.Write(p)
 	b.n += n
-	if err == nil && (b.flusher != nil || b.pace != nil) {
+	if err == nil && (b.flusher != nil || b.gate != nil && b.gate.Decision() != billing.Allow) {
 		if f, ok := b.w.(http.Flusher); ok {
 			f.Flush() // a paced body goes out as it is paced
 		}

@@ -422,6 +422,9 @@ type guardConn struct {
 	prev, next *guardConn // in l.unused
 }
 
+// NetConn is the accepted connection under the guard (rawTCP).
+func (c *guardConn) NetConn() net.Conn { return c.Conn }
+
 func (c *guardConn) Read(b []byte) (int, error) {
 	if !c.armed.Load() {
 		return 0, errNotServed

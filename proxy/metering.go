@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
 	"golang.org/x/time/rate"
 )
@@ -21,7 +23,11 @@ type Usage interface {
 // written to it (status line, headers, body, and WebSocket frames after an
 // upgrade) is charged to the counters of the request being answered, which
 // the handler sets when it has routed the request. A client that disconnects
-// mid-download is charged what the kernel accepted.
+// mid-download (a write fails, or the peer has reset the connection when it
+// closes) is charged no more than its kernel acknowledged: on Linux the
+// bytes the kernel accepted but the peer never acknowledged (TCP_INFO
+// tcpi_bytes_acked; over TLS their plaintext share) are taken back from the
+// response being written (settle). Completed responses are never adjusted.
 //
 // One approximation: with HTTP/1.1 pipelining (several requests sent before
 // reading the answers; browsers do not), fasthttp may still hold the tail of
@@ -43,10 +49,14 @@ func (l meteredListener) Accept() (net.Conn, error) {
 type meteredConn struct {
 	net.Conn
 	owner atomic.Pointer[meter.Counters]
-	// pace is the org's token bucket while the org is throttled: every
-	// write waits for its bytes' tokens, so all the org's responses on this
-	// node share the throttle bandwidth (streamed, never buffered).
-	pace atomic.Pointer[rate.Limiter]
+	// gate is the enforcement gate of the org whose response (or tunnel) is
+	// being written, nil when there is none. Every write reads its current
+	// decision: throttled, it waits for its bytes' tokens, so all the org's
+	// responses on this node share the throttle bandwidth (streamed, never
+	// buffered); allowed again (an upgrade), it goes at full speed; blocked,
+	// it fails and the connection closes. A change reaches responses
+	// already in flight at their next piece (paced).
+	gate atomic.Pointer[billing.Gate]
 	// writeDeadline is the last deadline fasthttp set for writes (unix
 	// nanoseconds, 0: none); a paced write never waits past it.
 	writeDeadline atomic.Int64
@@ -57,6 +67,59 @@ type meteredConn struct {
 	// Close reads and discards what still arrives before closing (framing.go).
 	linger atomic.Bool
 	head   headScanner // bare-LF detection in request heads (framing.go)
+
+	// For settle: plaintext bytes written (all responses), bytes charged to
+	// the current owner, raw bytes under TLS (nil for plain connections).
+	sent    atomic.Int64
+	charged atomic.Int64
+	raw     *rawCounter
+	settled atomic.Bool
+}
+
+// rawCounter counts the bytes written to the socket under TLS.
+type rawCounter struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *rawCounter) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// NetConn is the connection under the counter (rawTCP).
+func (c *rawCounter) NetConn() net.Conn { return c.Conn }
+
+// settle takes back from the current owner what the connection charged but
+// the peer never acknowledged, once: after a failed write (force), or at
+// close when the peer has already reset the connection. A response whose
+// bytes were all acknowledged keeps its charge.
+func (c *meteredConn) settle(force bool) {
+	if c.settled.Load() {
+		return
+	}
+	acked, gone, ok := tcpAcked(c.Conn)
+	if !ok || !force && !gone || c.settled.Swap(true) {
+		return
+	}
+	sent := c.sent.Load()
+	raw := sent
+	if c.raw != nil {
+		raw = c.raw.n.Load()
+	}
+	unacked := raw - acked
+	if unacked <= 0 || raw <= 0 {
+		return
+	}
+	if c.raw != nil {
+		unacked = unacked * sent / raw // the plaintext share
+	}
+	refund := min(unacked, c.charged.Load())
+	if o := c.owner.Load(); o != nil && refund > 0 {
+		o.AddEgress(-int(refund))
+		c.charged.Add(-refund)
+	}
 }
 
 func newMeteredConn(c net.Conn) *meteredConn {
@@ -109,6 +172,7 @@ func (c *meteredConn) recordWriteDeadline(t time.Time) {
 // instead of a reset.
 func (c *meteredConn) Close() error {
 	c.closeOnce.Do(func() { close(c.closed) })
+	c.settle(false)
 	if c.linger.CompareAndSwap(true, false) {
 		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 			_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTime))
@@ -119,25 +183,26 @@ func (c *meteredConn) Close() error {
 }
 
 func (c *meteredConn) Write(p []byte) (int, error) {
-	if l := c.pace.Load(); l != nil {
-		return c.pacedWrite(l, p)
+	if g := c.gate.Load(); g != nil && g.Decision() != billing.Allow {
+		return paced(g, p, c.closed, c.deadline(), c.write)
 	}
-	n, err := c.Conn.Write(p)
-	if o := c.owner.Load(); o != nil && n > 0 {
-		o.AddEgress(n)
-	}
-	return n, err
+	return c.write(p)
 }
 
-// pacedWrite writes p through the bucket, metering each piece.
-func (c *meteredConn) pacedWrite(l *rate.Limiter, p []byte) (int, error) {
-	return paced(l, p, c.closed, c.deadline(), func(q []byte) (int, error) {
-		m, err := c.Conn.Write(q)
-		if o := c.owner.Load(); o != nil && m > 0 {
-			o.AddEgress(m)
+// write writes p and meters what the connection took.
+func (c *meteredConn) write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.sent.Add(int64(n))
+		if o := c.owner.Load(); o != nil {
+			o.AddEgress(n)
+			c.charged.Add(int64(n))
 		}
-		return m, err
-	})
+	}
+	if err != nil {
+		c.settle(true)
+	}
+	return n, err
 }
 
 // deadline is the write deadline fasthttp set, zero when none.
@@ -159,18 +224,44 @@ func (e timeoutError) Timeout() bool { return true }
 // Temporary completes net.Error, as os.ErrDeadlineExceeded does.
 func (e timeoutError) Temporary() bool { return true }
 
-// paced writes p with write in pieces no larger than l's bucket, each after
-// its tokens are available: the throttle of HTTP/1.1 connections and of h2
-// streams alike. A wait ends early, with an error, when done is closed (the
-// connection or stream ended) or when it would pass deadline (non-zero): a
-// stalled or departed client never holds its goroutine longer than its
-// write deadline.
-func paced(l *rate.Limiter, p []byte, done <-chan struct{}, deadline time.Time, write func([]byte) (int, error)) (int, error) {
+// errBlocked fails the writes of a response whose org was blocked while it
+// was being written: the connection closes.
+var errBlocked = errors.New("proxy: the org was blocked while its response was written")
+
+// paceCheck is how often a throttled write waiting for its tokens looks at
+// the gate again: an upgrade or a block reaches it within this delay.
+const paceCheck = 100 * time.Millisecond
+
+// paced writes p with write under g's current decision, read again before
+// every piece: throttled, in pieces no larger than the bucket, each after
+// its tokens are available (the throttle of HTTP/1.1 connections, h2
+// streams and tunnels alike); allowed, the rest at once; blocked, not at
+// all (errBlocked). A wait ends early, with an error, when done is closed
+// (the connection or stream ended) or when it would pass deadline
+// (non-zero): a stalled or departed client never holds its goroutine longer
+// than its write deadline.
+func paced(g *billing.Gate, p []byte, done <-chan struct{}, deadline time.Time, write func([]byte) (int, error)) (int, error) {
 	written := 0
 	for len(p) > 0 {
+		var l *rate.Limiter
+		switch g.Decision() {
+		case billing.Allow:
+		case billing.Throttle:
+			l = g.Limiter()
+		default:
+			return written, errBlocked
+		}
+		if l == nil {
+			m, err := write(p)
+			return written + m, err
+		}
 		n := min(len(p), l.Burst())
-		if err := waitN(l, n, done, deadline); err != nil {
+		ok, err := waitN(g, l, n, done, deadline)
+		if err != nil {
 			return written, err
+		}
+		if !ok {
+			continue // the decision changed while waiting
 		}
 		m, err := write(p[:n])
 		written += m
@@ -183,28 +274,39 @@ func paced(l *rate.Limiter, p []byte, done <-chan struct{}, deadline time.Time, 
 }
 
 // waitN waits for n tokens of l, at most until done is closed or deadline.
-func waitN(l *rate.Limiter, n int, done <-chan struct{}, deadline time.Time) error {
+// It looks at g every paceCheck and gives the tokens back (false) when g no
+// longer throttles with l.
+func waitN(g *billing.Gate, l *rate.Limiter, n int, done <-chan struct{}, deadline time.Time) (bool, error) {
 	now := time.Now()
 	r := l.ReserveN(now, n)
 	if !r.OK() {
-		return fmt.Errorf("proxy: %d bytes exceed the throttle's burst", n)
+		return false, fmt.Errorf("proxy: %d bytes exceed the throttle's burst", n)
 	}
-	d := r.DelayFrom(now)
-	if d <= 0 {
-		return nil
+	until := now.Add(r.DelayFrom(now))
+	if !until.After(now) {
+		return true, nil
 	}
-	if !deadline.IsZero() && now.Add(d).After(deadline) {
+	if !deadline.IsZero() && until.After(deadline) {
 		r.CancelAt(now)
-		return errPaceDeadline
+		return false, errPaceDeadline
 	}
-	t := time.NewTimer(d)
+	t := time.NewTimer(min(until.Sub(now), paceCheck))
 	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-done:
-		r.Cancel()
-		return net.ErrClosed
+	for {
+		select {
+		case <-done:
+			r.Cancel()
+			return false, net.ErrClosed
+		case now = <-t.C:
+		}
+		if !now.Before(until) {
+			return true, nil
+		}
+		if g.Decision() != billing.Throttle || g.Limiter() != l {
+			r.CancelAt(now)
+			return false, nil
+		}
+		t.Reset(min(until.Sub(now), paceCheck))
 	}
 }
 
@@ -220,12 +322,13 @@ func metered(c net.Conn) *meteredConn {
 	return nil
 }
 
-// throttle paces the connection's next writes with l (nil: full speed).
-func throttle(c net.Conn, l *rate.Limiter) {
+// enforceWrites makes the connection's next writes follow g (nil: none,
+// full speed).
+func enforceWrites(c net.Conn, g *billing.Gate) {
 	if mc := metered(c); mc != nil {
-		mc.pace.Store(l)
+		mc.gate.Store(g)
 	} else if st, ok := c.(*h2Stream); ok {
-		st.pace = l
+		st.gate = g
 	}
 }
 
@@ -234,6 +337,7 @@ func throttle(c net.Conn, l *rate.Limiter) {
 func charge(c net.Conn, usage *meter.Counters) {
 	if mc := metered(c); mc != nil {
 		mc.owner.Store(usage)
+		mc.charged.Store(0)
 	} else if st, ok := c.(*h2Stream); ok {
 		st.owner = usage
 	}

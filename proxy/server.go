@@ -21,7 +21,6 @@ import (
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/time/rate"
 )
 
 // Registry is what the proxy needs of the site registry: to follow its
@@ -172,6 +171,7 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 		p.internal[ir.Host] = append(p.internal[ir.Host], ir)
 	}
 	p.owners.Store(newOwnerCache())
+	registerGiteaMetrics(opts.Metrics, opts.Pages)
 	if opts.PagesDomain != "" {
 		if opts.Pages == nil || opts.Orgs == nil {
 			return nil, errors.New("proxy: PagesDomain needs Options.Pages and Options.Orgs")
@@ -331,7 +331,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	}()
 
 	if p.gates != nil {
-		throttle(ctx.Conn(), nil) // a keep-alive connection's previous request may have been paced
+		enforceWrites(ctx.Conn(), nil) // a keep-alive connection's previous request may have been paced
 	}
 
 	// 1. limits
@@ -451,7 +451,6 @@ func blocked(org *sites.Org, gate *billing.Gate) bool {
 // enforce applies the org's decision to this request: false when it was
 // answered (blocked). Without billing (gate nil) only suspension blocks.
 func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *billing.Gate) bool {
-	var lim *rate.Limiter
 	status := 0
 	switch {
 	case org == nil:
@@ -462,8 +461,6 @@ func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *billing.
 		}
 	default:
 		switch gate.Decision() {
-		case billing.Throttle:
-			lim = gate.Limiter()
 		case billing.BlockQuota:
 			status = fasthttp.StatusTooManyRequests
 		case billing.BlockExpired:
@@ -472,9 +469,6 @@ func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *billing.
 			status = fasthttp.StatusForbidden
 		}
 	}
-	if lim != nil {
-		throttle(ctx.Conn(), lim) // Handler cleared the previous request's pace
-	}
 	if status != 0 {
 		charge(ctx.Conn(), nil) // block pages are nobody's usage
 		if status == fasthttp.StatusTooManyRequests {
@@ -482,6 +476,11 @@ func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *billing.
 		}
 		writeError(ctx, status)
 		return false
+	}
+	if gate != nil {
+		// The response's writes follow the gate from now on: a throttle, an
+		// upgrade or a block reaches it while it is written (metering.go).
+		enforceWrites(ctx.Conn(), gate)
 	}
 	return true
 }

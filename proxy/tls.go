@@ -31,9 +31,11 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Server(c, l.cfg)
+	raw := &rawCounter{Conn: c}
+	tc := tls.Server(raw, l.cfg)
 	conn := &tlsConn{tls: tc, m: l.m}
 	conn.meteredConn.init(tc)
+	conn.raw = raw
 	return conn, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/valyala/fasthttp"
 )
 
@@ -88,29 +89,56 @@ func (u *upstream) serveUpgrade(ctx *fasthttp.RequestCtx) error {
 	head := append([]byte(nil), ctx.Response.Header.Header()...)
 	ic.timeout = 0 // a tunnel may be idle for long; the apps ping
 	_ = conn.SetDeadline(time.Time{})
+	var gate *billing.Gate // the org's gate, set by enforce (the hijacked conn hides it)
+	if mc := metered(ctx.Conn()); mc != nil {
+		gate = mc.gate.Load()
+	}
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		defer u.untrack(conn)
 		if _, err := c.Write(head); err != nil {
 			return
 		}
-		tunnel(c, conn, br)
+		tunnel(c, conn, br, gate)
 	})
 	return nil
 }
 
 // tunnel copies bytes between the visitor and the upstream until either
-// side closes or fails, then stops the other direction too.
-func tunnel(client, up net.Conn, upr io.Reader) {
+// side closes or fails, then stops the other direction too. Bytes toward
+// the visitor follow the org's gate (metering.go: throttled, paced; blocked,
+// the write fails); a tunnel whose org is blocked is also ended within
+// paceCheck when neither side is writing.
+func tunnel(client, up net.Conn, upr io.Reader, g *billing.Gate) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_, _ = io.Copy(up, client)
 		breakConns(client, up)
 	}()
+	if g != nil {
+		go watchGate(g, done, func() { breakConns(client, up) })
+	}
 	_, _ = io.Copy(client, upr)
 	breakConns(client, up)
 	<-done
+}
+
+// watchGate calls stop once g blocks, looking every paceCheck until done.
+func watchGate(g *billing.Gate, done <-chan struct{}, stop func()) {
+	t := time.NewTicker(paceCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if d := g.Decision(); d != billing.Allow && d != billing.Throttle {
+				stop()
+				return
+			}
+		}
+	}
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
