@@ -66,8 +66,8 @@ func checkFraming(ctx *fasthttp.RequestCtx) int {
 	}
 	h := &ctx.Request.Header
 	raw := h.RawHeaders()
-	var te, cl []byte
-	nTE, nCL := 0, 0
+	var cl, lastCoding []byte
+	nTE, nCL, codings := 0, 0, 0
 	for len(raw) > 0 {
 		i := bytes.IndexByte(raw, '\n')
 		if i < 0 {
@@ -93,9 +93,9 @@ func checkFraming(ctx *fasthttp.RequestCtx) int {
 		switch {
 		case bytes.EqualFold(name, strTransferEncoding):
 			nTE++
-			te = value
-			if nTE > 1 {
-				te = nil // several lines: checked below from the parsed list
+			for token := range headerTokens(value) {
+				codings++
+				lastCoding = token
 			}
 		case bytes.EqualFold(name, strContentLength):
 			if nCL > 0 && !bytes.Equal(cl, value) {
@@ -115,7 +115,7 @@ func checkFraming(ctx *fasthttp.RequestCtx) int {
 		if nCL > 0 || !h.IsHTTP11() {
 			return fasthttp.StatusBadRequest
 		}
-		if status := checkTransferCoding(te, h); status != 0 {
+		if status := checkTransferCoding(codings, lastCoding); status != 0 {
 			return status
 		}
 	}
@@ -133,29 +133,15 @@ func checkFraming(ctx *fasthttp.RequestCtx) int {
 	return 0
 }
 
-// checkTransferCoding checks the Transfer-Encoding list: exactly "chunked"
-// is served; "x, chunked" is a coding tollgate does not decode (501);
-// anything not ending in chunked cannot be framed (400). te is the value of
-// the one Transfer-Encoding line, nil when there were several.
-func checkTransferCoding(te []byte, h *fasthttp.RequestHeader) int {
-	codings, last := 0, []byte(nil)
-	count := func(v []byte) {
-		for token := range headerTokens(v) {
-			codings++
-			last = token
-		}
-	}
-	if te != nil {
-		count(te)
-	} else {
-		for _, v := range h.PeekAll(fasthttp.HeaderTransferEncoding) {
-			count(v)
-		}
-	}
+// checkTransferCoding checks the Transfer-Encoding list (all its lines): of
+// n codings, the last one last. Exactly "chunked" is served; "x, chunked" is
+// a coding tollgate does not decode (501); anything not ending in chunked
+// cannot be framed (400).
+func checkTransferCoding(n int, last []byte) int {
 	switch {
-	case codings == 0 || !bytes.EqualFold(last, strChunked):
+	case n == 0 || !bytes.EqualFold(last, strChunked):
 		return fasthttp.StatusBadRequest
-	case codings > 1:
+	case n > 1:
 		return fasthttp.StatusNotImplemented
 	}
 	return 0
