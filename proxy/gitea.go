@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -25,6 +28,60 @@ type Pages interface {
 	// KnownOwner reports whether a Gitea owner exists, from memory when it
 	// can; sites.ErrOwnerLookupLimited when it could not be asked now.
 	KnownOwner(owner string) (bool, error)
+}
+
+// giteaBreaker tells the state of the circuit breaker in front of Gitea.
+// *sites.Gitea implements it.
+type giteaBreaker interface {
+	Breaker() sites.BreakerStats
+}
+
+// registerGiteaMetrics exports the breaker of pages, when it has one.
+func registerGiteaMetrics(reg prometheus.Registerer, pages Pages) {
+	b, ok := pages.(giteaBreaker)
+	if !ok {
+		return
+	}
+	f := promauto.With(reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tollgate_gitea_breaker_state",
+		Help: "Circuit breaker in front of sites.gitea_url: 0 closed (calls go to Gitea), 1 half-open (the background probe is out; calls fail fast), 2 open (calls fail fast: 503 with Retry-After).",
+	}, func() float64 { return float64(b.Breaker().State) })
+	f.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tollgate_gitea_breaker_trips_total",
+		Help: "Times the Gitea circuit breaker opened: a call timed out, could not connect, or got 502/503/504.",
+	}, func() float64 { return float64(b.Breaker().Trips) })
+	f.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tollgate_gitea_breaker_rejected_total",
+		Help: "Gitea calls the open circuit breaker failed fast instead of sending.",
+	}, func() float64 { return float64(b.Breaker().Rejected) })
+}
+
+// retryAfterGiteaDown is Retry-After of an answer failed fast by the Gitea
+// circuit breaker: its probe goes out within sites.BreakerRetry.
+var retryAfterGiteaDown = []byte(strconv.Itoa(int((sites.BreakerRetry + time.Second - 1) / time.Second)))
+
+// giteaUnavailable answers a request that needed Gitea when Gitea could not
+// be asked: 503 with Retry-After while the circuit breaker fails calls fast
+// (not logged per request: tollgate_gitea_breaker_state tells), 502 after a
+// call that failed.
+func (p *Proxy) giteaUnavailable(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, sites.ErrGiteaDown) {
+		ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterGiteaDown)
+		writeError(ctx, fasthttp.StatusServiceUnavailable)
+		return
+	}
+	p.log.Warn("gitea unavailable", slog.Any("err", err))
+	writeError(ctx, fasthttp.StatusBadGateway)
+}
+
+// giteaStatus is the status of a failed Gitea look-up on the request path:
+// 503 while the circuit breaker fails calls fast, else 502.
+func giteaStatus(err error) int {
+	if errors.Is(err, sites.ErrGiteaDown) {
+		return fasthttp.StatusServiceUnavailable
+	}
+	return fasthttp.StatusBadGateway
 }
 
 // OrgMaker creates the synthetic org of a Gitea owner. *sites.Registry
@@ -98,7 +155,8 @@ func (o *pagesOwnerState) project(p Pages, name []byte) *sites.GiteaRepo {
 // up within the global owner look-up rate). The cheap checks come first;
 // an invented owner gets no state, no gate and no repository entry. status
 // is non-zero when there is no state: 404 (no such owner), 503 (owner
-// look-ups are over their rate), 502 (Gitea unreachable).
+// look-ups are over their rate, or the Gitea circuit breaker is open), 502
+// (Gitea unreachable).
 func (p *Proxy) pagesOwnerState(owner []byte) (*pagesOwnerState, int) {
 	c := p.owners.Load() // before the snapshot: a state built from an older snapshot lands in a cache that is dropped
 	c.mu.RLock()
@@ -117,7 +175,7 @@ func (p *Proxy) pagesOwnerState(owner []byte) (*pagesOwnerState, int) {
 		case errors.Is(err, sites.ErrOwnerLookupLimited):
 			return nil, fasthttp.StatusServiceUnavailable
 		case err != nil:
-			return nil, fasthttp.StatusBadGateway
+			return nil, giteaStatus(err)
 		case !ok:
 			return nil, fasthttp.StatusNotFound
 		}
@@ -170,6 +228,7 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 	if status != 0 {
 		charge(ctx.Conn(), nil)
 		if status == fasthttp.StatusServiceUnavailable {
+			// Both causes are over within a second.
 			ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterOwnerLookup)
 		}
 		writeError(ctx, status)
@@ -178,9 +237,12 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 	repo, inner, status := p.routePages(o, ctx.Path())
 	if status != 0 {
 		charge(ctx.Conn(), nil)
-		if status == fasthttp.StatusMovedPermanently {
+		switch status {
+		case fasthttp.StatusMovedPermanently:
 			redirectSlash(ctx) // /{repo} -> /{repo}/, as for a directory
 			return
+		case fasthttp.StatusServiceUnavailable:
+			ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterGiteaDown)
 		}
 		writeError(ctx, status)
 		return
@@ -221,7 +283,8 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 
 // routePages picks the repository for urlPath and the path inside it.
 // status is non-zero for an answer without content (301 to add a slash,
-// 404, 502).
+// 404, 502, 503 while the Gitea circuit breaker is open). Repositories
+// already looked up are answered from memory (sites.GiteaRepo.Exists).
 func (p *Proxy) routePages(o *pagesOwnerState, urlPath []byte) (repo *sites.GiteaRepo, inner []byte, status int) {
 	first, rest := splitFirst(urlPath)
 	if len(first) > 0 && sites.ValidRepoNameBytes(first) {
@@ -233,7 +296,7 @@ func (p *Proxy) routePages(o *pagesOwnerState, urlPath []byte) (repo *sites.Gite
 			ok, err := r.Exists()
 			switch {
 			case err != nil:
-				return nil, nil, fasthttp.StatusBadGateway
+				return nil, nil, giteaStatus(err)
 			case !ok:
 				return nil, nil, fasthttp.StatusNotFound
 			case len(after) == 0:
@@ -243,7 +306,7 @@ func (p *Proxy) routePages(o *pagesOwnerState, urlPath []byte) (repo *sites.Gite
 		}
 		r := o.project(p.pages, first)
 		if ok, err := r.Exists(); err != nil && !errors.Is(err, sites.ErrFileNotFound) {
-			return nil, nil, fasthttp.StatusBadGateway
+			return nil, nil, giteaStatus(err)
 		} else if ok {
 			if len(rest) == 0 {
 				return nil, nil, fasthttp.StatusMovedPermanently

@@ -77,8 +77,7 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 	case errors.Is(err, sites.ErrBadPath):
 		writeError(ctx, fasthttp.StatusBadRequest)
 	case errors.Is(err, sites.ErrUpstream):
-		p.log.Warn("gitea unavailable", slog.Any("err", err))
-		writeError(ctx, fasthttp.StatusBadGateway)
+		p.giteaUnavailable(ctx, err)
 	default:
 		p.log.Error("reading site content", slog.String("path", string(urlPath)), slog.Any("err", err))
 		writeError(ctx, fasthttp.StatusInternalServerError)

@@ -54,11 +54,15 @@ type Config struct {
 	// known commit keeps being served. Default 60s.
 	Revalidate time.Duration `toml:"revalidate"`
 	// GiteaTimeout bounds one Gitea call; an uncached page whose fetch fails
-	// or times out gets 502 within it. Default 10s.
+	// or times out gets 502 within it. Such a failure opens the circuit
+	// breaker: until Gitea answers again (a background probe every second)
+	// uncached pages get 503 with Retry-After at once, without waiting.
+	// Default 10s.
 	GiteaTimeout time.Duration `toml:"gitea_timeout"`
 	// NegativeTTL is how long "no such owner, repository, branch or file" is
 	// remembered, so crawlers cannot turn every request into a Gitea call.
-	// Default 30s.
+	// After it the answer is checked again in the background while the
+	// remembered one keeps being served. Default 30s.
 	NegativeTTL time.Duration `toml:"negative_ttl"`
 	// OwnerLookupRate bounds the Gitea look-ups of owners not seen before
 	// ({owner}.{pages_domain} hosts), per second across all owners, after a

@@ -40,7 +40,12 @@ type Gitea struct {
 
 	owners *owners // KnownOwner's answers
 
-	// Calls counts requests made to Gitea (API and raw), for tests and metrics.
+	// breaker fails calls fast while Gitea is down (gitea_breaker.go); every
+	// call goes through it.
+	breaker *breaker
+
+	// Calls counts requests sent to Gitea (API and raw; not those the
+	// breaker failed fast), for tests and metrics.
 	Calls atomic.Int64
 	// Log receives tenant content problems (a bad _redirects line). Nil: none.
 	Log func(err error, repo string)
@@ -67,13 +72,15 @@ func (c *Cache) NewGitea(cfg Config) (*Gitea, error) {
 	}
 	g := &Gitea{cfg: cfg, cache: c, base: strings.TrimSuffix(cfg.GiteaURL, "/"), repos: map[string]*GiteaRepo{},
 		owners: newOwners(cfg.OwnerLookupRate)}
-	g.hc = &http.Client{Transport: &http.Transport{
+	rt := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: cfg.GiteaTimeout}).DialContext,
 		ResponseHeaderTimeout: cfg.GiteaTimeout,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
-	}}
-	opts := []gitea.ClientOption{gitea.SetHTTPClient(&http.Client{Transport: countingTransport{g.hc.Transport, &g.Calls}, Timeout: cfg.GiteaTimeout}),
+	}
+	g.breaker = newBreaker(BreakerRetry, func() outcome { return g.probeGitea(rt) })
+	g.hc = &http.Client{Transport: giteaTransport{rt: rt, b: g.breaker, calls: &g.Calls}}
+	opts := []gitea.ClientOption{gitea.SetHTTPClient(&http.Client{Transport: g.hc.Transport, Timeout: cfg.GiteaTimeout}),
 		gitea.SetGiteaVersion("")}
 	if cfg.GiteaToken != "" {
 		opts = append(opts, gitea.SetToken(cfg.GiteaToken))
@@ -84,16 +91,6 @@ func (c *Cache) NewGitea(cfg Config) (*Gitea, error) {
 	}
 	g.api = api
 	return g, nil
-}
-
-type countingTransport struct {
-	rt http.RoundTripper
-	n  *atomic.Int64
-}
-
-func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	t.n.Add(1)
-	return t.rt.RoundTrip(r)
 }
 
 // Repo returns the source for owner/repo at branch; branch "" follows the
@@ -181,7 +178,8 @@ type GiteaRepo struct {
 	g                   *Gitea
 	owner, repo, branch string
 	state               atomic.Pointer[repoState]
-	refreshing          atomic.Bool
+	refreshing          atomic.Bool  // a background check of a known head runs
+	retryAt             atomic.Int64 // unix nanoseconds: no background check before, after one failed
 	// lookup serializes look-ups of the head, so the answer of the one
 	// that started last is stored last: a background check that began
 	// before a push cannot overwrite what the push's check found.
@@ -238,8 +236,7 @@ func (r *GiteaRepo) setHead(commit, branch string) {
 	}
 }
 
-// expire makes the next request look the head up again (in the background
-// when a commit is known).
+// expire makes the next request check the head again, in the background.
 func (r *GiteaRepo) expire() {
 	r.lookup.Lock()
 	defer r.lookup.Unlock()
@@ -260,33 +257,42 @@ func (r *GiteaRepo) Exists() (bool, error) {
 	return !st.missing, nil
 }
 
-// current returns the known head. An unknown (or expired missing) head is
-// looked up now, one call for all waiting requests; a known commit past
-// Revalidate is served while a background check runs.
+// current returns the known head. Only an unknown head is looked up now,
+// one call for all waiting requests. A known answer is served from memory,
+// commit or "missing" alike: past Revalidate (a commit) or NegativeTTL
+// (missing) it is checked again in the background, and while that check
+// fails the known answer stays and the check is retried every BreakerRetry.
+// A request never waits on Gitea for a head it already knows.
 func (r *GiteaRepo) current() (*repoState, error) {
 	st := r.state.Load()
-	now := time.Now()
-	switch {
-	case st == nil, st.missing && now.Sub(st.checked) >= r.g.cfg.NegativeTTL:
+	if st == nil {
 		v, err, _ := r.g.sf.Do("head:"+r.owner+"/"+r.repo+"@"+r.branch, func() (any, error) {
 			return r.refresh()
 		})
 		if err != nil {
-			if st != nil {
-				return st, nil // stale-if-error
-			}
 			return nil, err
 		}
 		return v.(*repoState), nil
-	case !st.missing && now.Sub(st.checked) >= r.g.cfg.Revalidate:
-		if r.refreshing.CompareAndSwap(false, true) {
-			go func() {
-				defer r.refreshing.Store(false)
-				_, _ = r.refresh() // on error the known commit stays (stale-if-error)
-			}()
-		}
+	}
+	ttl := r.g.cfg.Revalidate
+	if st.missing {
+		ttl = r.g.cfg.NegativeTTL
+	}
+	if now := time.Now(); now.Sub(st.checked) >= ttl && now.UnixNano() >= r.retryAt.Load() &&
+		r.refreshing.CompareAndSwap(false, true) {
+		go r.refreshInBackground()
 	}
 	return st, nil
+}
+
+// refreshInBackground is current's check of a known head. On error the
+// known answer stays (stale-if-error) and is checked again no sooner than
+// BreakerRetry.
+func (r *GiteaRepo) refreshInBackground() {
+	defer r.refreshing.Store(false)
+	if _, err := r.refresh(); err != nil {
+		r.retryAt.Store(time.Now().Add(BreakerRetry).UnixNano())
+	}
 }
 
 // refresh asks Gitea for the branch head and stores it. Its calls are
@@ -313,7 +319,7 @@ func (r *GiteaRepo) refresh() (*repoState, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUpstream, err)
+		return nil, upstreamError(err)
 	}
 	if !found {
 		old := r.state.Load()
@@ -419,10 +425,9 @@ func (g *Gitea) OwnerExists(ctx context.Context, owner string) (bool, error) {
 	if g.cfg.GiteaToken != "" {
 		req.Header.Set("Authorization", "token "+g.cfg.GiteaToken)
 	}
-	g.Calls.Add(1)
 	resp, err := g.hc.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("%w: %v", ErrUpstream, err)
+		return false, upstreamError(err)
 	}
 	resp.Body.Close()
 	switch resp.StatusCode {
@@ -463,11 +468,16 @@ func (r *GiteaRepo) GetAt(urlPath []byte, at time.Time) (*File, error) {
 	}
 	now := at.UnixNano()
 	if e := r.g.cache.lookup(st.space, urlPath); e != nil {
-		// Files of a commit never change; only remembered misses expire.
-		if e.file != nil || now-e.checked.Load() < int64(r.g.cfg.NegativeTTL) {
-			r.g.cache.hits.Add(1)
-			return e.file, e.err
+		// Files of a commit never change; only remembered misses expire
+		// (the raw endpoint can 404 a file for a moment after a push). An
+		// expired miss is still the answer: it is checked again in the
+		// background, once per NegativeTTL.
+		if checked := e.checked.Load(); e.file == nil && now-checked >= int64(r.g.cfg.NegativeTTL) &&
+			e.checked.CompareAndSwap(checked, now) {
+			go r.recheckMiss(st, string(urlPath), now)
 		}
+		r.g.cache.hits.Add(1)
+		return e.file, e.err
 	}
 	r.g.cache.misses.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), r.g.cfg.GiteaTimeout)
@@ -489,6 +499,17 @@ func (r *GiteaRepo) GetAt(urlPath []byte, at time.Time) (*File, error) {
 		return nil, err
 	}
 	return v.(*File), nil
+}
+
+// recheckMiss loads key at st's commit again for a remembered miss that
+// expired; on error the miss stays until its next expiry.
+func (r *GiteaRepo) recheckMiss(st *repoState, key string, now int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.g.cfg.GiteaTimeout)
+	defer cancel()
+	f, err := r.load(ctx, st.commit, key)
+	if err == nil || errors.Is(err, ErrFileNotFound) || errors.Is(err, ErrIsDir) {
+		r.g.cache.insert(st.space, key, "", f, err, now)
+	}
 }
 
 // load resolves urlPath at commit like DirSource.load, with raw fetches.

@@ -45,35 +45,43 @@ func newOwners(perSecond int) *owners {
 }
 
 // KnownOwner reports whether a Gitea user or organization named owner
-// exists, for the request path. A remembered answer costs no I/O and no
-// allocation: "exists" is served from memory and rechecked in the
-// background once older than Revalidate; "does not exist" is trusted for
-// NegativeTTL. An owner not remembered is looked up now, with one API call
-// shared by concurrent callers (bounded by gitea_timeout); across all
-// owners at most owner_lookup_rate such look-ups start per second, after a
-// burst of as many. Past the rate it returns ErrOwnerLookupLimited, so
-// invented owners cost Gitea a bounded number of calls and this process a
-// bounded number of remembered answers, however many are asked. A
-// remembered answer costs no allocation.
+// exists, for the request path. A remembered answer is served from memory,
+// with no I/O and no allocation, and checked again in the background once
+// older than Revalidate ("exists") or NegativeTTL ("does not exist"); while
+// Gitea cannot answer, the remembered answer stays. An owner not remembered
+// is looked up now, with one API call shared by concurrent callers (bounded
+// by gitea_timeout); across all owners at most owner_lookup_rate such
+// look-ups, and background checks of "does not exist", start per second,
+// after a burst of as many. Past the rate an owner not remembered gets
+// ErrOwnerLookupLimited, so invented owners cost Gitea a bounded number of
+// calls and this process a bounded number of remembered answers, however
+// many are asked.
 func (g *Gitea) KnownOwner(owner string) (bool, error) {
 	if a := g.owners.get(owner); a != nil {
-		age := time.Since(a.checked)
-		if a.exists {
-			// Rechecks of owners that exist are not rate limited: there are
-			// only as many as Gitea has owners, whoever asks.
-			if age >= g.cfg.Revalidate && a.refreshing.CompareAndSwap(false, true) {
+		ttl := g.cfg.Revalidate
+		if !a.exists {
+			ttl = g.cfg.NegativeTTL
+		}
+		// Rechecks of owners that exist are not rate limited: there are
+		// only as many as Gitea has owners, whoever asks.
+		if time.Since(a.checked) >= ttl && a.refreshing.CompareAndSwap(false, true) {
+			if a.exists || g.owners.lim.Allow() {
 				go g.recheckOwner(owner, a)
+			} else {
+				a.refreshing.Store(false)
 			}
-			return true, nil
 		}
-		if age < g.cfg.NegativeTTL {
-			return false, nil
-		}
+		return a.exists, nil
 	}
 	v, err, _ := g.sf.Do("owner:"+owner, func() (any, error) {
 		// A flight that just ended may have answered it.
-		if a := g.owners.get(owner); a != nil && (a.exists || time.Since(a.checked) < g.cfg.NegativeTTL) {
+		if a := g.owners.get(owner); a != nil {
 			return a.exists, nil
+		}
+		// While Gitea is down the look-up would fail fast anyway: it
+		// spends no token of the rate.
+		if err := g.breaker.allow(); err != nil {
+			return false, err
 		}
 		if !g.owners.lim.Allow() {
 			return false, ErrOwnerLookupLimited
@@ -93,15 +101,18 @@ func (g *Gitea) KnownOwner(owner string) (bool, error) {
 	return v.(bool), nil
 }
 
-// recheckOwner asks again whether an owner that existed still does; on
-// error the known answer stays (stale-if-error).
+// recheckOwner asks again whether an owner exists; on error the known
+// answer stays (stale-if-error).
+// The next check is no sooner than BreakerRetry.
 func (g *Gitea) recheckOwner(name string, a *ownerAnswer) {
-	defer a.refreshing.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.GiteaTimeout)
 	defer cancel()
-	if ok, err := g.OwnerExists(ctx, name); err == nil {
-		g.owners.put(name, ok, g.cfg.NegativeTTL)
+	ok, err := g.OwnerExists(ctx, name)
+	if err != nil {
+		time.AfterFunc(BreakerRetry, func() { a.refreshing.Store(false) })
+		return
 	}
+	g.owners.put(name, ok, g.cfg.NegativeTTL) // a new answer, not refreshing
 }
 
 func (o *owners) get(owner string) *ownerAnswer {

@@ -37,7 +37,6 @@ func (r *GiteaRepo) rawRequest(ctx context.Context, commit, name string, offset 
 	if offset > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
 	}
-	r.g.Calls.Add(1)
 	return r.g.hc.Do(req)
 }
 
@@ -46,7 +45,7 @@ func (r *GiteaRepo) rawRequest(ctx context.Context, commit, name string, offset 
 func (r *GiteaRepo) fetch(ctx context.Context, commit, name string) (*File, error) {
 	resp, err := r.rawRequest(ctx, commit, name, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUpstream, err)
+		return nil, upstreamError(err)
 	}
 	defer resp.Body.Close()
 	switch {
