@@ -454,6 +454,16 @@ func parseLeaf(pemBytes []byte) (*x509.Certificate, error) {
 	return x509.ParseCertificate(block.Bytes)
 }
 
+// Ping reports whether certificate storage answers: a read of a key that
+// does not exist must say so rather than fail. For readiness checks.
+func (m *Manager) Ping(ctx context.Context) error {
+	_, err := m.storage.Load(ctx, "tollgate/readyz-probe")
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 // Close stops certificate maintenance (renewals). Safe to call once.
 func (m *Manager) Close() error {
 	m.cache.Stop()

@@ -106,6 +106,8 @@ func problemFor(err error) (p *Problem, internal bool) {
 			d = "the server is not ready yet"
 		}
 		return status(http.StatusServiceUnavailable, d), false
+	case errors.Is(err, sites.ErrRegistryLost):
+		return status(http.StatusServiceUnavailable, detail(err, sites.ErrRegistryLost)), false
 	case errors.Is(err, sites.ErrNotFound):
 		return status(http.StatusNotFound, detail(err, sites.ErrNotFound)+" does not exist"), false
 	case errors.Is(err, sites.ErrConflict):

@@ -51,6 +51,9 @@ type Options struct {
 	// /v1/orgs/{id}) and answers GET /v1/orgs/{id}/events. Nil: PATCH
 	// writes the registry directly and the events route answers 503.
 	Accounts Accounts
+	// Backups answers GET /v1/backup with a copy of the store. Nil: the
+	// route answers 503.
+	Backups Backups
 }
 
 // Check is one readiness check of GET /readyz.
@@ -88,6 +91,7 @@ type Server struct {
 	storage     StorageReader
 	certLister  CertLister
 	accounts    Accounts
+	backups     Backups
 }
 
 // StorageReader reports the bytes sites and orgs store.
@@ -124,6 +128,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		storage:     opts.Storage,
 		certLister:  opts.Certs,
 		accounts:    opts.Accounts,
+		backups:     opts.Backups,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -170,6 +175,7 @@ func (s *Server) routes(metrics http.Handler) {
 
 	s.v1("GET /v1/usage", s.usage)
 	s.v1("GET /v1/certs", s.certs)
+	s.v1("GET /v1/backup", s.backup)
 
 	s.mux.HandleFunc("POST /hooks/gitea", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.giteaHook(w, r); err != nil {

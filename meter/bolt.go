@@ -216,10 +216,20 @@ func (s *Bolt) PeriodTotals(ctx context.Context, period, after string, limit int
 }
 
 // NodeID returns this installation's node id, created on first use and
-// kept in the bbolt file, so it survives restarts.
+// kept in the bbolt file, so it survives restarts. Once created it is only
+// read, so a node restarts on a full disk.
 func NodeID(ctx context.Context, st *store.Bolt) (string, error) {
 	var id string
-	err := st.Update(ctx, func(tx *bolt.Tx) error {
+	err := st.View(ctx, func(tx *bolt.Tx) error {
+		if b := tx.Bucket([]byte(bktNode)); b != nil {
+			id = string(b.Get([]byte("id")))
+		}
+		return nil
+	})
+	if err != nil || id != "" {
+		return id, err
+	}
+	err = st.Update(ctx, func(tx *bolt.Tx) error {
 		b, err := bucket(tx, bktNode)
 		if err != nil {
 			return err

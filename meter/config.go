@@ -20,6 +20,13 @@ type Config struct {
 	// (with Redis) or, on the embedded default, the oldest are dropped and
 	// counted in tollgate_meter_dropped_batches_total. Default 600.
 	MaxPending int `toml:"max_pending"`
+	// SpoolBytes is the disk reserved, when tollgate starts, for the spool
+	// file beside the store (store.path + ".spool"): after every flush the
+	// store refuses, the whole backlog is written there, so a full disk, a
+	// SIGTERM or a kill -9 loses no usage counted before that flush; it is
+	// sent first on the next start. Half of it holds one copy of the backlog
+	// (about 110 bytes per site with usage per flush interval). Default 8 MiB.
+	SpoolBytes int64 `toml:"spool_bytes"`
 	// HourlyRetention is how long hourly buckets are kept in Redis (their
 	// TTL). Period totals are kept twice as long. Default 400 days.
 	HourlyRetention time.Duration `toml:"hourly_retention"`
@@ -39,6 +46,9 @@ func (c *Config) Defaults() {
 	if c.MaxPending == 0 {
 		c.MaxPending = 600
 	}
+	if c.SpoolBytes == 0 {
+		c.SpoolBytes = 8 << 20
+	}
 	if c.HourlyRetention == 0 {
 		c.HourlyRetention = 400 * 24 * time.Hour
 	}
@@ -55,6 +65,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPending < 1 {
 		errs = append(errs, errors.New("meter.max_pending: must be at least 1"))
+	}
+	if c.SpoolBytes < 64<<10 {
+		errs = append(errs, errors.New("meter.spool_bytes: must be at least 64 KiB"))
 	}
 	if c.HourlyRetention < 24*time.Hour {
 		errs = append(errs, errors.New("meter.hourly_retention: must be at least 24h"))

@@ -5,9 +5,11 @@
 // a batch that may have been applied is simply sent again.
 //
 // What a crash can lose: a kill -9 loses what was counted since the last
-// flush (at most meter.flush_interval). SIGTERM flushes everything; if the
-// sink is unreachable then, unflushed batches are spooled to the local bbolt
-// file and sent on the next start.
+// flush attempt (at most meter.flush_interval): a flush the sink refuses
+// writes the whole backlog to the spool file (a Journal), whose disk space
+// is reserved at start. SIGTERM flushes everything; if the sink refuses it
+// then (a full disk, Redis away), the backlog is in the bbolt spool (with
+// Redis) or the spool file, and is sent on the next start.
 package meter
 
 import (
@@ -39,6 +41,17 @@ type Spool interface {
 	Remove(ctx context.Context, seq uint64) error
 }
 
+// Journal holds every batch the sink has not taken yet, in disk space
+// reserved ahead, so keeping usage needs no new space on a full disk.
+// *SpoolFile implements it.
+type Journal interface {
+	// Save replaces what the journal holds with bs (nil: nothing waits),
+	// durably.
+	Save(bs []*Batch) error
+	// Load returns what the last Save stored.
+	Load() ([]*Batch, error)
+}
+
 // Counters are one (org, site)'s usage since the last flush. The request
 // path adds to them without locks or allocation.
 type Counters struct {
@@ -64,8 +77,12 @@ func (c *Counters) SetStorage(n int64) { c.storage.Store(n) }
 
 // Options are the meter's collaborators.
 type Options struct {
-	Sink    Sink                  // required
-	Spool   Spool                 // optional: where batches go when the sink fails past MaxPending
+	Sink  Sink  // required
+	Spool Spool // optional: where batches go when the sink fails past MaxPending
+	// Journal, optional, gets the whole backlog after every flush the sink
+	// refused, so a kill loses at most one interval; what it holds at New
+	// is sent first.
+	Journal Journal
 	Node    string                // required: this node's stable id
 	Metrics prometheus.Registerer // required
 	Logger  *slog.Logger
@@ -92,6 +109,13 @@ type Meter struct {
 	seq       uint64
 	pending   []*Batch
 	lastFlush time.Time
+	journal   Journal
+	journaled bool  // the journal may hold batches
+	journalOK error // the last journal Save's error
+
+	healthMu sync.Mutex // guards lastOK and lastErr (Check must not wait on a flush)
+	lastOK   time.Time  // end of the last flush the sink took
+	lastErr  error      // the last flush's error, nil after a success
 
 	stop    chan struct{}
 	done    chan struct{}
@@ -118,7 +142,7 @@ func New(cfg Config, opts Options) (*Meter, error) {
 		opts.StoreName = "bbolt"
 	}
 	m := &Meter{
-		cfg: cfg, storeName: opts.StoreName, sink: opts.Sink, spool: opts.Spool, node: opts.Node, log: opts.Logger, now: opts.Now,
+		cfg: cfg, storeName: opts.StoreName, sink: opts.Sink, spool: opts.Spool, journal: opts.Journal, node: opts.Node, log: opts.Logger, now: opts.Now,
 		counters: map[[2]string]*Counters{},
 		// Sequence numbers start at the clock so they keep growing across
 		// restarts: a node flushes far less than once per nanosecond.
@@ -127,7 +151,24 @@ func New(cfg Config, opts Options) (*Meter, error) {
 		done: make(chan struct{}),
 	}
 	m.lastFlush = opts.Now()
+	m.lastOK = m.lastFlush
+	if m.journal != nil {
+		kept, err := m.journal.Load()
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range kept {
+			// Sequence numbers keep growing past what was kept.
+			m.seq = max(m.seq, b.Seq)
+		}
+		if len(kept) > 0 {
+			m.pending, m.journaled = kept, true
+			m.log.Info("meter: usage kept at the last stop is sent first", slog.Int("batches", len(kept)))
+		}
+	}
 	m.m = newMetrics(opts.Metrics, cfg, m)
+	m.m.lastOK.Set(float64(m.lastOK.UnixNano()) / 1e9)
+	m.m.pending.Set(float64(len(m.pending)))
 	return m, nil
 }
 
@@ -239,16 +280,44 @@ func (m *Meter) Close(ctx context.Context) error {
 	}
 	m.flushMu.Lock()
 	defer m.flushMu.Unlock()
+	var serr error
 	if m.spool != nil {
-		if serr := m.spool.Save(context.Background(), m.pending); serr != nil {
-			return fmt.Errorf("meter: final flush failed (%w) and spooling failed: %w", err, serr)
+		if serr = m.spool.Save(context.Background(), m.pending); serr == nil {
+			m.log.Warn("meter: sink unreachable at shutdown; usage spooled locally for the next start", slog.Int("batches", len(m.pending)))
+			m.pending = nil
+			m.saveJournal()
+			return nil
 		}
-		m.log.Warn("meter: sink unreachable at shutdown; usage spooled locally for the next start", slog.Int("batches", len(m.pending)))
+	}
+	if m.journal != nil && m.journalOK == nil {
+		// The failed flush wrote the whole backlog to the journal.
+		m.log.Warn("meter: the store refused the final flush; usage kept in the spool file for the next start", slog.Int("batches", len(m.pending)), slog.Any("err", err))
 		m.pending = nil
 		return nil
 	}
-	return fmt.Errorf("meter: final flush: %w", err)
+	return fmt.Errorf("meter: final flush: %w", errors.Join(err, serr, m.journalOK))
 }
+
+// Check reports whether usage reaches the store: nil while a flush
+// succeeded within the last three flush intervals, else the last flush's
+// error. It is fast and safe for concurrent use (a readiness check).
+func (m *Meter) Check(context.Context) error {
+	m.healthMu.Lock()
+	defer m.healthMu.Unlock()
+	late := m.now().Sub(m.lastOK)
+	if late <= checkIntervals*m.cfg.FlushInterval {
+		return nil
+	}
+	err := m.lastErr
+	if err == nil {
+		err = errors.New("a flush is still running")
+	}
+	return fmt.Errorf("no usage flush succeeded for %s: %w", late.Round(time.Millisecond), err)
+}
+
+// checkIntervals is how many flush intervals Check tolerates without a
+// successful flush (one failure is retried before readiness changes).
+const checkIntervals = 3
 
 // Pending is how many batches wait for the sink in memory.
 func (m *Meter) Pending() int {
@@ -273,7 +342,35 @@ func (m *Meter) Flush(ctx context.Context) error {
 		m.m.flushErrors.Inc()
 		m.overflow(ctx)
 	}
+	if err != nil || m.journaled {
+		// After a failure: the whole backlog, so a kill loses at most what
+		// the next interval counts. After a success: empty it.
+		m.saveJournal()
+	}
+	m.healthMu.Lock()
+	m.lastErr = err
+	if err == nil {
+		m.lastOK = m.now()
+		m.m.lastOK.Set(float64(m.lastOK.UnixNano()) / 1e9)
+	}
+	m.healthMu.Unlock()
 	return err
+}
+
+// saveJournal writes the backlog to the journal; flushMu is held.
+func (m *Meter) saveJournal() {
+	if m.journal == nil {
+		return
+	}
+	err := m.journal.Save(m.pending)
+	if err != nil && m.journalOK == nil {
+		m.log.Error("meter: usage backlog not written to the spool file; a kill now loses it", slog.Int("batches", len(m.pending)), slog.Any("err", err))
+	}
+	if err != nil {
+		m.m.journalErrors.Inc()
+	}
+	m.journalOK = err
+	m.journaled = err != nil || len(m.pending) > 0
 }
 
 // collect swaps every counter to zero and returns the deltas as a batch, or
@@ -332,14 +429,73 @@ func (m *Meter) drain(ctx context.Context) error {
 			}
 		}
 	}
-	for len(m.pending) > 0 {
-		if err := m.sink.Apply(ctx, m.pending[0]); err != nil {
-			return err
+	return m.drainPending(ctx)
+}
+
+// drainPending applies the pending batches oldest first. A batch the sink
+// applied for some orgs only (*NotAppliedError) is kept for the rest, and
+// later batches still go out for every org that is not blocked: on Redis
+// Cluster the orgs of healthy shards keep flushing while one shard fails
+// over. Any other error stops the drain.
+func (m *Meter) drainPending(ctx context.Context) error {
+	blocked := map[string]bool{}
+	var partial error
+	kept := m.pending[:0] // filled behind the loop's index
+	for i, b := range m.pending {
+		send, held := splitBatch(b, blocked)
+		if len(send.Deltas) > 0 {
+			err := m.sink.Apply(ctx, send)
+			var na *NotAppliedError
+			switch {
+			case err == nil:
+				send.Deltas = nil
+			case errors.As(err, &na):
+				partial = cmp.Or(partial, err)
+				for _, org := range na.Blocked {
+					blocked[org] = true
+				}
+				retry := map[string]bool{}
+				for _, org := range na.Retry {
+					retry[org] = true
+				}
+				send.Deltas = slices.DeleteFunc(slices.Clone(send.Deltas), func(d Delta) bool { return !retry[d.Org] })
+			default:
+				kept = append(kept, m.pending[i:]...)
+				clear(m.pending[len(kept):])
+				m.pending = kept
+				return err
+			}
 		}
-		m.pending[0] = nil
-		m.pending = m.pending[1:]
+		if rest := append(held, send.Deltas...); len(rest) > 0 {
+			slices.SortFunc(rest, func(a, b Delta) int {
+				return cmp.Or(strings.Compare(a.Org, b.Org), strings.Compare(a.Site, b.Site))
+			})
+			b.Deltas = rest
+			kept = append(kept, b)
+		}
 	}
-	return nil
+	clear(m.pending[len(kept):])
+	m.pending = kept
+	return partial
+}
+
+// splitBatch returns b without the deltas of the orgs in skip (a copy
+// sharing nothing with b's deltas when skip is not empty) and those deltas.
+func splitBatch(b *Batch, skip map[string]bool) (*Batch, []Delta) {
+	if len(skip) == 0 {
+		return b, nil
+	}
+	send := *b
+	send.Deltas = nil
+	var held []Delta
+	for _, d := range b.Deltas {
+		if skip[d.Org] {
+			held = append(held, d)
+		} else {
+			send.Deltas = append(send.Deltas, d)
+		}
+	}
+	return &send, held
 }
 
 // overflow bounds the memory held by unflushed batches.

@@ -13,6 +13,8 @@ type metrics struct {
 	pending       prometheus.Gauge
 	spooled       prometheus.Counter
 	dropped       prometheus.Counter
+	lastOK        prometheus.Gauge
+	journalErrors prometheus.Counter
 	egress        *prometheus.CounterVec // by kind
 	requests      *prometheus.CounterVec // by kind
 	ingress       *prometheus.CounterVec // by kind
@@ -35,15 +37,18 @@ func newMetrics(reg prometheus.Registerer, cfg Config, m *Meter) *metrics {
 		}),
 		flushErrors: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_flush_errors_total", Help: "Flushes the usage store (bbolt or redis: the store label) did not take; usage is kept and retried.",
 			ConstLabels: prometheus.Labels{"store": m.storeName}}),
-		pending:  f.NewGauge(prometheus.GaugeOpts{Name: "tollgate_meter_pending_batches", Help: "Usage batches waiting in memory for the store."}),
-		spooled:  f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_spooled_batches_total", Help: "Usage batches spilled to the local bbolt spool while the store was unreachable."}),
-		dropped:  f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_dropped_batches_total", Help: "Usage batches dropped because the store stayed unreachable past meter.max_pending (embedded store only)."}),
-		egress:   f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_egress_bytes_total", Help: "Metered egress bytes (headers and body written to clients), by site kind."}, []string{"kind"}),
-		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_requests_total", Help: "Metered requests, by site kind."}, []string{"kind"}),
-		ingress:  f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_ingress_bytes_total", Help: "Metered request body bytes of proxied sites, by site kind."}, []string{"kind"}),
-		perOrg:   cfg.PerOrgMetrics,
-		maxOrgs:  cfg.PerOrgMetricsMax,
-		orgSeen:  map[string]bool{},
+		pending: f.NewGauge(prometheus.GaugeOpts{Name: "tollgate_meter_pending_batches", Help: "Usage batches waiting in memory for the store."}),
+		spooled: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_spooled_batches_total", Help: "Usage batches spilled to the local bbolt spool while the store was unreachable."}),
+		dropped: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_dropped_batches_total", Help: "Usage batches dropped because the store stayed unreachable past meter.max_pending (embedded store only)."}),
+		lastOK: f.NewGauge(prometheus.GaugeOpts{Name: "tollgate_meter_last_flush_success_timestamp_seconds", Help: "When the usage store last took a flush (Unix time); /readyz fails the meter-flush check after three flush intervals without one.",
+			ConstLabels: prometheus.Labels{"store": m.storeName}}),
+		journalErrors: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_spool_file_errors_total", Help: "Writes of the usage backlog to the spool file that failed (meter.spool_bytes too small, or the file unwritable); a kill then loses that backlog."}),
+		egress:        f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_egress_bytes_total", Help: "Metered egress bytes (headers and body written to clients), by site kind."}, []string{"kind"}),
+		requests:      f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_requests_total", Help: "Metered requests, by site kind."}, []string{"kind"}),
+		ingress:       f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_ingress_bytes_total", Help: "Metered request body bytes of proxied sites, by site kind."}, []string{"kind"}),
+		perOrg:        cfg.PerOrgMetrics,
+		maxOrgs:       cfg.PerOrgMetricsMax,
+		orgSeen:       map[string]bool{},
 	}
 	if cfg.PerOrgMetrics {
 		mt.orgEgress = f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_org_egress_bytes_total", Help: "Metered egress bytes by org (meter.per_org_metrics; orgs past the cap are summed as _other)."}, []string{"org"})

@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -139,11 +140,29 @@ func ttlSeconds(d time.Duration) string {
 	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
 }
 
+// NotAppliedError is what a Sink returns for a batch it applied for some
+// orgs only (in Redis Cluster, a shard without a master). Retry lists the
+// orgs the batch must be sent again for; Blocked, a subset, those whose
+// deltas may be missing, so their later batches must wait (one org's
+// batches are applied in Seq order). Every other org may take later batches.
+type NotAppliedError struct {
+	Retry, Blocked []string
+	Err            error
+}
+
+func (e *NotAppliedError) Error() string {
+	return fmt.Sprintf("not applied for %d orgs: %v", len(e.Retry), e.Err)
+}
+
+func (e *NotAppliedError) Unwrap() error { return e.Err }
+
 // Apply adds a batch's deltas: one script per org (skipped by the script
 // when this node already applied that Seq or a later one for the org) and the
-// period index, all in one pipeline, so a flush is one round trip (one per
-// shard in Cluster). On error some orgs may have been applied; sending the
-// same batch again applies exactly the rest.
+// period index, all in one pipeline, so a flush is one round trip (one
+// pipeline per shard in Cluster, sent concurrently). On error some orgs may
+// have been applied; sending the same batch again applies exactly the rest.
+// When only some shards failed, the error is a *NotAppliedError naming the
+// orgs to send again, so orgs on healthy shards keep flushing.
 func (r *Redis) Apply(ctx context.Context, b *Batch) error {
 	if len(b.Deltas) == 0 {
 		return nil
@@ -176,7 +195,7 @@ func (r *Redis) Apply(ctx context.Context, b *Batch) error {
 		c.args = append(args, c.args...)
 	}
 
-	failed, err := r.run(ctx, calls, func(p redis.Pipeliner) {
+	res, err := r.run(ctx, calls, func(p redis.Pipeliner) {
 		idx := periodIndexKey(period)
 		for i := 0; i < len(calls); i += indexChunk {
 			members := make([]redis.Z, 0, min(indexChunk, len(calls)-i))
@@ -187,14 +206,36 @@ func (r *Redis) Apply(ctx context.Context, b *Batch) error {
 		}
 		p.Expire(ctx, idx, 2*r.retention)
 	})
-	if err == nil && len(failed) > 0 {
+	if err == nil && len(res.noScript) > 0 {
 		// The script cache was empty (a restarted or failed-over Redis):
 		// load it (on every primary in Cluster) and run the missed orgs again.
 		if err = applyScript.Load(ctx, r.c).Err(); err == nil {
-			failed, err = r.run(ctx, failed, nil)
-			if err == nil && len(failed) > 0 {
+			var again runResult
+			again, err = r.run(ctx, res.noScript, nil)
+			res.failed, res.firstErr = append(res.failed, again.failed...), cmp.Or(res.firstErr, again.firstErr)
+			if err == nil && len(again.noScript) > 0 {
 				err = redis.ErrNoScript
 			}
+		}
+	}
+	if err == nil && (len(res.failed) > 0 || res.indexErr != nil) {
+		e := &NotAppliedError{Err: cmp.Or(res.firstErr, res.indexErr)}
+		for _, c := range res.failed {
+			e.Blocked = append(e.Blocked, c.org)
+		}
+		e.Retry = e.Blocked
+		if res.indexErr != nil {
+			// Applied, but not listed in the period index yet: send the
+			// batch again (the scripts skip), without holding later ones.
+			e.Retry = nil
+			for _, c := range calls {
+				e.Retry = append(e.Retry, c.org)
+			}
+		}
+		if len(e.Retry) < len(calls) || len(e.Blocked) < len(calls) {
+			err = e
+		} else {
+			err = e.Err // nothing known applied
 		}
 	}
 	if err != nil {
@@ -203,11 +244,21 @@ func (r *Redis) Apply(ctx context.Context, b *Batch) error {
 	return nil
 }
 
+// runResult sorts the outcome of one pipeline of org scripts.
+type runResult struct {
+	noScript []*orgCall // failed only because the script was not cached
+	failed   []*orgCall // failed otherwise: maybe not applied
+	firstErr error      // the first error of failed
+	indexErr error      // the first error of the commands extra queued
+}
+
 // run sends the calls with EVALSHA, after the commands extra queues, in one
-// pipeline. It returns the calls that failed only because the script was not
-// cached, or the first other error. (Script.Run cannot fall back to EVAL
-// inside a pipeline: the NOSCRIPT error is only known after Exec.)
-func (r *Redis) run(ctx context.Context, calls []*orgCall, extra func(redis.Pipeliner)) ([]*orgCall, error) {
+// pipeline (split per shard in Cluster). It sorts the calls that failed; the
+// error is for a pipeline that failed before any command ran. (Script.Run
+// cannot fall back to EVAL inside a pipeline: the NOSCRIPT error is only
+// known after Exec.)
+func (r *Redis) run(ctx context.Context, calls []*orgCall, extra func(redis.Pipeliner)) (runResult, error) {
+	var res runResult
 	cmds := make([]*redis.Cmd, len(calls))
 	all, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if extra != nil {
@@ -219,24 +270,30 @@ func (r *Redis) run(ctx context.Context, calls []*orgCall, extra func(redis.Pipe
 		return nil
 	})
 	if err == nil {
-		return nil, nil
+		return res, nil
 	}
-	var noScript []*orgCall
+	if len(all) < len(calls) {
+		return res, err // the pipeline failed before any command was queued
+	}
+	for _, cmd := range all[:len(all)-len(calls)] {
+		if e := cmd.Err(); e != nil && res.indexErr == nil {
+			res.indexErr = e
+		}
+	}
 	for i, cmd := range cmds {
-		if e := cmd.Err(); e != nil && (errors.Is(e, redis.ErrNoScript) || redis.HasErrorPrefix(e, "NOSCRIPT")) {
-			noScript = append(noScript, calls[i])
+		switch e := cmd.Err(); {
+		case e == nil:
+		case errors.Is(e, redis.ErrNoScript) || redis.HasErrorPrefix(e, "NOSCRIPT"):
+			res.noScript = append(res.noScript, calls[i])
+		default:
+			res.failed = append(res.failed, calls[i])
+			res.firstErr = cmp.Or(res.firstErr, e)
 		}
 	}
-	for _, cmd := range all {
-		e := cmd.Err()
-		if e != nil && !errors.Is(e, redis.ErrNoScript) && !redis.HasErrorPrefix(e, "NOSCRIPT") {
-			return nil, e
-		}
+	if len(res.noScript) == 0 && len(res.failed) == 0 && res.indexErr == nil {
+		return res, err // the pipeline failed before any command ran
 	}
-	if len(noScript) == 0 {
-		return nil, err // the pipeline failed before any command ran
-	}
-	return noScript, nil
+	return res, nil
 }
 
 // Hourly returns the org's hour buckets in [from, to), oldest first; hours

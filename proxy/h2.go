@@ -134,6 +134,7 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request, c net.Conn
 	}
 
 	p.Handler(&ctx)
+	drainH2Body(w, r)
 
 	resp := &ctx.Response
 	if ctx.IsHead() {
@@ -178,6 +179,23 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request, c net.Conn
 	if st.owner != nil {
 		st.owner.AddEgress(headerBytes + bw.n)
 	}
+}
+
+// drainH2Body reads what is left of a request body the handler did not
+// read (a 405 on a directory site, an error page), up to drainBytes within
+// drainTime, as on HTTP/1.1 (finishBody), before the response is sent: the
+// stream's framing is then checked to its end (a DATA length that
+// contradicts content-length is a stream error, RFC 9113 §8.1.1) instead of
+// racing the response. A longer body is left to x/net, which resets the
+// stream once the response ends.
+func drainH2Body(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength > drainBytes {
+		return
+	}
+	if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
+		_ = d.SetReadDeadline(time.Now().Add(drainTime))
+	}
+	_, _ = io.CopyN(io.Discard, r.Body, drainBytes+1)
 }
 
 // h2BodyWriter counts the body bytes an h2 stream accepted and, for streams

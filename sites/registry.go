@@ -140,6 +140,12 @@ type Registry struct {
 
 	mu   sync.Mutex // serializes writes and subscriber calls
 	subs []func(*Snapshot)
+	// seen is the store's version (see versioned) at the last load, -1 for
+	// a store without one. Guarded by mu.
+	seen int64
+	// lost is set while the store does not hold the registry this node
+	// serves (see Reload); nil otherwise.
+	lost atomic.Pointer[Loss]
 }
 
 // New loads the registry from st. On an empty store it creates the built-in
@@ -147,6 +153,10 @@ type Registry struct {
 func New(ctx context.Context, st Store) (*Registry, error) {
 	r := &Registry{st: st, now: time.Now}
 	snap := &Snapshot{Plans: map[string]*Plan{}, Orgs: map[string]*Org{}, Sites: map[string]*Site{}, Domains: map[string]*Domain{}}
+	var err error
+	if r.seen, err = r.storeVersion(ctx); err != nil {
+		return nil, err
+	}
 	if err := loadAll(ctx, st, snap); err != nil {
 		return nil, err
 	}
@@ -178,7 +188,18 @@ func loadAll(ctx context.Context, st Store, snap *Snapshot) error {
 // it differs from the current snapshot. With a store shared by several
 // nodes (Redis), it is how a node sees the others' writes. On error the
 // current snapshot stays.
+//
+// A registry the store lost under this node (empty, or at a version below
+// the one last loaded) is not published: the node keeps its snapshot,
+// Lost reports the loss, writes are refused, and Reload returns an error
+// wrapping ErrRegistryLost. The loss ends when the store holds the same
+// records as the snapshot again (a restore from this or another node); a
+// restarted node loads whatever the store holds.
 func (r *Registry) Reload(ctx context.Context) (changed bool, err error) {
+	ver, err := r.storeVersion(ctx) // before the records: a write in between only makes ver low
+	if err != nil {
+		return false, err
+	}
 	next := &Snapshot{Plans: map[string]*Plan{}, Orgs: map[string]*Org{}, Sites: map[string]*Site{}, Domains: map[string]*Domain{}}
 	if err := loadAll(ctx, r.st, next); err != nil {
 		return false, err
@@ -186,7 +207,19 @@ func (r *Registry) Reload(ctx context.Context) (changed bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur := r.snap.Load()
-	if sameRecords(cur, next) {
+	same := sameRecords(cur, next)
+	if loss := r.lost.Load(); loss != nil {
+		if !same {
+			return false, loss.Err()
+		}
+		r.lost.Store(nil) // restored
+	} else if reason := lossOf(cur, next, r.seen, ver, same); reason != "" {
+		loss := &Loss{Reason: reason, Since: r.now(), Orgs: len(cur.Orgs), Sites: len(cur.Sites), Domains: len(cur.Domains)}
+		r.lost.Store(loss)
+		return false, loss.Err()
+	}
+	r.seen = ver
+	if same {
 		return false, nil
 	}
 	next.Version = cur.Version + 1
@@ -246,10 +279,15 @@ func (r *Registry) OnChange(fn func(*Snapshot)) {
 }
 
 // update runs fn on a copy of the snapshot under the write lock, persists the
-// ops it returns and publishes the copy.
+// ops it returns and publishes the copy. While the store has lost the
+// registry (Lost), it refuses: one record written into a wiped store would
+// become the whole registry for every node that starts next.
 func (r *Registry) update(ctx context.Context, fn func(next *Snapshot) ([]store.Op, error)) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if loss := r.lost.Load(); loss != nil {
+		return loss.Err()
+	}
 	next := r.snap.Load().clone()
 	ops, err := fn(next)
 	if err != nil {

@@ -60,12 +60,62 @@ func (s *RedisKV) Scan(ctx context.Context, bucket string, fn func(key, value []
 	return nil
 }
 
+// FailoverWait bounds how long Apply waits for a new master after a write
+// met a failover (IsFailover) before it tries the write once more. It covers
+// a Sentinel or Cluster promotion (a few seconds with the usual
+// down-after-milliseconds / cluster-node-timeout of 5 s); a Redis that is
+// simply down fails the write after it.
+const FailoverWait = 15 * time.Second
+
 // Apply writes every op in one MULTI/EXEC (all or nothing), bumps the
-// version and publishes it.
+// version and publishes it. A write that meets a failover (IsFailover) is
+// tried once more as soon as the registry's master answers again, within
+// FailoverWait and ctx: the transaction only sets and deletes fields, so
+// running it twice (when the first EXEC ran but its reply was lost) leaves
+// the same records and one more version bump.
 func (s *RedisKV) Apply(ctx context.Context, ops ...Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
+	err := s.apply(ctx, ops)
+	if IsFailover(err) && s.awaitMaster(ctx) {
+		s.log.Warn("registry write met a redis failover; trying it once more", slog.Any("err", err))
+		err = s.apply(ctx, ops)
+	}
+	if err != nil {
+		return fmt.Errorf("store: redis apply: %w", err)
+	}
+	// Outside the transaction: a lost publish is healed by Watch's
+	// periodic version check.
+	if v, err := s.rc.Get(ctx, kvVersion).Result(); err == nil {
+		s.rc.Publish(ctx, KVChannel, v)
+	}
+	return nil
+}
+
+// awaitMaster polls the master of the registry's slot until it takes a
+// write (false after FailoverWait or when ctx ends).
+func (s *RedisKV) awaitMaster(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, FailoverWait)
+	defer cancel()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		// A write (refused by a replica with READONLY, and while the
+		// cluster is down) that changes nothing: the version has no TTL.
+		err := s.rc.Persist(ctx, kvVersion).Err()
+		if err == nil || !IsFailover(err) {
+			return err == nil
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+func (s *RedisKV) apply(ctx context.Context, ops []Op) error {
 	_, err := s.rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, op := range ops {
 			key := kvPrefix + "b:" + op.Bucket
@@ -78,15 +128,7 @@ func (s *RedisKV) Apply(ctx context.Context, ops ...Op) error {
 		p.Incr(ctx, kvVersion)
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("store: redis apply: %w", err)
-	}
-	// Outside the transaction: a lost publish is healed by Watch's
-	// periodic version check.
-	if v, err := s.rc.Get(ctx, kvVersion).Result(); err == nil {
-		s.rc.Publish(ctx, KVChannel, v)
-	}
-	return nil
+	return err
 }
 
 // Version is the number of Applies so far (0 on an empty Redis).
@@ -98,8 +140,9 @@ func (s *RedisKV) Version(ctx context.Context) (int64, error) {
 	return v, err
 }
 
-// Ping reports whether Redis answers.
-func (s *RedisKV) Ping(ctx context.Context) error { return s.rc.Ping(ctx).Err() }
+// Ping reports whether Redis answers: in cluster mode, every shard's master
+// and the registry's slot (PingRedis).
+func (s *RedisKV) Ping(ctx context.Context) error { return PingRedis(ctx, s.rc) }
 
 // Count returns how many records bucket holds.
 func (s *RedisKV) Count(ctx context.Context, bucket string) (int64, error) {

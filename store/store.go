@@ -1,6 +1,7 @@
 // Package store keeps tollgate's durable state. The embedded default is one bbolt
-// file; a Redis backend for clusters arrives with cluster mode and offers the same
-// two operations: scan a bucket, apply a batch of writes atomically.
+// file; for a cluster of nodes, RedisKV on a shared Redis (standalone, Sentinel or
+// Cluster) offers the same two operations: scan a bucket, apply a batch of writes
+// atomically.
 package store
 
 import (
@@ -31,11 +32,18 @@ type Config struct {
 	// certificates); the bbolt file stays as the local spool. Default: unset,
 	// everything in the bbolt file.
 	Redis string `toml:"redis"`
-	// RedisMode says how Redis is reached: "standalone" (default), "sentinel"
-	// (the URL lists sentinels: redis://[:pw@]s1:26379?addr=s2:26379&master_name=mymaster)
-	// or "cluster" (the URL lists seed nodes: redis://n1:6379?addr=n2:6379).
-	// Every key tollgate writes is hash-tagged so multi-key operations stay
-	// in one slot.
+	// RedisMode says how Redis is reached: "standalone" (default),
+	// "sentinel" or "cluster". Sentinel: the URL lists the sentinels and
+	// names the master, redis://:PW@s1:26379?addr=s2:26379&addr=s3:26379&master_name=tollgate,
+	// where PW is the master's password when the sentinels need none; when
+	// they need one, it goes in the URL and the master's in the query:
+	// redis://:SENTINEL_PW@s1:26379?addr=…&master_name=tollgate&password=MASTER_PW.
+	// Cluster: the URL lists seed nodes, redis://:PW@n1:6379?addr=n2:6379;
+	// the client reloads the slot map every second and after any failed
+	// connection, so a promoted replica is used within about a second. A
+	// registry write that meets a failover waits (up to 15 s) for the new
+	// master and is tried once more. Every key tollgate writes is hash-tagged
+	// so multi-key operations stay in one slot.
 	RedisMode string `toml:"redis_mode"`
 }
 
@@ -186,6 +194,14 @@ func (b *Bolt) View(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 // Commands time out after a few seconds so a stalled Redis never stalls a
 // flush for long (serving never waits on Redis).
 //
+// In cluster mode the client reloads its slot map every ClusterReload and at
+// once after a connection error, so it finds a replica promoted after its
+// master died within about ClusterReload of the promotion (go-redis' own
+// default is 60 s and a refused connection alone never reloads). In sentinel
+// mode the URL's user and password are the sentinels'; the master's are the
+// query's username= and password=, or, when password= is absent, the URL's
+// user and password, which then go to the master only (see Config.RedisMode).
+//
 // It connects lazily: an unreachable Redis is found by the first command.
 func NewRedis(cfg Config) (redis.UniversalClient, error) {
 	const (
@@ -209,6 +225,13 @@ func NewRedis(cfg Config) (redis.UniversalClient, error) {
 		if opt.MasterName == "" {
 			return nil, errors.New("store.redis: sentinel mode needs master_name=… in the URL's query")
 		}
+		if opt.Password == "" && opt.Username == "" && (opt.SentinelPassword != "" || opt.SentinelUsername != "") {
+			// redis://:pw@sentinel?master_name=… without password=: the
+			// credentials are the master's (as in the other modes), and
+			// the sentinels have none.
+			opt.Username, opt.Password = opt.SentinelUsername, opt.SentinelPassword
+			opt.SentinelUsername, opt.SentinelPassword = "", ""
+		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = dial, read, write, 1
 		return redis.NewFailoverClient(opt), nil
 	case "cluster":
@@ -216,8 +239,113 @@ func NewRedis(cfg Config) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store.redis: %w", err)
 		}
-		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = dial, read, write, 1
-		return redis.NewClusterClient(opt), nil
+		// One dial per attempt (go-redis' default is 5): a refused
+		// connection means a dead node, and the attempt moves on.
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.DialerRetries = dial, read, write, 1
+		// Retries walk to another node after a failed one; with the reload
+		// below, a retry after the promotion reaches the new master.
+		opt.MaxRetries, opt.MinRetryBackoff, opt.MaxRetryBackoff = 3, 50*time.Millisecond, 500*time.Millisecond
+		opt.ClusterStateReloadInterval = ClusterReload
+		c := redis.NewClusterClient(opt)
+		c.OnNewNode(func(node *redis.Client) { node.AddHook(reloadOnFailure{c}) })
+		return c, nil
 	}
 	return nil, fmt.Errorf("store.redis_mode: %q must be standalone, sentinel or cluster", cfg.RedisMode)
 }
+
+// ClusterReload is how often a cluster client used at least that often asks
+// a node for the slot map. A reload is one CLUSTER SLOTS to one node.
+const ClusterReload = time.Second
+
+// reloadOnFailure makes a cluster client reload its slot map when a node
+// fails to answer (refused, reset, timed out) or answers that the cluster
+// is down: the slots of a dead master move to its replica without the MOVED
+// or READONLY reply that go-redis waits for. Reloads are asynchronous and
+// go-redis runs at most one per 200 ms.
+type reloadOnFailure struct{ c *redis.ClusterClient }
+
+func (h reloadOnFailure) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadOnFailure) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if IsFailover(err) {
+			h.c.ReloadState(ctx)
+		}
+		return err
+	}
+}
+
+func (h reloadOnFailure) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if IsFailover(err) {
+			h.c.ReloadState(ctx)
+		}
+		return err
+	}
+}
+
+// IsFailover reports whether err is what a Redis command meets while a
+// master is lost or being replaced: no connection (refused, reset, timed out,
+// closed) or a reply saying the cluster or the master is not serving writes
+// yet (CLUSTERDOWN, TRYAGAIN, READONLY, MASTERDOWN, LOADING). A command that
+// failed so may succeed on the new master; a reply to the command itself
+// (a wrong type, a script error) or redis.Nil is not a failover.
+func IsFailover(err error) bool {
+	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	for _, p := range []string{"CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "LOADING"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	var rerr redis.Error
+	return !errors.As(err, &rerr) // not a reply: the connection failed
+}
+
+// PingRedis reports whether rc can serve tollgate: PING on a standalone or
+// sentinel-managed master; in cluster mode a read of the registry's slot and
+// PING on every master that the slot map (CLUSTER SLOTS) names, since usage
+// counters are spread over all slots. The error names each shard that fails.
+// Each probe gets at most probeTimeout.
+func PingRedis(ctx context.Context, rc redis.UniversalClient) error {
+	c, ok := rc.(*redis.ClusterClient)
+	if !ok {
+		return rc.Ping(ctx).Err()
+	}
+	probe := func(f func(ctx context.Context) error) error {
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		defer cancel()
+		return f(pctx)
+	}
+	var errs []error
+	if err := probe(func(ctx context.Context) error { return c.Exists(ctx, kvVersion).Err() }); err != nil {
+		errs = append(errs, fmt.Errorf("registry slot: %w", err))
+	}
+	var slots []redis.ClusterSlot
+	err := probe(func(ctx context.Context) (err error) { slots, err = c.ClusterSlots(ctx).Result(); return err })
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("slot map: %w", err))...)
+	}
+	opt := c.Options()
+	seen := map[string]bool{}
+	for _, r := range slots {
+		if len(r.Nodes) == 0 || seen[r.Nodes[0].Addr] {
+			continue
+		}
+		addr := r.Nodes[0].Addr
+		seen[addr] = true
+		n := redis.NewClient(&redis.Options{Addr: addr, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig,
+			DialTimeout: probeTimeout, ReadTimeout: probeTimeout, MaxRetries: -1, DialerRetries: 1, PoolSize: 1})
+		if err := probe(func(ctx context.Context) error { return n.Ping(ctx).Err() }); err != nil {
+			errs = append(errs, fmt.Errorf("shard %s: %w", addr, err))
+		}
+		n.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// probeTimeout bounds each readiness probe of PingRedis.
+const probeTimeout = time.Second

@@ -6,6 +6,8 @@
 //	tollgate check-config FILE
 //	tollgate admin plan|org|site|domain ...
 //	tollgate store migrate --from bbolt:PATH --to redis://...
+//	tollgate store backup [--config FILE | --node ADDR] OUT
+//	tollgate store restore [--config FILE] [--force] IN | --from-node ADDR
 //	tollgate version
 package main
 
@@ -37,6 +39,8 @@ const usage = `usage:
   tollgate admin ...                          operator API client (tollgate admin -h)
   tollgate store migrate --from A --to B      copy registry, account history and certificates
                                               between bbolt:PATH and redis://… (verified)
+  tollgate store backup [--config F] OUT        consistent copy of the store while it serves
+  tollgate store restore [--config F] IN        put a backup (or --from-node ADDR's) into the store
   tollgate version                            print version and commit
 `
 
@@ -53,6 +57,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "admin":
 		return admin.RunCLI(args[1:], stdout, stderr)
 	case "store":
+		if len(args) > 1 && args[1] == "backup" {
+			return cmdStoreBackup(args[2:], stdout, stderr)
+		}
+		if len(args) > 1 && args[1] == "restore" {
+			return cmdStoreRestore(args[2:], stdout, stderr)
+		}
 		return cmdStore(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "tollgate %s %s\n", version, buildCommit())

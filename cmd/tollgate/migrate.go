@@ -28,7 +28,17 @@ type endpoint struct {
 	close func()
 }
 
-func openEndpoint(spec string) (*endpoint, error) {
+// openEndpoint opens spec: bbolt:PATH, or a Redis URL (or "env:NAME" /
+// "file:PATH" holding one, as [store] redis takes it) reached in mode, the
+// [store] redis_mode values.
+func openEndpoint(spec, mode string) (*endpoint, error) {
+	if strings.HasPrefix(spec, "env:") || strings.HasPrefix(spec, "file:") {
+		v, err := resolveSecret(spec)
+		if err != nil {
+			return nil, err
+		}
+		spec = v
+	}
 	switch {
 	case strings.HasPrefix(spec, "bbolt:"):
 		path := strings.TrimPrefix(spec, "bbolt:")
@@ -38,7 +48,7 @@ func openEndpoint(spec string) (*endpoint, error) {
 		}
 		return &endpoint{name: spec, kv: st, certs: acme.NewBoltStorage(st), close: func() { st.Close() }}, nil
 	case strings.HasPrefix(spec, "redis://"), strings.HasPrefix(spec, "rediss://"):
-		rc, err := store.NewRedis(store.Config{Redis: spec})
+		rc, err := store.NewRedis(store.Config{Redis: spec, RedisMode: mode})
 		if err != nil {
 			return nil, err
 		}
@@ -51,28 +61,44 @@ func openEndpoint(spec string) (*endpoint, error) {
 		}
 		return &endpoint{name: redactURL(spec), kv: kv, certs: acme.NewRedisStorage(rc, acme.RedisStorageOptions{}), close: func() { rc.Close() }}, nil
 	}
-	return nil, fmt.Errorf("%q: give bbolt:PATH or redis://HOST:PORT[/DB]", spec)
+	return nil, fmt.Errorf("%q: give bbolt:PATH or redis://HOST:PORT[/DB] (with --from-redis-mode/--to-redis-mode for sentinel or cluster URLs)", redactURL(spec))
 }
 
+// redactURL hides the credentials of a Redis URL: its user and password and
+// a password= query parameter (the master's in sentinel mode).
 func redactURL(u string) string {
 	if at := strings.LastIndexByte(u, '@'); at >= 0 {
 		if i := strings.Index(u, "://"); i >= 0 && i < at {
-			return u[:i+3] + "…@" + u[at+1:]
+			u = u[:i+3] + "…@" + u[at+1:]
 		}
+	}
+	if q := strings.IndexByte(u, '?'); q >= 0 {
+		params := strings.Split(u[q+1:], "&")
+		for i, p := range params {
+			if strings.HasPrefix(p, "password=") {
+				params[i] = "password=…"
+			}
+		}
+		u = u[:q+1] + strings.Join(params, "&")
 	}
 	return u
 }
 
+// endpointSpec is a --from or --to with its Redis mode.
+type endpointSpec struct{ spec, mode string }
+
 // cmdStore runs `tollgate store migrate --from A --to B`.
 func cmdStore(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "migrate" {
-		fmt.Fprint(stderr, "usage: tollgate store migrate --from bbolt:PATH|redis://… --to redis://…|bbolt:PATH\n")
+		fmt.Fprint(stderr, "usage: tollgate store migrate --from bbolt:PATH|redis://… --to redis://…|bbolt:PATH [--from-redis-mode M] [--to-redis-mode M]\n")
 		return 2
 	}
 	fs := flag.NewFlagSet("store migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	from := fs.String("from", "", "source: bbolt:PATH or redis://host:port[/db]")
 	to := fs.String("to", "", "destination: redis://host:port[/db] or bbolt:PATH; must hold no registry yet")
+	fromMode := fs.String("from-redis-mode", "standalone", "how a Redis --from is reached, as [store] redis_mode: standalone, sentinel or cluster")
+	toMode := fs.String("to-redis-mode", "standalone", "how a Redis --to is reached, as [store] redis_mode: standalone, sentinel or cluster")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -80,7 +106,7 @@ func cmdStore(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, "tollgate store migrate: --from and --to are required\n")
 		return 2
 	}
-	if err := migrate(context.Background(), *from, *to, stdout); err != nil {
+	if err := migrate(context.Background(), endpointSpec{*from, *fromMode}, endpointSpec{*to, *toMode}, stdout); err != nil {
 		fmt.Fprintf(stderr, "tollgate store migrate: %v\n", err)
 		return 1
 	}
@@ -90,13 +116,13 @@ func cmdStore(args []string, stdout, stderr io.Writer) int {
 // migrate copies the registry, the account history and the certificates
 // from one store to another and verifies the counts. Usage counters are not
 // copied (their history stays where it was recorded; see the README).
-func migrate(ctx context.Context, fromSpec, toSpec string, out io.Writer) error {
-	src, err := openEndpoint(fromSpec)
+func migrate(ctx context.Context, from, to endpointSpec, out io.Writer) error {
+	src, err := openEndpoint(from.spec, from.mode)
 	if err != nil {
 		return err
 	}
 	defer src.close()
-	dst, err := openEndpoint(toSpec)
+	dst, err := openEndpoint(to.spec, to.mode)
 	if err != nil {
 		return err
 	}

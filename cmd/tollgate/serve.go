@@ -75,17 +75,6 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	for _, d := range taken {
 		log.Warn("a site holds one of tollgate's own hostnames; detach it", slog.String("domain", d))
 	}
-	if kv != nil {
-		// Cluster mode: other nodes' writes arrive through pub/sub, and a
-		// version check every second heals any missed message.
-		wctx, stopWatch := context.WithCancel(ctx)
-		defer stopWatch()
-		go kv.Watch(wctx, time.Second, func() {
-			if _, err := reg.Reload(wctx); err != nil && wctx.Err() == nil {
-				log.Warn("registry not reloaded from redis; serving the last snapshot", slog.Any("err", err))
-			}
-		})
-	}
 	if demoDir != "" {
 		if err := seedDemo(ctx, reg, demoDir); err != nil {
 			return fmt.Errorf("demo: %w", err)
@@ -96,6 +85,15 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	prometheus.WrapRegistererWith(prometheus.Labels{"version": version}, metrics).MustRegister(
 		prometheus.NewGauge(prometheus.GaugeOpts{Name: "tollgate_build_info", Help: "Always 1; the version label says which build runs."}))
+	var registryCheck *admin.Check
+	if kv != nil {
+		// Cluster mode: follow the registry in Redis, and keep the snapshot
+		// if Redis loses it.
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		c := watchRegistry(wctx, kv, reg, metrics, log)
+		registryCheck = &c
+	}
 
 	usage := usageParts{}
 	if !cfg.Meter.Disabled {
@@ -118,6 +116,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 		if usage.closeRedis != nil {
 			usage.closeRedis()
 		}
+		usage.spool.Close()
 	}()
 
 	cache := sites.NewCache(cfg.Sites)
@@ -229,6 +228,20 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 			return nil
 		}})
 	}
+	if registryCheck != nil {
+		aopts.Checks = append(aopts.Checks, *registryCheck)
+	}
+	if usage.m != nil {
+		// Usage that cannot be written is at risk (and quotas read stale
+		// totals): fatal on the embedded store. With Redis, the redis check
+		// says why and usage waits in the local spool: degraded.
+		aopts.Checks = append(aopts.Checks, admin.Check{Name: "meter-flush", Fatal: cfg.Store.Redis == "", Run: usage.m.Check})
+	}
+	if certs != nil {
+		// Fatal on the embedded store (the bbolt file); with Redis, cached
+		// certificates keep serving while it is away: degraded.
+		aopts.Checks = append(aopts.Checks, admin.Check{Name: "cert-storage", Fatal: cfg.Store.Redis == "", Run: certs.Ping})
+	}
 	if giteaSrc != nil {
 		aopts.Gitea = giteaSrc
 	}
@@ -239,6 +252,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 		aopts.Certs = certs
 	}
 	aopts.Accounts = bill
+	aopts.Backups = &nodeBackups{st: st, reg: reg, redis: cfg.Store}
 	adm, err := admin.New(admin.Config{Token: cfg.Server.AdminToken, MaxBodyBytes: cfg.Server.AdminMaxBodyBytes}, reg, aopts)
 	if err != nil {
 		adminLn.Close()
@@ -330,7 +344,8 @@ func seedDemo(ctx context.Context, reg *sites.Registry, dir string) error {
 type usageParts struct {
 	m          *meter.Meter
 	reader     admin.UsageReader
-	closeRedis func() error // nil without Redis
+	closeRedis func() error     // nil without Redis
+	spool      *meter.SpoolFile // the backlog's reserved space beside the store
 }
 
 // newMeter builds the meter on the store in use: the bbolt file on the
@@ -342,11 +357,18 @@ func newMeter(ctx context.Context, cfg Config, st *store.Bolt, metrics prometheu
 		return usageParts{}, err
 	}
 	local := meter.NewBolt(st)
-	opts := meter.Options{Sink: local, Node: node, Metrics: metrics, Logger: log}
-	parts := usageParts{reader: local}
+	mc := cfg.Meter
+	mc.Defaults()
+	spool, err := meter.OpenSpoolFile(cfg.Store.Path+".spool", mc.SpoolBytes)
+	if err != nil {
+		return usageParts{}, err
+	}
+	opts := meter.Options{Sink: local, Journal: spool, Node: node, Metrics: metrics, Logger: log}
+	parts := usageParts{reader: local, spool: spool}
 	if cfg.Store.Redis != "" {
 		rc, err := store.NewRedis(cfg.Store)
 		if err != nil {
+			spool.Close()
 			return usageParts{}, err
 		}
 		parts.closeRedis = rc.Close
@@ -360,6 +382,10 @@ func newMeter(ctx context.Context, cfg Config, st *store.Bolt, metrics prometheu
 	}
 	parts.m, err = meter.New(cfg.Meter, opts)
 	if err != nil {
+		spool.Close()
+		if parts.closeRedis != nil {
+			parts.closeRedis()
+		}
 		return usageParts{}, err
 	}
 	return parts, nil

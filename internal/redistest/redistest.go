@@ -6,11 +6,15 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/tollgate-edge/tollgate/internal/proctest"
 )
 
@@ -25,6 +29,22 @@ type Server struct {
 	dir  string
 	port int
 	proc proctest.Restartable
+	opts Options
+
+	mu sync.Mutex            // guards the clients below
+	rc *redis.Client         // to this server, for the helpers
+	sc *redis.SentinelClient // to this sentinel, for the helpers
+}
+
+// Options change how a Server runs. The zero value is a plain Redis.
+type Options struct {
+	// Password, when set, is required from clients (requirepass).
+	Password string
+	// Args are more redis-server arguments, as "--name", "value" pairs.
+	Args []string
+	// Sentinel runs the server as a sentinel with this configuration
+	// (written to a file; port, bind and dir are added).
+	Sentinel string
 }
 
 // Start runs redis-server on a free 127.0.0.1 port and stops it when the test
@@ -32,11 +52,17 @@ type Server struct {
 // (make deps), not an optional one.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, opts Options) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal("redis-server not found: run `make deps` (apt-get install redis-server)")
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), opts: opts}
 	t.Cleanup(s.Stop) // runs before the TempDir removal registered above
 	var lastErr error
 	for range 5 { // the free port can be taken between probing and binding
@@ -70,10 +96,29 @@ func (s *Server) Restart() {
 	}
 }
 
+// Port is the server's port.
+func (s *Server) Port() int { return s.port }
+
 func (s *Server) start() error {
-	cmd := exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", s.dir, "--daemonize", "no")
+	var cmd *exec.Cmd
+	if s.opts.Sentinel != "" {
+		conf := filepath.Join(s.dir, "sentinel.conf") // rewritten by the sentinel
+		body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n%s\n", s.port, s.dir, s.opts.Sentinel)
+		if s.opts.Password != "" {
+			body += "requirepass " + s.opts.Password + "\n"
+		}
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			return err
+		}
+		cmd = exec.Command(s.bin, conf, "--sentinel")
+	} else {
+		args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", s.dir, "--daemonize", "no"}
+		if s.opts.Password != "" {
+			args = append(args, "--requirepass", s.opts.Password)
+		}
+		cmd = exec.Command(s.bin, append(args, s.opts.Args...)...)
+	}
 	if err := s.proc.Start(cmd, s.waitReady); err != nil {
 		return fmt.Errorf("redis-server on port %d: %w", s.port, err)
 	}
@@ -83,20 +128,29 @@ func (s *Server) start() error {
 // waitReady polls with PING until the server answers, it exits, or
 // readyTimeout passes.
 func (s *Server) waitReady(exited <-chan struct{}) error {
-	return proctest.WaitReady(exited, readyTimeout, 10*time.Millisecond, func() error { return ping(s.Addr()) })
+	return proctest.WaitReady(exited, readyTimeout, 10*time.Millisecond, func() error { return ping(s.Addr(), s.opts.Password) })
 }
 
-func ping(addr string) error {
+func ping(addr, password string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
+	r := bufio.NewReader(c)
+	if password != "" {
+		if _, err := fmt.Fprintf(c, "AUTH %s\r\n", password); err != nil {
+			return err
+		}
+		if line, err := r.ReadString('\n'); err != nil || line != "+OK\r\n" {
+			return fmt.Errorf("AUTH answered %q (%v)", line, err)
+		}
+	}
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}

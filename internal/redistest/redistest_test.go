@@ -4,11 +4,11 @@ import "testing"
 
 func TestStartStopRestart(t *testing.T) {
 	s := Start(t)
-	if err := ping(s.Addr()); err != nil {
+	if err := ping(s.Addr(), ""); err != nil {
 		t.Fatalf("after Start: %v", err)
 	}
 	s.Stop()
-	if err := ping(s.Addr()); err == nil {
+	if err := ping(s.Addr(), ""); err == nil {
 		t.Fatal("after Stop: PING still answered")
 	}
 	s.Stop() // idempotent
@@ -17,7 +17,7 @@ func TestStartStopRestart(t *testing.T) {
 	if s.Addr() != addr {
 		t.Fatalf("Restart moved from %s to %s", addr, s.Addr())
 	}
-	if err := ping(s.Addr()); err != nil {
+	if err := ping(s.Addr(), ""); err != nil {
 		t.Fatalf("after Restart: %v", err)
 	}
 }

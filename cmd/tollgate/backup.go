@@ -1,0 +1,511 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/redis/go-redis/v9"
+	"github.com/tollgate-edge/tollgate/acme"
+	"github.com/tollgate-edge/tollgate/admin"
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/store"
+)
+
+const storeBackupUsage = `usage:
+  tollgate store backup  [--config FILE] OUT          copy the store of that config: through the running
+                                                      node's admin API, else from the file; with [store]
+                                                      redis, exported from Redis
+  tollgate store backup  --node ADDR [--token T] OUT  ask the node at ADDR (its admin API) for its backup
+  tollgate store restore [--config FILE] [--force] IN
+  tollgate store restore [--config FILE] [--force] --from-node ADDR [--token T]
+                                                      put a backup (or a running node's, fetched through its
+                                                      admin API) into the store of that config: the bbolt
+                                                      file (tollgate stopped) or Redis (nodes may run)
+`
+
+// registryBuckets are the records every node serves from; a restore into
+// Redis writes them in one transaction.
+var registryBuckets = []string{"plans", "orgs", "sites", "domains"}
+
+// historyBucket is the account history: appended, merged on restore.
+const historyBucket = "org_events"
+
+// cmdStoreBackup runs `tollgate store backup`.
+func cmdStoreBackup(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("store backup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "tollgate.toml", "configuration file whose [store] (and [server] admin) to back up")
+	node := fs.String("node", "", "admin API address of a running node (host:port or http://host:port) to fetch the backup from")
+	token := fs.String("token", "", "admin bearer token for --node (default: env TOLLGATE_ADMIN_TOKEN)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprint(stderr, storeBackupUsage)
+		return 2
+	}
+	out := fs.Arg(0)
+	ctx, stop := signalContext()
+	defer stop()
+	var err error
+	if *node != "" {
+		err = backupFromNode(ctx, *node, tokenFor(*token, ""), out, stdout)
+	} else {
+		var cfg Config
+		if cfg, err = LoadConfig(*cfgPath); err == nil {
+			err = backupFromConfig(ctx, cfg, out, stdout)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tollgate store backup: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// cmdStoreRestore runs `tollgate store restore`.
+func cmdStoreRestore(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("store restore", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "tollgate.toml", "configuration file whose [store] to restore into")
+	force := fs.Bool("force", false, "replace a store that holds data (a bbolt file is kept beside as .replaced-…)")
+	fromNode := fs.String("from-node", "", "admin API address of a running node whose backup to restore")
+	token := fs.String("token", "", "admin bearer token for --from-node (default: env TOLLGATE_ADMIN_TOKEN, else the config's)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if (*fromNode == "") == (fs.NArg() != 1) || fs.NArg() > 1 {
+		fmt.Fprint(stderr, storeBackupUsage)
+		return 2
+	}
+	cfg, err := LoadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	src := fs.Arg(0)
+	if *fromNode != "" {
+		dir, derr := os.MkdirTemp("", "tollgate-restore-")
+		if derr != nil {
+			fmt.Fprintf(stderr, "tollgate store restore: %v\n", derr)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		src = filepath.Join(dir, "node-backup.db")
+		err = backupFromNode(ctx, *fromNode, tokenFor(*token, cfg.Server.AdminToken), src, stdout)
+	}
+	if err == nil {
+		err = restore(ctx, cfg, src, *force, stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tollgate store restore: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// tokenFor picks the admin token: the flag, else TOLLGATE_ADMIN_TOKEN, else
+// the config's.
+func tokenFor(flagValue, fromConfig string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v := os.Getenv("TOLLGATE_ADMIN_TOKEN"); v != "" {
+		return v
+	}
+	return fromConfig
+}
+
+// backupFromConfig backs up the store cfg names: exported from Redis with
+// [store] redis; else a copy of the bbolt file, taken by the running node
+// (through its admin API) when one holds the file, else read directly.
+func backupFromConfig(ctx context.Context, cfg Config, out string, w io.Writer) error {
+	if cfg.Store.Redis != "" {
+		rc, err := store.NewRedis(cfg.Store)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		return writeBackup(out, w, "exported from Redis", func(tmp string) error {
+			return exportShared(ctx, tmp, rc, nil)
+		})
+	}
+	st, err := store.OpenIdle(cfg.Store.Path)
+	if errors.Is(err, store.ErrLive) {
+		return backupFromNode(ctx, localAddr(cfg.Server.Admin), cfg.Server.AdminToken, out, w)
+	}
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return writeBackup(out, w, "copied from "+cfg.Store.Path+" (no tollgate running on it)", func(tmp string) error {
+		_, err := st.Backup(ctx, tmp)
+		return err
+	})
+}
+
+// backupFromNode fetches the backup of the node whose admin API is at addr.
+func backupFromNode(ctx context.Context, addr, token, out string, w io.Writer) error {
+	if token == "" {
+		return errors.New("no admin token: pass --token or set TOLLGATE_ADMIN_TOKEN")
+	}
+	return writeBackup(out, w, "taken by the node at "+addr, func(tmp string) error {
+		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = admin.NewClient(addr, token).Backup(ctx, f)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
+}
+
+// writeBackup has make write a backup into a temporary file beside out,
+// checks it (store.OpenBackup), renames it to out and reports what it holds.
+// A failed or cut backup never leaves a file named out.
+func writeBackup(out string, w io.Writer, how string, make func(tmp string) error) error {
+	dir, err := os.MkdirTemp(filepath.Dir(out), ".tollgate-backup-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "backup.db")
+	if err := make(tmp); err != nil {
+		return err
+	}
+	bk, meta, err := store.OpenBackup(tmp)
+	if err != nil {
+		return fmt.Errorf("the backup did not check out: %w", err)
+	}
+	sum, err := summarize(context.Background(), bk)
+	bk.Close()
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return err
+	}
+	fi, err := os.Stat(out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "backup %s: %d bytes, %s (source %s)\n%s", out, fi.Size(), how, meta.Source, sum)
+	return nil
+}
+
+// summary counts what a backup holds, by bucket, plus certmagic keys.
+type summary struct {
+	buckets []string
+	counts  map[string]int
+	certs   int
+}
+
+func (s summary) String() string {
+	var b []byte
+	for _, name := range s.buckets {
+		b = fmt.Appendf(b, "  %-10s %6d\n", name, s.counts[name])
+	}
+	return string(fmt.Appendf(b, "  %-10s %6d keys (certificates, keys, ACME account)\n", "certs", s.certs))
+}
+
+func summarize(ctx context.Context, bk *store.Bolt) (summary, error) {
+	s := summary{buckets: append(append([]string(nil), registryBuckets...), historyBucket), counts: map[string]int{}}
+	for _, b := range s.buckets {
+		n, err := count(ctx, bk, b)
+		if err != nil {
+			return s, err
+		}
+		s.counts[b] = n
+	}
+	keys, err := certKeys(ctx, acme.NewBoltStorage(bk))
+	s.certs = len(keys)
+	return s, err
+}
+
+// localAddr turns a listen address (":9180", "0.0.0.0:9180") into one to
+// dial on this host.
+func localAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// exportShared writes what a cluster shares into a new backup at path: the
+// registry (from snap when given, the registry a node serves, which
+// outlives a Redis that lost it; else read from Redis), the account history
+// and the certificates from Redis. Usage counters stay out: they are
+// per-period totals Redis keeps (see docs/cluster.md), not state to rebuild
+// a cluster from.
+func exportShared(ctx context.Context, path string, rc redis.UniversalClient, snap *sites.Snapshot) error {
+	kv := store.NewRedisKV(rc, nil)
+	version, err := kv.Version(ctx)
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	dst, err := store.Open(store.Config{Path: path, OpenTimeout: time.Second})
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	if snap != nil {
+		var ops []store.Op
+		put := func(bucket, key string, v any) {
+			b, _ := json.Marshal(v) // plain structs: cannot fail
+			ops = append(ops, store.Put(bucket, key, b))
+		}
+		for name, p := range snap.Plans {
+			put("plans", name, p)
+		}
+		for id, o := range snap.Orgs {
+			put("orgs", id, o)
+		}
+		for id, s := range snap.Sites {
+			put("sites", id, s)
+		}
+		for name, d := range snap.Domains {
+			put("domains", name, d)
+		}
+		if err := dst.Apply(ctx, ops...); err != nil {
+			return err
+		}
+	} else if err := copyBuckets(ctx, dst, kv, registryBuckets...); err != nil {
+		return err
+	}
+	if err := copyBuckets(ctx, dst, kv, historyBucket); err != nil {
+		return err
+	}
+	if _, err := copyCerts(ctx, acme.NewRedisStorage(rc, acme.RedisStorageOptions{}), acme.NewBoltStorage(dst)); err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	return store.WriteBackupMeta(dst, store.BackupMeta{Source: "redis", RegistryVersion: version})
+}
+
+// copyBuckets copies every record of the buckets from src to dst, in
+// batches.
+func copyBuckets(ctx context.Context, dst, src sites.Store, buckets ...string) error {
+	for _, b := range buckets {
+		var ops []store.Op
+		flush := func() error {
+			err := dst.Apply(ctx, ops...)
+			ops = ops[:0]
+			return err
+		}
+		err := src.Scan(ctx, b, func(k, v []byte) error {
+			ops = append(ops, store.Put(b, string(k), append([]byte(nil), v...)))
+			if len(ops) == 500 {
+				return flush()
+			}
+			return nil
+		})
+		if err == nil && len(ops) > 0 {
+			err = flush()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// restore puts the backup at src into the store cfg names.
+func restore(ctx context.Context, cfg Config, src string, force bool, w io.Writer) error {
+	bk, meta, err := store.OpenBackup(src)
+	if err != nil {
+		return err
+	}
+	sum, err := summarize(ctx, bk)
+	if err != nil {
+		bk.Close()
+		return err
+	}
+	fmt.Fprintf(w, "backup %s: source %s, taken %s\n%s", src, meta.Source, meta.Created.Format(time.RFC3339), sum)
+	if cfg.Store.Redis == "" {
+		bk.Close()
+		replaced, err := store.RestoreFile(ctx, src, cfg.Store.Path, force)
+		if err != nil {
+			return err
+		}
+		if replaced != "" {
+			fmt.Fprintf(w, "the previous store is kept as %s\n", replaced)
+		}
+		fmt.Fprintf(w, "restored into %s: start tollgate on it\n", cfg.Store.Path)
+		return nil
+	}
+	defer bk.Close()
+	rc, err := store.NewRedis(cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return restoreRedis(ctx, bk, sum, rc, force, w)
+}
+
+// restoreRedis writes a backup into the Redis a cluster shares. The
+// registry is written in one MULTI/EXEC, so every node sees all of it at
+// once (a node that kept serving its snapshot while Redis had lost it takes
+// the restored one as the registry found again); with force it replaces the
+// registry there, records absent from the backup are deleted. The account
+// history is merged (records are keyed by event id), and certificates are
+// written where Redis has none under that key (a renewal made since the
+// backup wins).
+func restoreRedis(ctx context.Context, bk *store.Bolt, sum summary, rc redis.UniversalClient, force bool, w io.Writer) error {
+	kv := store.NewRedisKV(rc, nil)
+	if err := kv.Ping(ctx); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	if !force {
+		for _, b := range []string{"orgs", "sites", "domains"} {
+			if n, err := count(ctx, kv, b); err != nil {
+				return err
+			} else if n > 0 {
+				return fmt.Errorf("redis already holds %d %s: pass --force to replace its registry with the backup's", n, b)
+			}
+		}
+	}
+	var ops []store.Op
+	for _, b := range registryBuckets {
+		in := map[string]bool{}
+		err := bk.Scan(ctx, b, func(k, v []byte) error {
+			in[string(k)] = true
+			ops = append(ops, store.Put(b, string(k), append([]byte(nil), v...)))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = kv.Scan(ctx, b, func(k, _ []byte) error {
+			if !in[string(k)] {
+				ops = append(ops, store.Delete(b, string(k)))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := kv.Apply(ctx, ops...); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	if err := copyBuckets(ctx, kv, bk, historyBucket); err != nil {
+		return err
+	}
+	written, kept, err := restoreCerts(ctx, acme.NewBoltStorage(bk), acme.NewRedisStorage(rc, acme.RedisStorageOptions{}))
+	if err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	for _, b := range registryBuckets {
+		if n, err := count(ctx, kv, b); err != nil {
+			return err
+		} else if n != sum.counts[b] {
+			return fmt.Errorf("%s: %d records in the backup but %d in redis after the restore", b, sum.counts[b], n)
+		}
+	}
+	fmt.Fprintf(w, "restored into redis: registry replaced and verified, %d account events merged, certificates: %d written, %d kept (already in redis)\n",
+		sum.counts[historyBucket], written, kept)
+	return nil
+}
+
+// restoreCerts copies the certmagic keys dst lacks, checking each arrived
+// intact; kept counts those dst already had.
+func restoreCerts(ctx context.Context, src, dst certmagic.Storage) (written, kept int, err error) {
+	keys, err := certKeys(ctx, src)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, k := range keys {
+		if dst.Exists(ctx, k) {
+			kept++
+			continue
+		}
+		v, err := src.Load(ctx, k)
+		if err != nil {
+			return written, kept, err
+		}
+		if err := dst.Store(ctx, k, v); err != nil {
+			return written, kept, err
+		}
+		if got, err := dst.Load(ctx, k); err != nil || !bytes.Equal(got, v) {
+			return written, kept, fmt.Errorf("%s did not arrive intact", k)
+		}
+		written++
+	}
+	return written, kept, nil
+}
+
+// certKeys lists the certmagic keys of s that hold data (not directories).
+func certKeys(ctx context.Context, s certmagic.Storage) ([]string, error) {
+	all, err := s.List(ctx, "", true)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, k := range all {
+		if info, err := s.Stat(ctx, k); err == nil && info.IsTerminal {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
+
+// nodeBackups answers GET /v1/backup on a running node. It implements
+// admin.Backups.
+type nodeBackups struct {
+	st  *store.Bolt
+	reg *sites.Registry
+	// redis is [store] when Redis is set: the backup is then an export of
+	// what the cluster shares, with the registry as this node serves it.
+	redis store.Config
+}
+
+var _ admin.Backups = (*nodeBackups)(nil)
+
+// Backup makes the copy in a private directory under $TMPDIR (not beside
+// the store: a copy must not eat the room the store's own writes need) and
+// returns it opened and already unlinked.
+func (nb *nodeBackups) Backup(ctx context.Context) (*os.File, error) {
+	dir, err := os.MkdirTemp("", "tollgate-backup-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "backup.db")
+	if nb.redis.Redis == "" {
+		_, err = nb.st.Backup(ctx, path)
+	} else {
+		var rc redis.UniversalClient
+		if rc, err = store.NewRedis(nb.redis); err == nil {
+			err = exportShared(ctx, path, rc, nb.reg.Snapshot())
+			rc.Close()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return os.Open(path)
+}
