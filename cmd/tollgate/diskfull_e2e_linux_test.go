@@ -82,18 +82,6 @@ func (in *instance) waitFlushErrors(t *testing.T, n float64) {
 	waitFor(t, func() bool { return in.metric(t, "tollgate_meter_flush_errors_total") >= from+n })
 }
 
-// readyz returns /readyz's status and body.
-func (in *instance) readyz(t *testing.T) (int, string) {
-	t.Helper()
-	resp, err := http.Get("http://" + in.admin + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(b))
-}
-
 // waitTotals polls the usage API until org's totals are want (the meter
 // sends what it kept on its first flush), failing with the figures.
 func (in *instance) waitTotals(t *testing.T, org string, wantEgress, wantRequests int64) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -154,6 +155,38 @@ func (in *instance) stop(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("tollgate did not stop within 30s of SIGTERM:\n%s", in.stderr)
 	}
+}
+
+// rss is the resident set of the instance's process in bytes (Linux /proc).
+func (in *instance) rss(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", in.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS in /proc/PID/status")
+	return 0
+}
+
+// readyz returns /readyz's status and body.
+func (in *instance) readyz(t *testing.T) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + in.admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
 func waitFor(t *testing.T, ok func() bool) {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -45,26 +44,6 @@ func startTLSEdge(t *testing.T) (*instance, *x509.CertPool) {
 		"[sites]\ngitea_url = \"http://127.0.0.1:9\"\ngitea_webhook_secret = \"e2e-gitea-secret\"\n")
 	in.addSite(t, "shop", "big", site, "a.shop.test", "b.shop.test")
 	return in, roots
-}
-
-// rss is the resident set of the process in bytes.
-func (in *instance) rss(t *testing.T) int64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", in.cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
 }
 
 func TestTLSMisdirected(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -146,7 +145,7 @@ func TestTwentyThousandIdleConnections(t *testing.T) {
 	in := startTollgateConf(t, t.TempDir(), "", "[limits]\nread_timeout = \"5m\"\n")
 	in.registerSite(t, in.siteDir(t, "<h1>still here</h1>"))
 	in.normalClients(t, "before", 5)
-	before := residentBytes(t, in.cmd.Process.Pid)
+	before := in.rss(t)
 	held := n // what a listener without a limit would have to hold
 	if limit := int(in.metric(t, "tollgate_proxy_connections_limit")); limit > 0 {
 		held = min(n, limit)
@@ -163,7 +162,7 @@ func TestTwentyThousandIdleConnections(t *testing.T) {
 			in.metric(t, "tollgate_proxy_connections_evicted_total") == float64(n-held)
 	})
 	t.Logf("%d idle connections opened in %v: %d held, %d evicted", n, time.Since(start).Round(time.Millisecond), held, n-held)
-	rss := residentBytes(t, in.cmd.Process.Pid)
+	rss := in.rss(t)
 	perConn := (rss - before) / int64(held)
 	t.Logf("RSS %d MiB before, %d MiB holding %d idle connections: %d KiB each", before>>20, rss>>20, held, perConn>>10)
 	if perConn > 32<<10 {
@@ -386,24 +385,4 @@ func raiseFileLimit(t *testing.T, n uint64) {
 	}
 	t.Logf("RLIMIT_NOFILE %d (hard %d)", raised.Cur, raised.Max)
 	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
-}
-
-// residentBytes is the resident set of process pid.
-func residentBytes(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
 }

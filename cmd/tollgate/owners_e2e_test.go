@@ -9,8 +9,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,26 +96,6 @@ api_base = "http://127.0.0.1:9"
 	}
 }
 
-// vmRSS reads a process's resident set size in bytes from /proc.
-func vmRSS(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		t.Skipf("no /proc: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS in /proc/PID/status")
-	return 0
-}
-
 const (
 	// e2eInventedHosts is how many random {owner}.pages.test hosts the
 	// binary is asked for.
@@ -194,7 +172,7 @@ owner_lookup_rate = %d
 		return code == http.StatusOK
 	})
 	orgs0 := orgCount()
-	rss0 := vmRSS(t, in.cmd.Process.Pid)
+	rss0 := in.rss(t)
 	owners0 := ownerCalls.Load()
 	api0 := apiCalls.Load()
 
@@ -247,7 +225,7 @@ owner_lookup_rate = %d
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	rss1 := vmRSS(t, in.cmd.Process.Pid)
+	rss1 := in.rss(t)
 	owners, calls := ownerCalls.Load()-owners0, apiCalls.Load()-api0
 
 	for code, n := range statuses {

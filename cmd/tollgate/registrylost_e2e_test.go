@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -69,7 +68,7 @@ func TestRedisRestartedEmptyKeepsTheEdge(t *testing.T) {
 	if code, orgs := in.adminCall(t, "GET", "/v1/orgs", ""); code != 200 || orgs != orgsBefore {
 		t.Fatalf("GET /v1/orgs after the loss: %d %s; want %s", code, orgs, orgsBefore)
 	}
-	code, ready := in.readyState(t)
+	code, ready := in.readyz(t)
 	if code != 200 || !strings.Contains(ready, "degraded") || !strings.Contains(ready, "registry: lost from redis") ||
 		!strings.Contains(ready, "1 orgs, 1 sites, 1 domains") {
 		t.Fatalf("/readyz after the loss: %d %q", code, ready)
@@ -106,7 +105,7 @@ func TestRedisRestartedEmptyKeepsTheEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return in.metric(t, "tollgate_store_registry_lost") == 0 })
-	if code, ready := in.readyState(t); code != 200 || strings.Contains(ready, "registry") {
+	if code, ready := in.readyz(t); code != 200 || strings.Contains(ready, "registry") {
 		t.Fatalf("/readyz after the restore: %d %q", code, ready)
 	}
 	if code, body := in.adminCall(t, "POST", "/v1/orgs", `{"id":"late","plan":"free"}`); code != http.StatusCreated {
@@ -132,16 +131,4 @@ func waitForTotals(t *testing.T, in *instance, org string, bytes, requests int64
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
-}
-
-// readyState returns /readyz's status and body.
-func (in *instance) readyState(t *testing.T) (int, string) {
-	t.Helper()
-	resp, err := http.Get("http://" + in.admin + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
