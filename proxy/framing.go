@@ -17,6 +17,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
 )
 
@@ -306,4 +308,41 @@ func nextHead(ctx *fasthttp.RequestCtx) {
 	case !ctx.Response.Header.ConnectionClose():
 		mc.head.reset()
 	}
+}
+
+// expectContinue decides an "Expect: 100-continue" request before its body
+// is sent: 100 when the request goes where its body is read (an upstream
+// site that is not blocked, an internal endpoint within its body limit);
+// otherwise the whole request is answered now, without reading the body,
+// and its final status returned (fasthttp then closes the connection).
+func (p *Proxy) expectContinue(ctx *fasthttp.RequestCtx) int {
+	if checkFraming(ctx) == 0 && ctx.Request.Header.ContentLength() <= p.limits.MaxBodyBytes {
+		var buf [sites.MaxHostLen + 8]byte
+		if key, err := sites.AppendHostKey(buf[:0], ctx.Host()); err == nil && !p.misdirected(ctx.Conn(), key) {
+			if r := p.table.Load().hosts[string(key)]; r != nil {
+				if r.rt.up != nil && r.rt.err == nil && !blocked(r.org, r.gate) {
+					return fasthttp.StatusContinue
+				}
+			} else if ir := p.internalRoute(ctx, key); ir != nil && ir.MaxBody > 0 && ctx.Request.Header.ContentLength() <= ir.MaxBody {
+				return fasthttp.StatusContinue
+			}
+		}
+	}
+	p.Handler(ctx)
+	if mc := metered(ctx.Conn()); mc != nil {
+		mc.linger.Store(true) // a client that sends its body anyway reads the answer, not a reset
+	}
+	return ctx.Response.StatusCode()
+}
+
+// blocked reports whether enforce would answer the org's requests itself.
+func blocked(org *sites.Org, gate *billing.Gate) bool {
+	switch {
+	case org == nil:
+		return true
+	case gate == nil:
+		return org.State == sites.StateSuspended
+	}
+	d := gate.Decision()
+	return d == billing.BlockQuota || d == billing.BlockExpired || d == billing.BlockSuspended
 }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -411,43 +410,6 @@ func requestTime(ctx *fasthttp.RequestCtx) time.Time {
 	return time.Now() // an Expect: 100-continue request answered before its body
 }
 
-// expectContinue decides an "Expect: 100-continue" request before its body
-// is sent: 100 when the request goes where its body is read (an upstream
-// site that is not blocked, an internal endpoint within its body limit);
-// otherwise the whole request is answered now, without reading the body,
-// and its final status returned (fasthttp then closes the connection).
-func (p *Proxy) expectContinue(ctx *fasthttp.RequestCtx) int {
-	if checkFraming(ctx) == 0 && ctx.Request.Header.ContentLength() <= p.limits.MaxBodyBytes {
-		var buf [sites.MaxHostLen + 8]byte
-		if key, err := sites.AppendHostKey(buf[:0], ctx.Host()); err == nil && !p.misdirected(ctx.Conn(), key) {
-			if r := p.table.Load().hosts[string(key)]; r != nil {
-				if r.rt.up != nil && r.rt.err == nil && !blocked(r.org, r.gate) {
-					return fasthttp.StatusContinue
-				}
-			} else if ir := p.internalRoute(ctx, key); ir != nil && ir.MaxBody > 0 && ctx.Request.Header.ContentLength() <= ir.MaxBody {
-				return fasthttp.StatusContinue
-			}
-		}
-	}
-	p.Handler(ctx)
-	if mc := metered(ctx.Conn()); mc != nil {
-		mc.linger.Store(true) // a client that sends its body anyway reads the answer, not a reset
-	}
-	return ctx.Response.StatusCode()
-}
-
-// blocked reports whether enforce would answer the org's requests itself.
-func blocked(org *sites.Org, gate *billing.Gate) bool {
-	switch {
-	case org == nil:
-		return true
-	case gate == nil:
-		return org.State == sites.StateSuspended
-	}
-	d := gate.Decision()
-	return d == billing.BlockQuota || d == billing.BlockExpired || d == billing.BlockSuspended
-}
-
 // enforce applies the org's decision to this request: false when it was
 // answered (blocked). Without billing (gate nil) only suspension blocks.
 func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *billing.Gate) bool {
@@ -491,74 +453,6 @@ var (
 	// told to come back in an hour.
 	retryAfterQuota = []byte("3600")
 )
-
-// internalRoute returns tollgate's own endpoint at host key and the
-// request's path, or nil.
-func (p *Proxy) internalRoute(ctx *fasthttp.RequestCtx, key []byte) *InternalRoute {
-	routes := p.internal[string(key)]
-	for i := range routes {
-		if string(ctx.Path()) == routes[i].Path {
-			return &routes[i]
-		}
-	}
-	return nil
-}
-
-// serveInternal serves tollgate's own endpoint at host key and the
-// request's path, if there is one. Its body is read whole, up to the
-// route's MaxBody: a longer one gets 413 before (Content-Length) or while
-// (chunked) it is read, and closes the connection.
-func (p *Proxy) serveInternal(ctx *fasthttp.RequestCtx, key []byte) bool {
-	ir := p.internalRoute(ctx, key)
-	if ir == nil {
-		return false
-	}
-	p.chargeRoute(ctx, nil)
-	if !readBodyWithin(ctx, ir.MaxBody) {
-		return true
-	}
-	ir.Handler(ctx)
-	return true
-}
-
-// readBodyWithin reads a streamed request body into the request, up to max
-// bytes (0: no body allowed). Past it, it answers 413, closes the
-// connection and returns false.
-func readBodyWithin(ctx *fasthttp.RequestCtx, max int) bool {
-	h := &ctx.Request.Header
-	if !hasBody(h) {
-		return true
-	}
-	if h.ContentLength() > max {
-		reject(ctx, fasthttp.StatusRequestEntityTooLarge)
-		return false
-	}
-	stream := ctx.RequestBodyStream()
-	if stream == nil {
-		return len(ctx.Request.Body()) <= max
-	}
-	b := make([]byte, 0, min(max, 64<<10)+1)
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := stream.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if len(b) > max {
-			reject(ctx, fasthttp.StatusRequestEntityTooLarge)
-			return false
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			reject(ctx, fasthttp.StatusBadRequest)
-			return false
-		}
-	}
-	ctx.Request.SetBodyRaw(b)
-	return true
-}
 
 // chargeRoute counts a request for r's site and makes what the connection
 // writes from now on that site's egress; an unrouted request (nil) is
