@@ -28,7 +28,7 @@ run: build
 # What the tests need beside Go: a real redis-server (Debian). Idempotent: it
 # installs only what is missing. The tests start their own servers on free
 # loopback ports; the Debian service, if it autostarts, is left alone.
-deps: gitea stripe-mock h2spec openssl
+deps: gitea stripe-mock h2spec openssl chromium
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
@@ -69,6 +69,16 @@ openssl:
 	  echo "installing openssl"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
 	@openssl version
+
+# Headless Chromium and certutil (Debian chromium, libnss3-tools) for
+# cmd/tollgate's TestBrowserH2OneConnection, installed with apt-get only when
+# missing.
+.PHONY: chromium
+chromium:
+	@{ command -v chromium >/dev/null && command -v certutil >/dev/null; } || { \
+	  echo "installing chromium libnss3-tools"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libnss3-tools >/dev/null; }
+	@chromium --version
 
 # Installs what the tests need, then runs every test.
 test: deps lint

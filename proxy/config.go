@@ -14,18 +14,24 @@ import (
 // a handshake) and when the connection never sent a byte.
 type Limits struct {
 	// MaxHeaderBytes bounds the request line plus headers; larger requests get
-	// 431. Default 16 KiB (nginx allows 4×8 KiB, Caddy 1 MiB).
+	// 431. Over HTTP/2 it bounds the decoded header list (plus 32 bytes for
+	// each of ten fields, as SETTINGS_MAX_HEADER_LIST_SIZE), and a header
+	// block of more than twice it plus one frame closes the connection
+	// (CONTINUATION flood). Default 16 KiB (nginx allows 4×8 KiB, Caddy
+	// 1 MiB).
 	MaxHeaderBytes int `toml:"max_header_bytes"`
 	// MaxBodyBytes bounds a request body (only upstream sites accept one);
 	// larger ones get 413. Bodies are streamed, never held in memory whole.
 	// Default 64 MiB.
 	MaxBodyBytes int `toml:"max_body_bytes"`
-	// ReadTimeout bounds reading one request's headers. Default 30s.
+	// ReadTimeout bounds reading one request's headers, and over HTTP/2
+	// the client's preface and first SETTINGS. Default 30s.
 	ReadTimeout time.Duration `toml:"read_timeout"`
 	// WriteTimeout bounds writing one response. Default 10m, so a slow client
 	// can still download a large file.
 	WriteTimeout time.Duration `toml:"write_timeout"`
-	// IdleTimeout closes keep-alive connections idle this long. Default 120s.
+	// IdleTimeout closes keep-alive connections idle this long, and HTTP/2
+	// connections this long after their last stream (GOAWAY). Default 120s.
 	IdleTimeout time.Duration `toml:"idle_timeout"`
 	// MaxConnsPerIP caps the connections one client holds open on a public
 	// listener: one IPv4 address, or one IPv6 /64 network. Past it a new
@@ -46,6 +52,42 @@ type Limits struct {
 	// errors (out of descriptors, for one) are retried after a back-off of
 	// 5ms doubling to 1s. Default 262144.
 	Concurrency int `toml:"concurrency"`
+
+	// H2MaxStreams caps the HTTP/2 streams one connection has open at once
+	// (SETTINGS_MAX_CONCURRENT_STREAMS); a stream past it is refused
+	// (RST_STREAM REFUSED_STREAM). A stream reset by the client still counts
+	// until its handler has returned, so resets do not buy more work
+	// (CVE-2023-44487). Default 100, as nginx and Chromium expect.
+	H2MaxStreams int `toml:"h2_max_streams"`
+	// H2StreamWindow is the flow-control window of one HTTP/2 request body
+	// (SETTINGS_INITIAL_WINDOW_SIZE): what a client may send before the
+	// upstream has read it. Default 256 KiB.
+	H2StreamWindow int `toml:"h2_stream_window"`
+	// H2ConnWindow is the flow-control window of one HTTP/2 connection over
+	// all its request bodies, and so the request-body memory one connection
+	// can pin. Default 1 MiB.
+	H2ConnWindow int `toml:"h2_conn_window"`
+	// H2Workers caps the HTTP/2 streams served off their connection's loop
+	// over all connections: those that wait (upstream sites, Gitea, request
+	// bodies, throttled orgs). Responses ready in memory are served on the
+	// loop itself. A stream past it is refused (REFUSED_STREAM); browsers
+	// retry. Default 16384.
+	H2Workers int `toml:"h2_workers"`
+	// H2MaxControlFrames caps the SETTINGS, PING, PRIORITY, WINDOW_UPDATE
+	// and empty DATA frames one HTTP/2 connection may send per second;
+	// past it the connection gets GOAWAY ENHANCE_YOUR_CALM and is closed
+	// (SETTINGS, PING and empty-DATA floods). Default 1000.
+	H2MaxControlFrames int `toml:"h2_max_control_frames"`
+	// H2MaxResets caps the streams one HTTP/2 connection may reset
+	// (RST_STREAM) per second; past it the connection gets GOAWAY
+	// ENHANCE_YOUR_CALM and is closed (rapid reset, CVE-2023-44487).
+	// Default 200.
+	H2MaxResets int `toml:"h2_max_resets"`
+	// H2StallTimeout closes an HTTP/2 connection whose responses have
+	// waited this long for the client to open its flow-control window, so
+	// a client that never reads pins no worker and no response longer.
+	// Default 30s.
+	H2StallTimeout time.Duration `toml:"h2_stall_timeout"`
 }
 
 // Defaults fills unset fields.
@@ -57,6 +99,13 @@ func (l *Limits) Defaults() {
 	setDefault(&l.IdleTimeout, 120*time.Second)
 	setDefault(&l.MaxConnsPerIP, 1024)
 	setDefault(&l.Concurrency, 256<<10)
+	setDefault(&l.H2MaxStreams, 100)
+	setDefault(&l.H2StreamWindow, 256<<10)
+	setDefault(&l.H2ConnWindow, 1<<20)
+	setDefault(&l.H2Workers, 16384)
+	setDefault(&l.H2MaxControlFrames, 1000)
+	setDefault(&l.H2MaxResets, 200)
+	setDefault(&l.H2StallTimeout, 30*time.Second)
 }
 
 // Validate names every bad key of [limits].
@@ -68,7 +117,7 @@ func (l Limits) Validate() error {
 	if l.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("limits.max_body_bytes: must not be negative"))
 	}
-	for key, d := range map[string]time.Duration{"read_timeout": l.ReadTimeout, "write_timeout": l.WriteTimeout, "idle_timeout": l.IdleTimeout} {
+	for key, d := range map[string]time.Duration{"read_timeout": l.ReadTimeout, "write_timeout": l.WriteTimeout, "idle_timeout": l.IdleTimeout, "h2_stall_timeout": l.H2StallTimeout} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("limits.%s: must not be negative", key))
 		}
@@ -78,6 +127,19 @@ func (l Limits) Validate() error {
 	}
 	if l.Concurrency < 0 {
 		errs = append(errs, errors.New("limits.concurrency: must not be negative"))
+	}
+	if l.H2MaxStreams < 1 || l.H2MaxStreams > 1<<16 {
+		errs = append(errs, fmt.Errorf("limits.h2_max_streams: %d not in 1..65536", l.H2MaxStreams))
+	}
+	for key, w := range map[string]int{"h2_stream_window": l.H2StreamWindow, "h2_conn_window": l.H2ConnWindow} {
+		if w < 65535 || w > 1<<30 {
+			errs = append(errs, fmt.Errorf("limits.%s: %d not in 65535..1073741824", key, w))
+		}
+	}
+	for key, n := range map[string]int{"h2_workers": l.H2Workers, "h2_max_control_frames": l.H2MaxControlFrames, "h2_max_resets": l.H2MaxResets} {
+		if n < 1 {
+			errs = append(errs, fmt.Errorf("limits.%s: must be at least 1", key))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -155,8 +155,16 @@ func TestPacedWaitsAreBounded(t *testing.T) {
 		}
 	})
 	t.Run("h2 stream ends", func(t *testing.T) {
-		done := make(chan struct{})
-		w := &h2BodyWriter{w: io.Discard, gate: slow(), done: done}
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		go io.Copy(io.Discard, b)
+		var l Limits
+		l.Defaults()
+		c := newH2Conn(&Proxy{limits: l}, a)
+		c.sendWin = 1 << 30
+		done := c.closed
+		w := &h2BodyWriter{st: &h2Stream{c: c, id: 1, gate: slow(), sendWin: 1 << 30}}
 		errc := make(chan error, 1)
 		go func() { _, err := w.Write(body); errc <- err }()
 		close(done)

@@ -1,230 +1,660 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
-	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/billing"
-	"github.com/tollgate-edge/tollgate/meter"
-	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
-// HTTP/2. fasthttp speaks HTTP/1.1 only; connections that negotiate "h2"
-// through ALPN are handed (fasthttp's NextProto) to golang.org/x/net/http2,
-// and each stream is bridged into the very same Handler as HTTP/1.1: its
-// request is copied into a fasthttp.RequestCtx, Handler routes, enforces,
-// serves and measures it, and the response is copied back to the stream.
+// HTTP/2. fasthttp speaks HTTP/1.1 only; a connection that negotiates "h2"
+// through ALPN is handed (fasthttp's NextProto) to serveH2, which runs its
+// own connection loop on x/net/http2's Framer and HPACK coder: it reads
+// frames, decodes each request's header block straight into a pooled
+// fasthttp.RequestCtx and runs the same Handler as HTTP/1.1 (one request
+// path: routing, 421, enforcement, metering). A response that is ready in
+// memory (cached file, 304, error page, redirect) is answered on the loop
+// itself; one that waits (upstream and Gitea sites, request bodies,
+// throttled orgs) on a worker goroutine, bounded by limits.h2_workers. The
+// frames one loop iteration produces leave in one write.
 //
 // Metering: HTTP/1.1 egress is what the connection writes (headers and
 // body). An h2 stream is charged the same figure: the response's HTTP/1.1
-// header block plus the body bytes the stream accepted. HPACK compression,
-// h2 framing, and chunked-encoding framing (HTTP/1.1 only) are nobody's
-// usage, so one response costs a tenant the same over h1 and h2.
+// header block plus the body bytes framed for the stream. HPACK compression
+// and h2 framing are nobody's usage, so one response costs a tenant the
+// same over h1 and h2.
+//
+// Protections, with their [limits] keys: header lists past max_header_bytes
+// get 431 and header blocks past twice that close the connection
+// (HPACK bomb, CONTINUATION flood, CVE-2024-27316); h2_max_streams
+// concurrent streams, counted until their handler returns (rapid reset,
+// CVE-2023-44487, also capped by h2_max_resets per second);
+// h2_max_control_frames per second (SETTINGS, PING, empty-DATA floods);
+// h2_conn_window bytes of request bodies per connection; h2_stall_timeout
+// for responses waiting on a closed window; read_timeout for the preface
+// and idle_timeout between streams.
+
+const (
+	// h2MaxFrameSize is the SETTINGS_MAX_FRAME_SIZE the server advertises:
+	// the RFC 9113 initial value, 16 KiB.
+	h2MaxFrameSize = 16 << 10
+	// h2HeaderTableSize is the SETTINGS_HEADER_TABLE_SIZE the server
+	// advertises, the RFC 9113 initial value.
+	h2HeaderTableSize = 4096
+	// h2FlushBytes: frames queued past this are written at once, whatever
+	// is left to read.
+	h2FlushBytes = 64 << 10
+	// h2WindowUpdateMin: consumed request-body bytes are given back to the
+	// client in updates of at least this size (or when a body is drained).
+	h2WindowUpdateMin = 16 << 10
+)
+
+// h2MaxHeaderList is the largest header list (RFC 7541 §4.1 sizes) a
+// request may carry: max_header_bytes plus the 32-byte overhead of ten
+// fields, as x/net counts it. Past it the request gets 431.
+func h2MaxHeaderList(l Limits) int { return l.MaxHeaderBytes + 10*32 }
+
+// h2Server tracks the h2 connections for Shutdown and bounds the workers.
 type h2Server struct {
-	srv  *http2.Server
-	base *http.Server // carries timeouts and the graceful-shutdown hook
-	p    *Proxy
+	p       *Proxy
+	workers chan struct{} // one token per stream served off its loop
+
+	mu       sync.Mutex
+	conns    map[*h2Conn]struct{}
+	shutdown bool
 }
 
 func newH2(p *Proxy) *h2Server {
-	h := &h2Server{
-		srv: &http2.Server{
-			IdleTimeout:               p.limits.IdleTimeout,
-			MaxReadFrameSize:          h2MaxFrameSize,
-			MaxDecoderHeaderTableSize: h2HeaderTableSize,
-		},
-		base: &http.Server{
-			MaxHeaderBytes:    p.limits.MaxHeaderBytes,
-			ReadHeaderTimeout: p.limits.ReadTimeout,
-			WriteTimeout:      p.limits.WriteTimeout,
-			IdleTimeout:       p.limits.IdleTimeout,
-		},
-		p: p,
-	}
-	// Registers the GOAWAY broadcast on base.Shutdown.
-	_ = http2.ConfigureServer(h.base, h.srv)
-	return h
+	return &h2Server{p: p, workers: make(chan struct{}, p.limits.H2Workers), conns: map[*h2Conn]struct{}{}}
 }
 
-// shutdown sends GOAWAY on every h2 connection: clients finish their
-// streams and open no new ones, so the connections end and fasthttp's
-// shutdown can complete.
-func (h *h2Server) shutdown(ctx context.Context) {
-	_ = h.base.Shutdown(ctx)
+// shutdownAll sends GOAWAY on every h2 connection: streams already opened
+// finish, no new ones are served, and each connection closes when its last
+// stream ends, so fasthttp's shutdown can complete.
+func (s *h2Server) shutdownAll(ctx context.Context) {
+	s.mu.Lock()
+	s.shutdown = true
+	conns := make([]*h2Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.goAway()
+	}
 }
 
 // serveH2 serves one connection that negotiated h2. It blocks until the
-// connection ends. The server reads through h2StrictConn, which makes a
-// request with a connection-specific header field a stream error.
-func (p *Proxy) serveH2(c net.Conn) error {
-	if mc := metered(c); mc != nil {
+// connection ends.
+func (p *Proxy) serveH2(nc net.Conn) error {
+	if mc := metered(nc); mc != nil {
 		mc.head.on = false // h2 frames, not HTTP/1.1 heads (framing.go)
 	}
-	p.h2.srv.ServeConn(newH2StrictConn(c, p.limits.MaxHeaderBytes), &http2.ServeConnOpts{
-		BaseConfig: p.h2.base,
-		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.serveH2Stream(w, r, c) }),
-	})
+	c := newH2Conn(p, nc)
+	s := p.h2
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	c.serve()
 	return nil
 }
 
-// h2Stream is the net.Conn a bridged RequestCtx sees: the client
-// connection's addresses and TLS state, and the counters the handler
-// charges the stream to (see charge). Reads and writes are never made.
-type h2Stream struct {
-	start time.Time // when the stream's request arrived (requestTime)
-	conn  net.Conn
-	owner *meter.Counters
-	gate  *billing.Gate // the org's enforcement, see enforceWrites
+// h2Conn is one HTTP/2 connection. The loop (serve) owns reading; writing,
+// streams and windows are under mu, shared with the workers.
+type h2Conn struct {
+	p    *Proxy
+	conn net.Conn
+	br   *bufio.Reader
+	fr   *http2.Framer
+	dec  *hpack.Decoder
+
+	// Loop state, header block being decoded.
+	blk        h2Block
+	rdMode     int       // read deadline set: 0 none, 1 handshake, 2 idle
+	rdSet      time.Time // when the idle deadline was last set
+	ctrlSec    int64     // unix second the counters below are for
+	ctrlFrames int
+	resets     int
+	maxID      atomic.Uint32 // highest client stream id seen
+
+	mu          sync.Mutex
+	cond        sync.Cond // window opened, body arrived, stream reset, connection ended
+	wbuf        *bytes.Buffer
+	hbuf        bytes.Buffer // a response header block being encoded
+	enc         *hpack.Encoder
+	streams     map[uint32]*h2Stream
+	pending     []*h2Stream // loop streams whose body waits for window
+	waiting     int         // workers waiting for window
+	sendWin     int64       // connection send window
+	peerWin     int64       // SETTINGS_INITIAL_WINDOW_SIZE of the client
+	peerFrame   int         // SETTINGS_MAX_FRAME_SIZE of the client
+	recvWin     int64       // connection receive window left
+	recvUnacked int64       // consumed, not yet given back
+	workers     int         // streams on workers
+	goingAway   bool
+	dead        bool
+	werr        error
+	stall       *time.Timer
+	closed      chan struct{} // closed when the connection ends: paced waits stop
+
+	// Response header encoding without allocation: interned lower-case
+	// names and values (the HPACK encoder keeps the strings it indexes).
+	names  map[string]string
+	values map[string]string
+	visit  func(k, v []byte)
+	cur    *h2Stream // the stream whose headers visit encodes
+	date   [29]byte
+	dateAt int64
+	dateS  string
 }
 
-var errStreamIO = errors.New("proxy: an h2 stream is not read or written as a net.Conn")
-
-func (s *h2Stream) Read([]byte) (int, error)         { return 0, errStreamIO }
-func (s *h2Stream) Write([]byte) (int, error)        { return 0, errStreamIO }
-func (s *h2Stream) Close() error                     { return nil }
-func (s *h2Stream) LocalAddr() net.Addr              { return s.conn.LocalAddr() }
-func (s *h2Stream) RemoteAddr() net.Addr             { return s.conn.RemoteAddr() }
-func (s *h2Stream) SetDeadline(time.Time) error      { return nil }
-func (s *h2Stream) SetReadDeadline(time.Time) error  { return nil }
-func (s *h2Stream) SetWriteDeadline(time.Time) error { return nil }
-
-// Handshake and ConnectionState make ctx.IsTLS() true (X-Forwarded-Proto).
-func (s *h2Stream) Handshake() error { return nil }
-func (s *h2Stream) ConnectionState() tls.ConnectionState {
-	if tc, ok := s.conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
-		return tc.ConnectionState()
+func newH2Conn(p *Proxy, nc net.Conn) *h2Conn {
+	c := &h2Conn{
+		p: p, conn: nc, br: bufio.NewReaderSize(nc, 4096),
+		streams: map[uint32]*h2Stream{},
+		sendWin: 65535, peerWin: 65535, peerFrame: 16384, recvWin: int64(p.limits.H2ConnWindow),
+		closed: make(chan struct{}),
+		names:  map[string]string{}, values: map[string]string{},
 	}
-	return tls.ConnectionState{}
+	c.cond.L = &c.mu
+	c.fr = http2.NewFramer(h2ConnWriter{c}, c.br)
+	c.fr.SetReuseFrames()
+	c.fr.SetMaxReadFrameSize(h2MaxFrameSize)
+	c.dec = hpack.NewDecoder(h2HeaderTableSize, c.onField)
+	c.dec.SetMaxStringLength(p.limits.MaxHeaderBytes)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	c.visit = c.visitHeader
+	return c
 }
 
-// h2HopByHop are the connection-specific response headers HTTP/2 forbids
-// (RFC 9113 section 8.2.2).
-var h2HopByHop = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
-	"Transfer-Encoding": true, "Upgrade": true,
+// h2ConnWriter is the Framer's writer: frames go to the connection's
+// pending buffer (mu held), written out by flushLocked.
+type h2ConnWriter struct{ c *h2Conn }
+
+func (w h2ConnWriter) Write(p []byte) (int, error) {
+	c := w.c
+	if c.wbuf == nil {
+		c.wbuf = h2BufPool.Get().(*bytes.Buffer)
+	}
+	return c.wbuf.Write(p)
 }
 
-func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request, c net.Conn) {
-	p.metrics.h2Requests.Inc()
-	st := &h2Stream{conn: c, start: time.Now()}
-	var ctx fasthttp.RequestCtx
-	ctx.Init2(st, fasthttpLogger{p.log}, false)
+var h2BufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-	req := &ctx.Request
-	req.Header.SetMethod(r.Method)
-	req.SetRequestURI(r.RequestURI)
-	req.Header.SetHost(r.Host)
-	for k, vs := range r.Header {
-		if k == "Content-Length" || k == "Host" {
-			continue
-		}
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		n := int(r.ContentLength) // -1: unknown, as a chunked HTTP/1.1 body
-		req.SetBodyStream(r.Body, n)
-	}
-
-	p.Handler(&ctx)
-	drainH2Body(w, r)
-
-	resp := &ctx.Response
-	if ctx.IsHead() {
-		resp.SkipBody = true
-	}
-	if len(resp.Header.Server()) == 0 {
-		resp.Header.SetServer(serverName)
-	}
-	status := resp.StatusCode()
-	sendBody := !resp.SkipBody && status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
-	if !resp.IsBodyStream() && (sendBody || len(resp.Body()) > 0) {
-		resp.Header.SetContentLength(len(resp.Body())) // as Response.Write does for HTTP/1.1
-	}
-	h := w.Header()
-	for k, v := range resp.Header.All() {
-		if key := string(k); !h2HopByHop[key] {
-			h.Add(key, string(v))
-		}
-	}
-	headerBytes := len(resp.Header.Header()) // the HTTP/1.1 header block
-
-	w.WriteHeader(status)
-	bw := &h2BodyWriter{w: w, gate: st.gate, done: r.Context().Done()}
-	if st.gate != nil && p.limits.WriteTimeout > 0 {
-		bw.deadline = time.Now().Add(p.limits.WriteTimeout)
-	}
-	if resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
-		// A stream of unknown length (a proxied chunked or event-stream
-		// response): pass each piece on as it comes.
-		bw.flusher, _ = w.(http.Flusher)
-	}
-	var err error
-	switch {
-	case sendBody:
-		err = resp.BodyWriteTo(bw)
-	case resp.IsBodyStream():
-		err = resp.CloseBodyStream()
-	}
-	if err != nil && p.log.Enabled(context.Background(), -4) {
-		p.log.Debug("h2 response body not fully written", "err", err)
-	}
-	if st.owner != nil {
-		st.owner.AddEgress(headerBytes + bw.n)
-	}
-}
-
-// drainH2Body reads what is left of a request body the handler did not
-// read (a 405 on a directory site, an error page), up to drainBytes within
-// drainTime, as on HTTP/1.1 (finishBody), before the response is sent: the
-// stream's framing is then checked to its end (a DATA length that
-// contradicts content-length is a stream error, RFC 9113 §8.1.1) instead of
-// racing the response. A longer body is left to x/net, which resets the
-// stream once the response ends.
-func drainH2Body(w http.ResponseWriter, r *http.Request) {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength > drainBytes {
+// flushLocked writes the queued frames in one write.
+func (c *h2Conn) flushLocked() {
+	b := c.wbuf
+	if b == nil {
 		return
 	}
-	if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
-		_ = d.SetReadDeadline(time.Now().Add(drainTime))
-	}
-	_, _ = io.CopyN(io.Discard, r.Body, drainBytes+1)
-}
-
-// h2BodyWriter counts the body bytes an h2 stream accepted and, for streams
-// of unknown length, flushes after every write.
-type h2BodyWriter struct {
-	w       io.Writer
-	flusher http.Flusher
-	gate    *billing.Gate // nil: full speed, see paced
-	n       int
-	// A paced write stops waiting when the stream ends (done) or at the
-	// stream's write deadline (zero: none).
-	done     <-chan struct{}
-	deadline time.Time
-}
-
-func (b *h2BodyWriter) Write(p []byte) (int, error) {
-	if b.gate == nil || b.gate.Decision() == billing.Allow {
-		return b.write(p)
-	}
-	return paced(b.gate, p, b.done, b.deadline, b.write)
-}
-
-func (b *h2BodyWriter) write(p []byte) (int, error) {
-	n, err := b.w.Write(p)
-	b.n += n
-	if err == nil && (b.flusher != nil || b.gate != nil && b.gate.Decision() != billing.Allow) {
-		if f, ok := b.w.(http.Flusher); ok {
-			f.Flush() // a paced body goes out as it is paced
+	c.wbuf = nil
+	if c.werr == nil && b.Len() > 0 {
+		if wt := c.p.limits.WriteTimeout; wt > 0 {
+			_ = c.conn.SetWriteDeadline(time.Now().Add(wt))
+		}
+		if _, err := c.conn.Write(b.Bytes()); err != nil {
+			c.werr = err
+			c.dead = true
+			c.cond.Broadcast()
 		}
 	}
-	return n, err
+	if b.Cap() <= 256<<10 {
+		b.Reset()
+		h2BufPool.Put(b)
+	}
+}
+
+// h2ConnError ends the connection with GOAWAY and code.
+type h2ConnError struct {
+	code   http2.ErrCode
+	reason string
+}
+
+func (e h2ConnError) Error() string { return "h2: " + e.code.String() + ": " + e.reason }
+
+var errH2Done = errors.New("h2: connection done")
+
+// serve runs the connection loop until the connection ends.
+func (c *h2Conn) serve() {
+	defer c.end()
+	if err := c.handshake(); err != nil {
+		c.fail(err)
+		return
+	}
+	c.fail(c.loop())
+}
+
+// loop reads and handles frames until an error, flushing what it queued
+// whenever it has read all the client sent.
+func (c *h2Conn) loop() error {
+	for {
+		if c.br.Buffered() == 0 {
+			c.mu.Lock()
+			c.flushLocked()
+			dead := c.dead
+			c.mu.Unlock()
+			if dead {
+				return errH2Done
+			}
+			c.readDeadline()
+		}
+		fh, err := c.fr.ReadFrameHeader()
+		if err == nil {
+			err = c.frame(fh)
+		}
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if c.wbuf != nil && c.wbuf.Len() > h2FlushBytes {
+			c.flushLocked()
+		}
+		c.mu.Unlock()
+	}
+}
+
+// handshake reads the client preface within read_timeout and sends the
+// server's SETTINGS and connection window.
+func (c *h2Conn) handshake() error {
+	l := c.p.limits
+	if l.ReadTimeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Now().Add(l.ReadTimeout))
+		c.rdMode = 1
+	}
+	var pre [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(c.br, pre[:]); err != nil {
+		return err
+	}
+	if string(pre[:]) != http2.ClientPreface {
+		return errH2Done
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: h2MaxFrameSize},
+		http2.Setting{ID: http2.SettingHeaderTableSize, Val: h2HeaderTableSize},
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: uint32(l.H2MaxStreams)},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(l.H2StreamWindow)},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(h2MaxHeaderList(l))},
+	)
+	if d := l.H2ConnWindow - 65535; d > 0 {
+		_ = c.fr.WriteWindowUpdate(0, uint32(d))
+	}
+	c.flushLocked()
+	return c.werr
+}
+
+// readDeadline sets the read deadline before the loop blocks: none while
+// streams are open, idle_timeout from the last stream otherwise (set again
+// at most once a second), read_timeout until the client's first SETTINGS.
+func (c *h2Conn) readDeadline() {
+	c.mu.Lock()
+	active := len(c.streams)
+	c.mu.Unlock()
+	idle := c.p.limits.IdleTimeout
+	switch {
+	case c.rdMode == 1:
+	case active > 0:
+		if c.rdMode != 0 {
+			_ = c.conn.SetReadDeadline(time.Time{})
+			c.rdMode = 0
+		}
+	case idle > 0:
+		if now := time.Now(); c.rdMode != 2 || now.Sub(c.rdSet) > time.Second {
+			_ = c.conn.SetReadDeadline(now.Add(idle))
+			c.rdMode, c.rdSet = 2, now
+		}
+	}
+}
+
+// fail ends the connection after an error: GOAWAY with its code for a
+// protocol error, a plain close for I/O errors and timeouts.
+func (c *h2Conn) fail(err error) {
+	code, send, reason := http2.ErrCodeNo, false, ""
+	var ce h2ConnError
+	var hc http2.ConnectionError
+	switch {
+	case errors.As(err, &ce):
+		code, send, reason = ce.code, true, ce.reason
+	case errors.As(err, &hc):
+		code, send = http2.ErrCode(hc), true
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		code, send = http2.ErrCodeFrameSize, true
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		send = true // idle or handshake timeout: NO_ERROR
+	}
+	c.mu.Lock()
+	if send && !c.dead {
+		_ = c.fr.WriteGoAway(c.maxID.Load(), code, []byte(reason))
+		if mc := metered(c.conn); mc != nil {
+			// The client may still be sending: close after reading what
+			// comes, so it reads the GOAWAY rather than a reset (framing.go).
+			mc.linger.Store(true)
+		}
+	}
+	c.flushLocked()
+	c.mu.Unlock()
+}
+
+// end closes the connection and wakes every worker; streams still on
+// workers are released by them.
+func (c *h2Conn) end() {
+	c.mu.Lock()
+	c.dead = true
+	if c.stall != nil {
+		c.stall.Stop()
+	}
+	select {
+	case <-c.closed:
+	default:
+		close(c.closed)
+	}
+	for id, st := range c.streams {
+		st.reset = true
+		if !st.running {
+			delete(c.streams, id)
+			c.releaseLocked(st)
+		}
+	}
+	c.pending = c.pending[:0]
+	c.cond.Broadcast()
+	if c.wbuf != nil {
+		c.wbuf.Reset()
+		h2BufPool.Put(c.wbuf)
+		c.wbuf = nil
+	}
+	c.mu.Unlock()
+	_ = c.conn.Close()
+}
+
+// goAway starts a graceful shutdown: GOAWAY NO_ERROR naming the last
+// stream served; the connection closes once its streams have ended.
+func (c *h2Conn) goAway() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goingAway || c.dead {
+		return
+	}
+	c.goingAway = true
+	_ = c.fr.WriteGoAway(c.maxID.Load(), http2.ErrCodeNo, nil)
+	c.flushLocked()
+	c.closeIfDrainedLocked()
+}
+
+func (c *h2Conn) closeIfDrainedLocked() {
+	if c.goingAway && len(c.streams) == 0 {
+		c.dead = true
+		_ = c.conn.Close() // the loop's read fails and it ends
+	}
+}
+
+// budget counts a frame against the per-second caps: control frames, or
+// resets when reset is true.
+func (c *h2Conn) budget(reset bool) error {
+	now := time.Now().Unix()
+	if now != c.ctrlSec {
+		c.ctrlSec, c.ctrlFrames, c.resets = now, 0, 0
+	}
+	if reset {
+		c.resets++
+		if c.resets > c.p.limits.H2MaxResets {
+			return h2ConnError{http2.ErrCodeEnhanceYourCalm, "too many stream resets"}
+		}
+		return nil
+	}
+	c.ctrlFrames++
+	if c.ctrlFrames > c.p.limits.H2MaxControlFrames {
+		return h2ConnError{http2.ErrCodeEnhanceYourCalm, "too many control frames"}
+	}
+	return nil
+}
+
+// frame handles one frame whose header has been read.
+func (c *h2Conn) frame(fh http2.FrameHeader) error {
+	switch fh.Type {
+	case http2.FrameHeaders, http2.FrameContinuation:
+		return c.headerFrame(fh)
+	}
+	f, err := c.fr.ReadFrameForHeader(fh)
+	if err != nil {
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			if fh.Type == http2.FrameData {
+				c.mu.Lock()
+				c.creditConnLocked(int64(fh.Length))
+				c.mu.Unlock()
+			}
+			c.resetStream(se.StreamID, se.Code)
+			return nil
+		}
+		return err
+	}
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		return c.data(f)
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return nil
+		}
+		if err := c.budget(false); err != nil {
+			return err
+		}
+		return c.settings(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil
+		}
+		if err := c.budget(false); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		_ = c.fr.WritePing(true, f.Data)
+		c.mu.Unlock()
+	case *http2.WindowUpdateFrame:
+		if err := c.budget(false); err != nil {
+			return err
+		}
+		return c.windowUpdate(f.StreamID, int64(f.Increment))
+	case *http2.RSTStreamFrame:
+		if c.idle(f.StreamID) {
+			return h2ConnError{http2.ErrCodeProtocol, "RST_STREAM on an idle stream"}
+		}
+		if err := c.budget(true); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if st := c.streams[f.StreamID]; st != nil {
+			st.peerReset = true
+			c.abortLocked(st)
+		}
+		c.mu.Unlock()
+	case *http2.PriorityFrame:
+		if err := c.budget(false); err != nil {
+			return err
+		}
+		if f.StreamDep == f.StreamID {
+			c.resetStream(f.StreamID, http2.ErrCodeProtocol)
+		}
+	case *http2.PushPromiseFrame:
+		return h2ConnError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
+	case *http2.GoAwayFrame:
+		// The client leaves: its open streams still finish.
+	}
+	return nil // unknown frame types are ignored (RFC 9113 §5.5)
+}
+
+// idle: the client has not opened this stream yet.
+func (c *h2Conn) idle(id uint32) bool {
+	return id%2 == 0 && id != 0 || id > c.maxID.Load()
+}
+
+func (c *h2Conn) settings(f *http2.SettingsFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			d := int64(s.Val) - c.peerWin
+			c.peerWin = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWin += d
+				if st.sendWin > 1<<31-1 {
+					return h2ConnError{http2.ErrCodeFlowControl, "stream window past 2^31-1"}
+				}
+			}
+		case http2.SettingMaxFrameSize:
+			c.peerFrame = int(s.Val)
+		case http2.SettingHeaderTableSize:
+			c.enc.SetMaxDynamicTableSizeLimit(min(s.Val, 1<<16))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	_ = c.fr.WriteSettingsAck()
+	if c.rdMode == 1 {
+		c.rdMode = 2 // handshake done: the idle deadline takes over
+		c.rdSet = time.Time{}
+	}
+	c.resumeLocked()
+	return nil
+}
+
+func (c *h2Conn) windowUpdate(id uint32, inc int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id == 0 {
+		c.sendWin += inc
+		if c.sendWin > 1<<31-1 {
+			return h2ConnError{http2.ErrCodeFlowControl, "connection window past 2^31-1"}
+		}
+	} else {
+		st := c.streams[id]
+		if st == nil {
+			if c.idle(id) {
+				return h2ConnError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
+			}
+			return nil // closed: ignored
+		}
+		st.sendWin += inc
+		if st.sendWin > 1<<31-1 {
+			c.rstLocked(st, http2.ErrCodeFlowControl)
+			return nil
+		}
+	}
+	c.resumeLocked()
+	return nil
+}
+
+// resumeLocked sends what the windows now allow of the bodies waiting on
+// the loop, wakes the workers, and restarts the stall clock.
+func (c *h2Conn) resumeLocked() {
+	if c.stall != nil {
+		c.stall.Stop()
+		c.stall = nil
+	}
+	kept := c.pending[:0]
+	for _, st := range c.pending {
+		if st.reset {
+			continue
+		}
+		st.pendingBody = c.sendDataLocked(st, st.pendingBody, true)
+		if len(st.pendingBody) > 0 {
+			kept = append(kept, st)
+			continue
+		}
+		c.doneSendingLocked(st)
+	}
+	clear(c.pending[len(kept):])
+	c.pending = kept
+	if c.waiting > 0 {
+		c.cond.Broadcast()
+	}
+	c.stallCheckLocked()
+}
+
+// stallCheckLocked starts the stall clock when responses wait for window.
+func (c *h2Conn) stallCheckLocked() {
+	if c.stall == nil && (len(c.pending) > 0 || c.waiting > 0) && !c.dead {
+		c.stall = time.AfterFunc(c.p.limits.H2StallTimeout, c.stalled)
+	}
+}
+
+// stalled closes a connection whose client kept its window shut for
+// h2_stall_timeout while responses waited.
+func (c *h2Conn) stalled() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || len(c.pending) == 0 && c.waiting == 0 {
+		c.stall = nil
+		return
+	}
+	_ = c.fr.WriteGoAway(c.maxID.Load(), http2.ErrCodeFlowControl, []byte("flow-control window stalled"))
+	c.flushLocked()
+	c.dead = true
+	c.cond.Broadcast()
+	_ = c.conn.Close()
+}
+
+// resetStream answers a stream error: RST_STREAM, and the stream, if open,
+// ends.
+func (c *h2Conn) resetStream(id uint32, code http2.ErrCode) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.streams[id]; st != nil {
+		c.rstLocked(st, code)
+		return
+	}
+	_ = c.fr.WriteRSTStream(id, code)
+}
+
+// rstLocked sends RST_STREAM for an open stream and ends it.
+func (c *h2Conn) rstLocked(st *h2Stream, code http2.ErrCode) {
+	if !st.reset {
+		_ = c.fr.WriteRSTStream(st.id, code)
+	}
+	c.abortLocked(st)
+}
+
+// abortLocked ends a stream that was reset (by either side): a worker
+// still running it stops at its next read or write and releases it.
+func (c *h2Conn) abortLocked(st *h2Stream) {
+	st.reset = true
+	c.cond.Broadcast()
+	if st.running {
+		return
+	}
+	c.removeLocked(st)
+}
+
+// creditConnLocked gives n bytes of connection receive window back.
+func (c *h2Conn) creditConnLocked(n int64) {
+	c.recvUnacked += n
+	if c.recvUnacked >= h2WindowUpdateMin || c.recvUnacked > 0 && len(c.streams) == 0 {
+		_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked))
+		c.recvWin += c.recvUnacked
+		c.recvUnacked = 0
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,7 +33,13 @@ type h2RawConn struct {
 
 func dialH2Raw(t *testing.T, h *tlsHarness) *h2RawConn {
 	t.Helper()
-	conn, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.pool, ServerName: "www.example", NextProtos: []string{"h2"}})
+	return dialH2RawName(t, h, "www.example")
+}
+
+// dialH2RawName is dialH2Raw with name as SNI.
+func dialH2RawName(t *testing.T, h *tlsHarness, name string) *h2RawConn {
+	t.Helper()
+	conn, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.pool, ServerName: name, NextProtos: []string{"h2"}})
 	must(t, err)
 	t.Cleanup(func() { conn.Close() })
 	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
@@ -225,54 +232,6 @@ func TestH2ConnectionSpecificFieldsAreStreamErrors(t *testing.T) {
 // the h2 server as sent, read in pieces of any size, unless a header
 // block holds a connection-specific field; then only that block's last
 // frame grows by two empty host fields.
-func TestH2StrictConnPassesFramesUnchanged(t *testing.T) {
-	var in bytes.Buffer
-	in.WriteString(http2.ClientPreface)
-	fr := http2.NewFramer(&in, nil)
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	block := func(fields ...string) []byte {
-		hb.Reset()
-		for i := 0; i < len(fields); i += 2 {
-			must(t, enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]}))
-		}
-		return bytes.Clone(hb.Bytes())
-	}
-	must(t, fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20}))
-	must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(":method", "GET", "te", "trailers"), EndHeaders: true, PadLength: 3}))
-	must(t, fr.WriteData(1, false, bytes.Repeat([]byte{1}, 10000)))
-	must(t, fr.WriteData(1, true, nil))
-	must(t, fr.WritePing(false, [8]byte{1, 2, 3}))
-	good := bytes.Clone(in.Bytes())
-	bad := block(":method", "GET", "upgrade", "h2c")
-	must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: bad[:3]}))
-	must(t, fr.WriteContinuation(3, true, bad[3:]))
-	sent := in.Bytes()
-
-	for _, chunk := range []int{1, 7, 9, 4096} {
-		r := newH2StrictConn(&readerConn{r: bytes.NewReader(sent)}, 16<<10)
-		var got []byte
-		p := make([]byte, chunk)
-		for {
-			n, err := r.Read(p)
-			got = append(got, p[:n]...)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			must(t, err)
-		}
-		if !bytes.HasPrefix(got, good) {
-			t.Fatalf("reads of %d bytes: the frames before the bad block changed", chunk)
-		}
-		// The last frame: CONTINUATION of len(bad)-3 bytes, now with the hosts.
-		last := got[len(good)+h2FrameHeaderLen+3:]
-		wantLen := len(bad) - 3 + len(h2TwoEmptyHosts)
-		if l := int(last[0])<<16 | int(last[1])<<8 | int(last[2]); l != wantLen || len(last) != h2FrameHeaderLen+wantLen ||
-			!bytes.HasSuffix(last, h2TwoEmptyHosts) || !bytes.Equal(last[h2FrameHeaderLen:h2FrameHeaderLen+len(bad)-3], bad[3:]) {
-			t.Fatalf("reads of %d bytes: last frame % x", chunk, last)
-		}
-	}
-}
 
 // readerConn is a net.Conn that reads from r; nothing else is used.
 type readerConn struct {
@@ -282,12 +241,21 @@ type readerConn struct {
 
 func (c *readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// TestH2StrictConnStopsAtMalformedInput: input the h2 server ends the
-// connection for (a frame out of order, padding longer than the frame, an
-// HPACK error, a header-block frame over h2MaxFrameSize) stops the
-// inspection: from there every byte, a later bad block included, reaches
-// the server as sent, which answers with its own connection error.
-func TestH2StrictConnStopsAtMalformedInput(t *testing.T) {
+// Frame types and flags of RFC 9113 §6 for hand-made frames.
+const (
+	h2FrameHeaders   = 0x1
+	h2FlagEndHeaders = 0x4
+	h2FlagPadded     = 0x8
+	h2FlagPriority   = 0x20
+)
+
+// TestH2MalformedInputEndsConnection: input that makes the connection's
+// state unknowable (a frame out of order, padding longer than the frame,
+// an HPACK error, a header-block frame over h2MaxFrameSize) ends the
+// connection with GOAWAY and the code RFC 9113 names; no later stream on
+// it reaches the handler.
+func TestH2MalformedInputEndsConnection(t *testing.T) {
+	h := newTLSHarness(t, "http://127.0.0.1:1")
 	var hb bytes.Buffer
 	bad := func() []byte {
 		hb.Reset()
@@ -298,150 +266,77 @@ func TestH2StrictConnStopsAtMalformedInput(t *testing.T) {
 	}()
 	for _, tc := range []struct {
 		name  string
-		frame func(fr *http2.Framer, raw *bytes.Buffer)
+		frame func(fr *http2.Framer, raw io.Writer)
+		code  http2.ErrCode
 	}{
-		{"CONTINUATION without HEADERS", func(fr *http2.Framer, _ *bytes.Buffer) {
+		{"CONTINUATION without HEADERS", func(fr *http2.Framer, _ io.Writer) {
 			must(t, fr.WriteContinuation(1, true, bad))
-		}},
-		{"HEADERS inside an open block", func(fr *http2.Framer, _ *bytes.Buffer) {
+		}, http2.ErrCodeProtocol},
+		{"HEADERS inside an open block", func(fr *http2.Framer, _ io.Writer) {
 			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: bad[:1]}))
 			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: bad, EndHeaders: true}))
-		}},
-		{"CONTINUATION of another stream", func(fr *http2.Framer, _ *bytes.Buffer) {
+		}, http2.ErrCodeProtocol},
+		{"CONTINUATION of another stream", func(fr *http2.Framer, _ io.Writer) {
 			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: bad[:1]}))
 			must(t, fr.WriteContinuation(3, true, bad[1:]))
-		}},
-		{"padding longer than the frame", func(_ *http2.Framer, raw *bytes.Buffer) {
+		}, http2.ErrCodeProtocol},
+		{"padding longer than the frame", func(_ *http2.Framer, raw io.Writer) {
 			raw.Write([]byte{0, 0, 2, h2FrameHeaders, h2FlagEndHeaders | h2FlagPadded, 0, 0, 0, 1, 9, 0x82})
-		}},
-		{"priority longer than the frame", func(_ *http2.Framer, raw *bytes.Buffer) {
+		}, http2.ErrCodeProtocol},
+		{"priority longer than the frame", func(_ *http2.Framer, raw io.Writer) {
 			raw.Write([]byte{0, 0, 2, h2FrameHeaders, h2FlagEndHeaders | h2FlagPriority, 0, 0, 0, 1, 0, 0})
-		}},
-		{"HPACK index 0", func(fr *http2.Framer, _ *bytes.Buffer) {
+		}, http2.ErrCodeFrameSize},
+		{"HPACK index 0", func(fr *http2.Framer, _ io.Writer) {
 			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x80}, EndHeaders: true}))
-		}},
-		{"HPACK field cut short", func(fr *http2.Framer, _ *bytes.Buffer) {
+		}, http2.ErrCodeCompression},
+		{"HPACK field cut short", func(fr *http2.Framer, _ io.Writer) {
 			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: bad[:len(bad)-2], EndHeaders: true}))
-		}},
-		{"HEADERS over h2MaxFrameSize", func(fr *http2.Framer, _ *bytes.Buffer) {
+		}, http2.ErrCodeCompression},
+		{"HEADERS over h2MaxFrameSize", func(fr *http2.Framer, _ io.Writer) {
 			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: append(bytes.Repeat([]byte{0x82}, h2MaxFrameSize), bad...), EndHeaders: true}))
-		}},
+		}, http2.ErrCodeFrameSize},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var in bytes.Buffer
-			in.WriteString(http2.ClientPreface)
-			fr := http2.NewFramer(&in, nil)
-			fr.AllowIllegalWrites = true
-			tc.frame(fr, &in)
-			// A bad block after the malformed input is not inspected.
-			must(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: bad, EndHeaders: true}))
-			sent := in.Bytes()
-			for _, chunk := range []int{1, 9, 4096} {
-				r := newH2StrictConn(&readerConn{r: bytes.NewReader(sent)}, 16<<10)
-				got, err := io.ReadAll(readerFunc(func(p []byte) (int, error) { return r.Read(p[:min(len(p), chunk)]) }))
-				must(t, err)
-				if !bytes.Equal(got, sent) {
-					t.Fatalf("reads of %d bytes: %d bytes sent, %d read, not the same", chunk, len(sent), len(got))
-				}
+			c := dialH2Raw(t, h)
+			c.t = t
+			before := testutil.ToFloat64(h.proxy.metrics.h2Requests)
+			c.fr.AllowIllegalWrites = true
+			tc.frame(c.fr, c.conn)
+			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: c.block("GET"), EndStream: true, EndHeaders: true})
+			if code := c.goAway(); code != tc.code {
+				t.Fatalf("GOAWAY %v, want %v", code, tc.code)
+			}
+			if n := testutil.ToFloat64(h.proxy.metrics.h2Requests) - before; n != 0 {
+				t.Fatalf("the handler saw %v requests", n)
 			}
 		})
 	}
 }
 
-type readerFunc func([]byte) (int, error)
-
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
-
-// BenchmarkH2StrictConn reads browser-like GET requests (HEADERS with
-// END_STREAM, fields from the dynamic table after the first) through
-// h2StrictConn, in the 9-byte and payload reads x/net's framer makes: the
-// cost the inspection adds to each h2 request.
-func BenchmarkH2StrictConn(b *testing.B) {
-	const requests = 1000
-	var in bytes.Buffer
-	in.WriteString(http2.ClientPreface)
-	fr := http2.NewFramer(&in, nil)
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	fields := []string{":method", "GET", ":scheme", "https", ":authority", "www.example", ":path", "/app.js",
-		"user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
-		"accept", "*/*", "accept-encoding", "gzip, deflate, br, zstd", "accept-language", "en-US,en;q=0.9",
-		"sec-fetch-mode", "no-cors", "referer", "https://www.example/", "cookie", "session=0123456789abcdef"}
-	for i := range requests {
-		hb.Reset()
-		for j := 0; j < len(fields); j += 2 {
-			must(b, enc.WriteField(hpack.HeaderField{Name: fields[j], Value: fields[j+1]}))
-		}
-		must(b, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}))
-	}
-	sent := in.Bytes()
-	src := bytes.NewReader(sent)
-	hdr := make([]byte, h2FrameHeaderLen)
-	payload := make([]byte, h2MaxFrameSize)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(sent)))
-	for b.Loop() {
-		src.Reset(sent)
-		c := newH2StrictConn(&readerConn{r: src}, 16<<10)
-		if _, err := io.ReadFull(c, payload[:h2PrefaceLen]); err != nil {
-			b.Fatal(err)
-		}
-		for range requests {
-			if _, err := io.ReadFull(c, hdr); err != nil {
-				b.Fatal(err)
+// goAway reads frames until GOAWAY and the end of the connection and
+// returns the GOAWAY's code.
+func (c *h2RawConn) goAway() http2.ErrCode {
+	c.t.Helper()
+	must(c.t, c.conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	code, seen := http2.ErrCode(0), false
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			if !seen {
+				c.t.Fatalf("connection ended without GOAWAY: %v", err)
 			}
-			n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
-			if _, err := io.ReadFull(c, payload[:n]); err != nil {
-				b.Fatal(err)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.t.Fatal("the connection stays open after GOAWAY")
 			}
+			return code
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				c.fr.WriteSettingsAck()
+			}
+		case *http2.GoAwayFrame:
+			code, seen = f.ErrCode, true
 		}
 	}
-}
-
-// FuzzH2StrictConn feeds arbitrary client bytes after the preface through
-// h2StrictConn in reads of arbitrary size: it must not panic or stall,
-// every Read fills at most p, and the server gets every byte, plus at most
-// one CONTINUATION frame with two host fields per frame.
-func FuzzH2StrictConn(f *testing.F) {
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, fields := range [][]string{{":method", "GET", "te", "trailers"}, {":method", "GET", "connection", "close"}} {
-		var in bytes.Buffer
-		fr := http2.NewFramer(&in, nil)
-		hb.Reset()
-		for i := 0; i < len(fields); i += 2 {
-			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-		}
-		b := hb.Bytes()
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:1], PadLength: 2, Priority: http2.PriorityParam{Weight: 1}})
-		fr.WriteContinuation(1, true, b[1:])
-		fr.WriteData(1, true, []byte("body"))
-		f.Add(in.Bytes(), uint8(1))
-		f.Add(in.Bytes(), uint8(9))
-	}
-	f.Fuzz(func(t *testing.T, frames []byte, chunk uint8) {
-		sent := append([]byte(http2.ClientPreface), frames...)
-		c := newH2StrictConn(&readerConn{r: bytes.NewReader(sent)}, 16<<10)
-		p := make([]byte, int(chunk)+1)
-		var got int
-		for reads := 0; ; reads++ {
-			if reads > 2*len(sent)+10 {
-				t.Fatalf("%d reads and no EOF", reads)
-			}
-			n, err := c.Read(p)
-			if n < 0 || n > len(p) {
-				t.Fatalf("Read returned %d for %d bytes", n, len(p))
-			}
-			got += n
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		if grown := got - len(sent); grown < 0 || grown > (len(frames)/h2FrameHeaderLen+1)*(h2FrameHeaderLen+len(h2TwoEmptyHosts)) {
-			t.Fatalf("%d bytes sent, %d read", len(sent), got)
-		}
-	})
 }

@@ -74,6 +74,21 @@ type meteredConn struct {
 	charged atomic.Int64
 	raw     *rawCounter
 	settled atomic.Bool
+
+	// Parking between requests (park.go). park is the listener that takes
+	// the connection back, outer the connection it accepted (this one or
+	// the tlsConn around it). The rest belongs to the goroutine serving or
+	// parking the connection: idle is set between requests (connState),
+	// idleUntil is the keep-alive deadline fasthttp set, parking that the
+	// idle read ended to park, first the byte read while parked that the
+	// next Read gives back (hasFirst).
+	park      *parkListener
+	outer     net.Conn
+	idle      bool
+	parking   bool
+	hasFirst  bool
+	first     [1]byte
+	idleUntil time.Time
 }
 
 // rawCounter counts the bytes written to the socket under TLS.
@@ -138,7 +153,15 @@ func (c *meteredConn) Read(p []byte) (int, error) {
 	if c.head.bad {
 		return 0, errBareLF
 	}
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	if c.hasFirst && len(p) > 0 {
+		c.hasFirst = false
+		n = copy(p, c.first[:])
+	} else if n, err = c.Conn.Read(p); n == 0 && c.idle && c.parkNow(err) {
+		c.parking = true
+		return 0, io.EOF // fasthttp lets go of the connection; Close parks it
+	}
 	if c.head.on && n > 0 {
 		c.head.scan(p[:n])
 	}
@@ -151,6 +174,18 @@ func (c *meteredConn) Read(p []byte) (int, error) {
 func (c *meteredConn) SetWriteDeadline(t time.Time) error {
 	c.recordWriteDeadline(t)
 	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetReadDeadline between requests (the keep-alive deadline) keeps t for
+// the parked wait and waits parkAfter at most in place.
+func (c *meteredConn) SetReadDeadline(t time.Time) error {
+	if c.idle && !t.IsZero() {
+		c.idleUntil = t
+		if p := time.Now().Add(parkAfter); p.Before(t) {
+			t = p
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *meteredConn) SetDeadline(t time.Time) error {
@@ -171,6 +206,15 @@ func (c *meteredConn) recordWriteDeadline(t time.Time) {
 // lingerBytes and lingerTime, so the client reads the last response
 // instead of a reset.
 func (c *meteredConn) Close() error {
+	if c.parking {
+		c.parking = false
+		c.park.park(c)
+		return nil
+	}
+	return c.closeConn()
+}
+
+func (c *meteredConn) closeConn() error {
 	c.closeOnce.Do(func() { close(c.closed) })
 	c.settle(false)
 	if c.linger.CompareAndSwap(true, false) {

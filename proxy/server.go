@@ -214,6 +214,8 @@ func (p *Proxy) newServer(h fasthttp.RequestHandler, expect func(*fasthttp.Reque
 		SecureErrorLogMessage: true,
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{p.log},
+		// Marks connections idle between requests, to be parked (park.go).
+		ConnState: connState,
 	}
 }
 
@@ -397,7 +399,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 }
 
 // requestTime is when the request arrived: fasthttp reads the clock for
-// HTTP/1.1 requests, the h2 bridge for each stream (h2Stream.start). The
+// HTTP/1.1 requests, the h2 loop for each stream (h2Stream.start). The
 // content cache decides from it whether a file must be checked again, so
 // it is never zero (a zero time would keep a changed file stale forever).
 func requestTime(ctx *fasthttp.RequestCtx) time.Time {
@@ -519,7 +521,7 @@ func errorHandler(ctx *fasthttp.RequestCtx, err error) {
 // Serve accepts connections on ln until Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
 	ln = p.guard(ln, listenerHTTP)
-	return p.server.Serve(meteredListener{ln})
+	return p.server.Serve(newParkListener(meteredListener{ln}))
 }
 
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
@@ -528,7 +530,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	extra := p.extra
 	p.mu.Unlock()
-	p.h2.shutdown(ctx) // GOAWAY to h2 clients, so their connections end
+	p.h2.shutdownAll(ctx) // GOAWAY to h2 clients, so their connections end
 	errs := []error{p.server.ShutdownWithContext(ctx)}
 	for _, s := range extra {
 		errs = append(errs, s.ShutdownWithContext(ctx))

@@ -47,6 +47,7 @@ type settings struct {
 	Threads     int           `json:"threads"`
 	Streams     int           `json:"streams"`
 	Sites       int           `json:"sites"`
+	IdleConns   int           `json:"idle_conns"`
 	Only        string        `json:"only,omitempty"`
 	Tollgate    string        `json:"-"`
 	Out         string        `json:"-"`
@@ -85,6 +86,8 @@ func parseSettings(args []string, stderr io.Writer) (settings, error) {
 	fs.IntVar(&s.Threads, "threads", envInt("BENCH_THREADS", 1), "wrk and h2load threads (env BENCH_THREADS)")
 	fs.IntVar(&s.Streams, "streams", envInt("BENCH_STREAMS", 10), "h2load concurrent streams per h2 connection, https-h2 (env BENCH_STREAMS)")
 	fs.IntVar(&s.Sites, "sites", envInt("BENCH_SITES", 10000), "sites of the memory scenario (env BENCH_SITES)")
+	fs.IntVar(&s.IdleConns, "idle-conns", envInt("BENCH_IDLE_CONNS", 10000),
+		"keep-alive connections of the idle scenarios, fewer if the descriptor limit cannot hold them (env BENCH_IDLE_CONNS)")
 	fs.StringVar(&s.Only, "only", os.Getenv("BENCH_ONLY"), "comma-separated scenario ids to run; empty runs all (env BENCH_ONLY)")
 	fs.StringVar(&s.Tollgate, "tollgate", "bin/tollgate", "tollgate binary (make build)")
 	fs.StringVar(&s.Out, "out", "bench/results", "directory of the Markdown and JSON results")
@@ -133,6 +136,8 @@ type bench struct {
 	tls       *tlsSpec    // for the HTTPS scenarios only
 	startErrs map[string]error
 	stderr    io.Writer
+	// orgFailures are the failed org checks (checkOrgs): any fails the run.
+	orgFailures []string
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -179,6 +184,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "\nwritten: %s\n", strings.Join(paths, ", "))
+	if len(b.orgFailures) > 0 {
+		fmt.Fprintf(stderr, "peerbench: FAILED: tollgate throttled or blocked an org, or billed the pages owner elsewhere; the rows measured then are INVALID:\n  %s\n",
+			strings.Join(b.orgFailures, "\n  "))
+		return 1
+	}
 	return 0
 }
 
@@ -259,6 +269,8 @@ func (b *bench) run(ctx context.Context) (report, error) {
 			res = b.runMemory(ctx, sc)
 		case sc.ColdMiss:
 			res = b.runColdMiss(ctx, sc)
+		case sc.Idle:
+			res = b.runIdle(ctx, sc)
 		default:
 			res = b.runThroughput(ctx, sc)
 		}

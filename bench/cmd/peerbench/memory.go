@@ -32,6 +32,9 @@ type memoryResult struct {
 // nginx and Caddy configured with the same n server names. Each server runs
 // only for its measurement, pinned like the others.
 func (b *bench) runMemory(ctx context.Context, sc scenario) scenarioResult {
+	if sc.Certs {
+		return b.runMemoryCerts(ctx, sc)
+	}
 	res := scenarioResult{ID: sc.ID, Title: sc.Title, Status: statusMeasured, Base: srvTollgate}
 	n := b.cfg.Sites
 	res.Memory = []memoryResult{b.memoryTollgate(ctx, n), b.memoryPeer(ctx, srvNginx, n), b.memoryPeer(ctx, srvCaddy, n)}

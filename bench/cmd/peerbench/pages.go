@@ -264,6 +264,11 @@ func (b *bench) runColdMiss(ctx context.Context, sc scenario) scenarioResult {
 		row := &res.Servers[i]
 		row.Server = name
 		lat, problems := b.coldMisses(ctx, name)
+		if srv, err := b.server(name); err == nil && srv.admin != nil && ctx.Err() == nil {
+			if err := b.checkOrgs(ctx, srv); err != nil {
+				problems = append(problems, err.Error())
+			}
+		}
 		row.Problems = problems
 		if lat.Samples > 0 {
 			row.Latency = &lat

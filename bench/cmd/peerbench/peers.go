@@ -46,6 +46,9 @@ type siteSpec struct {
 	Upstream string // host:port of the shared upstream
 	// ExtraSites more static sites (extraHost(i), same Dir), for memory.
 	ExtraSites int
+	// ExtraCerts, when set, serves the extra sites over HTTPS (on the TLS
+	// port, HTTP/1.1) with their certificates instead of plain HTTP.
+	ExtraCerts *certSet
 	// TLS, when set, gives nginx and Caddy an HTTPS listener serving
 	// hostTLS from Dir with its certificate files.
 	TLS *tlsSpec
@@ -142,6 +145,11 @@ http {
 `, tlsPort, hostTLS, s.Dir, t.CertFile, t.KeyFile)
 	}
 	for i := range s.ExtraSites {
+		if c := s.ExtraCerts; c != nil {
+			fmt.Fprintf(&b, "  server { listen 127.0.0.1:%d ssl; server_name %s; root %s; ssl_certificate %s; ssl_certificate_key %s; ssl_protocols TLSv1.2 TLSv1.3; }\n",
+				tlsPort, extraHost(i), s.Dir, c.certFile(i), c.keyFile(i))
+			continue
+		}
 		fmt.Fprintf(&b, "  server { listen 127.0.0.1:%d; server_name %s; root %s; }\n", port, extraHost(i), s.Dir)
 	}
 	b.WriteString("}\n")
@@ -156,7 +164,7 @@ http {
 func caddyConfig(port, tlsPort int, s siteSpec) string {
 	var b strings.Builder
 	protocols := ""
-	if s.TLS != nil {
+	if s.TLS != nil || s.ExtraCerts != nil {
 		protocols = "\n\tservers {\n\t\tprotocols h1 h2\n\t}"
 	}
 	fmt.Fprintf(&b, `{
@@ -181,6 +189,11 @@ http://%[4]s:%[1]d {
 			hostTLS, tlsPort, t.CertFile, t.KeyFile, s.Dir)
 	}
 	for i := range s.ExtraSites {
+		if c := s.ExtraCerts; c != nil {
+			fmt.Fprintf(&b, "https://%s:%d {\n\tbind 127.0.0.1\n\ttls %s %s\n\troot * %s\n\tfile_server\n}\n",
+				extraHost(i), tlsPort, c.certFile(i), c.keyFile(i), s.Dir)
+			continue
+		}
 		fmt.Fprintf(&b, "http://%s:%d {\n\tbind 127.0.0.1\n\troot * %s\n\tfile_server\n}\n", extraHost(i), port, s.Dir)
 	}
 	return b.String()
@@ -244,6 +257,9 @@ func startAndWait(ctx context.Context, ps *procs, name string, argv, env []strin
 	}
 	srv := &server{Name: name, Addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), proc: p}
 	err = waitReady(ctx, p, srv.url("/index.html"), hostStatic, startTimeout(s))
+	if s.ExtraCerts != nil {
+		srv.TLSAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	}
 	if err == nil && s.TLS != nil {
 		srv.TLSAddr, srv.tls = fmt.Sprintf("127.0.0.1:%d", ports[1]), s.TLS
 		err = waitTLSReady(ctx, srv, startTimeout(s))

@@ -38,6 +38,7 @@ type scenarioResult struct {
 	Base    string         `json:"base,omitempty"`
 	Servers []serverResult `json:"servers,omitempty"`
 	Memory  []memoryResult `json:"memory,omitempty"`
+	Idle    []idleResult   `json:"idle,omitempty"`
 }
 
 type serverResult struct {
@@ -244,9 +245,15 @@ func markdown(rep report) []byte {
 	b.WriteString("\n")
 	b.WriteString("req/s and p99 are medians over the rounds; the ratio is tollgate's req/s ÷ the server's, the median of the per-round ratios.\n\n")
 	writeTable(&b, rep, true)
-	if mem := memoryScenario(rep); mem != nil {
+	for _, mem := range memoryScenarios(rep) {
 		fmt.Fprintf(&b, "\n## %s\n\n", mem.Title)
-		writeMemoryTable(&b, *mem, true)
+		writeMemoryTable(&b, mem, true)
+	}
+	for _, sc := range rep.Scenarios {
+		if sc.Idle != nil {
+			fmt.Fprintf(&b, "\n## %s\n\n", sc.Title)
+			writeIdleTable(&b, sc, true)
+		}
 	}
 	b.WriteString("\n## Targets (issue 4)\n\n| target | measured | verdict |\n|---|---|---|\n")
 	for _, t := range rep.Targets {
@@ -271,13 +278,15 @@ func hasTLS(rep report) bool {
 	return false
 }
 
-func memoryScenario(rep report) *scenarioResult {
-	for i := range rep.Scenarios {
-		if rep.Scenarios[i].Memory != nil {
-			return &rep.Scenarios[i]
+// memoryScenarios are the measured memory scenarios, in table order.
+func memoryScenarios(rep report) []scenarioResult {
+	var out []scenarioResult
+	for _, sc := range rep.Scenarios {
+		if sc.Memory != nil {
+			out = append(out, sc)
 		}
 	}
-	return nil
+	return out
 }
 
 // problemNotes lists every problem on one line each (Markdown lists and
@@ -294,6 +303,11 @@ func problemNotes(rep report) []string {
 			}
 		}
 		for _, m := range sc.Memory {
+			for _, p := range m.Problems {
+				add(sc.ID, m.Server, p)
+			}
+		}
+		for _, m := range sc.Idle {
 			for _, p := range m.Problems {
 				add(sc.ID, m.Server, p)
 			}

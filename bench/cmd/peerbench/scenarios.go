@@ -65,11 +65,17 @@ type scenario struct {
 	// Request builds the request for one server; it may ask the server first
 	// (for its ETag).
 	Request func(ctx context.Context, s *server) (request, error)
-	// Memory marks the RSS scenario, which runs its own servers.
+	// Memory marks the RSS scenarios, which run their own servers.
 	Memory bool
+	// Certs: every extra site of the memory scenario also has a
+	// certificate, served over HTTPS (see runMemoryCerts).
+	Certs bool
 	// ColdMiss marks the pages-miss scenario: sequential first-time
 	// requests timed one by one instead of wrk (see runColdMiss).
 	ColdMiss bool
+	// Idle marks the idle-connection scenarios (see runIdle); Load is loadH1
+	// for the HTTPS one.
+	Idle bool
 }
 
 var (
@@ -130,7 +136,9 @@ func scenarios(sites int) []scenario {
 		{ID: "pages-hit", Title: "Gitea pages, cache hit (vs Gitea raw)", Servers: pagesServers, Request: pagesFile("index.html")},
 		{ID: "pages-miss", Title: "Gitea pages, cold miss (vs Gitea raw)", Servers: pagesServers, ColdMiss: true},
 		{ID: "memory-sites", Title: fmt.Sprintf("memory (RSS), %s sites with a domain each", groupThousands(int64(sites))), Memory: true},
-		{ID: "memory-certs", Title: fmt.Sprintf("memory (RSS), %s cached certificates", groupThousands(int64(sites))), NotBuilt: "certificate storage"},
+		{ID: "idle-conns", Title: "memory per idle keep-alive connection, HTTP/1.1", Servers: allServers, Idle: true},
+		{ID: "idle-conns-tls", Title: "memory per idle keep-alive connection, HTTPS HTTP/1.1", Servers: tlsServers, Load: loadH1, Idle: true},
+		{ID: "memory-certs", Title: fmt.Sprintf("memory (RSS), %s cached certificates", groupThousands(int64(sites))), Memory: true, Certs: true},
 	}
 }
 
@@ -187,6 +195,7 @@ func (b *bench) runThroughput(ctx context.Context, sc scenario) scenarioResult {
 			}
 			if err == nil {
 				loads[i], err = b.load(sc, srv, r)
+				loads[i] = b.withOrgCheck(srv, loads[i]) // a throttled org fails the run
 			}
 		}
 		if err != nil {

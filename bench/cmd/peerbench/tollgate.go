@@ -38,6 +38,10 @@ type tollgateOptions struct {
 	// from this CA, and attaches hostTLS to the static site. The plain
 	// listener then redirects to HTTPS.
 	TLS *tlsSpec
+	// Certs, when set, turns [server] https on with the certificates of
+	// this set, stored in tollgate's bbolt file before it starts (their CA,
+	// memoryCertsCA, is never contacted).
+	Certs *certSet
 }
 
 // tollgateConfig is a minimal config: loopback listeners, a store in dir,
@@ -46,7 +50,7 @@ type tollgateOptions struct {
 // meant to measure.
 func tollgateConfig(httpPort, adminPort, httpsPort int, token, dbPath string, o tollgateOptions) string {
 	https := ""
-	if o.TLS != nil {
+	if o.TLS != nil || o.Certs != nil {
 		https = fmt.Sprintf("https = \"127.0.0.1:%d\"\n", httpsPort)
 	}
 	conf := fmt.Sprintf(`[server]
@@ -81,6 +85,9 @@ ca_root = %q
 email = "peerbench@example.test"
 `, t.CA.DirectoryURL, t.CA.APIRootsFile)
 	}
+	if o.Certs != nil {
+		conf += fmt.Sprintf("\n[acme]\nca = %q\n", memoryCertsCA)
+	}
 	return conf
 }
 
@@ -105,6 +112,11 @@ func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir s
 		if err := os.WriteFile(conf, []byte(tollgateConfig(ports[0], ports[1], ports[2], token, db, o)), 0o600); err != nil {
 			return nil, err
 		}
+		if o.Certs != nil {
+			if err := o.Certs.seed(ctx, db); err != nil {
+				return nil, err
+			}
+		}
 		argv := append(append([]string{}, cpu.Server...), bin, "serve", "--config", conf)
 		p, err := ps.start(name, argv, nil, filepath.Join(dir, "tollgate.log"))
 		if err != nil {
@@ -121,10 +133,21 @@ func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir s
 			p.stop()
 			return nil, fmt.Errorf("%s: registering: %w", name, err)
 		}
-		if o.TLS != nil {
+		if o.Pages != nil {
+			if err := srv.admin.claimPagesOwner(ctx); err != nil {
+				p.stop()
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		switch {
+		case o.Certs != nil:
+			// The plain listener redirects to HTTPS, and the sites with
+			// certificates are registered later: /readyz above sufficed.
+			srv.TLSAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
+		case o.TLS != nil:
 			srv.TLSAddr, srv.tls = fmt.Sprintf("127.0.0.1:%d", ports[2]), o.TLS
 			err = waitTLSReady(ctx, srv, tlsIssueTimeout)
-		} else {
+		default:
 			err = waitReady(ctx, p, srv.url("/index.html"), hostStatic, 15*time.Second)
 		}
 		if err != nil {
