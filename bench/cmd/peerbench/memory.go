@@ -83,6 +83,13 @@ func (b *bench) memoryTollgate(ctx context.Context, n int) memoryResult {
 // memoryPeer starts a fresh peer with the base config, then another with n
 // more server names, each measured right after it answers.
 func (b *bench) memoryPeer(ctx context.Context, name string, n int) memoryResult {
+	return b.measurePeer(ctx, name, "memory", n, nil, func(m *memoryResult, srv *server) { b.touch(ctx, m, srv, n) })
+}
+
+// measurePeer starts peer name with the plain base config (BaseRSS), then a
+// fresh process with n extra sites, edited by withExtra (nil: none), whose
+// RSS it reads once it answers (SitesRSS) and after touch (TouchedRSS).
+func (b *bench) measurePeer(ctx context.Context, name, label string, n int, withExtra func(*siteSpec), touch func(*memoryResult, *server)) memoryResult {
 	m := memoryResult{Server: name, Sites: n}
 	start := startNginx
 	if name == srvCaddy {
@@ -91,10 +98,13 @@ func (b *bench) memoryPeer(ctx context.Context, name string, n int) memoryResult
 	for _, extra := range []int{0, n} {
 		spec := b.site
 		spec.ExtraSites = extra
-		spec.TLS = nil // the memory figures are of plain-HTTP configs
-		dir := filepath.Join(b.tmp, fmt.Sprintf("memory-%s-%d", name, extra))
+		spec.TLS = nil // the base figures are of plain-HTTP configs
+		if extra > 0 && withExtra != nil {
+			withExtra(&spec)
+		}
+		dir := filepath.Join(b.tmp, fmt.Sprintf("%s-%s-%d", label, name, extra))
 		t0 := time.Now()
-		srv, err := start(ctx, b.ps, b.cpu, b.tools[name], name+"-memory", dir, spec)
+		srv, err := start(ctx, b.ps, b.cpu, b.tools[name], name+"-"+label, dir, spec)
 		if err != nil {
 			m.Problems = append(m.Problems, err.Error())
 			return m
@@ -104,7 +114,7 @@ func (b *bench) memoryPeer(ctx context.Context, name string, n int) memoryResult
 		} else {
 			m.Setup = time.Since(t0)
 			m.SitesRSS = b.rss(&m, srv)
-			b.touch(ctx, &m, srv, n)
+			touch(&m, srv)
 		}
 		srv.proc.stop()
 	}

@@ -198,35 +198,9 @@ func (b *bench) memoryCertsTollgate(ctx context.Context, certs *certSet) memoryR
 // figure from the plain base config, then a fresh process configured with
 // the n sites over HTTPS.
 func (b *bench) memoryCertsPeer(ctx context.Context, name string, certs *certSet) memoryResult {
-	m := memoryResult{Server: name, Sites: certs.N}
-	start := startNginx
-	if name == srvCaddy {
-		start = startCaddy
-	}
-	for _, extra := range []int{0, certs.N} {
-		spec := b.site
-		spec.TLS = nil
-		spec.ExtraSites = extra
-		if extra > 0 {
-			spec.ExtraCerts = certs
-		}
-		dir := filepath.Join(b.tmp, fmt.Sprintf("memory-certs-%s-%d", name, extra))
-		t0 := time.Now()
-		srv, err := start(ctx, b.ps, b.cpu, b.tools[name], name+"-memory-certs", dir, spec)
-		if err != nil {
-			m.Problems = append(m.Problems, err.Error())
-			return m
-		}
-		if extra == 0 {
-			m.BaseRSS = b.rss(&m, srv)
-		} else {
-			m.Setup = time.Since(t0)
-			m.SitesRSS = b.rss(&m, srv)
-			b.touchTLS(ctx, &m, srv, certs)
-		}
-		srv.proc.stop()
-	}
-	return m
+	return b.measurePeer(ctx, name, "memory-certs", certs.N,
+		func(spec *siteSpec) { spec.ExtraCerts = certs },
+		func(m *memoryResult, srv *server) { b.touchTLS(ctx, m, srv, certs) })
 }
 
 // touchTLS makes one new TLS connection per extra host (SNI and Host the
