@@ -1,5 +1,5 @@
 // Package sites knows what tollgate serves: the registry of plans, orgs, sites
-// and domains, and (in later issues) content sources and their cache.
+// and domains, and the content sources (directories, Gitea) and their cache.
 //
 // The registry persists every write through a Store and publishes an immutable
 // Snapshot, swapped atomically, that the request path reads without locks.

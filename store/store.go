@@ -18,8 +18,8 @@ import (
 
 // Config is the [store] section.
 type Config struct {
-	// Path is the bbolt file holding the registry (and, later, counters and
-	// certificates) when no Redis is configured. Its directory is created on
+	// Path is the bbolt file holding the registry, usage counters and
+	// certificates when no Redis is configured. Its directory is created on
 	// start. Default: "tollgate.db" in the working directory.
 	Path string `toml:"path"`
 	// OpenTimeout bounds how long Open waits for the file lock another process
