@@ -8,14 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/internal/pebbletest"
 	"github.com/tollgate-edge/tollgate/internal/stripetest"
 	"golang.org/x/net/http2"
 )
@@ -26,23 +23,10 @@ import (
 
 func startTLSEdge(t *testing.T) (*instance, *x509.CertPool) {
 	t.Helper()
-	ca := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true})
-	roots, err := ca.IssuerRoots()
-	if err != nil {
-		t.Fatal(err)
-	}
 	sm := stripetest.Start(t)
-	dir := t.TempDir()
-	site := filepath.Join(dir, "site")
-	if err := os.MkdirAll(site, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(site, "index.html"), []byte("<h1>tls home</h1>"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	in := startTollgateFull(t, dir, httpsServer, "", acmeSection(ca, "")+billingConf("http://127.0.0.1:9/hooks", sm.URL())+
+	in, roots := startHTTPS(t, billingConf("http://127.0.0.1:9/hooks", sm.URL())+
 		"[sites]\ngitea_url = \"http://127.0.0.1:9\"\ngitea_webhook_secret = \"e2e-gitea-secret\"\n")
-	in.addSite(t, "shop", "big", site, "a.shop.test", "b.shop.test")
+	in.addSite(t, "shop", "big", in.siteDir(t, "<h1>tls home</h1>"), "a.shop.test", "b.shop.test")
 	return in, roots
 }
 

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tollgate-edge/tollgate/internal/pebbletest"
 )
 
 // h2spec is the HTTP/2 conformance suite (github.com/summerwind/h2spec
@@ -46,14 +44,9 @@ func TestH2Spec(t *testing.T) {
 		t.Fatalf("unshare (util-linux) is needed to give h2spec a private /etc/hosts: %v", err)
 	}
 	const host = "h2spec.test"
-	ca := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true})
-	roots, err := ca.IssuerRoots()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	in := startTollgateFull(t, dir, httpsServer, "", acmeSection(ca, ""))
+	in, roots := startHTTPS(t, "")
 	defer in.stop(t)
+	dir := t.TempDir()
 	if out, code := in.cli(t, "plan", "put", "big"); code != 0 {
 		t.Fatal(out)
 	}

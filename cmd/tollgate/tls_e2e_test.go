@@ -36,6 +36,19 @@ email = "ops@example.test"
 
 const httpsServer = `https = "127.0.0.1:0"`
 
+// startHTTPS runs the binary with [server] https and certificates on demand
+// from a Pebble CA that validates everything; tail adds config sections. It
+// returns the instance and the roots that verify its certificates.
+func startHTTPS(t *testing.T, tail string) (*instance, *x509.CertPool) {
+	t.Helper()
+	ca := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true})
+	roots, err := ca.IssuerRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startTollgateFull(t, t.TempDir(), httpsServer, "", acmeSection(ca, "")+tail), roots
+}
+
 // httpsGet fetches https://host/path from the instance's HTTPS listener on a
 // new connection, trusting only roots; proto is "h2" or "http/1.1".
 func (in *instance) httpsGet(roots *x509.CertPool, host, path, proto string) (*http.Response, string, error) {
