@@ -89,18 +89,6 @@ type meteredConn struct {
 	hasFirst  bool
 	first     [1]byte
 	idleUntil time.Time
-
-	// While the HTTP/1.1 loop serves a request (from fasthttp's StateActive
-	// to the end of the handler, never after a hijack: only the
-	// connection's goroutine reads or sets deadlines then), a read deadline
-	// is kept (readDeadline, readPending) and set on the socket by the next
-	// Read instead: fasthttp sets limits.read_timeout after the first byte
-	// of every request, and a request whose head came whole in that read
-	// reads no more before its keep-alive deadline replaces it. Setting a
-	// socket deadline reads the clock and moves a runtime timer.
-	lazyRead     bool
-	readPending  bool
-	readDeadline time.Time
 }
 
 // rawCounter counts the bytes written to the socket under TLS.
@@ -165,12 +153,6 @@ func (c *meteredConn) Read(p []byte) (int, error) {
 	if c.head.bad {
 		return 0, errBareLF
 	}
-	if c.readPending {
-		c.readPending = false
-		if err := c.Conn.SetReadDeadline(c.readDeadline); err != nil {
-			return 0, err
-		}
-	}
 	var n int
 	var err error
 	if c.hasFirst && len(p) > 0 {
@@ -195,36 +177,19 @@ func (c *meteredConn) SetWriteDeadline(t time.Time) error {
 }
 
 // SetReadDeadline between requests (the keep-alive deadline) keeps t for
-// the parked wait and waits parkAfter at most in place. fasthttp has just
-// set t to now + limits.idle_timeout, so now + parkAfter is derived from
-// it rather than read from the clock (a clock read per request).
+// the parked wait and waits parkAfter at most in place.
 func (c *meteredConn) SetReadDeadline(t time.Time) error {
 	if c.idle && !t.IsZero() {
 		c.idleUntil = t
-		var p time.Time
-		if d := c.park.idleTimeout; d > 0 {
-			p = t.Add(parkAfter - d)
-		} else {
-			p = time.Now().Add(parkAfter)
-		}
-		if p.Before(t) {
+		if p := time.Now().Add(parkAfter); p.Before(t) {
 			t = p
 		}
-	} else if c.lazyRead {
-		c.readDeadline, c.readPending = t, true
-		return nil
-	}
-	if c.readPending { // never true once other goroutines may get here
-		c.readPending = false
 	}
 	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *meteredConn) SetDeadline(t time.Time) error {
 	c.recordWriteDeadline(t)
-	if c.readPending {
-		c.readPending = false
-	}
 	return c.Conn.SetDeadline(t)
 }
 

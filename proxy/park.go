@@ -45,11 +45,6 @@ type parkListener struct {
 	woken     chan net.Conn // parked connections whose next request began
 	closed    chan struct{}
 	closeOnce sync.Once
-	// idleTimeout is the keep-alive deadline fasthttp sets between requests
-	// (limits.idle_timeout): the parked wait's deadline is derived from it
-	// without reading the clock again (meteredConn.SetReadDeadline). Zero:
-	// unknown, the clock is read.
-	idleTimeout time.Duration
 
 	mu     sync.Mutex
 	parked map[*meteredConn]struct{} // closed by Close
@@ -61,9 +56,9 @@ type acceptResult struct {
 	err error
 }
 
-func newParkListener(ln net.Listener, idleTimeout time.Duration) *parkListener {
+func newParkListener(ln net.Listener) *parkListener {
 	return &parkListener{Listener: ln, accepted: make(chan acceptResult), woken: make(chan net.Conn),
-		closed: make(chan struct{}), parked: map[*meteredConn]struct{}{}, idleTimeout: idleTimeout}
+		closed: make(chan struct{}), parked: map[*meteredConn]struct{}{}}
 }
 
 // Accept returns a new connection or a parked one whose client spoke again.
@@ -162,7 +157,6 @@ func connState(c net.Conn, s fasthttp.ConnState) {
 	case fasthttp.StateIdle, fasthttp.StateActive:
 		if mc := metered(c); mc != nil && mc.park != nil {
 			mc.idle = s == fasthttp.StateIdle
-			mc.lazyRead = s == fasthttp.StateActive
 		}
 	}
 }

@@ -1,10 +1,8 @@
 package proxy
 
 import (
-	"bufio"
 	"io"
 	"net"
-	"net/http"
 	"testing"
 	"time"
 )
@@ -33,7 +31,7 @@ func TestParkedConnectionServesNextRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, Config{}, Limits{IdleTimeout: 2 * time.Second})
 			ln, dial := tc.listen(t)
-			pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)}, h.proxy.limits.IdleTimeout)
+			pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)})
 			go h.proxy.server.Serve(pl)
 			c, err := dial()
 			must(t, err)
@@ -64,39 +62,5 @@ func TestParkedConnectionServesNextRequest(t *testing.T) {
 				t.Fatalf("after the listener closed: read %d, %v; want the parked connection closed", n, err)
 			}
 		})
-	}
-}
-
-// TestReadTimeoutOnKeepAlive: a request that begins on a kept-alive
-// connection and stalls mid-head gets limits.read_timeout, not the parking
-// wait, even though the server sets that deadline only when a read needs it
-// (meteredConn.lazyRead).
-func TestReadTimeoutOnKeepAlive(t *testing.T) {
-	const readTimeout = 400 * time.Millisecond
-	h := newHarness(t, Config{}, Limits{ReadTimeout: readTimeout, IdleTimeout: 5 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)}, h.proxy.limits.IdleTimeout)
-	go h.proxy.server.Serve(pl)
-	t.Cleanup(func() { pl.Close() })
-	c, err := net.Dial("tcp", ln.Addr().String())
-	must(t, err)
-	defer c.Close()
-	for i := range 2 {
-		if s := getOn(t, c); s != "200 OK" {
-			t.Fatalf("request %d: %s", i+1, s)
-		}
-	}
-	start := time.Now()
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: www.example\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	elapsed := time.Since(start)
-	if err == nil && resp.StatusCode != http.StatusRequestTimeout {
-		t.Errorf("stalled head: %s, want 408", resp.Status)
-	}
-	if elapsed < readTimeout*3/4 || elapsed > 4*time.Second {
-		t.Errorf("stalled head answered after %v, want about limits.read_timeout (%v)", elapsed, readTimeout)
 	}
 }
