@@ -26,6 +26,13 @@ func TestStaticHitAllocs(t *testing.T) {
 		{"304", newCtx("www.example", "/about", "If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT"), 304, nil},
 		{"range", newCtx("www.example", "/4k.bin", "Range", "bytes=0-99"), 206, nil},
 		{"unknown host", newCtx("nobody.example", "/"), 404, nil},
+		// Preconditions and ranges send the file, a part, 304 or 412 without allocating either.
+		{"if-match", newCtx("www.example", "/4k.bin", "If-Match", "*"), 200, nil},
+		{"if-match fails", newCtx("www.example", "/4k.bin", "If-Match", `"other"`), 412, nil},
+		{"if-unmodified-since fails", newCtx("www.example", "/4k.bin", "If-Unmodified-Since", "Mon, 01 Jan 2001 00:00:00 GMT"), 412, nil},
+		{"if-none-match", newCtx("www.example", "/app.js", "Accept-Encoding", "gzip", "If-None-Match", "*"), 304, nil},
+		{"range with if-range", newCtx("www.example", "/4k.bin", "Range", "Bytes=-100", "If-Range", "Fri, 01 Jan 2100 00:00:00 GMT"), 200, nil},
+		{"open-ended range", newCtx("www.example", "/4k.bin", "Range", "bytes=100-99999999999999999999"), 206, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h.proxy.Handler(tc.ctx) // fill the cache

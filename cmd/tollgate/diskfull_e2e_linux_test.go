@@ -199,18 +199,27 @@ func TestReadyzWhileDiskFull(t *testing.T) {
 	in.checkNewOrgs(t, visited)
 }
 
+// fillUnderLoad starts tollgate on a small tmpfs under load, fills the disk,
+// sends the new orgs their first requests and waits until two flushes were
+// refused and 300 more requests were served with the disk full.
+func fillUnderLoad(t *testing.T) (in *instance, storeDir string, l *load, free func(), visited []int64) {
+	t.Helper()
+	in, storeDir = startDiskFull(t)
+	l = startLoad(in, "www.acme.example")
+	waitFor(t, func() bool { return l.ok.Load() >= 100 })
+	free = fillDisk(t, storeDir)
+	visited = in.visitNewOrgs(t)
+	in.waitFlushErrors(t, 2)
+	served := l.ok.Load()
+	waitFor(t, func() bool { return l.ok.Load() >= served+300 })
+	return in, storeDir, l, free, visited
+}
+
 // TestSIGTERMWithDiskFullKeepsUsage: the disk fills under load, tollgate
 // gets SIGTERM and stops cleanly; after space is freed and it starts again,
 // the usage API reports exactly what the clients received.
 func TestSIGTERMWithDiskFullKeepsUsage(t *testing.T) {
-	in, storeDir := startDiskFull(t)
-	l := startLoad(in, "www.acme.example")
-	waitFor(t, func() bool { return l.ok.Load() >= 100 })
-	free := fillDisk(t, storeDir)
-	visited := in.visitNewOrgs(t)
-	in.waitFlushErrors(t, 2)
-	served := l.ok.Load()
-	waitFor(t, func() bool { return l.ok.Load() >= served+300 })
+	in, storeDir, l, free, visited := fillUnderLoad(t)
 	before := in.metric(t, "tollgate_meter_flush_errors_total")
 	in.stop(t)
 	received, requests := l.finish()
@@ -234,14 +243,7 @@ func TestSIGTERMWithDiskFullKeepsUsage(t *testing.T) {
 // most meter.flush_interval): usage counted before it is in the spool file
 // and reported exactly after a restart.
 func TestSIGKILLWithDiskFullLosesAtMostOneInterval(t *testing.T) {
-	in, storeDir := startDiskFull(t)
-	l := startLoad(in, "www.acme.example")
-	waitFor(t, func() bool { return l.ok.Load() >= 100 })
-	free := fillDisk(t, storeDir)
-	visited := in.visitNewOrgs(t)
-	in.waitFlushErrors(t, 2)
-	served := l.ok.Load()
-	waitFor(t, func() bool { return l.ok.Load() >= served+300 })
+	in, storeDir, l, free, visited := fillUnderLoad(t)
 	received, requests := l.finish()
 	// Nothing is counted after the load; wait for a flush attempt to
 	// begin and end after it (two more refused flushes), then kill.
