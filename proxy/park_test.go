@@ -3,8 +3,11 @@ package proxy
 import (
 	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp/fasthttputil"
 )
 
 func (l *parkListener) parkedConns() int {
@@ -22,10 +25,14 @@ func TestParkedConnectionServesNextRequest(t *testing.T) {
 		name   string
 		listen func(t *testing.T) (net.Listener, func() (net.Conn, error))
 	}{
-		{"tcp (peek on the socket)", func(t *testing.T) (net.Listener, func() (net.Conn, error)) {
+		{"tcp (the poller watches the socket)", func(t *testing.T) (net.Listener, func() (net.Conn, error)) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			must(t, err)
 			return ln, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }
+		}},
+		{"in memory (a goroutine reads the first byte)", func(t *testing.T) (net.Listener, func() (net.Conn, error)) {
+			ln := fasthttputil.NewInmemoryListener()
+			return ln, ln.Dial
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,4 +70,42 @@ func TestParkedConnectionServesNextRequest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestParkedConnectionsHoldNoGoroutine: parked connections wait on the
+// listener's poller, not on a goroutine (and its stack) each; a client that
+// leaves while parked is closed and forgotten; one that speaks is served.
+func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
+	h := newHarness(t, Config{}, Limits{IdleTimeout: time.Minute})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)})
+	go h.proxy.server.Serve(pl)
+	t.Cleanup(func() { pl.Close() })
+	before := runtime.NumGoroutine()
+	const n = 300
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		must(t, err)
+		defer c.Close()
+		if s := getOn(t, c); s != "200 OK" {
+			t.Fatalf("connection %d: %s", i, s)
+		}
+		conns[i] = c
+	}
+	pollFor(t, func() bool { return pl.parkedConns() == n })
+	// fasthttp's idle workers exit after MaxIdleWorkerDuration (server.go).
+	pollFor(t, func() bool { return runtime.NumGoroutine()-before < n/10 })
+
+	for _, c := range conns[:n/2] {
+		c.Close()
+	}
+	pollFor(t, func() bool { return pl.parkedConns() == n-n/2 })
+	for i, c := range conns[n/2:] {
+		if s := getOn(t, c); s != "200 OK" {
+			t.Fatalf("parked connection %d: %s", n/2+i, s)
+		}
+	}
+	pollFor(t, func() bool { return pl.parkedConns() == n-n/2 })
 }

@@ -201,13 +201,18 @@ func (p *Proxy) newServer(h fasthttp.RequestHandler, expect func(*fasthttp.Reque
 		// Large enough for the headers and a small file in one write(2):
 		// fasthttp's 4 KiB default splits a 4 KiB page into two syscalls.
 		// Writers are pooled per response, not held per connection.
-		WriteBufferSize:              writeBufferSize,
-		MaxRequestBodySize:           limits.MaxBodyBytes,
-		StreamRequestBody:            true,
-		ReadTimeout:                  limits.ReadTimeout,
-		WriteTimeout:                 limits.WriteTimeout,
-		IdleTimeout:                  limits.IdleTimeout,
-		Concurrency:                  limits.Concurrency,
+		WriteBufferSize:    writeBufferSize,
+		MaxRequestBodySize: limits.MaxBodyBytes,
+		StreamRequestBody:  true,
+		ReadTimeout:        limits.ReadTimeout,
+		WriteTimeout:       limits.WriteTimeout,
+		IdleTimeout:        limits.IdleTimeout,
+		Concurrency:        limits.Concurrency,
+		// A worker goroutine idle this long exits, and its stack (grown by
+		// TLS handshakes and handlers) with it: a burst of connections that
+		// park afterwards leaves no pool of idle stacks behind. fasthttp's
+		// default is 10s; a goroutine costs a microsecond to start again.
+		MaxIdleWorkerDuration:        time.Second,
 		DisablePreParseMultipartForm: true,
 		// Errors name what was wrong, never the request's bytes: they may
 		// carry credentials, and fasthttp's messages reach the logs.
