@@ -64,9 +64,23 @@ type Limits struct {
 	// upstream has read it. Default 256 KiB.
 	H2StreamWindow int `toml:"h2_stream_window"`
 	// H2ConnWindow is the flow-control window of one HTTP/2 connection over
-	// all its request bodies, and so the request-body memory one connection
-	// can pin. Default 1 MiB.
+	// all its request bodies, and so the request-body bytes one connection
+	// can make the server hold (a stream's buffer is at most 32 KiB or four
+	// times what it holds). Default 1 MiB.
 	H2ConnWindow int `toml:"h2_conn_window"`
+	// H2ConnBuffer caps the frames one HTTP/2 connection queues for
+	// writing: past it they are written out (and the connection waits for
+	// a client that does not read, up to write_timeout) before more are
+	// made, so however far a client opens its flow-control windows, its
+	// responses occupy at most this much plus one 16 KiB DATA frame and one
+	// header block of memory. Cached files are sent from the cache's bytes,
+	// and streamed bodies (upstreams, large files) are read only as the
+	// windows take them: a stream waiting on a shut window holds its copy
+	// buffer (4 KiB) and its upstream connection's buffers (20 KiB), bounded
+	// per connection by h2_max_streams. Request bodies are bounded by
+	// h2_conn_window, request headers by h2_max_streams × max_header_bytes.
+	// Default 64 KiB.
+	H2ConnBuffer int `toml:"h2_conn_buffer"`
 	// H2Workers caps the HTTP/2 streams served off their connection's loop
 	// over all connections: those that wait (upstream sites, Gitea, request
 	// bodies, throttled orgs). Responses ready in memory are served on the
@@ -102,6 +116,7 @@ func (l *Limits) Defaults() {
 	setDefault(&l.H2MaxStreams, 100)
 	setDefault(&l.H2StreamWindow, 256<<10)
 	setDefault(&l.H2ConnWindow, 1<<20)
+	setDefault(&l.H2ConnBuffer, 64<<10)
 	setDefault(&l.H2Workers, 16384)
 	setDefault(&l.H2MaxControlFrames, 1000)
 	setDefault(&l.H2MaxResets, 200)
@@ -135,6 +150,9 @@ func (l Limits) Validate() error {
 		if w < 65535 || w > 1<<30 {
 			errs = append(errs, fmt.Errorf("limits.%s: %d not in 65535..1073741824", key, w))
 		}
+	}
+	if l.H2ConnBuffer < 16<<10 || l.H2ConnBuffer > 16<<20 {
+		errs = append(errs, fmt.Errorf("limits.h2_conn_buffer: %d not in 16384..16777216", l.H2ConnBuffer))
 	}
 	for key, n := range map[string]int{"h2_workers": l.H2Workers, "h2_max_control_frames": l.H2MaxControlFrames, "h2_max_resets": l.H2MaxResets} {
 		if n < 1 {

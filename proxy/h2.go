@@ -25,37 +25,40 @@ import (
 // memory (cached file, 304, error page, redirect) is answered on the loop
 // itself; one that waits (upstream and Gitea sites, request bodies,
 // throttled orgs) on a worker goroutine, bounded by limits.h2_workers. The
-// frames one loop iteration produces leave in one write.
+// frames one loop iteration produces leave in one write, up to
+// h2_conn_buffer bytes: past it they are written before more are made.
 //
 // Metering: HTTP/1.1 egress is what the connection writes (headers and
 // body). An h2 stream is charged the same figure: the response's HTTP/1.1
-// header block plus the body bytes framed for the stream. HPACK compression
-// and h2 framing are nobody's usage, so one response costs a tenant the
-// same over h1 and h2.
+// header block (and trailer section) plus the body bytes framed for the
+// stream. HPACK compression and h2 framing are nobody's usage, so one
+// response costs a tenant the same over h1 and h2.
 //
 // Protections, with their [limits] keys: header lists past max_header_bytes
-// get 431 and header blocks past twice that close the connection
-// (HPACK bomb, CONTINUATION flood, CVE-2024-27316); h2_max_streams
-// concurrent streams, counted until their handler returns (rapid reset,
-// CVE-2023-44487, also capped by h2_max_resets per second);
-// h2_max_control_frames per second (SETTINGS, PING, empty-DATA floods);
-// h2_conn_window bytes of request bodies per connection; h2_stall_timeout
-// for responses waiting on a closed window; read_timeout for the preface
-// and idle_timeout between streams.
+// get 431 and header blocks past twice that close the connection (HPACK
+// bomb, CONTINUATION flood, CVE-2024-27316); h2_max_streams concurrent
+// streams, counted until their handler returns (rapid reset, CVE-2023-44487,
+// also capped by h2_max_resets per second); h2_max_control_frames per second
+// (SETTINGS, PING, empty-DATA floods); h2_conn_window bytes of request
+// bodies and h2_conn_buffer bytes of queued frames per connection (the
+// memory one connection can make the server hold: Limits.H2ConnBuffer);
+// h2_stall_timeout for responses waiting on a closed window; read_timeout
+// for the preface and idle_timeout between streams.
 
 const (
-	// h2MaxFrameSize is the SETTINGS_MAX_FRAME_SIZE the server advertises:
-	// the RFC 9113 initial value, 16 KiB.
+	// h2MaxFrameSize is the SETTINGS_MAX_FRAME_SIZE the server advertises,
+	// the RFC 9113 initial value, and the largest DATA frame it sends
+	// whatever the client's (nginx's http2_chunk_size is 8 KiB).
 	h2MaxFrameSize = 16 << 10
 	// h2HeaderTableSize is the SETTINGS_HEADER_TABLE_SIZE the server
 	// advertises, the RFC 9113 initial value.
 	h2HeaderTableSize = 4096
-	// h2FlushBytes: frames queued past this are written at once, whatever
-	// is left to read.
-	h2FlushBytes = 64 << 10
 	// h2WindowUpdateMin: consumed request-body bytes are given back to the
 	// client in updates of at least this size (or when a body is drained).
 	h2WindowUpdateMin = 16 << 10
+	// h2BodyKeep: a request-body buffer up to this size is kept for the
+	// stream's next DATA frames; a larger one is given up once mostly read.
+	h2BodyKeep = 2 * h2MaxFrameSize
 )
 
 // h2MaxHeaderList is the largest header list (RFC 7541 §4.1 sizes) a
@@ -243,7 +246,8 @@ func (c *h2Conn) serve() {
 }
 
 // loop reads and handles frames until an error, flushing what it queued
-// whenever it has read all the client sent.
+// whenever it has read all the client sent, or the queue passes
+// h2_conn_buffer.
 func (c *h2Conn) loop() error {
 	for {
 		if c.br.Buffered() == 0 {
@@ -264,7 +268,7 @@ func (c *h2Conn) loop() error {
 			return err
 		}
 		c.mu.Lock()
-		if c.wbuf != nil && c.wbuf.Len() > h2FlushBytes {
+		if c.wbuf != nil && c.wbuf.Len() >= c.p.limits.H2ConnBuffer {
 			c.flushLocked()
 		}
 		c.mu.Unlock()
@@ -403,258 +407,5 @@ func (c *h2Conn) closeIfDrainedLocked() {
 	if c.goingAway && len(c.streams) == 0 {
 		c.dead = true
 		_ = c.conn.Close() // the loop's read fails and it ends
-	}
-}
-
-// budget counts a frame against the per-second caps: control frames, or
-// resets when reset is true.
-func (c *h2Conn) budget(reset bool) error {
-	now := time.Now().Unix()
-	if now != c.ctrlSec {
-		c.ctrlSec, c.ctrlFrames, c.resets = now, 0, 0
-	}
-	if reset {
-		c.resets++
-		if c.resets > c.p.limits.H2MaxResets {
-			return h2ConnError{http2.ErrCodeEnhanceYourCalm, "too many stream resets"}
-		}
-		return nil
-	}
-	c.ctrlFrames++
-	if c.ctrlFrames > c.p.limits.H2MaxControlFrames {
-		return h2ConnError{http2.ErrCodeEnhanceYourCalm, "too many control frames"}
-	}
-	return nil
-}
-
-// frame handles one frame whose header has been read.
-func (c *h2Conn) frame(fh http2.FrameHeader) error {
-	switch fh.Type {
-	case http2.FrameHeaders, http2.FrameContinuation:
-		return c.headerFrame(fh)
-	}
-	f, err := c.fr.ReadFrameForHeader(fh)
-	if err != nil {
-		var se http2.StreamError
-		if errors.As(err, &se) {
-			if fh.Type == http2.FrameData {
-				c.mu.Lock()
-				c.creditConnLocked(int64(fh.Length))
-				c.mu.Unlock()
-			}
-			c.resetStream(se.StreamID, se.Code)
-			return nil
-		}
-		return err
-	}
-	switch f := f.(type) {
-	case *http2.DataFrame:
-		return c.data(f)
-	case *http2.SettingsFrame:
-		if f.IsAck() {
-			return nil
-		}
-		if err := c.budget(false); err != nil {
-			return err
-		}
-		return c.settings(f)
-	case *http2.PingFrame:
-		if f.IsAck() {
-			return nil
-		}
-		if err := c.budget(false); err != nil {
-			return err
-		}
-		c.mu.Lock()
-		_ = c.fr.WritePing(true, f.Data)
-		c.mu.Unlock()
-	case *http2.WindowUpdateFrame:
-		if err := c.budget(false); err != nil {
-			return err
-		}
-		return c.windowUpdate(f.StreamID, int64(f.Increment))
-	case *http2.RSTStreamFrame:
-		if c.idle(f.StreamID) {
-			return h2ConnError{http2.ErrCodeProtocol, "RST_STREAM on an idle stream"}
-		}
-		if err := c.budget(true); err != nil {
-			return err
-		}
-		c.mu.Lock()
-		if st := c.streams[f.StreamID]; st != nil {
-			st.peerReset = true
-			c.abortLocked(st)
-		}
-		c.mu.Unlock()
-	case *http2.PriorityFrame:
-		if err := c.budget(false); err != nil {
-			return err
-		}
-		if f.StreamDep == f.StreamID {
-			c.resetStream(f.StreamID, http2.ErrCodeProtocol)
-		}
-	case *http2.PushPromiseFrame:
-		return h2ConnError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
-	case *http2.GoAwayFrame:
-		// The client leaves: its open streams still finish.
-	}
-	return nil // unknown frame types are ignored (RFC 9113 §5.5)
-}
-
-// idle: the client has not opened this stream yet.
-func (c *h2Conn) idle(id uint32) bool {
-	return id%2 == 0 && id != 0 || id > c.maxID.Load()
-}
-
-func (c *h2Conn) settings(f *http2.SettingsFrame) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	err := f.ForeachSetting(func(s http2.Setting) error {
-		if err := s.Valid(); err != nil {
-			return err
-		}
-		switch s.ID {
-		case http2.SettingInitialWindowSize:
-			d := int64(s.Val) - c.peerWin
-			c.peerWin = int64(s.Val)
-			for _, st := range c.streams {
-				st.sendWin += d
-				if st.sendWin > 1<<31-1 {
-					return h2ConnError{http2.ErrCodeFlowControl, "stream window past 2^31-1"}
-				}
-			}
-		case http2.SettingMaxFrameSize:
-			c.peerFrame = int(s.Val)
-		case http2.SettingHeaderTableSize:
-			c.enc.SetMaxDynamicTableSizeLimit(min(s.Val, 1<<16))
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	_ = c.fr.WriteSettingsAck()
-	if c.rdMode == 1 {
-		c.rdMode = 2 // handshake done: the idle deadline takes over
-		c.rdSet = time.Time{}
-	}
-	c.resumeLocked()
-	return nil
-}
-
-func (c *h2Conn) windowUpdate(id uint32, inc int64) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if id == 0 {
-		c.sendWin += inc
-		if c.sendWin > 1<<31-1 {
-			return h2ConnError{http2.ErrCodeFlowControl, "connection window past 2^31-1"}
-		}
-	} else {
-		st := c.streams[id]
-		if st == nil {
-			if c.idle(id) {
-				return h2ConnError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
-			}
-			return nil // closed: ignored
-		}
-		st.sendWin += inc
-		if st.sendWin > 1<<31-1 {
-			c.rstLocked(st, http2.ErrCodeFlowControl)
-			return nil
-		}
-	}
-	c.resumeLocked()
-	return nil
-}
-
-// resumeLocked sends what the windows now allow of the bodies waiting on
-// the loop, wakes the workers, and restarts the stall clock.
-func (c *h2Conn) resumeLocked() {
-	if c.stall != nil {
-		c.stall.Stop()
-		c.stall = nil
-	}
-	kept := c.pending[:0]
-	for _, st := range c.pending {
-		if st.reset {
-			continue
-		}
-		st.pendingBody = c.sendDataLocked(st, st.pendingBody, true)
-		if len(st.pendingBody) > 0 {
-			kept = append(kept, st)
-			continue
-		}
-		c.doneSendingLocked(st)
-	}
-	clear(c.pending[len(kept):])
-	c.pending = kept
-	if c.waiting > 0 {
-		c.cond.Broadcast()
-	}
-	c.stallCheckLocked()
-}
-
-// stallCheckLocked starts the stall clock when responses wait for window.
-func (c *h2Conn) stallCheckLocked() {
-	if c.stall == nil && (len(c.pending) > 0 || c.waiting > 0) && !c.dead {
-		c.stall = time.AfterFunc(c.p.limits.H2StallTimeout, c.stalled)
-	}
-}
-
-// stalled closes a connection whose client kept its window shut for
-// h2_stall_timeout while responses waited.
-func (c *h2Conn) stalled() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dead || len(c.pending) == 0 && c.waiting == 0 {
-		c.stall = nil
-		return
-	}
-	_ = c.fr.WriteGoAway(c.maxID.Load(), http2.ErrCodeFlowControl, []byte("flow-control window stalled"))
-	c.flushLocked()
-	c.dead = true
-	c.cond.Broadcast()
-	_ = c.conn.Close()
-}
-
-// resetStream answers a stream error: RST_STREAM, and the stream, if open,
-// ends.
-func (c *h2Conn) resetStream(id uint32, code http2.ErrCode) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if st := c.streams[id]; st != nil {
-		c.rstLocked(st, code)
-		return
-	}
-	_ = c.fr.WriteRSTStream(id, code)
-}
-
-// rstLocked sends RST_STREAM for an open stream and ends it.
-func (c *h2Conn) rstLocked(st *h2Stream, code http2.ErrCode) {
-	if !st.reset {
-		_ = c.fr.WriteRSTStream(st.id, code)
-	}
-	c.abortLocked(st)
-}
-
-// abortLocked ends a stream that was reset (by either side): a worker
-// still running it stops at its next read or write and releases it.
-func (c *h2Conn) abortLocked(st *h2Stream) {
-	st.reset = true
-	c.cond.Broadcast()
-	if st.running {
-		return
-	}
-	c.removeLocked(st)
-}
-
-// creditConnLocked gives n bytes of connection receive window back.
-func (c *h2Conn) creditConnLocked(n int64) {
-	c.recvUnacked += n
-	if c.recvUnacked >= h2WindowUpdateMin || c.recvUnacked > 0 && len(c.streams) == 0 {
-		_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked))
-		c.recvWin += c.recvUnacked
-		c.recvUnacked = 0
 	}
 }

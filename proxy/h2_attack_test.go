@@ -5,29 +5,42 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-edge/tollgate/internal/certtest"
+	"github.com/tollgate-edge/tollgate/sites"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
 
 // Each test here attacks one of the h2 protections (h2.go) over a raw TLS
 // connection and checks that the connection ends, or the stream is
-// refused, with the code RFC 9113 names, within the configured bound.
+// refused, with the code RFC 9113 names, within the configured bound, or
+// that the memory the attack makes the server hold stays within it.
 
 // newTLSHarnessLimits is a tlsHarness (www.example only) with limits.
 func newTLSHarnessLimits(t *testing.T, limits Limits) *tlsHarness {
 	t.Helper()
-	h := newHarness(t, Config{}, limits)
-	c, err := certtest.New(time.Hour, "www.example")
+	return newTLSHarnessWith(t, limits, func(*Options) {})
+}
+
+// newTLSHarnessWith is newTLSHarnessLimits with options set by opt, and a
+// certificate for app.example too.
+func newTLSHarnessWith(t *testing.T, limits Limits, opt func(*Options)) *tlsHarness {
+	t.Helper()
+	h := newHarnessWith(t, Config{}, limits, opt)
+	c, err := certtest.New(time.Hour, "www.example", "app.example")
 	must(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
@@ -327,4 +340,163 @@ func TestH2ShutdownFinishesStreams(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Shutdown still waits after the last h2 stream ended")
 	}
+}
+
+// TestH2ConnMemoryCap: however a client plays its windows, what one
+// connection makes the server hold for its responses stays within
+// h2_conn_buffer plus a fixed cost per stream, and the server keeps
+// answering other clients meanwhile. Each attacking connection opens
+// h2_max_streams streams with its windows shut
+// (SETTINGS_INITIAL_WINDOW_SIZE 0), then
+//   - "cached, windows opened, never read": asks for a file held in the
+//     cache, opens every window to 2^31-1 and never reads its socket: the
+//     server writes until the socket is full and must not copy the bodies
+//     into its write buffer beyond that;
+//   - "upstream, windows shut": asks for a large upstream response and
+//     keeps the window shut: each stream's worker holds its upstream
+//     connection's buffers and one copy buffer, and reads the upstream no
+//     further.
+//
+// The heap in use is measured after a collection once every attacking
+// connection is stuck (goroutine stacks are not in it).
+func TestH2ConnMemoryCap(t *testing.T) {
+	const (
+		conns     = 4
+		cached    = 512 << 10 // a file the cache holds: 100 streams × 512 KiB = 50 MiB a connection if copied
+		perStream = 64 << 10  // what a waiting stream may hold: RequestCtx, upstream buffers, copy buffer
+		slack     = 16 << 20
+	)
+	limits := Limits{H2StallTimeout: time.Minute}
+	h := newTLSHarnessWith(t, limits, func(o *Options) {
+		o.Cache = sites.NewCache(sites.Config{MaxCachedFile: 1 << 20})
+	})
+	must(t, os.WriteFile(filepath.Join(h.root, "cached.bin"), bytes.Repeat([]byte{'c'}, cached), 0o644))
+	big := bytes.Repeat([]byte{'u'}, 8<<20)
+	up := rawUpstream(t, func(c net.Conn) {
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(big))
+		c.Write(big) // blocks once the proxy stops reading
+	})
+	ctx := context.Background()
+	_, err := h.reg.CreateSite(ctx, sites.Site{ID: "app", Org: "acme", Source: sites.Source{Type: sites.SourceUpstream, URL: up}})
+	must(t, err)
+	_, err = h.reg.AttachDomain(ctx, "app", "app.example")
+	must(t, err)
+	l := h.proxy.limits
+
+	tests := []struct {
+		name      string
+		authority string
+		path      string
+		open      bool        // open every window after the requests
+		stuck     func() bool // every attacking connection holds all it will
+	}{
+		{"cached, windows opened, never read", "www.example", "/cached.bin", true, func() bool {
+			return h2LoopsWriting() >= conns
+		}},
+		{"upstream, windows shut", "app.example", "/big", false, func() bool {
+			return h2StreamsWaiting(h.proxy) >= conns*l.H2MaxStreams
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			base := heapInUse()
+			var attackers []*h2RawConn
+			for range conns {
+				c := dialH2RawName(t, h, tc.authority)
+				c.t = t
+				must(t, c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}))
+				for range l.H2MaxStreams {
+					c.buf.Reset()
+					for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":path", tc.path}, {":authority", tc.authority}} {
+						must(t, c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+					}
+					must(t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: c.stream(), BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true}))
+				}
+				if tc.open {
+					must(t, c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}))
+					must(t, c.fr.WriteWindowUpdate(0, 1<<31-1-65535))
+				}
+				attackers = append(attackers, c)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for !tc.stuck() {
+				if time.Now().After(deadline) {
+					t.Fatalf("the attack never took hold: %d loops writing, %d streams waiting", h2LoopsWriting(), h2StreamsWaiting(h.proxy))
+				}
+				time.Sleep(20 * time.Millisecond) // polling interval
+			}
+			grown := heapInUse() - base
+			bound := int64(conns*(l.H2ConnBuffer+l.H2MaxStreams*perStream) + slack)
+			t.Logf("%d connections × %d streams: heap grew %.1f MiB (bound %.1f MiB)", conns, l.H2MaxStreams, float64(grown)/(1<<20), float64(bound)/(1<<20))
+			if grown > bound {
+				t.Errorf("heap grew %d bytes, more than %d", grown, bound)
+			}
+
+			// Another client is served meanwhile, from the loop and from a worker.
+			client := h.client("h2")
+			client.Timeout = 10 * time.Second
+			for _, u := range []string{"https://www.example/4k.bin", "https://www.example/large.bin"} {
+				resp, err := client.Get(u)
+				must(t, err)
+				n, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				must(t, err)
+				if resp.StatusCode != 200 || n == 0 {
+					t.Fatalf("%s during the attack: %d, %d bytes", u, resp.StatusCode, n)
+				}
+			}
+			client.CloseIdleConnections()
+			for _, c := range attackers {
+				c.conn.Close()
+			}
+			deadline = time.Now().Add(10 * time.Second)
+			for h2ConnCount(h.proxy) > 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d h2 connections still open after the attackers left", h2ConnCount(h.proxy))
+				}
+				time.Sleep(20 * time.Millisecond) // polling interval
+			}
+		})
+	}
+}
+
+// heapInUse is the heap in use after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
+}
+
+// h2LoopsWriting counts the h2 connection loops blocked writing to a
+// client whose socket is full.
+func h2LoopsWriting() int {
+	buf := make([]byte, 8<<20)
+	n := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "(*h2Conn).loop") && strings.Contains(g, "(*h2Conn).flushLocked") &&
+			strings.Contains(g, "waitWrite") {
+			n++
+		}
+	}
+	return n
+}
+
+// h2StreamsWaiting counts the worker streams waiting for window.
+func h2StreamsWaiting(p *Proxy) int {
+	p.h2.mu.Lock()
+	defer p.h2.mu.Unlock()
+	n := 0
+	for c := range p.h2.conns {
+		c.mu.Lock()
+		n += c.waiting
+		c.mu.Unlock()
+	}
+	return n
+}
+
+func h2ConnCount(p *Proxy) int {
+	p.h2.mu.Lock()
+	defer p.h2.mu.Unlock()
+	return len(p.h2.conns)
 }

@@ -47,16 +47,40 @@ func (c *h2Conn) writeHeadersLocked(st *h2Stream, status int, endStream bool) {
 	if len(st.ctx.Response.Header.Peek(fasthttp.HeaderDate)) == 0 {
 		_ = c.enc.WriteField(hpack.HeaderField{Name: "date", Value: c.dateValue(st.start)})
 	}
+	c.writeBlockLocked(st.id, endStream)
+}
+
+// writeTrailersLocked ends st with its trailer fields (those the handler
+// declared and set, see takeTrailers) in a HEADERS frame with END_STREAM,
+// charged as the HTTP/1.1 trailer section. It reports false, writing
+// nothing, when there are none.
+func (c *h2Conn) writeTrailersLocked(st *h2Stream) bool {
+	h := &st.ctx.Response.Header
+	c.hbuf.Reset()
+	for name := range h.Trailers() {
+		c.visitHeader(name, h.PeekBytes(name))
+	}
+	if c.hbuf.Len() == 0 {
+		return false
+	}
+	st.headerBytes += len(h.TrailerHeader())
+	c.writeBlockLocked(st.id, true)
+	return true
+}
+
+// writeBlockLocked frames the header block in hbuf: HEADERS, then
+// CONTINUATION frames for what does not fit the client's frame size.
+func (c *h2Conn) writeBlockLocked(id uint32, endStream bool) {
 	block := c.hbuf.Bytes()
 	first := true
 	for first || len(block) > 0 {
 		n := min(len(block), c.peerFrame)
 		frag, last := block[:n], n == len(block)
 		if first {
-			_ = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: frag, EndStream: endStream, EndHeaders: last})
+			_ = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: endStream, EndHeaders: last})
 			first = false
 		} else {
-			_ = c.fr.WriteContinuation(st.id, last, frag)
+			_ = c.fr.WriteContinuation(id, last, frag)
 		}
 		block = block[n:]
 	}

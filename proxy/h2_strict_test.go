@@ -340,3 +340,48 @@ func (c *h2RawConn) goAway() http2.ErrCode {
 		}
 	}
 }
+
+// TestH2WindowOpensForManyStreams: several responses waiting on the loop
+// for a shut window all complete, whole, when one SETTINGS frame opens it
+// for all of them at once; the connection serves on.
+func TestH2WindowOpensForManyStreams(t *testing.T) {
+	h := newTLSHarnessLimits(t, Limits{})
+	c := dialH2Raw(t, h)
+	c.t = t
+	must(t, c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}))
+	want := map[uint32]bool{}
+	for range 5 {
+		want[c.get("/4k.bin")] = true
+	}
+	// 5 × 4 KiB fit the connection's initial window: one pass sends them all.
+	must(t, c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535}))
+	must(t, c.conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	got := map[uint32]int{}
+	for len(want) > 0 {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("streams %v unanswered: %v", want, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				must(t, c.fr.WriteSettingsAck())
+			}
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v %q", f.ErrCode, f.DebugData())
+		case *http2.RSTStreamFrame:
+			t.Fatalf("RST_STREAM %v on stream %d", f.ErrCode, f.StreamID)
+		case *http2.DataFrame:
+			got[f.StreamID] += len(f.Data())
+			if f.StreamEnded() {
+				if got[f.StreamID] != 4096 {
+					t.Fatalf("stream %d ended after %d bytes", f.StreamID, got[f.StreamID])
+				}
+				delete(want, f.StreamID)
+			}
+		}
+	}
+	if a := c.answer(c.get("/4k.bin")); a.status != 200 {
+		t.Fatalf("next stream: %v", a)
+	}
+}
