@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/sites"
 )
@@ -43,7 +44,7 @@ func TestAccountThroughBilling(t *testing.T) {
 	if o.State != sites.StateSuspended || o.StripeCustomer != "cus_123" || o.Name != "Acme" {
 		t.Fatalf("after PATCH: %+v", o)
 	}
-	if bill.Gate("acme").Decision() != billing.BlockSuspended {
+	if bill.Gate("acme").Decision() != access.BlockSuspended {
 		t.Fatal("suspension not enforced at once")
 	}
 	var evs OrgEvents

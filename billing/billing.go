@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
@@ -32,7 +33,7 @@ type Scanner interface {
 	Scan(ctx context.Context, bucket string, fn func(key, value []byte) error) error
 }
 
-// Emitter sends lifecycle hooks. *Hooks implements it.
+// Emitter sends lifecycle hooks. *hooks.Hooks implements it.
 type Emitter interface {
 	Emit(ctx context.Context, e HookEvent) error
 }
@@ -46,7 +47,7 @@ type StorageReader interface {
 // Options are Billing's collaborators.
 type Options struct {
 	Sites Sites       // required
-	Store *store.Bolt // required: hooks fired
+	Store *store.Bolt // required: ids of once-per-period hooks this node fired
 	// Records is the store the registry writes to (it holds the account
 	// history, written with each change): the bbolt file, or Redis in a
 	// cluster. Default Store.
@@ -61,26 +62,26 @@ type Options struct {
 	Now     func() time.Time // default time.Now; tests inject a clock
 }
 
-// Billing keeps accounts and enforcement decisions.
+// Billing keeps accounts and each org's access decision.
 type Billing struct {
 	cfg   Config
 	opts  Options
 	log   *slog.Logger
 	now   func() time.Time
-	gates sync.Map // org id → *Gate, for orgs in the registry
-	noOrg Gate     // the shared gate of ids that are no org: always Allow
+	gates sync.Map    // org id → *access.Gate, for orgs in the registry
+	noOrg access.Gate // the shared gate of ids that are no org: always Allow
 
-	mu    sync.Mutex          // serializes evaluations
-	usage map[string]int64    // org → egress of the current period, from the last evaluation
-	prev  map[string]Decision // decisions of the last evaluation, for hooks on changes
-	fired map[string]bool     // ids of once-per-period hooks already emitted (cache of bucketFired)
+	mu    sync.Mutex                 // serializes evaluations
+	usage map[string]int64           // org → egress of the current period, from the last evaluation
+	prev  map[string]access.Decision // decisions of the last evaluation, for hooks on changes
+	fired map[string]bool            // ids of once-per-period hooks already emitted (cache of bucketFired)
 
 	decisions *prometheus.GaugeVec
 	evalErrs  prometheus.Counter
 }
 
-// bucketFired remembers once-per-period hooks (id → time), so a restart does
-// not repeat them.
+// bucketFired remembers the once-per-period hooks this node emitted (id →
+// time), so a restart does not repeat them.
 const bucketFired = "billing_fired"
 
 // New builds Billing and applies [[billing.plans]].
@@ -108,14 +109,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Billing, error) {
 	}
 	f := promauto.With(opts.Metrics)
 	b := &Billing{cfg: cfg, opts: opts, log: opts.Logger, now: opts.Now,
-		usage: map[string]int64{}, prev: map[string]Decision{}, fired: map[string]bool{},
+		usage: map[string]int64{}, prev: map[string]access.Decision{}, fired: map[string]bool{},
 		decisions: f.NewGaugeVec(prometheus.GaugeOpts{Name: "tollgate_billing_orgs",
 			Help: "Orgs by current enforcement decision (allow, throttle, block_*)."}, []string{"decision"}),
 		evalErrs: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_billing_evaluation_errors_total",
 			Help: "Evaluations that could not read usage (decisions kept from the previous one)."}),
 	}
-	for _, n := range decisionNames {
-		b.decisions.WithLabelValues(n)
+	for _, d := range access.Decisions() {
+		b.decisions.WithLabelValues(d.String())
 	}
 	// State changes (an operator's suspension, a Stripe event) apply to
 	// the request path at once, without waiting for the next evaluation.
@@ -129,17 +130,17 @@ func New(ctx context.Context, cfg Config, opts Options) (*Billing, error) {
 // returns one shared gate that always allows (nothing is enforced on an org
 // that does not exist), so ids a stranger can invent cost no memory. Ask
 // again once the org exists.
-func (b *Billing) Gate(org string) *Gate {
+func (b *Billing) Gate(org string) *access.Gate {
 	if g, ok := b.gates.Load(org); ok {
-		return g.(*Gate)
+		return g.(*access.Gate)
 	}
 	snap := b.opts.Sites.Snapshot()
 	o := snap.Orgs[org]
 	if o == nil {
 		return &b.noOrg
 	}
-	g, _ := b.gates.LoadOrStore(org, &Gate{})
-	gate := g.(*Gate)
+	g, _ := b.gates.LoadOrStore(org, &access.Gate{})
+	gate := g.(*access.Gate)
 	b.mu.Lock()
 	b.decideLocked(snap, o, gate)
 	b.mu.Unlock()
@@ -152,9 +153,9 @@ func (b *Billing) decideAll(s *sites.Snapshot) {
 	defer b.mu.Unlock()
 	b.gates.Range(func(k, v any) bool {
 		if o := s.Orgs[k.(string)]; o != nil {
-			b.decideLocked(s, o, v.(*Gate))
+			b.decideLocked(s, o, v.(*access.Gate))
 		} else {
-			v.(*Gate).Set(Allow, 0) // deleted org: nothing routes to it anyway
+			v.(*access.Gate).Set(access.Allow, 0) // deleted org: nothing routes to it anyway
 		}
 		return true
 	})
@@ -162,26 +163,26 @@ func (b *Billing) decideAll(s *sites.Snapshot) {
 
 // decide computes an org's decision: its state first, then its egress
 // against the plan.
-func decide(o *sites.Org, p *sites.Plan, egress int64) (Decision, int64) {
+func decide(o *sites.Org, p *sites.Plan, egress int64) (access.Decision, int64) {
 	switch o.State {
 	case sites.StateSuspended:
-		return BlockSuspended, 0
+		return access.BlockSuspended, 0
 	case sites.StateExpired:
-		return BlockExpired, 0
+		return access.BlockExpired, 0
 	}
 	if p == nil || p.EgressBytes <= 0 {
-		return Allow, 0
+		return access.Allow, 0
 	}
 	if p.HardLimitPercent > 0 && egress*100 >= p.EgressBytes*int64(p.HardLimitPercent) {
-		return BlockQuota, 0
+		return access.BlockQuota, 0
 	}
 	if egress >= p.EgressBytes && p.ThrottleBPS > 0 {
-		return Throttle, p.ThrottleBPS
+		return access.Throttle, p.ThrottleBPS
 	}
-	return Allow, 0
+	return access.Allow, 0
 }
 
-func (b *Billing) decideLocked(s *sites.Snapshot, o *sites.Org, g *Gate) Decision {
+func (b *Billing) decideLocked(s *sites.Snapshot, o *sites.Org, g *access.Gate) access.Decision {
 	d, bps := decide(o, s.Plans[o.Plan], b.usage[o.ID])
 	g.Set(d, bps)
 	return d
@@ -237,8 +238,9 @@ func (b *Billing) emit(ctx context.Context, e HookEvent) {
 }
 
 // emitOnce emits a hook whose id identifies it for good (per org and
-// period): the id is remembered in the store, so it fires once even across
-// restarts. Several nodes emit the same id; receivers deduplicate on it.
+// period): the id is remembered in this node's bbolt file (Options.Store),
+// so the node emits it once, even across restarts. Each node of a cluster
+// remembers on its own and emits the same id; receivers deduplicate on it.
 func (b *Billing) emitOnce(ctx context.Context, e HookEvent) {
 	if b.opts.Hooks == nil || b.fired[e.ID] {
 		return

@@ -1,9 +1,3 @@
-// Package billing decides what an org may use and keeps its account: plans
-// and quotas, the account lifecycle (trialing, active, past_due, expired,
-// suspended) with a recorded history, enforcement on the request path
-// (allow, throttle, block) from an in-memory decision per org, Stripe
-// (webhooks in, overage meter events out) and signed lifecycle hooks to the
-// operator's systems.
 package billing
 
 import (

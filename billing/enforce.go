@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 )
@@ -24,13 +25,14 @@ func (b *Billing) Run(ctx context.Context) {
 	}
 }
 
-// warnPercents are the quota shares that fire quota.warning (80) and
-// quota.exceeded (100), once per org, quota and period.
+// warnPercent is the share of a quota that fires quota.warning;
+// quota.exceeded fires at 100 %.
 const warnPercent = 80
 
-// Evaluate is one pass: read every org's egress of the current period (all
-// nodes' flushed counters), recompute each decision, expire past-due orgs
-// whose grace is over, and fire the hooks that are due. Usage that cannot be
+// Evaluate is one pass: read every org's egress of the current period (the
+// flushed counters of Options.Usage: this node's in bbolt, all nodes' in
+// Redis), recompute each decision, expire past-due orgs whose grace is
+// over, and fire the hooks that are due. Usage that cannot be
 // read keeps the previous decisions (fail open for serving).
 func (b *Billing) Evaluate(ctx context.Context) {
 	now := b.now()
@@ -47,13 +49,13 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	if usage != nil {
 		b.usage = usage
 	}
-	counts := make(map[Decision]float64, len(decisionNames))
-	next := make(map[string]Decision, len(snap.Orgs))
+	counts := make(map[access.Decision]float64)
+	next := make(map[string]access.Decision, len(snap.Orgs))
 	for id, o := range snap.Orgs {
 		plan := snap.Plans[o.Plan]
-		var d Decision
+		var d access.Decision
 		if g, ok := b.gates.Load(id); ok {
-			d = b.decideLocked(snap, o, g.(*Gate))
+			d = b.decideLocked(snap, o, g.(*access.Gate))
 		} else {
 			d, _ = decide(o, plan, b.usage[id])
 		}
@@ -72,8 +74,8 @@ func (b *Billing) Evaluate(ctx context.Context) {
 		}
 	}
 	b.prev = next
-	for i, n := range decisionNames {
-		b.decisions.WithLabelValues(n).Set(counts[Decision(i)])
+	for _, d := range access.Decisions() {
+		b.decisions.WithLabelValues(d.String()).Set(counts[d])
 	}
 	b.mu.Unlock()
 
@@ -108,7 +110,7 @@ func (b *Billing) readUsage(ctx context.Context, period string) (map[string]int6
 }
 
 // quotaHooks fires quota.warning at 80 % and quota.exceeded at 100 % of the
-// egress and storage quotas, once per period each.
+// egress and storage quotas, once per period each on this node (emitOnce).
 func (b *Billing) quotaHooks(ctx context.Context, o *sites.Org, p *sites.Plan, period string, now time.Time) {
 	if p == nil || b.opts.Hooks == nil {
 		return
@@ -131,26 +133,27 @@ func (b *Billing) quotaHooks(ctx context.Context, o *sites.Org, p *sites.Plan, p
 	}
 }
 
-// decisionHooks fires org.throttled and org.blocked (quota) once per period,
-// and org.restored when a quota throttle or block lifts.
-func (b *Billing) decisionHooks(ctx context.Context, org string, prev, d Decision, period string, now time.Time) {
+// decisionHooks fires org.throttled and org.blocked (quota) once per period
+// on this node (emitOnce), and org.restored when a quota throttle or block
+// lifts.
+func (b *Billing) decisionHooks(ctx context.Context, org string, prev, d access.Decision, period string, now time.Time) {
 	if prev == d {
 		return
 	}
 	data := map[string]any{"from": prev.String(), "to": d.String(), "period": period}
 	switch d {
-	case Throttle:
+	case access.Throttle:
 		b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("org.throttled:%s:%s", org, period), Type: "org.throttled", Org: org, At: now, Data: data})
-	case BlockQuota:
+	case access.BlockQuota:
 		b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("org.blocked:%s:%s", org, period), Type: "org.blocked", Org: org, At: now, Data: data})
-	case Allow:
-		if prev == Throttle || prev == BlockQuota {
+	case access.Allow:
+		if prev == access.Throttle || prev == access.BlockQuota {
 			b.emit(ctx, HookEvent{ID: fmt.Sprintf("org.restored:%s:%d", org, now.UnixNano()), Type: "org.restored", Org: org, At: now, Data: data})
 		}
 	}
 }
 
-// The Accounts view for Stripe.
+// What package billing/stripe reads and changes (its Accounts interface).
 
 // OrgByCustomer finds the org linked to a Stripe customer.
 func (b *Billing) OrgByCustomer(customer string) (string, bool) {

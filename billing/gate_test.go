@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
@@ -30,17 +31,17 @@ func TestGatesOnlyForOrgs(t *testing.T) {
 	if n := held() - before; n != 0 {
 		t.Fatalf("%d gates held for ids that are no org; want 0", n)
 	}
-	if shared.Decision() != Allow {
+	if shared.Decision() != access.Allow {
 		t.Fatalf("the shared gate: %v; want allow", shared.Decision())
 	}
 
 	tests := []struct {
 		org   string
 		state string
-		want  Decision
+		want  access.Decision
 	}{
-		{"acme", sites.StateActive, Allow},
-		{"acme", sites.StateSuspended, BlockSuspended},
+		{"acme", sites.StateActive, access.Allow},
+		{"acme", sites.StateSuspended, access.BlockSuspended},
 	}
 	acme := f.b.Gate("acme")
 	if acme == shared {
@@ -59,7 +60,7 @@ func TestGatesOnlyForOrgs(t *testing.T) {
 			if g.Decision() != tt.want {
 				t.Fatalf("%s %s: %v; want %v", tt.org, tt.state, g.Decision(), tt.want)
 			}
-			if shared.Decision() != Allow {
+			if shared.Decision() != access.Allow {
 				t.Fatalf("the shared gate: %v; want allow", shared.Decision())
 			}
 		})

@@ -75,7 +75,10 @@ var transitions = map[string][]string{
 	sites.StateSuspended: {sites.StateActive},
 }
 
-func allowed(from, to string) bool {
+// Allowed reports whether the state machine lets an org move from state
+// from to state to. The operator may force any change; Stripe and the
+// billing loop may not.
+func Allowed(from, to string) bool {
 	for _, s := range transitions[from] {
 		if s == to {
 			return true
@@ -125,7 +128,7 @@ func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change
 			case o.State == sites.StateSuspended && c.Actor != ActorOperator:
 				// Stripe never lifts a suspension; its other changes apply.
 				record("state", o.State, o.State, c.Cause+" (ignored: suspended by the operator)")
-			case !allowed(o.State, c.State) && c.Actor != ActorOperator:
+			case !Allowed(o.State, c.State) && c.Actor != ActorOperator:
 				return nil, fmt.Errorf("%w: %s → %s", ErrTransition, o.State, c.State)
 			default:
 				record("state", o.State, c.State, c.Cause)

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	stripe "github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/webhook"
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
@@ -50,10 +48,15 @@ type StripeConfig struct {
 	Tolerance time.Duration `toml:"tolerance"`
 }
 
-// Defaults of [billing.stripe].
+// Defaults of [billing.stripe]. The API base and the tolerance are
+// stripe-go's own (stripe.APIURL, webhook.DefaultTolerance), written out so
+// that billing does not link stripe-go; package billing/stripe checks that
+// they still agree.
 const (
-	defaultWebhookPath    = "/stripe/webhook"
-	defaultMeterEventName = "tollgate_egress_overage"
+	defaultWebhookPath     = "/stripe/webhook"
+	defaultMeterEventName  = "tollgate_egress_overage"
+	defaultStripeAPIBase   = "https://api.stripe.com"
+	defaultStripeTolerance = 300 * time.Second
 )
 
 // Enabled reports whether Stripe is configured at all.
@@ -65,7 +68,7 @@ func (c *StripeConfig) Defaults() {
 		c.WebhookPath = defaultWebhookPath
 	}
 	if c.APIBase == "" {
-		c.APIBase = stripe.APIURL
+		c.APIBase = defaultStripeAPIBase
 	}
 	if c.MeterEventName == "" {
 		c.MeterEventName = defaultMeterEventName
@@ -77,7 +80,7 @@ func (c *StripeConfig) Defaults() {
 		c.ReportDelay = 5 * time.Minute
 	}
 	if c.Tolerance == 0 {
-		c.Tolerance = webhook.DefaultTolerance
+		c.Tolerance = defaultStripeTolerance
 	}
 }
 

@@ -5,7 +5,7 @@ package proxy
 import (
 	"testing"
 
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 
 	"github.com/valyala/fasthttp"
 )
@@ -69,7 +69,7 @@ func TestMeteredHitAllocs(t *testing.T) {
 func TestEnforcedHitAllocs(t *testing.T) {
 	gates := &fakeGates{}
 	h := newHarnessWith(t, Config{}, Limits{}, func(o *Options) { o.Usage, o.Gates = newTestMeter(t), gates })
-	for _, d := range []billing.Decision{billing.Allow, billing.Throttle, billing.BlockQuota} {
+	for _, d := range []access.Decision{access.Allow, access.Throttle, access.BlockQuota} {
 		gates.Gate("acme").Set(d, 100_000)
 		ctx := newCtx("www.example", "/4k.bin")
 		h.proxy.Handler(ctx)

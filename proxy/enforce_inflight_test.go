@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/internal/certtest"
 	"github.com/tollgate-edge/tollgate/sites"
 )
@@ -40,8 +40,8 @@ func TestDecisionReachesResponsesInFlight(t *testing.T) {
 	// download starts large.bin throttled, changes the decision once the
 	// first bytes arrived, and returns how long the rest took and whether
 	// the whole file came.
-	download := func(t *testing.T, proto string, change billing.Decision) (time.Duration, bool) {
-		gate.Set(billing.Throttle, slow)
+	download := func(t *testing.T, proto string, change access.Decision) (time.Duration, bool) {
+		gate.Set(access.Throttle, slow)
 		resp, err := th.client(proto).Get("https://www.example/large.bin")
 		must(t, err)
 		defer resp.Body.Close()
@@ -55,13 +55,13 @@ func TestDecisionReachesResponsesInFlight(t *testing.T) {
 	}
 	for _, proto := range []string{"http/1.1", "h2"} {
 		t.Run(proto+" upgrade", func(t *testing.T) {
-			took, whole := download(t, proto, billing.Allow)
+			took, whole := download(t, proto, access.Allow)
 			if !whole || took > 2*time.Second {
 				t.Fatalf("after the upgrade: whole %v in %v; want the rest at full speed", whole, took)
 			}
 		})
 		t.Run(proto+" block", func(t *testing.T) {
-			took, whole := download(t, proto, billing.BlockSuspended)
+			took, whole := download(t, proto, access.BlockSuspended)
 			if whole || took > 2*time.Second {
 				t.Fatalf("after the block: whole %v after %v; want the response cut off at once", whole, took)
 			}
@@ -69,7 +69,7 @@ func TestDecisionReachesResponsesInFlight(t *testing.T) {
 	}
 
 	t.Run("websocket block", func(t *testing.T) {
-		gate.Set(billing.Allow, 0)
+		gate.Set(access.Allow, 0)
 		conn, err := tls.Dial("tcp", th.addr, &tls.Config{RootCAs: th.pool, ServerName: "chat.example", NextProtos: []string{"http/1.1"}})
 		must(t, err)
 		defer conn.Close()
@@ -85,7 +85,7 @@ func TestDecisionReachesResponsesInFlight(t *testing.T) {
 		}
 		readN(t, br, 5) // "hello"
 		start := time.Now()
-		gate.Set(billing.BlockExpired, 0)
+		gate.Set(access.BlockExpired, 0)
 		_, err = br.ReadByte() // the idle tunnel ends: EOF, not the 10 s deadline
 		if err == nil || time.Since(start) > 2*time.Second {
 			t.Fatalf("tunnel after the block: %v after %v", err, time.Since(start))

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -21,17 +21,17 @@ import (
 // fakeGates hands out one gate per org, set by the test.
 type fakeGates struct {
 	mu sync.Mutex
-	m  map[string]*billing.Gate
+	m  map[string]*access.Gate
 }
 
-func (f *fakeGates) Gate(org string) *billing.Gate {
+func (f *fakeGates) Gate(org string) *access.Gate {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
-		f.m = map[string]*billing.Gate{}
+		f.m = map[string]*access.Gate{}
 	}
 	if f.m[org] == nil {
-		f.m[org] = &billing.Gate{}
+		f.m[org] = &access.Gate{}
 	}
 	return f.m[org]
 }
@@ -57,14 +57,14 @@ func TestEnforcement(t *testing.T) {
 	must(t, err)
 	gate := gates.Gate("acme")
 	for _, tc := range []struct {
-		d      billing.Decision
+		d      access.Decision
 		status int
 		body   string
 	}{
-		{billing.BlockQuota, 429, "Too many requests"},
-		{billing.BlockExpired, 402, "paused"},
-		{billing.BlockSuspended, 403, "not allowed"},
-		{billing.Allow, 200, "from upstream"},
+		{access.BlockQuota, 429, "Too many requests"},
+		{access.BlockExpired, 402, "paused"},
+		{access.BlockSuspended, 403, "not allowed"},
+		{access.Allow, 200, "from upstream"},
 	} {
 		gate.Set(tc.d, 0)
 		for _, host := range []string{"www.example", "app.example"} {
@@ -72,7 +72,7 @@ func TestEnforcement(t *testing.T) {
 			if resp.StatusCode() != tc.status || (host == "app.example" && !strings.Contains(string(resp.Body()), tc.body)) {
 				t.Errorf("%v on %s: %d %q, want %d %q", tc.d, host, resp.StatusCode(), resp.Body(), tc.status, tc.body)
 			}
-			if tc.d == billing.BlockQuota && string(resp.Header.Peek("Retry-After")) == "" {
+			if tc.d == access.BlockQuota && string(resp.Header.Peek("Retry-After")) == "" {
 				t.Error("429 without Retry-After")
 			}
 		}
@@ -98,7 +98,7 @@ func TestThrottleBandwidth(t *testing.T) {
 	gates := &fakeGates{}
 	h := newHarnessWith(t, Config{}, Limits{}, func(o *Options) { o.Usage, o.Gates = newTestMeter(t), gates })
 	const bps = 200_000
-	gates.Gate("acme").Set(billing.Throttle, bps)
+	gates.Gate("acme").Set(access.Throttle, bps)
 	h.received.Store(0)
 	start := time.Now()
 	resp := h.do("GET", "www.example", "/large.bin")
@@ -113,7 +113,7 @@ func TestThrottleBandwidth(t *testing.T) {
 	if took < want*9/10 || took > want*11/10 {
 		t.Fatalf("took %v, want %v ± 10 %%", took, want)
 	}
-	gates.Gate("acme").Set(billing.Allow, 0)
+	gates.Gate("acme").Set(access.Allow, 0)
 	start = time.Now()
 	h.do("GET", "www.example", "/large.bin")
 	if d := time.Since(start); d > want/4 {

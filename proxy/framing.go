@@ -17,7 +17,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
 )
@@ -336,7 +336,7 @@ func (p *Proxy) expectContinue(ctx *fasthttp.RequestCtx) int {
 }
 
 // blocked reports whether enforce would answer the org's requests itself.
-func blocked(org *sites.Org, gate *billing.Gate) bool {
+func blocked(org *sites.Org, gate *access.Gate) bool {
 	switch {
 	case org == nil:
 		return true
@@ -344,5 +344,5 @@ func blocked(org *sites.Org, gate *billing.Gate) bool {
 		return org.State == sites.StateSuspended
 	}
 	d := gate.Decision()
-	return d == billing.BlockQuota || d == billing.BlockExpired || d == billing.BlockSuspended
+	return d == access.BlockQuota || d == access.BlockExpired || d == access.BlockSuspended
 }

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 )
 
 // FuzzPublicListener feeds arbitrary byte streams to the public listener
@@ -110,9 +110,9 @@ func countResponses(b []byte) int {
 // TestPacedWaitsAreBounded: a throttled write never waits past its write
 // deadline, and stops waiting when its connection closes.
 func TestPacedWaitsAreBounded(t *testing.T) {
-	slow := func() *billing.Gate { // 1 KB/s
-		g := &billing.Gate{}
-		g.Set(billing.Throttle, 1000)
+	slow := func() *access.Gate { // 1 KB/s
+		g := &access.Gate{}
+		g.Set(access.Throttle, 1000)
 		return g
 	}
 	body := make([]byte, 64<<10) // a minute of pacing

@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
@@ -123,7 +123,7 @@ var retryAfterOwnerLookup = []byte("1")
 type pagesOwnerState struct {
 	name     string
 	orgID    string
-	gate     *billing.Gate // nil without billing, or while the org is not in the registry
+	gate     *access.Gate // nil without billing, or while the org is not in the registry
 	ensured  atomic.Bool
 	pages    *sites.GiteaRepo // {owner}/pages, the user site
 	mu       sync.Mutex

@@ -3,7 +3,7 @@ package proxy
 import (
 	"time"
 
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 )
@@ -51,7 +51,7 @@ func (c *h2Conn) respond(st *h2Stream, onWorker bool) {
 		c.mu.Unlock()
 		return
 	}
-	if !onWorker && !stream && (st.gate == nil || st.gate.Decision() == billing.Allow) {
+	if !onWorker && !stream && (st.gate == nil || st.gate.Decision() == access.Allow) {
 		if rest := c.sendDataLocked(st, body, true); len(rest) > 0 {
 			st.pendingBody = rest
 			c.pending = append(c.pending, st)
@@ -118,7 +118,7 @@ type h2BodyWriter struct {
 }
 
 func (w *h2BodyWriter) Write(p []byte) (int, error) {
-	if g := w.st.gate; g != nil && g.Decision() != billing.Allow {
+	if g := w.st.gate; g != nil && g.Decision() != access.Allow {
 		return paced(g, p, w.st.c.closed, w.deadline, w.write)
 	}
 	return w.write(p)

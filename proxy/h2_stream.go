@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
@@ -25,7 +25,7 @@ type h2Stream struct {
 	start time.Time // when the request arrived (requestTime)
 	conn  net.Conn
 	owner *meter.Counters
-	gate  *billing.Gate // the org's enforcement, see enforceWrites
+	gate  *access.Gate // the org's enforcement, see enforceWrites
 	body  h2Body
 	out   h2BodyWriter
 
@@ -84,7 +84,7 @@ func (p *Proxy) h2Waits(ctx *fasthttp.RequestCtx) bool {
 		return false
 	}
 	if r := p.table.Load().hosts[string(key)]; r != nil {
-		return r.rt.dir == nil || r.gate != nil && r.gate.Decision() == billing.Throttle
+		return r.rt.dir == nil || r.gate != nil && r.gate.Decision() == access.Throttle
 	}
 	if p.internal != nil && p.internal[string(key)] != nil {
 		return true

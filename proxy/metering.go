@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/meter"
 	"golang.org/x/time/rate"
 )
@@ -56,7 +56,7 @@ type meteredConn struct {
 	// buffered); allowed again (an upgrade), it goes at full speed; blocked,
 	// it fails and the connection closes. A change reaches responses
 	// already in flight at their next piece (paced).
-	gate atomic.Pointer[billing.Gate]
+	gate atomic.Pointer[access.Gate]
 	// writeDeadline is the last deadline fasthttp set for writes (unix
 	// nanoseconds, 0: none); a paced write never waits past it.
 	writeDeadline atomic.Int64
@@ -227,7 +227,7 @@ func (c *meteredConn) closeConn() error {
 }
 
 func (c *meteredConn) Write(p []byte) (int, error) {
-	if g := c.gate.Load(); g != nil && g.Decision() != billing.Allow {
+	if g := c.gate.Load(); g != nil && g.Decision() != access.Allow {
 		return paced(g, p, c.closed, c.deadline(), c.write)
 	}
 	return c.write(p)
@@ -284,13 +284,13 @@ const paceCheck = 100 * time.Millisecond
 // (the connection or stream ended) or when it would pass deadline
 // (non-zero): a stalled or departed client never holds its goroutine longer
 // than its write deadline.
-func paced(g *billing.Gate, p []byte, done <-chan struct{}, deadline time.Time, write func([]byte) (int, error)) (int, error) {
+func paced(g *access.Gate, p []byte, done <-chan struct{}, deadline time.Time, write func([]byte) (int, error)) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		var l *rate.Limiter
 		switch g.Decision() {
-		case billing.Allow:
-		case billing.Throttle:
+		case access.Allow:
+		case access.Throttle:
 			l = g.Limiter()
 		default:
 			return written, errBlocked
@@ -320,7 +320,7 @@ func paced(g *billing.Gate, p []byte, done <-chan struct{}, deadline time.Time, 
 // waitN waits for n tokens of l, at most until done is closed or deadline.
 // It looks at g every paceCheck and gives the tokens back (false) when g no
 // longer throttles with l.
-func waitN(g *billing.Gate, l *rate.Limiter, n int, done <-chan struct{}, deadline time.Time) (bool, error) {
+func waitN(g *access.Gate, l *rate.Limiter, n int, done <-chan struct{}, deadline time.Time) (bool, error) {
 	now := time.Now()
 	r := l.ReserveN(now, n)
 	if !r.OK() {
@@ -346,7 +346,7 @@ func waitN(g *billing.Gate, l *rate.Limiter, n int, done <-chan struct{}, deadli
 		if !now.Before(until) {
 			return true, nil
 		}
-		if g.Decision() != billing.Throttle || g.Limiter() != l {
+		if g.Decision() != access.Throttle || g.Limiter() != l {
 			r.CancelAt(now)
 			return false, nil
 		}
@@ -368,7 +368,7 @@ func metered(c net.Conn) *meteredConn {
 
 // enforceWrites makes the connection's next writes follow g (nil: none,
 // full speed).
-func enforceWrites(c net.Conn, g *billing.Gate) {
+func enforceWrites(c net.Conn, g *access.Gate) {
 	if mc := metered(c); mc != nil {
 		mc.gate.Store(g)
 	} else if st, ok := c.(*h2Stream); ok {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -27,10 +28,10 @@ import (
 type countingGates struct {
 	b    *billing.Billing
 	mu   sync.Mutex
-	seen map[*billing.Gate]bool
+	seen map[*access.Gate]bool
 }
 
-func (c *countingGates) Gate(org string) *billing.Gate {
+func (c *countingGates) Gate(org string) *access.Gate {
 	g := c.b.Gate(org)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -97,7 +98,7 @@ func TestInventedPagesHosts(t *testing.T) {
 	must(t, err)
 	bill, err := billing.New(ctx, billing.Config{}, billing.Options{Sites: reg, Store: st, Metrics: prometheus.NewRegistry()})
 	must(t, err)
-	gates := &countingGates{b: bill, seen: map[*billing.Gate]bool{}}
+	gates := &countingGates{b: bill, seen: map[*access.Gate]bool{}}
 	cfg := sites.Config{GiteaURL: gs.URL(), GiteaToken: gs.Token(), OwnerLookupRate: ownerLookupRate}
 	cache := sites.NewCache(cfg)
 	g, err := cache.NewGitea(cfg)

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
@@ -72,7 +72,7 @@ type InternalRoute struct {
 // Gates hands out each org's enforcement gate, a stable pointer the request
 // path reads with one atomic load. *billing.Billing implements it.
 type Gates interface {
-	Gate(org string) *billing.Gate
+	Gate(org string) *access.Gate
 }
 
 // Proxy serves the public listener.
@@ -117,7 +117,7 @@ type route struct {
 	org   *sites.Org
 	rt    *siteRuntime
 	usage *meter.Counters // nil when metering is off
-	gate  *billing.Gate   // nil without billing
+	gate  *access.Gate    // nil without billing
 	hsts  []byte          // Strict-Transport-Security (hsts.go); nil: none
 }
 
@@ -419,7 +419,7 @@ func requestTime(ctx *fasthttp.RequestCtx) time.Time {
 
 // enforce applies the org's decision to this request: false when it was
 // answered (blocked). Without billing (gate nil) only suspension blocks.
-func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *billing.Gate) bool {
+func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *access.Gate) bool {
 	status := 0
 	switch {
 	case org == nil:
@@ -430,11 +430,11 @@ func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *billing.
 		}
 	default:
 		switch gate.Decision() {
-		case billing.BlockQuota:
+		case access.BlockQuota:
 			status = fasthttp.StatusTooManyRequests
-		case billing.BlockExpired:
+		case access.BlockExpired:
 			status = fasthttp.StatusPaymentRequired
-		case billing.BlockSuspended:
+		case access.BlockSuspended:
 			status = fasthttp.StatusForbidden
 		}
 	}

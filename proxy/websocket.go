@@ -7,7 +7,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/valyala/fasthttp"
 )
 
@@ -89,7 +89,7 @@ func (u *upstream) serveUpgrade(ctx *fasthttp.RequestCtx) error {
 	head := append([]byte(nil), ctx.Response.Header.Header()...)
 	ic.timeout = 0 // a tunnel may be idle for long; the apps ping
 	_ = conn.SetDeadline(time.Time{})
-	var gate *billing.Gate // the org's gate, set by enforce (the hijacked conn hides it)
+	var gate *access.Gate // the org's gate, set by enforce (the hijacked conn hides it)
 	if mc := metered(ctx.Conn()); mc != nil {
 		gate = mc.gate.Load()
 	}
@@ -109,7 +109,7 @@ func (u *upstream) serveUpgrade(ctx *fasthttp.RequestCtx) error {
 // the visitor follow the org's gate (metering.go: throttled, paced; blocked,
 // the write fails); a tunnel whose org is blocked is also ended within
 // paceCheck when neither side is writing.
-func tunnel(client, up net.Conn, upr io.Reader, g *billing.Gate) {
+func tunnel(client, up net.Conn, upr io.Reader, g *access.Gate) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -125,7 +125,7 @@ func tunnel(client, up net.Conn, upr io.Reader, g *billing.Gate) {
 }
 
 // watchGate calls stop once g blocks, looking every paceCheck until done.
-func watchGate(g *billing.Gate, done <-chan struct{}, stop func()) {
+func watchGate(g *access.Gate, done <-chan struct{}, stop func()) {
 	t := time.NewTicker(paceCheck)
 	defer t.Stop()
 	for {
@@ -133,7 +133,7 @@ func watchGate(g *billing.Gate, done <-chan struct{}, stop func()) {
 		case <-done:
 			return
 		case <-t.C:
-			if d := g.Decision(); d != billing.Allow && d != billing.Throttle {
+			if d := g.Decision(); d != access.Allow && d != access.Throttle {
 				stop()
 				return
 			}

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/tollgate-edge/tollgate/acme"
 	"github.com/tollgate-edge/tollgate/admin"
-	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/proxy"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -160,16 +159,14 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	if usage.m != nil {
 		popts.Usage = usage.m // a nil *meter.Meter in the interface would not read as "off"
 	}
-	bill, stripe, closeBilling, err := newBilling(ctx, cfg, st, records, reg, usage, metrics, log)
+	bill, webhook, closeBilling, err := newBilling(ctx, cfg, st, records, reg, usage, metrics, log)
 	if err != nil {
 		return err
 	}
 	defer closeBilling()
 	popts.Gates = bill
-	if stripe != nil {
-		host, _ := sites.NormalizeDomain(cfg.Billing.Stripe.WebhookHost)
-		popts.Internal = append(popts.Internal, proxy.InternalRoute{Host: host, Path: cfg.Billing.Stripe.WebhookPath, MaxBody: billing.MaxWebhookBody,
-			Handler: fasthttpadaptor.NewFastHTTPHandler(stripe)})
+	if webhook != nil {
+		popts.Internal = append(popts.Internal, *webhook)
 	}
 	px, err := proxy.New(cfg.Proxy, cfg.Limits, popts)
 	if err != nil {
@@ -417,60 +414,6 @@ func newCertManager(cfg Config, st *store.Bolt, reg *sites.Registry, giteaSrc *s
 		return nil, nil, err
 	}
 	return m, func() { m.Close(); closeStorage() }, nil
-}
-
-// newBilling starts enforcement (always: plans, states and, with the meter,
-// quotas), the lifecycle hooks when [[billing.hooks]] are configured, and
-// Stripe when [billing.stripe] is. The returned func stops them.
-func newBilling(ctx context.Context, cfg Config, st *store.Bolt, records billing.Scanner, reg *sites.Registry, usage usageParts,
-	metrics prometheus.Registerer, log *slog.Logger) (*billing.Billing, *billing.Stripe, func(), error) {
-	var stops []func()
-	stop := func() {
-		for i := len(stops) - 1; i >= 0; i-- {
-			stops[i]()
-		}
-	}
-	opts := billing.Options{Sites: reg, Store: st, Records: records, Metrics: metrics, Logger: log}
-	if usage.reader != nil {
-		opts.Usage = usage.reader
-	}
-	if usage.m != nil {
-		opts.Storage = usage.m
-	}
-	if len(cfg.Billing.Hooks) > 0 {
-		hooks, err := billing.NewHooks(cfg.Billing.Hooks, billing.HookOptions{Store: st, Metrics: metrics, Logger: log})
-		if err != nil {
-			return nil, nil, stop, err
-		}
-		hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		go hooks.Run(hctx)
-		stops = append(stops, func() { cancel(); hooks.Close() })
-		opts.Hooks = hooks
-	}
-	bill, err := billing.New(ctx, cfg.Billing, opts)
-	if err != nil {
-		stop()
-		return nil, nil, stop, err
-	}
-	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	go bill.Run(bctx)
-	stops = append(stops, cancel)
-	var stripe *billing.Stripe
-	if cfg.Billing.Stripe.Enabled() {
-		sopts := billing.StripeOptions{Accounts: bill, Store: st, Usage: opts.Usage, Metrics: metrics, Logger: log}
-		if kv, ok := records.(*store.RedisKV); ok {
-			sopts.EventIDs = kv // a redelivery to another node is a duplicate too
-		}
-		stripe, err = billing.NewStripe(cfg.Billing.Stripe, sopts)
-		if err != nil {
-			stop()
-			return nil, nil, stop, err
-		}
-		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		go stripe.Run(sctx)
-		stops = append(stops, func() { cancel(); stripe.Close() })
-	}
-	return bill, stripe, stop, nil
 }
 
 // registryStore is where the registry (and the account history) lives: the

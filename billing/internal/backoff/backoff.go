@@ -1,13 +1,15 @@
-package billing
+// Package backoff computes the wait before a retry: exponential, capped,
+// with jitter.
+package backoff
 
 import (
 	"math/rand/v2"
 	"time"
 )
 
-// backoff is the wait after the n-th failed attempt (n ≥ 1): base·2ⁿ⁻¹
+// Delay is the wait after the n-th failed attempt (n ≥ 1): base·2ⁿ⁻¹
 // capped at limit, then ±20 % jitter so that retries do not fall in step.
-func backoff(n int, base, limit time.Duration) time.Duration {
+func Delay(n int, base, limit time.Duration) time.Duration {
 	d := base
 	for i := 1; i < n && d < limit; i++ {
 		d *= 2

@@ -1,4 +1,7 @@
-package billing
+// Package stripe keeps accounts in step with Stripe: signed webhook events
+// in become account changes (billing.Change); egress beyond each org's
+// quota goes out as billing meter events from a persistent outbox.
+package stripe
 
 import (
 	"context"
@@ -12,18 +15,19 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	stripe "github.com/stripe/stripe-go/v76"
+	stripego "github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/billing/meterevent"
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
 	bolt "go.etcd.io/bbolt"
 )
 
-// Accounts is what Stripe events change. *Billing implements it.
+// Accounts is what Stripe events change. *billing.Billing implements it.
 type Accounts interface {
-	// Apply changes an org's account (see Change); ErrStale and ErrTransition are expected outcomes.
-	Apply(ctx context.Context, org string, c Change) (sites.Org, error)
+	// Apply changes an org's account (see billing.Change); billing.ErrStale and billing.ErrTransition are expected outcomes.
+	Apply(ctx context.Context, org string, c billing.Change) (sites.Org, error)
 	// OrgByCustomer finds the org linked to a Stripe customer id.
 	OrgByCustomer(customer string) (org string, ok bool)
 	// OrgExists reports whether an org id exists (checkout's client_reference_id).
@@ -38,10 +42,10 @@ type Accounts interface {
 	Orgs() []string
 }
 
-var _ Accounts = (*Billing)(nil)
+var _ Accounts = (*billing.Billing)(nil)
 
-// StripeOptions are Stripe's collaborators.
-type StripeOptions struct {
+// Options are Stripe's collaborators.
+type Options struct {
 	Accounts Accounts              // required
 	Store    *store.Bolt           // required: event ids, report cursors, the meter event outbox
 	Usage    meter.Reader          // nil: no overage reporting
@@ -68,7 +72,7 @@ type EventIDs interface {
 // Stripe events into account changes, and Run reports egress beyond each
 // org's quota as billing meter events. See ServeHTTP and Run.
 type Stripe struct {
-	cfg   StripeConfig
+	cfg   billing.StripeConfig
 	acc   Accounts
 	st    *store.Bolt
 	ids   EventIDs // nil: event ids in st
@@ -106,17 +110,17 @@ const (
 	bucketStripeOutbox = "stripe_outbox"
 )
 
-// NewStripe builds the webhook handler and the overage reporter and opens
+// New builds the webhook handler and the overage reporter and opens
 // their buckets. Meter events left pending by a previous process are sent
 // by Run.
-func NewStripe(cfg StripeConfig, opts StripeOptions) (*Stripe, error) {
+func New(cfg billing.StripeConfig, opts Options) (*Stripe, error) {
 	cfg.Defaults()
 	errs := []error{cfg.Validate()}
 	if !cfg.Enabled() {
 		errs = append(errs, errors.New("billing.stripe: neither secret_key nor webhook_secret is set"))
 	}
 	if opts.Accounts == nil || opts.Store == nil || opts.Metrics == nil {
-		errs = append(errs, errors.New("billing: StripeOptions.Accounts, Store and Metrics are required"))
+		errs = append(errs, errors.New("stripe: Options.Accounts, Store and Metrics are required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -133,12 +137,12 @@ func NewStripe(cfg StripeConfig, opts StripeOptions) (*Stripe, error) {
 	s := &Stripe{cfg: cfg, acc: opts.Accounts, st: opts.Store, ids: opts.EventIDs, usage: opts.Usage, log: opts.Logger, now: opts.Now,
 		baseBackoff: cfg.ReportInterval, maxRetry: time.Hour, done: make(chan struct{})}
 	if cfg.SecretKey != "" && opts.Usage != nil {
-		backend := stripe.GetBackendWithConfig(stripe.APIBackend, &stripe.BackendConfig{
-			URL:        stripe.String(cfg.APIBase),
+		backend := stripego.GetBackendWithConfig(stripego.APIBackend, &stripego.BackendConfig{
+			URL:        stripego.String(cfg.APIBase),
 			HTTPClient: opts.HTTPClient,
 			// The outbox retries with backoff and survives restarts; the
 			// library's own immediate retries would only delay a pass.
-			MaxNetworkRetries: stripe.Int64(0),
+			MaxNetworkRetries: stripego.Int64(0),
 			LeveledLogger:     stripeLogger{opts.Logger},
 		})
 		s.events = &meterevent.Client{B: backend, Key: cfg.SecretKey}
@@ -156,7 +160,7 @@ func NewStripe(cfg StripeConfig, opts StripeOptions) (*Stripe, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("billing: stripe buckets: %w", err)
+		return nil, fmt.Errorf("stripe: buckets: %w", err)
 	}
 
 	f := promauto.With(opts.Metrics)

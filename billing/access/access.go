@@ -1,4 +1,9 @@
-package billing
+// Package access holds each org's current access decision (allow, throttle
+// or block), which the request path reads with one atomic load.
+//
+// It is a leaf: the proxy imports it to read decisions, billing imports it
+// to set them, and neither the registry nor Stripe is linked through it.
+package access
 
 import (
 	"sync/atomic"
@@ -27,9 +32,18 @@ func (d Decision) String() string {
 	return "unknown"
 }
 
+// Decisions lists every decision, Allow first (for metric labels).
+func Decisions() []Decision {
+	out := make([]Decision, len(decisionNames))
+	for i := range out {
+		out[i] = Decision(i)
+	}
+	return out
+}
+
 // Gate is one org's current decision, read by the request path with one
 // atomic load and no allocation. The proxy keeps the *Gate of each route;
-// Billing updates it in place.
+// billing updates it in place.
 type Gate struct {
 	d   atomic.Int32
 	lim atomic.Pointer[rate.Limiter] // set while throttled

@@ -1,4 +1,4 @@
-package billing
+package stripe
 
 import (
 	"context"
@@ -11,7 +11,8 @@ import (
 	"strconv"
 	"time"
 
-	stripe "github.com/stripe/stripe-go/v76"
+	stripego "github.com/stripe/stripe-go/v76"
+	"github.com/tollgate-edge/tollgate/billing/internal/backoff"
 	"github.com/tollgate-edge/tollgate/meter"
 	bolt "go.etcd.io/bbolt"
 )
@@ -268,26 +269,35 @@ func monthStart(t time.Time) time.Time {
 	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
 }
 
-// flush sends the due outbox entries, in identifier order.
-func (s *Stripe) flush(ctx context.Context) error {
-	type item struct {
-		id  string
-		e   meterEntry
-		bad bool
-	}
-	var due []item
-	now := s.now()
+// dueItem is an outbox entry due to be sent; bad when its record does not
+// decode.
+type dueItem struct {
+	id  string
+	e   meterEntry
+	bad bool
+}
+
+// due reads the outbox entries due at now, in identifier order.
+func (s *Stripe) due(ctx context.Context, now time.Time) ([]dueItem, error) {
+	var due []dueItem
 	err := s.st.View(ctx, func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(bucketStripeOutbox)).ForEach(func(k, v []byte) error {
 			var e meterEntry
 			if err := json.Unmarshal(v, &e); err != nil {
-				due = append(due, item{id: string(k), bad: true})
+				due = append(due, dueItem{id: string(k), bad: true})
 			} else if !e.Next.After(now) {
-				due = append(due, item{id: string(k), e: e})
+				due = append(due, dueItem{id: string(k), e: e})
 			}
 			return nil
 		})
 	})
+	return due, err
+}
+
+// flush sends the due outbox entries, in identifier order.
+func (s *Stripe) flush(ctx context.Context) error {
+	now := s.now()
+	due, err := s.due(ctx, now)
 	if err != nil {
 		return fmt.Errorf("outbox not readable: %w", err)
 	}
@@ -326,32 +336,8 @@ func (s *Stripe) flush(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break // closing: not an attempt; the entry stays as it was
 		}
-		it.e.Attempts++
-		it.e.LastError = describeStripeError(err)
-		wait := s.backoff(it.e.Attempts)
-		it.e.Next = s.now().Add(wait)
-		s.retry.Inc()
-		rejected := rejectedByStripe(err)
-		if rejected {
-			// Configuration (no such meter or customer, a bad key): the
-			// operator has to act; retried meanwhile.
-			log.Error("stripe: overage meter event rejected; will retry", slog.Int("attempt", it.e.Attempts),
-				slog.Duration("retry_in", wait), slog.String("err", it.e.LastError))
-		}
-		errs = append(errs, fmt.Errorf("meter event %s (attempt %d, next in %s): %s",
-			it.id, it.e.Attempts, wait.Round(time.Second), it.e.LastError))
-		if rec, err := json.Marshal(it.e); err == nil {
-			err = s.st.Update(bg, func(tx *bolt.Tx) error {
-				b := tx.Bucket([]byte(bucketStripeOutbox))
-				if b.Get([]byte(it.id)) == nil {
-					return nil
-				}
-				return b.Put([]byte(it.id), rec)
-			})
-			if err != nil {
-				errs = append(errs, fmt.Errorf("meter event %s: retry not recorded: %w", it.id, err))
-			}
-		}
+		rejected, failed := s.retryLater(bg, log, it.id, &it.e, err)
+		errs = append(errs, failed...)
 		if !rejected {
 			break // Stripe unreachable: the rest waits for the next pass
 		}
@@ -359,16 +345,50 @@ func (s *Stripe) flush(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// retryLater records a failed send of entry id: one more attempt, its
+// error, and when the next is due. rejected reports whether Stripe refused
+// the event (rejectedByStripe) rather than being unreachable; errs say what
+// failed.
+func (s *Stripe) retryLater(ctx context.Context, log *slog.Logger, id string, e *meterEntry, sendErr error) (rejected bool, errs []error) {
+	e.Attempts++
+	e.LastError = describeStripeError(sendErr)
+	wait := s.backoff(e.Attempts)
+	e.Next = s.now().Add(wait)
+	s.retry.Inc()
+	rejected = rejectedByStripe(sendErr)
+	if rejected {
+		// Configuration (no such meter or customer, a bad key): the
+		// operator has to act; retried meanwhile.
+		log.Error("stripe: overage meter event rejected; will retry", slog.Int("attempt", e.Attempts),
+			slog.Duration("retry_in", wait), slog.String("err", e.LastError))
+	}
+	errs = append(errs, fmt.Errorf("meter event %s (attempt %d, next in %s): %s",
+		id, e.Attempts, wait.Round(time.Second), e.LastError))
+	if rec, err := json.Marshal(e); err == nil {
+		err = s.st.Update(ctx, func(tx *bolt.Tx) error {
+			b := tx.Bucket([]byte(bucketStripeOutbox))
+			if b.Get([]byte(id)) == nil {
+				return nil
+			}
+			return b.Put([]byte(id), rec)
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("meter event %s: retry not recorded: %w", id, err))
+		}
+	}
+	return rejected, errs
+}
+
 // post sends one meter event.
 func (s *Stripe) post(ctx context.Context, id string, e *meterEntry) error {
-	params := &stripe.BillingMeterEventParams{
-		EventName:  stripe.String(s.cfg.MeterEventName),
-		Identifier: stripe.String(id),
+	params := &stripego.BillingMeterEventParams{
+		EventName:  stripego.String(s.cfg.MeterEventName),
+		Identifier: stripego.String(id),
 		Payload: map[string]string{
 			"stripe_customer_id": e.Customer,
 			"value":              strconv.FormatInt(e.Value, 10),
 		},
-		Timestamp: stripe.Int64(e.Timestamp),
+		Timestamp: stripego.Int64(e.Timestamp),
 	}
 	params.Context = ctx
 	_, err := s.events.New(params)
@@ -394,12 +414,12 @@ func (s *Stripe) remove(ctx context.Context, id string) error {
 
 // backoff is the wait after the n-th failed attempt: baseBackoff
 // (report_interval) doubling up to maxRetry (1h), ±20 % jitter.
-func (s *Stripe) backoff(n int) time.Duration { return backoff(n, s.baseBackoff, s.maxRetry) }
+func (s *Stripe) backoff(n int) time.Duration { return backoff.Delay(n, s.baseBackoff, s.maxRetry) }
 
 // rejectedByStripe reports whether Stripe answered err with a 4xx that
 // another attempt right now would get again (not 408, 409 or 429).
 func rejectedByStripe(err error) bool {
-	var se *stripe.Error
+	var se *stripego.Error
 	if !errors.As(err, &se) {
 		return false
 	}
@@ -414,7 +434,7 @@ func rejectedByStripe(err error) bool {
 // describeStripeError is err on one line (stripe.Error's own text is its
 // whole JSON).
 func describeStripeError(err error) string {
-	var se *stripe.Error
+	var se *stripego.Error
 	if errors.As(err, &se) {
 		return fmt.Sprintf("HTTP %d %s: %s", se.HTTPStatusCode, se.Type, se.Msg)
 	}

@@ -1,4 +1,4 @@
-package billing
+package hooks
 
 import (
 	"crypto/hmac"
@@ -25,18 +25,18 @@ func hookMAC(secret, ts string, body []byte) []byte {
 	return m.Sum(nil)
 }
 
-// ErrHookSignature is returned by VerifyHookSignature for a delivery that
+// ErrSignature is returned by VerifySignature for a delivery that
 // must not be trusted.
-var ErrHookSignature = errors.New("hook signature not valid")
+var ErrSignature = errors.New("hook signature not valid")
 
-// defaultHookTolerance is VerifyHookSignature's tolerance when given none.
+// defaultHookTolerance is VerifySignature's tolerance when given none.
 const defaultHookTolerance = 5 * time.Minute
 
-// VerifyHookSignature checks a Tollgate-Signature header against the raw
+// VerifySignature checks a Tollgate-Signature header against the raw
 // body: one of its v1 values must be the HMAC-SHA256 of "<t>.<body>" with
 // secret, and t must be within tolerance of now (either side; 0 means 5
-// minutes). Errors wrap ErrHookSignature.
-func VerifyHookSignature(secret string, header string, body []byte, tolerance time.Duration, now time.Time) error {
+// minutes). Errors wrap ErrSignature.
+func VerifySignature(secret string, header string, body []byte, tolerance time.Duration, now time.Time) error {
 	if tolerance <= 0 {
 		tolerance = defaultHookTolerance
 	}
@@ -55,13 +55,13 @@ func VerifyHookSignature(secret string, header string, body []byte, tolerance ti
 	}
 	t, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return fmt.Errorf("%w: no timestamp", ErrHookSignature)
+		return fmt.Errorf("%w: no timestamp", ErrSignature)
 	}
 	if len(sigs) == 0 {
-		return fmt.Errorf("%w: no v1 signature", ErrHookSignature)
+		return fmt.Errorf("%w: no v1 signature", ErrSignature)
 	}
 	if age := now.Sub(time.Unix(t, 0)); age > tolerance || age < -tolerance {
-		return fmt.Errorf("%w: timestamp %s is outside the tolerance of %s", ErrHookSignature, time.Unix(t, 0).UTC().Format(time.RFC3339), tolerance)
+		return fmt.Errorf("%w: timestamp %s is outside the tolerance of %s", ErrSignature, time.Unix(t, 0).UTC().Format(time.RFC3339), tolerance)
 	}
 	want := hookMAC(secret, ts, body)
 	for _, s := range sigs {
@@ -69,5 +69,5 @@ func VerifyHookSignature(secret string, header string, body []byte, tolerance ti
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: signature does not match", ErrHookSignature)
+	return fmt.Errorf("%w: signature does not match", ErrSignature)
 }

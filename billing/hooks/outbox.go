@@ -1,4 +1,4 @@
-package billing
+package hooks
 
 import (
 	"bytes"
@@ -72,7 +72,7 @@ func (h *Hooks) open(ctx context.Context) error {
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("billing: hook outbox: %w", err)
+		return fmt.Errorf("hooks: outbox: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,7 @@
-package billing
+// Package hooks delivers billing's lifecycle events (billing.HookEvent) to
+// the operator's systems as signed HTTP POSTs, at least once, from a
+// persistent outbox.
+package hooks
 
 import (
 	"context"
@@ -11,86 +14,21 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/store"
 )
-
-// HookConfig is one [[billing.hooks]] entry.
-type HookConfig struct {
-	// URL is the http(s) URL that receives a POST per event. Each URL has
-	// its own delivery worker and queue; a URL may be listed once.
-	URL string `toml:"url"`
-	// Secret is the HMAC-SHA256 key of Tollgate-Signature, at least 16
-	// characters (already resolved from env:/file: by the caller). Required.
-	Secret string `toml:"secret"`
-	// Events lists the event types sent to URL (see HookTypes). Empty: all.
-	Events []string `toml:"events"`
-}
-
-// minHookSecret is the shortest secret a hook accepts.
-const minHookSecret = 16
-
-// Validate names every bad key of the i-th [[billing.hooks]] entry. It does
-// no I/O.
-func (c HookConfig) Validate(i int) error {
-	var errs []error
-	key := func(k string) string { return fmt.Sprintf("billing.hooks[%d].%s", i, k) }
-	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("%s: %q must be an http:// or https:// URL with a host", key("url"), c.URL))
-	}
-	if len(c.Secret) < minHookSecret {
-		errs = append(errs, fmt.Errorf("%s: must be at least %d characters (has %d)", key("secret"), minHookSecret, len(c.Secret)))
-	}
-	for _, t := range c.Events {
-		if !hookTypeSet[t] {
-			errs = append(errs, fmt.Errorf("%s: unknown event type %q (known: %s)", key("events"), t, strings.Join(HookTypes, ", ")))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// HookTypes lists every event type, for [[billing.hooks]] events and docs.
-var HookTypes = []string{
-	"quota.warning", "quota.exceeded", "org.throttled", "org.blocked",
-	"grace.started", "grace.ending", "org.expired",
-	"payment.succeeded", "payment.failed", "org.restored",
-}
-
-// hookTypeSet is HookTypes as a set (built once: changing HookTypes later
-// does not change what is valid).
-var hookTypeSet = func() map[string]bool {
-	m := make(map[string]bool, len(HookTypes))
-	for _, t := range HookTypes {
-		m[t] = true
-	}
-	return m
-}()
-
-// HookEvent is one lifecycle event, the JSON body of a delivery. See Hooks
-// for the headers and how a receiver checks them.
-type HookEvent struct {
-	// ID is unique and stable across retries: receivers deduplicate on it.
-	// A caller may set it to make an emit idempotent (e.g.
-	// "quota.warning:acme:2026-11:egress"); if empty, Emit makes a random
-	// "evt_<hex>". At most 256 bytes, no control characters.
-	ID   string         `json:"id"`
-	Type string         `json:"type"` // one of HookTypes
-	Org  string         `json:"org"`
-	At   time.Time      `json:"created_at"` // default: Emit's clock
-	Data map[string]any `json:"data,omitempty"`
-}
 
 // maxHookID bounds an event id (a bbolt key and a header value).
 const maxHookID = 256
 
-// HookOptions are Hooks' collaborators.
-type HookOptions struct {
+// Options are Hooks' collaborators.
+type Options struct {
 	Store   *store.Bolt           // required: the outbox lives here (bucket "hook_outbox")
 	Metrics prometheus.Registerer // required
 	Logger  *slog.Logger          // default slog.Default()
@@ -114,7 +52,7 @@ type HookOptions struct {
 // 4s … up to 10 min, each ±20 % jitter; the delivery waits at the head of
 // its URL's queue meanwhile. After MaxAge it is dropped.
 //
-// Each delivery is a POST whose body is the HookEvent as JSON, with headers
+// Each delivery is a POST whose body is the billing.HookEvent as JSON, with headers
 //
 //	Content-Type: application/json
 //	Tollgate-Event: quota.warning
@@ -133,7 +71,7 @@ type HookOptions struct {
 //  4. reject a t more than a few minutes from its own clock (replays);
 //  5. deduplicate on Tollgate-Delivery, then answer 2xx quickly.
 //
-// VerifyHookSignature does steps 2-4 in Go.
+// VerifySignature does steps 2-4 in Go.
 type Hooks struct {
 	log         *slog.Logger
 	st          *store.Bolt
@@ -155,12 +93,12 @@ type Hooks struct {
 	wg      sync.WaitGroup
 }
 
-var _ Emitter = (*Hooks)(nil)
+var _ billing.Emitter = (*Hooks)(nil)
 
 // hookWorker is one hook URL: its filter, its outbox bucket and the channel
 // Emit signals.
 type hookWorker struct {
-	cfg       HookConfig
+	cfg       billing.HookConfig
 	key       []byte          // sub-bucket of hook_outbox
 	events    map[string]bool // nil: all
 	logURL    string          // URL without password, for logs
@@ -169,9 +107,9 @@ type hookWorker struct {
 	nextPrune time.Time // worker goroutine only
 }
 
-// NewHooks validates hooks and opens their outbox. Deliveries left pending
+// New validates hooks and opens their outbox. Deliveries left pending
 // by a previous process are picked up by Run.
-func NewHooks(hooks []HookConfig, opts HookOptions) (*Hooks, error) {
+func New(hooks []billing.HookConfig, opts Options) (*Hooks, error) {
 	var errs []error
 	seen := map[string]bool{}
 	for i, c := range hooks {
@@ -182,7 +120,7 @@ func NewHooks(hooks []HookConfig, opts HookOptions) (*Hooks, error) {
 		seen[c.URL] = true
 	}
 	if opts.Store == nil || opts.Metrics == nil {
-		errs = append(errs, errors.New("billing: HookOptions.Store and Metrics are required"))
+		errs = append(errs, errors.New("hooks: Options.Store and Metrics are required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -239,9 +177,9 @@ func NewHooks(hooks []HookConfig, opts HookOptions) (*Hooks, error) {
 // transaction, and wakes their workers. It does no network I/O. An id
 // already queued, delivered or dropped (within MaxAge) for a hook is not
 // queued again for it.
-func (h *Hooks) Emit(ctx context.Context, e HookEvent) error {
-	if !hookTypeSet[e.Type] {
-		return fmt.Errorf("billing: hook event type %q is unknown", e.Type)
+func (h *Hooks) Emit(ctx context.Context, e billing.HookEvent) error {
+	if !billing.KnownHookType(e.Type) {
+		return fmt.Errorf("hooks: hook event type %q is unknown", e.Type)
 	}
 	if e.ID == "" {
 		var b [16]byte
@@ -267,15 +205,15 @@ func (h *Hooks) Emit(ctx context.Context, e HookEvent) error {
 	e.At = e.At.UTC()
 	body, err := json.Marshal(e)
 	if err != nil {
-		return fmt.Errorf("billing: hook event %s: %w", e.ID, err)
+		return fmt.Errorf("hooks: hook event %s: %w", e.ID, err)
 	}
 	rec, err := json.Marshal(hookDelivery{ID: e.ID, Type: e.Type, Org: e.Org, Body: body, Queued: now})
 	if err != nil {
-		return fmt.Errorf("billing: hook event %s: %w", e.ID, err)
+		return fmt.Errorf("hooks: hook event %s: %w", e.ID, err)
 	}
 	added, err := h.queue(ctx, ws, e.ID, rec)
 	if err != nil {
-		return fmt.Errorf("billing: queue hook event %s: %w", e.ID, err)
+		return fmt.Errorf("hooks: queue hook event %s: %w", e.ID, err)
 	}
 	for i, w := range ws {
 		if added[i] {
@@ -291,11 +229,11 @@ func (h *Hooks) Emit(ctx context.Context, e HookEvent) error {
 
 func checkHookID(id string) error {
 	if len(id) > maxHookID {
-		return fmt.Errorf("billing: hook event id is longer than %d bytes", maxHookID)
+		return fmt.Errorf("hooks: hook event id is longer than %d bytes", maxHookID)
 	}
 	for i := 0; i < len(id); i++ {
 		if c := id[i]; c < 0x20 || c == 0x7f {
-			return fmt.Errorf("billing: hook event id %q has a control character", id)
+			return fmt.Errorf("hooks: hook event id %q has a control character", id)
 		}
 	}
 	return nil

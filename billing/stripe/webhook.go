@@ -1,4 +1,4 @@
-package billing
+package stripe
 
 import (
 	"bytes"
@@ -11,8 +11,9 @@ import (
 	"net/http"
 	"time"
 
-	stripe "github.com/stripe/stripe-go/v76"
+	stripego "github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/webhook"
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
 	bolt "go.etcd.io/bbolt"
@@ -173,7 +174,7 @@ func writeJSON(w http.ResponseWriter, status int, contentType string, v any) {
 }
 
 // process handles a verified event: duplicate check, mapping, Apply, record.
-func (s *Stripe) process(ctx context.Context, ev *stripe.Event) (string, *webhookError) {
+func (s *Stripe) process(ctx context.Context, ev *stripego.Event) (string, *webhookError) {
 	s.hookMu.Lock()
 	defer s.hookMu.Unlock()
 	log := s.log.With(slog.String("event", ev.ID), slog.String("type", string(ev.Type)))
@@ -240,9 +241,9 @@ func (s *Stripe) record(ctx context.Context, id string, rec []byte) error {
 }
 
 // apply applies c and maps Apply's errors to outcomes.
-func (s *Stripe) apply(ctx context.Context, log *slog.Logger, org string, c Change) (string, *webhookError) {
+func (s *Stripe) apply(ctx context.Context, log *slog.Logger, org string, c billing.Change) (string, *webhookError) {
 	_, err := s.acc.Apply(ctx, org, c)
-	if errors.Is(err, ErrTransition) && (c.Plan != "" || c.StripeCustomer != "") {
+	if errors.Is(err, billing.ErrTransition) && (c.Plan != "" || c.StripeCustomer != "") {
 		// The lifecycle refuses the state (e.g. a trial starting for an
 		// active org); the plan and the customer still apply.
 		log.Info("stripe webhook: state change refused, applying the rest", slog.String("org", org), slog.Any("reason", err))
@@ -254,10 +255,10 @@ func (s *Stripe) apply(ctx context.Context, log *slog.Logger, org string, c Chan
 		log.Info("stripe webhook: applied", slog.String("org", org), slog.String("state", c.State),
 			slog.String("plan", c.Plan), slog.String("customer", c.StripeCustomer))
 		return outcomeApplied, nil
-	case errors.Is(err, ErrStale):
+	case errors.Is(err, billing.ErrStale):
 		log.Info("stripe webhook: stale event, no change", slog.String("org", org), slog.Any("reason", err))
 		return outcomeStale, nil
-	case errors.Is(err, ErrTransition):
+	case errors.Is(err, billing.ErrTransition):
 		log.Info("stripe webhook: state change refused by the lifecycle, no change", slog.String("org", org), slog.Any("reason", err))
 		return outcomeIgnored, nil
 	case errors.Is(err, sites.ErrNotFound):

@@ -1,10 +1,11 @@
-package billing
+package stripe
 
 import (
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/store"
@@ -24,8 +25,8 @@ func TestStripeEventIDsShared(t *testing.T) {
 	acc := newStripeAccounts()
 	node := func() *stripeFixture {
 		f := &stripeFixture{acc: acc, st: storetest.Open(t)}
-		f.s = newTestStripe(t, StripeConfig{WebhookSecret: stripeTestSecret, WebhookHost: "billing.test"},
-			StripeOptions{Accounts: acc, Store: f.st, EventIDs: kv})
+		f.s = newTestStripe(t, billing.StripeConfig{WebhookSecret: stripeTestSecret, WebhookHost: "billing.test"},
+			Options{Accounts: acc, Store: f.st, EventIDs: kv})
 		f.srv = httptest.NewServer(f.s)
 		t.Cleanup(f.srv.Close)
 		return f

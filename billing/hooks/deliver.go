@@ -1,4 +1,4 @@
-package billing
+package hooks
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/billing/internal/backoff"
 )
 
 const (
@@ -140,4 +142,4 @@ func (h *Hooks) drop(ctx context.Context, w *hookWorker, seq uint64, d *hookDeli
 
 // backoff is the wait after the n-th failed attempt: baseBackoff (1s)
 // doubling up to maxBackoff (10 min), ±20 % jitter.
-func (h *Hooks) backoff(n int) time.Duration { return backoff(n, h.baseBackoff, h.maxBackoff) }
+func (h *Hooks) backoff(n int) time.Duration { return backoff.Delay(n, h.baseBackoff, h.maxBackoff) }

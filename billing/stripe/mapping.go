@@ -1,4 +1,4 @@
-package billing
+package stripe
 
 import (
 	"encoding/json"
@@ -7,7 +7,8 @@ import (
 	"strings"
 	"time"
 
-	stripe "github.com/stripe/stripe-go/v76"
+	stripego "github.com/stripe/stripe-go/v76"
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
@@ -63,8 +64,8 @@ const skipUnhandled = "event type not handled"
 
 // change maps an event to the org and Change it asks for; skip is the
 // reason when there is nothing to do.
-func (s *Stripe) change(ev *stripe.Event) (org string, c Change, skip string, werr *webhookError) {
-	c = Change{Actor: ActorStripe, Ref: ev.ID, StripeEventAt: time.Unix(ev.Created, 0).UTC()}
+func (s *Stripe) change(ev *stripego.Event) (org string, c billing.Change, skip string, werr *webhookError) {
+	c = billing.Change{Actor: billing.ActorStripe, Ref: ev.ID, StripeEventAt: time.Unix(ev.Created, 0).UTC()}
 	typ := string(ev.Type)
 	switch typ {
 	case "checkout.session.completed", "customer.subscription.created", "customer.subscription.updated",
@@ -76,40 +77,53 @@ func (s *Stripe) change(ev *stripe.Event) (org string, c Change, skip string, we
 	if err := json.Unmarshal(ev.Data.Raw, &obj); err != nil {
 		return "", c, "", &webhookError{http.StatusBadRequest, outcomeBadRequest, "data.object: " + err.Error()}
 	}
-	customer := string(obj.Customer)
-
 	switch typ {
 	case "checkout.session.completed":
-		org = obj.ClientReferenceID
-		switch {
-		case org == "":
-			return "", c, "checkout session without client_reference_id (not started for an org)", nil
-		case !s.acc.OrgExists(org):
-			return org, c, "", unprocessable(outcomeUnknownOrg, "checkout session %s: client_reference_id %q is not an org", obj.ID, org)
-		case customer == "":
-			return org, c, "checkout session without customer", nil
-		}
-		// Linking is not ordered: the subscription's events are often
-		// created a second before the session completes and, while the
-		// customer was unknown, retried after it; ordered by this event
-		// they would all be stale and the plan never applied.
-		c.StripeCustomer, c.Cause, c.StripeEventAt = customer, "checkout completed", time.Time{}
-		return org, c, "", nil
-
+		return s.checkoutChange(&obj, c)
 	case "invoice.paid", "invoice.payment_failed":
-		var ok bool
-		if org, ok = s.orgByCustomer(customer); !ok {
-			return "", c, "", unprocessable(outcomeUnknownOrg, "invoice %s: customer %q is linked to no org", obj.ID, customer)
-		}
-		if typ == "invoice.paid" {
-			c.State, c.Cause = sites.StateActive, "invoice paid"
-		} else {
-			c.State, c.Cause = sites.StatePastDue, "payment failed"
-		}
-		return org, c, "", nil
+		return s.invoiceChange(typ, &obj, c)
 	}
+	return s.subscriptionChange(typ, &obj, c)
+}
 
-	// Subscriptions.
+// checkoutChange links the session's customer to the org named by its
+// client_reference_id.
+func (s *Stripe) checkoutChange(obj *stripeObject, c billing.Change) (string, billing.Change, string, *webhookError) {
+	org, customer := obj.ClientReferenceID, string(obj.Customer)
+	switch {
+	case org == "":
+		return "", c, "checkout session without client_reference_id (not started for an org)", nil
+	case !s.acc.OrgExists(org):
+		return org, c, "", unprocessable(outcomeUnknownOrg, "checkout session %s: client_reference_id %q is not an org", obj.ID, org)
+	case customer == "":
+		return org, c, "checkout session without customer", nil
+	}
+	// Linking is not ordered: the subscription's events are often
+	// created a second before the session completes and, while the
+	// customer was unknown, retried after it; ordered by this event
+	// they would all be stale and the plan never applied.
+	c.StripeCustomer, c.Cause, c.StripeEventAt = customer, "checkout completed", time.Time{}
+	return org, c, "", nil
+}
+
+// invoiceChange makes the customer's org active (paid) or past_due.
+func (s *Stripe) invoiceChange(typ string, obj *stripeObject, c billing.Change) (string, billing.Change, string, *webhookError) {
+	org, ok := s.orgByCustomer(string(obj.Customer))
+	if !ok {
+		return "", c, "", unprocessable(outcomeUnknownOrg, "invoice %s: customer %q is linked to no org", obj.ID, string(obj.Customer))
+	}
+	if typ == "invoice.paid" {
+		c.State, c.Cause = sites.StateActive, "invoice paid"
+	} else {
+		c.State, c.Cause = sites.StatePastDue, "payment failed"
+	}
+	return org, c, "", nil
+}
+
+// subscriptionChange maps a subscription's status and first price to a
+// state and a plan (the default plan once cancelled).
+func (s *Stripe) subscriptionChange(typ string, obj *stripeObject, c billing.Change) (string, billing.Change, string, *webhookError) {
+	customer := string(obj.Customer)
 	cancelled := typ == "customer.subscription.deleted"
 	if !cancelled {
 		switch obj.Status {
@@ -140,7 +154,7 @@ func (s *Stripe) change(ev *stripe.Event) (org string, c Change, skip string, we
 		c.State, c.Plan, c.Cause = sites.StateActive, s.acc.DefaultPlan(), "subscription cancelled"
 		return org, c, "", nil
 	}
-	plan, werr := s.subscriptionPlan(&obj)
+	plan, werr := s.subscriptionPlan(obj)
 	if werr != nil {
 		return org, c, "", werr
 	}
