@@ -86,8 +86,11 @@ test: deps lint
 	# Allocation counts are only meaningful without -race (files tagged !race).
 	$(GO) test -count=1 -run 'Allocs' ./proxy ./sites
 
+# The hermetic inner loop: no Redis, Gitea, stripe-mock, Pebble, Chromium,
+# h2spec or openssl; the tests that need one skip, saying which
+# ("needs redis-server; -short"). Under a minute on 2 cores.
 test-short:
-	$(GO) test -count=1 ./...
+	$(GO) test -short -count=1 ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -108,6 +108,9 @@ func TestTLSConfigKeyExchanges(t *testing.T) {
 // suite and group crypto/tls implements, so it is tollgate's configuration
 // that refuses, not the client.
 func TestTLSConfigWithOpenSSL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs openssl; -short")
+	}
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
 		t.Fatal("openssl not found: run `make openssl` (Debian package openssl)")

@@ -88,7 +88,7 @@ func TestGiteaHookRevalidates(t *testing.T) {
 	// An hour of Revalidate: only the webhook can move the served commit
 	// during the test.
 	cfg := sites.Config{GiteaURL: gs.URL(), GiteaToken: gs.Token(), Revalidate: time.Hour, NegativeTTL: time.Hour}
-	g, err := sites.NewCache(cfg).NewGitea(cfg)
+	g, err := sites.NewCache(cfg).NewGitea(cfg, sites.GiteaOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

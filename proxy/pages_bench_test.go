@@ -186,7 +186,7 @@ func newBenchPagesProxy(b *testing.B, gs *giteatest.Server, cfg sites.Config, re
 	b.Helper()
 	cfg.GiteaURL, cfg.GiteaToken = gs.URL(), gs.Token()
 	cache := sites.NewCache(cfg)
-	g, err := cache.NewGitea(cfg)
+	g, err := cache.NewGitea(cfg, sites.GiteaOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

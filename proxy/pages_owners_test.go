@@ -101,7 +101,7 @@ func TestInventedPagesHosts(t *testing.T) {
 	gates := &countingGates{b: bill, seen: map[*access.Gate]bool{}}
 	cfg := sites.Config{GiteaURL: gs.URL(), GiteaToken: gs.Token(), OwnerLookupRate: ownerLookupRate}
 	cache := sites.NewCache(cfg)
-	g, err := cache.NewGitea(cfg)
+	g, err := cache.NewGitea(cfg, sites.GiteaOptions{})
 	must(t, err)
 	p, err := New(Config{}, Limits{}, Options{Registry: reg, Cache: cache, Metrics: prometheus.NewRegistry(),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -66,6 +66,7 @@ const (
 type DNSVerifier struct {
 	res *net.Resolver
 	ttl time.Duration
+	now func() time.Time
 
 	mu    sync.Mutex
 	cache map[string]dnsAnswer
@@ -77,9 +78,19 @@ type dnsAnswer struct {
 	at    time.Time
 }
 
+// DNSOptions are a DNSVerifier's collaborators.
+type DNSOptions struct {
+	// Now is the clock (default time.Now) that ages cached answers. Tests
+	// inject a clock and advance it past the TTL instead of sleeping.
+	Now func() time.Time
+}
+
 // NewDNSVerifier asks server ("host:port"; "" means the system resolver)
 // and caches answers for ttl.
-func NewDNSVerifier(server string, ttl time.Duration) *DNSVerifier {
+func NewDNSVerifier(server string, ttl time.Duration, opts DNSOptions) *DNSVerifier {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	res := net.DefaultResolver
 	if server != "" {
 		res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -87,7 +98,7 @@ func NewDNSVerifier(server string, ttl time.Duration) *DNSVerifier {
 			return d.DialContext(ctx, network, server)
 		}}
 	}
-	return &DNSVerifier{res: res, ttl: ttl, cache: map[string]dnsAnswer{}}
+	return &DNSVerifier{res: res, ttl: ttl, now: opts.Now, cache: map[string]dnsAnswer{}}
 }
 
 // Verify reports how domain is proven to belong to the site served at
@@ -116,10 +127,10 @@ func (v *DNSVerifier) lookup(ctx context.Context, domain string) (dnsAnswer, err
 	v.mu.Lock()
 	a, ok := v.cache[domain]
 	v.mu.Unlock()
-	if ok && time.Since(a.at) < v.ttl {
+	if ok && v.now().Sub(a.at) < v.ttl {
 		return a, nil
 	}
-	a = dnsAnswer{at: time.Now()}
+	a = dnsAnswer{at: v.now()}
 	cname, err := v.res.LookupCNAME(ctx, domain)
 	if err == nil {
 		a.cname = strings.ToLower(strings.TrimSuffix(cname, "."))

@@ -40,7 +40,9 @@ func TestDNSVerifier(t *testing.T) {
 	dns.SetCNAME("evil.example", "mallory.pages.test")
 	dns.SetTXT("_tollgate.txt.example", "alice/blog")
 	dns.SetTXT("_tollgate.wrongtxt.example", "mallory/blog")
-	v := NewDNSVerifier(dns.Addr(), time.Hour)
+	const ttl = time.Hour
+	clk := newFakeClock()
+	v := NewDNSVerifier(dns.Addr(), ttl, DNSOptions{Now: clk.Now})
 	ctx := context.Background()
 	hosts := []string{"alice.pages.test", "blog.alice.pages.test"}
 	for domain, want := range map[string]string{
@@ -57,11 +59,28 @@ func TestDNSVerifier(t *testing.T) {
 		}
 	}
 	before := dns.Queries()
+	clk.Advance(ttl - time.Nanosecond)
 	for range 10 {
 		v.Verify(ctx, "nothing.example", "alice/blog", hosts...)
 	}
 	if n := dns.Queries() - before; n != 0 {
 		t.Fatalf("%d DNS queries for cached answers; want 0", n)
+	}
+	// Past the TTL the answer is asked again, once: as many queries as the
+	// look-up of a domain never asked.
+	before = dns.Queries()
+	v.Verify(ctx, "new.example", "alice/blog", hosts...)
+	lookup := dns.Queries() - before
+	dns.SetCNAME("nothing.example", "alice.pages.test")
+	clk.Advance(time.Nanosecond)
+	before = dns.Queries()
+	for range 10 {
+		if got, err := v.Verify(ctx, "nothing.example", "alice/blog", hosts...); got != ViaCNAME || err != nil {
+			t.Fatalf("Verify(nothing.example) after the TTL = %q, %v; want %q", got, err, ViaCNAME)
+		}
+	}
+	if n := dns.Queries() - before; n != lookup || n == 0 {
+		t.Fatalf("%d DNS queries for 10 checks of an expired answer; want one look-up (%d)", n, lookup)
 	}
 }
 
@@ -106,9 +125,9 @@ func TestClaimDomainsOnlyFromThePublishedBranch(t *testing.T) {
 	_, err = r.AttachDomainVia(ctx, PagesSiteID("alice", "blog"), "blog.alice.example", ViaCNAME)
 	mustNoErr(t, err)
 	cfg := Config{GiteaURL: "http://127.0.0.1:9"} // never asked: the branch is not published
-	g, err := NewCache(cfg).NewGitea(cfg)
+	g, err := NewCache(cfg).NewGitea(cfg, GiteaOptions{})
 	mustNoErr(t, err)
-	if err := g.ClaimDomains(ctx, r, NewDNSVerifier("", time.Minute), g.Repo("alice", "blog", "main"), "pages.test", "free"); err != nil {
+	if err := g.ClaimDomains(ctx, r, NewDNSVerifier("", time.Minute, DNSOptions{}), g.Repo("alice", "blog", "main"), "pages.test", "free"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Domain("blog.alice.example"); err != nil {

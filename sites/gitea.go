@@ -40,6 +40,10 @@ type Gitea struct {
 
 	owners *owners // KnownOwner's answers
 
+	// now is the clock of every expiry decision: branch heads (Revalidate,
+	// NegativeTTL, BreakerRetry), remembered misses and owners.
+	now func() time.Time
+
 	// breaker fails calls fast while Gitea is down (gitea_breaker.go); every
 	// call goes through it.
 	breaker *breaker
@@ -61,8 +65,20 @@ func (g *Gitea) log(err error, repo string) {
 // exist are forgotten first.
 const maxRepos = 100_000
 
+// GiteaOptions are a Gitea source's collaborators.
+type GiteaOptions struct {
+	// Now is the clock (default time.Now) of every expiry decision: when a
+	// branch head, a remembered miss or an owner answer is checked again,
+	// and the Last-Modified of a raw file Gitea sends without one. Tests
+	// inject a clock and advance it past a TTL instead of sleeping.
+	Now func() time.Time
+}
+
 // NewGitea returns a Gitea source using c for content.
-func (c *Cache) NewGitea(cfg Config) (*Gitea, error) {
+func (c *Cache) NewGitea(cfg Config, opts GiteaOptions) (*Gitea, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	cfg.Defaults()
 	if cfg.GiteaURL == "" {
 		return nil, errors.New("sites.gitea_url: required")
@@ -71,7 +87,7 @@ func (c *Cache) NewGitea(cfg Config) (*Gitea, error) {
 		return nil, err
 	}
 	g := &Gitea{cfg: cfg, cache: c, base: strings.TrimSuffix(cfg.GiteaURL, "/"), repos: map[string]*GiteaRepo{},
-		owners: newOwners(cfg.OwnerLookupRate)}
+		owners: newOwners(cfg.OwnerLookupRate, opts.Now()), now: opts.Now}
 	rt := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: cfg.GiteaTimeout}).DialContext,
 		ResponseHeaderTimeout: cfg.GiteaTimeout,
@@ -80,12 +96,12 @@ func (c *Cache) NewGitea(cfg Config) (*Gitea, error) {
 	}
 	g.breaker = newBreaker(BreakerRetry, func() outcome { return g.probeGitea(rt) })
 	g.hc = &http.Client{Transport: giteaTransport{rt: rt, b: g.breaker, calls: &g.Calls}}
-	opts := []gitea.ClientOption{gitea.SetHTTPClient(&http.Client{Transport: g.hc.Transport, Timeout: cfg.GiteaTimeout}),
+	copts := []gitea.ClientOption{gitea.SetHTTPClient(&http.Client{Transport: g.hc.Transport, Timeout: cfg.GiteaTimeout}),
 		gitea.SetGiteaVersion("")}
 	if cfg.GiteaToken != "" {
-		opts = append(opts, gitea.SetToken(cfg.GiteaToken))
+		copts = append(copts, gitea.SetToken(cfg.GiteaToken))
 	}
-	api, err := gitea.NewClient(g.base, opts...)
+	api, err := gitea.NewClient(g.base, copts...)
 	if err != nil {
 		return nil, fmt.Errorf("sites: gitea client: %w", err)
 	}
@@ -227,10 +243,10 @@ func (r *GiteaRepo) resolvedBranch() string {
 func (r *GiteaRepo) setHead(commit, branch string) {
 	old := r.state.Load()
 	if old != nil && old.commit == commit {
-		r.state.Store(&repoState{commit: commit, branch: branch, checked: time.Now(), space: old.space, extra: old.extra})
+		r.state.Store(&repoState{commit: commit, branch: branch, checked: r.g.now(), space: old.space, extra: old.extra})
 		return
 	}
-	r.state.Store(&repoState{commit: commit, branch: branch, checked: time.Now(), space: r.g.cache.newSpace(), extra: &commitExtra{}})
+	r.state.Store(&repoState{commit: commit, branch: branch, checked: r.g.now(), space: r.g.cache.newSpace(), extra: &commitExtra{}})
 	if old != nil && old.space != nil {
 		r.g.cache.dropSpace(old.space)
 	}
@@ -278,7 +294,7 @@ func (r *GiteaRepo) current() (*repoState, error) {
 	if st.missing {
 		ttl = r.g.cfg.NegativeTTL
 	}
-	if now := time.Now(); now.Sub(st.checked) >= ttl && now.UnixNano() >= r.retryAt.Load() &&
+	if now := r.g.now(); now.Sub(st.checked) >= ttl && now.UnixNano() >= r.retryAt.Load() &&
 		r.refreshing.CompareAndSwap(false, true) {
 		go r.refreshInBackground()
 	}
@@ -291,7 +307,7 @@ func (r *GiteaRepo) current() (*repoState, error) {
 func (r *GiteaRepo) refreshInBackground() {
 	defer r.refreshing.Store(false)
 	if _, err := r.refresh(); err != nil {
-		r.retryAt.Store(time.Now().Add(BreakerRetry).UnixNano())
+		r.retryAt.Store(r.g.now().Add(BreakerRetry).UnixNano())
 	}
 }
 
@@ -323,7 +339,7 @@ func (r *GiteaRepo) refresh() (*repoState, error) {
 	}
 	if !found {
 		old := r.state.Load()
-		st := &repoState{missing: true, branch: branch, checked: time.Now()}
+		st := &repoState{missing: true, branch: branch, checked: r.g.now()}
 		r.state.Store(st)
 		if old != nil && old.space != nil {
 			r.g.cache.dropSpace(old.space)
@@ -454,8 +470,9 @@ func (g *Gitea) Known() []*GiteaRepo {
 
 // Get returns the file served at urlPath (a path inside the repository,
 // starting with "/"), with the same rules as a directory: index.html, clean
-// URLs, ErrIsDir for a directory without its slash.
-func (r *GiteaRepo) Get(urlPath []byte) (*File, error) { return r.GetAt(urlPath, time.Now()) }
+// URLs, ErrIsDir for a directory without its slash, at the time of the
+// source's clock (GiteaOptions.Now).
+func (r *GiteaRepo) Get(urlPath []byte) (*File, error) { return r.GetAt(urlPath, r.g.now()) }
 
 // GetAt is Get with the caller's idea of now, as DirSource.GetAt.
 func (r *GiteaRepo) GetAt(urlPath []byte, at time.Time) (*File, error) {

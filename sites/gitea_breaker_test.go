@@ -111,7 +111,7 @@ func newHangingGitea(t *testing.T) *hangingGitea {
 func TestGiteaBreakerSlow(t *testing.T) {
 	h := newHangingGitea(t)
 	const timeout = 300 * time.Millisecond
-	g := newOwnersSource(t, h.url, Config{GiteaTimeout: timeout, NegativeTTL: time.Hour})
+	g := newOwnersSource(t, h.url, Config{GiteaTimeout: timeout, NegativeTTL: time.Hour}, GiteaOptions{})
 	h.hang.Store(true)
 
 	start := time.Now()

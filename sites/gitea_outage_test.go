@@ -27,7 +27,8 @@ func TestGiteaOutage(t *testing.T) {
 		ttl     = 300 * time.Millisecond // revalidate and negative_ttl
 		timeout = time.Second
 	)
-	g := newGiteaSource(t, gs, Config{Revalidate: ttl, NegativeTTL: ttl, GiteaTimeout: timeout})
+	clk := newFakeClock()
+	g := newGiteaSource(t, gs, Config{Revalidate: ttl, NegativeTTL: ttl, GiteaTimeout: timeout}, GiteaOptions{Now: clk.Now})
 	home := g.Repo("alice", "pages", "")
 	project := g.ProjectRepo("alice", "index.html") // /index.html tries {owner}/index.html first
 	known := func() error {
@@ -50,7 +51,7 @@ func TestGiteaOutage(t *testing.T) {
 	}
 
 	gs.Freeze(t)
-	time.Sleep(2 * ttl) // every known answer is past its revalidate or negative_ttl
+	clk.Advance(2 * ttl) // every known answer is past its revalidate or negative_ttl
 	var took []time.Duration
 	for i := range 50 {
 		start := time.Now()
@@ -58,7 +59,10 @@ func TestGiteaOutage(t *testing.T) {
 			t.Fatalf("round %d with Gitea frozen: %v", i, err)
 		}
 		took = append(took, time.Since(start))
-		time.Sleep(10 * time.Millisecond) // spreads the rounds over a probe interval
+		// Spreads the rounds over a probe interval (the breaker's pace is
+		// real time), with the source's clock moving alike.
+		time.Sleep(10 * time.Millisecond)
+		clk.Advance(10 * time.Millisecond)
 	}
 	slices.Sort(took)
 	if slowest := took[len(took)-1]; slowest > 50*time.Millisecond {

@@ -36,12 +36,12 @@ type owners struct {
 	swept time.Time // when expired "does not exist" answers were last dropped
 }
 
-func newOwners(perSecond int) *owners {
+func newOwners(perSecond int, now time.Time) *owners {
 	lim := rate.NewLimiter(rate.Inf, 0)
 	if perSecond > 0 {
 		lim = rate.NewLimiter(rate.Limit(perSecond), perSecond)
 	}
-	return &owners{lim: lim, m: map[string]*ownerAnswer{}, swept: time.Now()}
+	return &owners{lim: lim, m: map[string]*ownerAnswer{}, swept: now}
 }
 
 // KnownOwner reports whether a Gitea user or organization named owner
@@ -64,7 +64,7 @@ func (g *Gitea) KnownOwner(owner string) (bool, error) {
 		}
 		// Rechecks of owners that exist are not rate limited: there are
 		// only as many as Gitea has owners, whoever asks.
-		if time.Since(a.checked) >= ttl && a.refreshing.CompareAndSwap(false, true) {
+		if g.now().Sub(a.checked) >= ttl && a.refreshing.CompareAndSwap(false, true) {
 			if a.exists || g.owners.lim.Allow() {
 				go g.recheckOwner(owner, a)
 			} else {
@@ -92,7 +92,7 @@ func (g *Gitea) KnownOwner(owner string) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		g.owners.put(owner, ok, g.cfg.NegativeTTL)
+		g.owners.put(owner, ok, g.now(), g.cfg.NegativeTTL)
 		return ok, nil
 	})
 	if err != nil {
@@ -112,7 +112,7 @@ func (g *Gitea) recheckOwner(name string, a *ownerAnswer) {
 		time.AfterFunc(BreakerRetry, func() { a.refreshing.Store(false) })
 		return
 	}
-	g.owners.put(name, ok, g.cfg.NegativeTTL) // a new answer, not refreshing
+	g.owners.put(name, ok, g.now(), g.cfg.NegativeTTL) // a new answer, not refreshing
 }
 
 func (o *owners) get(owner string) *ownerAnswer {
@@ -121,11 +121,10 @@ func (o *owners) get(owner string) *ownerAnswer {
 	return o.m[owner]
 }
 
-// put remembers an answer. At most once per negativeTTL, and whenever the
-// map is full, it drops the expired "does not exist" answers; if it is
-// still full, it starts over.
-func (o *owners) put(name string, exists bool, negativeTTL time.Duration) {
-	now := time.Now()
+// put remembers an answer checked at now. At most once per negativeTTL, and
+// whenever the map is full, it drops the expired "does not exist" answers;
+// if it is still full, it starts over.
+func (o *owners) put(name string, exists bool, now time.Time, negativeTTL time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if now.Sub(o.swept) >= negativeTTL || len(o.m) >= maxOwnerAnswers {

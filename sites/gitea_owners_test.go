@@ -45,10 +45,10 @@ func newFakeUsers(t *testing.T, exist ...string) *fakeUsers {
 	return f
 }
 
-func newOwnersSource(t *testing.T, url string, cfg Config) *Gitea {
+func newOwnersSource(t *testing.T, url string, cfg Config, opts GiteaOptions) *Gitea {
 	t.Helper()
 	cfg.GiteaURL = url
-	g, err := NewCache(cfg).NewGitea(cfg)
+	g, err := NewCache(cfg).NewGitea(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestKnownOwner(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeUsers(t, "alice")
-			g := newOwnersSource(t, f.url, tt.cfg)
+			g := newOwnersSource(t, f.url, tt.cfg, GiteaOptions{})
 			if err := tt.run(g); err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +164,7 @@ func TestKnownOwner(t *testing.T) {
 // still answered at once, from memory.
 func TestKnownOwnerRecheckDoesNotBlock(t *testing.T) {
 	f := newFakeUsers(t, "alice")
-	g := newOwnersSource(t, f.url, Config{Revalidate: time.Nanosecond, GiteaTimeout: time.Minute})
+	g := newOwnersSource(t, f.url, Config{Revalidate: time.Nanosecond, GiteaTimeout: time.Minute}, GiteaOptions{})
 	if ok, err := g.KnownOwner("alice"); !ok || err != nil {
 		t.Fatalf("alice: %v, %v", ok, err)
 	}
@@ -191,14 +191,15 @@ func TestKnownOwnerRecheckDoesNotBlock(t *testing.T) {
 // dropped once expired, so a crawler's invented owners do not accumulate.
 func TestKnownOwnerMemoryBounded(t *testing.T) {
 	f := newFakeUsers(t)
-	const ttl = 20 * time.Millisecond
-	g := newOwnersSource(t, f.url, Config{NegativeTTL: ttl, OwnerLookupRate: -1})
+	const ttl = time.Minute
+	clk := newFakeClock()
+	g := newOwnersSource(t, f.url, Config{NegativeTTL: ttl, OwnerLookupRate: -1}, GiteaOptions{Now: clk.Now})
 	for i := range 1000 {
 		if _, err := g.KnownOwner(fmt.Sprintf("invented%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(2 * ttl) // let every answer expire
+	clk.Advance(ttl) // every answer expires
 	if _, err := g.KnownOwner("one-more"); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestKnownOwnerMemoryBounded(t *testing.T) {
 // TestKnownOwnerAllocs: a remembered answer allocates nothing.
 func TestKnownOwnerAllocs(t *testing.T) {
 	f := newFakeUsers(t, "alice")
-	g := newOwnersSource(t, f.url, Config{Revalidate: time.Hour, NegativeTTL: time.Hour})
+	g := newOwnersSource(t, f.url, Config{Revalidate: time.Hour, NegativeTTL: time.Hour}, GiteaOptions{})
 	for _, owner := range []string{"alice", "nobody"} {
 		if _, err := g.KnownOwner(owner); err != nil {
 			t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 func (r *GiteaRepo) rawURL(commit, name string) string {
@@ -59,7 +58,7 @@ func (r *GiteaRepo) fetch(ctx context.Context, commit, name string) (*File, erro
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading %s: %v", ErrUpstream, name, err)
 	}
-	modTime := time.Now()
+	modTime := r.g.now()
 	if lm, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
 		modTime = lm
 	}

@@ -14,11 +14,11 @@ import (
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 )
 
-func newGiteaSource(t *testing.T, gs *giteatest.Server, cfg Config) *Gitea {
+func newGiteaSource(t *testing.T, gs *giteatest.Server, cfg Config, opts GiteaOptions) *Gitea {
 	t.Helper()
 	cfg.GiteaURL = gs.URL()
 	cfg.GiteaToken = gs.Token()
-	g, err := NewCache(cfg).NewGitea(cfg)
+	g, err := NewCache(cfg).NewGitea(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestGiteaSource(t *testing.T) {
 	gs.WaitRaw(t, "alice", "pages", "main", "index.html")
 	gs.WaitRaw(t, "alice", "blog", "pages", "index.html")
 
-	g := newGiteaSource(t, gs, Config{Revalidate: time.Hour, NegativeTTL: time.Hour, MaxCachedFile: 64 << 10})
+	g := newGiteaSource(t, gs, Config{Revalidate: time.Hour, NegativeTTL: time.Hour, MaxCachedFile: 64 << 10}, GiteaOptions{})
 	home := g.Repo("alice", "pages", "") // no pages branch: the default branch
 	tests := []struct {
 		path, body string
@@ -171,13 +171,22 @@ func TestGiteaSource(t *testing.T) {
 		t.Fatalf("after the webhook: %q, %v", body, err)
 	}
 
-	// Without a webhook: the head is rechecked in the background after Revalidate.
-	g2 := newGiteaSource(t, gs, Config{Revalidate: 50 * time.Millisecond, NegativeTTL: time.Hour})
+	// Without a webhook: the head is rechecked in the background after
+	// Revalidate, on the source's clock. Each poll is a Revalidate later: a
+	// check that still saw the old head is followed by another.
+	clk := newFakeClock()
+	g2 := newGiteaSource(t, gs, Config{Revalidate: time.Minute, NegativeTTL: time.Hour}, GiteaOptions{Now: clk.Now})
 	blog2 := g2.Repo("alice", "blog", "pages")
 	get(t, blog2, "/")
 	gs.PutFile(t, "alice", "blog", "pages", "index.html", []byte("blog v3"))
+	clk.Advance(time.Minute - time.Nanosecond)
+	calls = g2.Calls.Load()
+	if body, _ := get(t, blog2, "/"); body != "blog v2" || g2.Calls.Load() != calls {
+		t.Fatalf("within Revalidate: %q after %d Gitea calls; want the known commit (blog v2), no call", body, g2.Calls.Load()-calls)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		clk.Advance(time.Minute)
 		body, _ := get(t, blog2, "/")
 		if body == "blog v3" {
 			break
@@ -214,7 +223,7 @@ func TestGiteaSlow(t *testing.T) {
 	defer slow.Close()
 	defer close(release)
 	cfg := Config{GiteaURL: slow.URL, GiteaTimeout: 200 * time.Millisecond}
-	g, err := NewCache(cfg).NewGitea(cfg)
+	g, err := NewCache(cfg).NewGitea(cfg, GiteaOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,8 +104,8 @@ func TestClaimDomainsSkipsReserved(t *testing.T) {
 	_, err = r.Reserve(ownNames...)
 	mustNoErr(t, err)
 
-	g := newGiteaSource(t, gs, Config{})
-	err = g.ClaimDomains(ctx, r, NewDNSVerifier(dns.Addr(), time.Hour), g.Repo("alice", "blog", "pages"), "pages.test", "free")
+	g := newGiteaSource(t, gs, Config{}, GiteaOptions{})
+	err = g.ClaimDomains(ctx, r, NewDNSVerifier(dns.Addr(), time.Hour, DNSOptions{}), g.Repo("alice", "blog", "pages"), "pages.test", "free")
 	if !errors.Is(err, ErrReserved) {
 		t.Fatalf("ClaimDomains: %v; want it to report the reserved names", err)
 	}

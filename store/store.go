@@ -27,9 +27,10 @@ type Config struct {
 	OpenTimeout time.Duration `toml:"open_timeout"`
 	// Redis, when set, is the URL of the Redis that several nodes share:
 	// redis://[user:password@]host:port[/db] or rediss:// for TLS. May be
-	// given as "env:NAME" or "file:PATH" (it can hold a password). Usage
-	// counters go there (and, with cluster mode, the registry and
-	// certificates); the bbolt file stays as the local spool. Default: unset,
+	// given as "env:NAME" or "file:PATH" (it can hold a password). The
+	// registry, account history, usage counters, certificates and locks go
+	// there; the bbolt file stays, as the spool of usage while Redis is away
+	// and for each node's outboxes (docs/cluster.md). Default: unset,
 	// everything in the bbolt file.
 	Redis string `toml:"redis"`
 	// RedisMode says how Redis is reached: "standalone" (default),

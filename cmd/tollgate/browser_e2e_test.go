@@ -34,7 +34,8 @@ const browserTimeout = 60 * time.Second
 // carried all 21 requests, every answer a 200.
 //
 // Chromium (Debian chromium) and certutil (libnss3-tools) are declared
-// dependencies: without them the test fails and names `make chromium`.
+// dependencies: without them the test fails and names `make chromium`. Under
+// -short it is skipped.
 func TestBrowserH2OneConnection(t *testing.T) {
 	chromium, certutil := browserTools(t)
 	const host = "browser.test"
@@ -120,8 +121,12 @@ func TestBrowserH2OneConnection(t *testing.T) {
 }
 
 // browserTools finds chromium and certutil, or fails naming make chromium.
+// Under go test -short, the hermetic inner loop, it skips t.
 func browserTools(t *testing.T) (chromium, certutil string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs chromium; -short")
+	}
 	var missing []string
 	for _, tool := range []struct {
 		cmd *string

@@ -122,7 +122,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	popts := proxy.Options{Registry: reg, Cache: cache, Metrics: metrics, Logger: log, Orgs: reg, DefaultPlan: cfg.Billing.DefaultPlan}
 	var giteaSrc *sites.Gitea
 	if cfg.Sites.GiteaURL != "" {
-		if giteaSrc, err = cache.NewGitea(cfg.Sites); err != nil {
+		if giteaSrc, err = cache.NewGitea(cfg.Sites, sites.GiteaOptions{}); err != nil {
 			return err
 		}
 		giteaSrc.Log = func(err error, repo string) {
@@ -136,7 +136,7 @@ func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Wr
 	}
 	var claim func(*sites.GiteaRepo)
 	if giteaSrc != nil && popts.PagesDomain != "" {
-		dns := sites.NewDNSVerifier(cfg.Sites.DNSResolver, cfg.Sites.DNSCache)
+		dns := sites.NewDNSVerifier(cfg.Sites.DNSResolver, cfg.Sites.DNSCache, sites.DNSOptions{})
 		lastErr := map[string]string{} // per repository; tendSites runs claim from one goroutine
 		claim = func(r *sites.GiteaRepo) {
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -10,7 +10,14 @@ import (
 )
 
 // tendSites keeps the meter's picture of what every site stores, from now
-// until ctx ends; the meter integrates it into storage_byte_seconds.
+// until ctx ends (siteTender, on the wall clock).
+func tendSites(ctx context.Context, reg *sites.Registry, g *sites.Gitea, m *meter.Meter, interval time.Duration, claim func(*sites.GiteaRepo), log *slog.Logger) {
+	t := &siteTender{reg: reg, gitea: g, meter: m, interval: interval, claim: claim, log: log, now: time.Now}
+	t.run(ctx)
+}
+
+// siteTender keeps the meter's picture of what every site stores; the meter
+// integrates it into storage_byte_seconds.
 //
 //   - dir sites: a walk of the directory every interval;
 //   - Gitea repositories (gitea sites, and every pages repository served so
@@ -24,73 +31,91 @@ import (
 //
 // With the pages domain set, the same loop gives pages repositories the
 // custom domains their .domains files declare and DNS proves (claim).
-func tendSites(ctx context.Context, reg *sites.Registry, g *sites.Gitea, m *meter.Meter, interval time.Duration, claim func(*sites.GiteaRepo), log *slog.Logger) {
-	tick := min(interval, 2*time.Second)
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	var lastDirs time.Time
-	dirSizes := map[string]int64{} // site id -> bytes, from the last walk
-	var last meter.StorageMap      // the previous round, for repositories Gitea could not measure
+type siteTender struct {
+	reg      *sites.Registry
+	gitea    *sites.Gitea           // nil: no Gitea source
+	meter    *meter.Meter           // nil: the picture is only kept in last
+	interval time.Duration          // between walks of the dir sites
+	claim    func(*sites.GiteaRepo) // nil: no custom domains from .domains
+	log      *slog.Logger
+	now      func() time.Time // the clock of interval; tests inject one
+
+	lastDirs time.Time
+	dirSizes map[string]int64 // site id -> bytes, from the last walk
+	last     meter.StorageMap // the previous round, for repositories Gitea could not measure
+}
+
+// run does a round now, then one every tick (the interval, at most 2 s),
+// until ctx ends.
+func (t *siteTender) run(ctx context.Context) {
+	tick := time.NewTicker(min(t.interval, 2*time.Second))
+	defer tick.Stop()
 	for {
-		snap := reg.Snapshot()
-		if time.Since(lastDirs) >= interval {
-			lastDirs = time.Now()
-			clear(dirSizes)
-			for _, s := range snap.Sites {
-				if s.Source.Type != sites.SourceDir {
-					continue
-				}
-				n, err := sites.DirUsage(s.Source.Path)
-				if err != nil {
-					log.Warn("measuring site storage", slog.String("site", s.ID), slog.Any("err", err))
-				}
-				dirSizes[s.ID] = n
-			}
-		}
-		picture := meter.StorageMap{}
-		repo := func(r *sites.GiteaRepo, org, site string) {
-			if n, ok := repoSize(ctx, r, log); ok {
-				picture.Set(org, site, sites.SourceGitea, n)
-			} else if _, n, ok := last.Get(org, site); ok {
-				picture.Set(org, site, sites.SourceGitea, n) // Gitea down: keep the last size
-			}
-		}
-		for _, s := range snap.Sites {
-			switch s.Source.Type {
-			case sites.SourceDir:
-				if n, ok := dirSizes[s.ID]; ok {
-					picture.Set(s.Org, s.ID, sites.SourceDir, n)
-				}
-			case sites.SourceGitea:
-				if g != nil {
-					repo(g.Repo(s.Source.Owner, s.Source.Repo, s.Source.Branch), s.Org, s.ID)
-				}
-			}
-		}
-		if g != nil {
-			for _, r := range g.Known() {
-				// A repository with custom domains has a registry site,
-				// measured above: count it once, not twice.
-				if snap.Sites[sites.PagesSiteID(r.Owner(), r.RepoName())] == nil {
-					// As the proxy counts pages: the org paying for the owner,
-					// the repository's name as the site.
-					repo(r, snap.OrgForGiteaOwner(r.Owner()), r.Name())
-				}
-				if claim != nil {
-					claim(r)
-				}
-			}
-		}
-		if m != nil {
-			m.ReplaceStorage(picture)
-		}
-		last = picture
+		t.round(ctx)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick.C:
 		}
 	}
+}
+
+// round measures what it is time to measure and hands the meter the whole
+// picture.
+func (t *siteTender) round(ctx context.Context) {
+	snap := t.reg.Snapshot()
+	if now := t.now(); now.Sub(t.lastDirs) >= t.interval {
+		t.lastDirs = now
+		t.dirSizes = map[string]int64{}
+		for _, s := range snap.Sites {
+			if s.Source.Type != sites.SourceDir {
+				continue
+			}
+			n, err := sites.DirUsage(s.Source.Path)
+			if err != nil {
+				t.log.Warn("measuring site storage", slog.String("site", s.ID), slog.Any("err", err))
+			}
+			t.dirSizes[s.ID] = n
+		}
+	}
+	picture := meter.StorageMap{}
+	repo := func(r *sites.GiteaRepo, org, site string) {
+		if n, ok := repoSize(ctx, r, t.log); ok {
+			picture.Set(org, site, sites.SourceGitea, n)
+		} else if _, n, ok := t.last.Get(org, site); ok {
+			picture.Set(org, site, sites.SourceGitea, n) // Gitea down: keep the last size
+		}
+	}
+	for _, s := range snap.Sites {
+		switch s.Source.Type {
+		case sites.SourceDir:
+			if n, ok := t.dirSizes[s.ID]; ok {
+				picture.Set(s.Org, s.ID, sites.SourceDir, n)
+			}
+		case sites.SourceGitea:
+			if t.gitea != nil {
+				repo(t.gitea.Repo(s.Source.Owner, s.Source.Repo, s.Source.Branch), s.Org, s.ID)
+			}
+		}
+	}
+	if t.gitea != nil {
+		for _, r := range t.gitea.Known() {
+			// A repository with custom domains has a registry site,
+			// measured above: count it once, not twice.
+			if snap.Sites[sites.PagesSiteID(r.Owner(), r.RepoName())] == nil {
+				// As the proxy counts pages: the org paying for the owner,
+				// the repository's name as the site.
+				repo(r, snap.OrgForGiteaOwner(r.Owner()), r.Name())
+			}
+			if t.claim != nil {
+				t.claim(r)
+			}
+		}
+	}
+	if t.meter != nil {
+		t.meter.ReplaceStorage(picture)
+	}
+	t.last = picture
 }
 
 func repoSize(ctx context.Context, r *sites.GiteaRepo, log *slog.Logger) (int64, bool) {

@@ -57,12 +57,24 @@ type Server struct {
 
 type secrets struct{ secretKey, internalToken, jwtSecret string }
 
+// SkipShort skips t under go test -short, the hermetic inner loop, which runs
+// no Gitea. Start calls it first; a test that does expensive setup before
+// starting Gitea calls it before that setup.
+func SkipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs gitea; -short")
+	}
+}
+
 // Start runs Gitea for one test on a free 127.0.0.1 port, with sqlite and all
 // other files in t.TempDir(), an admin user and an access token with all
 // scopes, and stops it when the test ends. A missing binary fails the test: it
-// is a declared dependency (make gitea), not an optional one.
+// is a declared dependency (make gitea), not an optional one. Under -short the
+// test is skipped (SkipShort).
 func Start(t testing.TB) *Server {
 	t.Helper()
+	SkipShort(t)
 	s, err := start(t.TempDir(), t)
 	if err != nil {
 		t.Fatalf("giteatest: %v", err)

@@ -211,10 +211,21 @@ func New(opts Options) (_ *CA, err error) {
 	return c, nil
 }
 
+// SkipShort skips tb under go test -short, the hermetic inner loop, which
+// runs no Pebble (and so no ACME issuance). Start calls it first; a test that
+// does expensive setup before starting the CA calls it before that setup.
+func SkipShort(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("needs pebble; -short")
+	}
+}
+
 // Start starts a CA that is closed when the test ends, and fails the test if
-// it cannot start.
+// it cannot start. Under -short the test is skipped (SkipShort).
 func Start(tb testing.TB, opts Options) *CA {
 	tb.Helper()
+	SkipShort(tb)
 	c, err := New(opts)
 	if err != nil {
 		tb.Fatal(err)

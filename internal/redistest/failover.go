@@ -33,6 +33,7 @@ type Cluster struct {
 // node says the cluster is ok and every replica is in sync.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
+	SkipShort(t)
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		t.Fatal("redis-cli not found: run `make deps` (apt-get install redis-server)")
@@ -172,6 +173,7 @@ const MasterName = "tollgate"
 // knows the replica and the other two.
 func StartSentinel(t testing.TB, opts SentinelOptions) *Sentinel {
 	t.Helper()
+	SkipShort(t)
 	data := Options{Password: opts.Password}
 	if opts.Password != "" {
 		data.Args = []string{"--masterauth", opts.Password}

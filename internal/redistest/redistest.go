@@ -47,9 +47,21 @@ type Options struct {
 	Sentinel string
 }
 
+// SkipShort skips t under go test -short, the hermetic inner loop, which runs
+// no redis-server. Start, StartWith, StartCluster and StartSentinel call it
+// first; a test that does expensive setup before starting Redis calls it
+// before that setup.
+func SkipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs redis-server; -short")
+	}
+}
+
 // Start runs redis-server on a free 127.0.0.1 port and stops it when the test
 // ends. A missing redis-server fails the test: it is a declared dependency
-// (make deps), not an optional one.
+// (make deps), not an optional one. Under -short the test is skipped
+// (SkipShort).
 func Start(t testing.TB) *Server {
 	t.Helper()
 	return StartWith(t, Options{})
@@ -58,6 +70,7 @@ func Start(t testing.TB) *Server {
 // StartWith is Start with options.
 func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
+	SkipShort(t)
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal("redis-server not found: run `make deps` (apt-get install redis-server)")

@@ -36,12 +36,24 @@ type Mock struct {
 	proc      proctest.Restartable
 }
 
+// SkipShort skips tb under go test -short, the hermetic inner loop, which
+// runs no stripe-mock. Start calls it first; a test that does expensive setup
+// before starting stripe-mock calls it before that setup.
+func SkipShort(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("needs stripe-mock; -short")
+	}
+}
+
 // Start runs stripe-mock with its HTTP and HTTPS listeners on free
 // 127.0.0.1 ports, waits until it answers and stops it when the test ends.
 // A missing binary fails the test: it is a declared dependency (make
 // stripe-mock), not an optional one. See Binary for where it is looked for.
+// Under -short the test is skipped (SkipShort).
 func Start(tb testing.TB) *Mock {
 	tb.Helper()
+	SkipShort(tb)
 	bin, err := Binary()
 	if err != nil {
 		tb.Fatal(err)
