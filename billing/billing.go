@@ -78,6 +78,10 @@ type Billing struct {
 
 	decisions *prometheus.GaugeVec
 	evalErrs  prometheus.Counter
+
+	life   sync.Mutex         // guards cancel and done (Start, Stop)
+	cancel context.CancelFunc // ends the evaluations Start began
+	done   chan struct{}      // closed when they have ended
 }
 
 // bucketFired remembers the once-per-period hooks this node emitted (id →

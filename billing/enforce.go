@@ -11,8 +11,48 @@ import (
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
-// Run re-evaluates every org each EnforceInterval until ctx ends.
-func (b *Billing) Run(ctx context.Context) {
+// Start re-evaluates every org at once and then each EnforceInterval, in
+// the background until Stop. It does not block; ctx only lends its values
+// to the evaluations, its end does not stop them. Starting twice, or after
+// Stop, starts nothing more.
+func (b *Billing) Start(ctx context.Context) error {
+	b.life.Lock()
+	defer b.life.Unlock()
+	if b.done != nil {
+		return nil
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b.cancel, b.done = cancel, make(chan struct{})
+	go func() {
+		defer close(b.done)
+		b.run(rctx)
+	}()
+	return nil
+}
+
+// Stop ends the evaluations: one in flight is abandoned (its reads fail and
+// the decisions stay as they were). It waits for it to return until ctx
+// ends. Safe before Start and more than once.
+func (b *Billing) Stop(ctx context.Context) error {
+	b.life.Lock()
+	if b.done == nil {
+		b.done = make(chan struct{}) // a Start after Stop starts nothing
+		close(b.done)
+	}
+	if b.cancel != nil {
+		b.cancel()
+	}
+	done := b.done
+	b.life.Unlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("billing: evaluation still running: %w", ctx.Err())
+	}
+}
+
+func (b *Billing) run(ctx context.Context) {
 	t := time.NewTicker(b.cfg.EnforceInterval)
 	defer t.Stop()
 	for {

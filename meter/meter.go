@@ -123,7 +123,8 @@ type Meter struct {
 	running atomic.Bool
 }
 
-// New returns a meter; call Run to flush periodically and Close to stop.
+// New returns a meter; Start flushes it periodically and Stop (or Close)
+// flushes what is left.
 func New(cfg Config, opts Options) (*Meter, error) {
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
@@ -245,11 +246,21 @@ func (m *Meter) OrgStorage(org string) int64 {
 	return n
 }
 
-// Run flushes every FlushInterval until Close.
-func (m *Meter) Run() {
-	if !m.running.CompareAndSwap(false, true) {
-		return
+// Start flushes every FlushInterval in the background until Stop or Close.
+// It does not block and ctx is not used: the flushes run until stopped.
+// Starting twice, or after Stop, starts nothing more.
+func (m *Meter) Start(context.Context) error {
+	if m.running.CompareAndSwap(false, true) {
+		go m.run()
 	}
+	return nil
+}
+
+// Stop ends the periodic flushes and flushes everything within ctx, as
+// Close does.
+func (m *Meter) Stop(ctx context.Context) error { return m.Close(ctx) }
+
+func (m *Meter) run() {
 	defer close(m.done)
 	t := time.NewTicker(m.cfg.FlushInterval)
 	defer t.Stop()
@@ -267,8 +278,8 @@ func (m *Meter) Run() {
 	}
 }
 
-// Close stops Run (if started) and flushes everything. What the sink cannot
-// take is spooled when a Spool is set.
+// Close stops the periodic flushes (if started) and flushes everything.
+// What the sink cannot take is spooled when a Spool is set.
 func (m *Meter) Close(ctx context.Context) error {
 	m.once.Do(func() { close(m.stop) })
 	if m.running.Load() {

@@ -287,3 +287,26 @@ func (h *Hooks) Close() error {
 	h.wg.Wait()
 	return nil
 }
+
+// Start runs Run in the background until Stop. It does not block; ctx only
+// lends its values to the deliveries, its end does not stop them.
+func (h *Hooks) Start(ctx context.Context) error {
+	go h.Run(context.WithoutCancel(ctx))
+	return nil
+}
+
+// Stop is Close, waiting for the workers only until ctx ends. The outbox
+// keeps what was not delivered.
+func (h *Hooks) Stop(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		_ = h.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("hooks: workers still running: %w", ctx.Err())
+	}
+}

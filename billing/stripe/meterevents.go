@@ -118,6 +118,30 @@ func (s *Stripe) Close() error {
 	return nil
 }
 
+// Start runs Run in the background until Stop. It does not block; ctx only
+// lends its values to the reports, its end does not stop them. ServeHTTP
+// works with or without it.
+func (s *Stripe) Start(ctx context.Context) error {
+	go s.Run(context.WithoutCancel(ctx))
+	return nil
+}
+
+// Stop is Close, waiting for Run only until ctx ends. The outbox keeps the
+// meter events Stripe has not accepted.
+func (s *Stripe) Stop(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		_ = s.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stripe: overage report still running: %w", ctx.Err())
+	}
+}
+
 // Pending reports how many meter events wait in the outbox.
 func (s *Stripe) Pending() int { return int(s.pending.Load()) }
 

@@ -478,9 +478,10 @@ func certKeys(ctx context.Context, s certmagic.Storage) ([]string, error) {
 type nodeBackups struct {
 	st  *store.Bolt
 	reg *sites.Registry
-	// redis is [store] when Redis is set: the backup is then an export of
-	// what the cluster shares, with the registry as this node serves it.
-	redis store.Config
+	// rc is the node's Redis client when [store] redis is set (else nil):
+	// the backup is then an export of what the cluster shares, with the
+	// registry as this node serves it.
+	rc redis.UniversalClient
 }
 
 var _ admin.Backups = (*nodeBackups)(nil)
@@ -495,14 +496,10 @@ func (nb *nodeBackups) Backup(ctx context.Context) (*os.File, error) {
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "backup.db")
-	if nb.redis.Redis == "" {
+	if nb.rc == nil {
 		_, err = nb.st.Backup(ctx, path)
 	} else {
-		var rc redis.UniversalClient
-		if rc, err = store.NewRedis(nb.redis); err == nil {
-			err = exportShared(ctx, path, rc, nb.reg.Snapshot())
-			rc.Close()
-		}
+		err = exportShared(ctx, path, nb.rc, nb.reg.Snapshot())
 	}
 	if err != nil {
 		return nil, err

@@ -13,14 +13,14 @@ import (
 	"github.com/tollgate-edge/tollgate/store"
 )
 
-// watchRegistry keeps reg in step with the registry in Redis until ctx ends:
-// other nodes' writes arrive through pub/sub, and a version check every
-// second heals any missed message. A registry Redis lost (restarted empty,
-// or back at an older version) is not loaded: the node keeps serving its
-// snapshot, logs one ERROR, sets tollgate_store_registry_lost to 1 and
-// reports it in the returned (non-fatal) readiness check until the registry
-// is restored.
-func watchRegistry(ctx context.Context, kv *store.RedisKV, reg *sites.Registry, metrics prometheus.Registerer, log *slog.Logger) admin.Check {
+// watchRegistry returns the part that keeps reg in step with the registry
+// in Redis while it runs: other nodes' writes arrive through pub/sub, and a
+// version check every second heals any missed message. A registry Redis
+// lost (restarted empty, or back at an older version) is not loaded: the
+// node keeps serving its snapshot, logs one ERROR, sets
+// tollgate_store_registry_lost to 1 and reports it in the returned
+// (non-fatal) readiness check until the registry is restored.
+func watchRegistry(kv *store.RedisKV, reg *sites.Registry, metrics prometheus.Registerer, log *slog.Logger) (*loop, admin.Check) {
 	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tollgate_store_registry_lost",
 		Help: "1 while Redis does not hold the registry this node serves (it came back empty or at an older version): the node serves its last snapshot and refuses registry changes until `tollgate store restore`.",
@@ -31,7 +31,7 @@ func watchRegistry(ctx context.Context, kv *store.RedisKV, reg *sites.Registry, 
 		return 0
 	}))
 	reported := false // only the watcher goroutine touches it
-	go kv.Watch(ctx, time.Second, func() {
+	reload := func(ctx context.Context) {
 		_, err := reg.Reload(ctx)
 		switch {
 		case errors.Is(err, sites.ErrRegistryLost):
@@ -49,8 +49,11 @@ func watchRegistry(ctx context.Context, kv *store.RedisKV, reg *sites.Registry, 
 			reported = false
 			log.Info("registry in redis matches this node's snapshot again; registry changes accepted")
 		}
-	})
-	return admin.Check{Name: "registry", Run: func(context.Context) error {
+	}
+	watch := &loop{run: func(ctx context.Context) {
+		kv.Watch(ctx, time.Second, func() { reload(ctx) })
+	}}
+	return watch, admin.Check{Name: "registry", Run: func(context.Context) error {
 		if loss := reg.Lost(); loss != nil {
 			return fmt.Errorf("lost from redis since %s (%s); serving the last snapshot (%d orgs, %d sites, %d domains), changes refused until `tollgate store restore`",
 				loss.Since.UTC().Format(time.RFC3339), loss.Reason, loss.Orgs, loss.Sites, loss.Domains)

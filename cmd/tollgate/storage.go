@@ -11,7 +11,7 @@ import (
 
 // tendSites keeps the meter's picture of what every site stores, from now
 // until ctx ends (siteTender, on the wall clock).
-func tendSites(ctx context.Context, reg *sites.Registry, g *sites.Gitea, m *meter.Meter, interval time.Duration, claim func(*sites.GiteaRepo), log *slog.Logger) {
+func tendSites(ctx context.Context, reg *sites.Registry, g *sites.Gitea, m *meter.Meter, interval time.Duration, claim func(context.Context, *sites.GiteaRepo), log *slog.Logger) {
 	t := &siteTender{reg: reg, gitea: g, meter: m, interval: interval, claim: claim, log: log, now: time.Now}
 	t.run(ctx)
 }
@@ -33,10 +33,10 @@ func tendSites(ctx context.Context, reg *sites.Registry, g *sites.Gitea, m *mete
 // custom domains their .domains files declare and DNS proves (claim).
 type siteTender struct {
 	reg      *sites.Registry
-	gitea    *sites.Gitea           // nil: no Gitea source
-	meter    *meter.Meter           // nil: the picture is only kept in last
-	interval time.Duration          // between walks of the dir sites
-	claim    func(*sites.GiteaRepo) // nil: no custom domains from .domains
+	gitea    *sites.Gitea                            // nil: no Gitea source
+	meter    *meter.Meter                            // nil: the picture is only kept in last
+	interval time.Duration                           // between walks of the dir sites
+	claim    func(context.Context, *sites.GiteaRepo) // nil: no custom domains from .domains
 	log      *slog.Logger
 	now      func() time.Time // the clock of interval; tests inject one
 
@@ -108,7 +108,7 @@ func (t *siteTender) round(ctx context.Context) {
 				repo(r, snap.OrgForGiteaOwner(r.Owner()), r.Name())
 			}
 			if t.claim != nil {
-				t.claim(r)
+				t.claim(ctx, r)
 			}
 		}
 	}
