@@ -71,12 +71,19 @@ func checkFraming(ctx *fasthttp.RequestCtx) int {
 	var cl, lastCoding []byte
 	nTE, nCL, codings := 0, 0, 0
 	for len(raw) > 0 {
-		i := bytes.IndexByte(raw, '\n')
+		// One pass per line: the field name's token characters up to the
+		// colon, then the line end; only the three framing fields (told
+		// apart by their length first) look at their value.
+		n := 0
+		for n < len(raw) && raw[n] < 0x80 && tokenChars[raw[n]] {
+			n++
+		}
+		i := bytes.IndexByte(raw[n:], '\n')
 		if i < 0 {
 			return fasthttp.StatusBadRequest
 		}
-		line := raw[:i]
-		raw = raw[i+1:]
+		line := raw[:n+i]
+		raw = raw[n+i+1:]
 		if len(line) == 0 || line[len(line)-1] != '\r' {
 			return fasthttp.StatusBadRequest // bare LF
 		}
@@ -84,29 +91,40 @@ func checkFraming(ctx *fasthttp.RequestCtx) int {
 		if len(line) == 0 {
 			break // the blank line ending the block
 		}
-		if bytes.IndexByte(line, '\r') >= 0 || line[0] == ' ' || line[0] == '\t' {
-			return fasthttp.StatusBadRequest // bare CR, obs-fold
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
+		// A name that is not a token (a space in it or before the colon, a
+		// bare CR) or empty (obs-fold: the line starts with SP or HTAB).
+		if n == 0 || n >= len(line) || line[n] != ':' {
 			return fasthttp.StatusBadRequest
 		}
-		name, value := line[:colon], bytes.TrimSpace(line[colon+1:])
-		switch {
-		case bytes.EqualFold(name, strTransferEncoding):
+		name, value := line[:n], line[n+1:]
+		if bytes.IndexByte(value, '\r') >= 0 {
+			return fasthttp.StatusBadRequest // bare CR
+		}
+		switch len(name) {
+		case len(strTransferEncoding):
+			if !bytes.EqualFold(name, strTransferEncoding) {
+				break
+			}
 			nTE++
-			for token := range headerTokens(value) {
+			for token := range headerTokens(bytes.TrimSpace(value)) {
 				codings++
 				lastCoding = token
 			}
-		case bytes.EqualFold(name, strContentLength):
+		case len(strContentLength):
+			if !bytes.EqualFold(name, strContentLength) {
+				break
+			}
+			value = bytes.TrimSpace(value)
 			if nCL > 0 && !bytes.Equal(cl, value) {
 				return fasthttp.StatusBadRequest
 			}
 			nCL++
 			cl = value
-		case bytes.EqualFold(name, strConnection):
-			for token := range headerTokens(value) {
+		case len(strConnection):
+			if !bytes.EqualFold(name, strConnection) {
+				break
+			}
+			for token := range headerTokens(bytes.TrimSpace(value)) {
 				if bytes.EqualFold(token, strClose) {
 					ctx.SetConnectionClose()
 				}
@@ -153,16 +171,7 @@ func hasPrefixFold(b, prefix []byte) bool {
 	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], prefix)
 }
 
-// isToken reports whether b is an RFC 9110 token (a valid field name).
-func isToken(b []byte) bool {
-	for _, c := range b {
-		if c >= 0x80 || !tokenChars[c] {
-			return false
-		}
-	}
-	return len(b) > 0
-}
-
+// tokenChars are the bytes of an RFC 9110 token (a valid field name).
 var tokenChars = func() (t [128]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
@@ -251,9 +260,11 @@ var errBareLF = errors.New("proxy: request head with a bare LF line end")
 // whose body was consumed) for a line feed without its carriage return.
 // It stops at the blank line ending the head: what follows is a body, where
 // any byte is allowed. Bytes fasthttp had already buffered when a request
-// ended (pipelined requests) are not seen; checkFraming still rejects a
-// bare LF in their heads once fasthttp has parsed them. Used by the
-// connection's goroutine only.
+// ended (pipelined requests) are not seen, nor the header lines of a head
+// that one read holds whole (it ends in CRLF CRLF, so fasthttp parses it at
+// once): checkFraming rejects a bare LF in those, the scanner checks their
+// request line, which checkFraming cannot see. Used by the connection's
+// goroutine only.
 type headScanner struct {
 	on      bool
 	bad     bool
@@ -268,6 +279,15 @@ func (s *headScanner) reset() {
 }
 
 func (s *headScanner) scan(p []byte) {
+	if s.last == '\n' && s.lineLen == 0 && !s.started && bytes.HasSuffix(p, crlfCRLF) {
+		// The whole head in one read (what a client that waits for each
+		// answer sends): only the request line, and the empty lines a
+		// client may send before it, are checked here; checkFraming checks
+		// every header line's CRLF once fasthttp has parsed the head, which
+		// it does without waiting, the read ending in a blank line.
+		s.scanStart(p)
+		return
+	}
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
@@ -296,6 +316,33 @@ func (s *headScanner) scan(p []byte) {
 	}
 }
 
+var crlfCRLF = []byte("\r\n\r\n")
+
+// scanStart checks the lines of p up to the request line for a bare LF.
+// p ends in CRLF CRLF, so the head ends within it: the scanner stops.
+func (s *headScanner) scanStart(p []byte) {
+	s.on = false
+	for start := 0; ; {
+		i := bytes.IndexByte(p[start:], '\n')
+		if i < 0 {
+			return // unreachable: p ends in LF
+		}
+		if i == 0 || p[start+i-1] != '\r' {
+			s.bad = true
+			return
+		}
+		if i > 1 {
+			s.started = true
+			return // the request line
+		}
+		start += i + 1
+		if start == len(p) {
+			s.on = true // only empty lines so far: the head has not begun
+			return
+		}
+	}
+}
+
 // nextHead makes the connection watch the next request head, when the
 // request just served leaves it open for another request: not after a
 // hijack (a WebSocket tunnel carries any bytes).
@@ -305,6 +352,7 @@ func nextHead(ctx *fasthttp.RequestCtx) {
 	case mc == nil:
 	case ctx.Hijacked():
 		mc.head.on = false
+		mc.endLazyRead() // the tunnel's goroutines read and set deadlines
 	case !ctx.Response.Header.ConnectionClose():
 		mc.head.reset()
 	}

@@ -193,3 +193,44 @@ func TestCheckTransferCoding(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadScanner feeds heads to the scanner in one read and split in two:
+// a head read whole (ending in CRLF CRLF) has only its request line
+// checked here, the header lines being checkFraming's; a bare LF before
+// the end of the request line is caught either way.
+func TestHeadScanner(t *testing.T) {
+	for _, tc := range []struct {
+		name, head string
+		bad        bool
+	}{
+		{"plain", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", false},
+		{"empty lines first", "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", false},
+		{"bare LF request line", "GET / HTTP/1.1\nHost: a\r\n\r\n", true},
+		{"bare LF empty line first", "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"bare LF, no blank line", "GET / HTTP/1.1\r\nHost: a\nX: b", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var whole headScanner
+			whole.reset()
+			whole.scan([]byte(tc.head))
+			if whole.bad != tc.bad {
+				t.Errorf("one read: bad %v, want %v", whole.bad, tc.bad)
+			}
+			var split headScanner
+			split.reset()
+			split.scan([]byte(tc.head[:len(tc.head)/2]))
+			split.scan([]byte(tc.head[len(tc.head)/2:]))
+			if split.bad != tc.bad {
+				t.Errorf("two reads: bad %v, want %v", split.bad, tc.bad)
+			}
+		})
+	}
+	var s headScanner
+	s.reset()
+	if s.scan([]byte("\r\n\r\n")); !s.on {
+		t.Error("only empty lines: the scanner stopped before the head began")
+	}
+	if s.scan([]byte("GET / HTTP/1.1\r\n")); s.on != true || s.bad {
+		t.Errorf("request line after empty lines: on %v, bad %v", s.on, s.bad)
+	}
+}

@@ -17,23 +17,25 @@ import (
 // or path prefix from (clientHeaders), as well as every header whose name
 // has an underscore (a server may read X_Forwarded_For as X-Forwarded-For;
 // nginx drops them too), are removed, so an upstream can believe them.
-func (u *upstream) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
-	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	peer = peer.Unmap()
-	trusted := u.isTrusted(peer)
-	if !trusted {
-		removeClientHeaders(h)
-	}
-	if !trusted || len(h.Peek(headerXRealIP)) == 0 {
-		h.Del(headerXRealIP)
-		if peer.IsValid() {
-			var b [64]byte
-			h.SetBytesV(headerXRealIP, peer.AppendTo(b[:0]))
+// present tells which of the replaced fields h has (stripRequest).
+func (u *upstream) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, peer netip.Addr, trusted bool, present uint8) {
+	// A field is deleted before it is set: Set replaces its first line
+	// only, and a visitor may have sent several.
+	del := func(bit uint8, name string) {
+		if present&bit != 0 {
+			h.Del(name)
 		}
 	}
-	proto := "http"
+	if !trusted || len(h.Peek(headerXRealIP)) == 0 {
+		del(fwdRealIP, headerXRealIP)
+		if peer.IsValid() {
+			var b [64]byte
+			h.SetCanonical(keyXRealIP, peer.AppendTo(b[:0]))
+		}
+	}
+	proto := strHTTP
 	if ctx.IsTLS() {
-		proto = "https"
+		proto = strHTTPS
 	}
 	host := ctx.Request.Header.Host()
 
@@ -48,19 +50,19 @@ func (u *upstream) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHea
 		}
 		buf = peer.AppendTo(buf)
 	}
-	h.Del(fasthttp.HeaderXForwardedFor)
+	del(fwdFor, fasthttp.HeaderXForwardedFor)
 	if len(buf) > 0 {
-		h.SetBytesV(fasthttp.HeaderXForwardedFor, buf)
+		h.SetCanonical(keyXForwardedFor, buf)
 	}
 
 	if !trusted || len(h.Peek(fasthttp.HeaderXForwardedProto)) == 0 {
-		h.Del(fasthttp.HeaderXForwardedProto)
-		h.Set(fasthttp.HeaderXForwardedProto, proto)
+		del(fwdProto, fasthttp.HeaderXForwardedProto)
+		h.SetCanonical(keyXForwardedProto, proto)
 	}
 	if !trusted || len(h.Peek(fasthttp.HeaderXForwardedHost)) == 0 {
-		h.Del(fasthttp.HeaderXForwardedHost)
+		del(fwdHost, fasthttp.HeaderXForwardedHost)
 		if len(host) > 0 {
-			h.SetBytesV(fasthttp.HeaderXForwardedHost, host)
+			h.SetCanonical(keyXForwardedHost, host)
 		}
 	}
 
@@ -72,11 +74,23 @@ func (u *upstream) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHea
 		}
 	}
 	buf = appendForwardedElement(buf, peer, host, proto)
-	h.Del(fasthttp.HeaderForwarded)
-	h.SetBytesV(fasthttp.HeaderForwarded, buf)
+	del(fwdForwarded, fasthttp.HeaderForwarded)
+	h.SetCanonical(keyForwarded, buf)
 }
 
 const headerXRealIP = "X-Real-IP"
+
+// The fields setForwarded sets, in fasthttp's canonical form (SetCanonical
+// skips normalizing the name).
+var (
+	keyXRealIP         = []byte("X-Real-Ip")
+	keyXForwardedFor   = []byte(fasthttp.HeaderXForwardedFor)
+	keyXForwardedProto = []byte(fasthttp.HeaderXForwardedProto)
+	keyXForwardedHost  = []byte(fasthttp.HeaderXForwardedHost)
+	keyForwarded       = []byte(fasthttp.HeaderForwarded)
+	strHTTP            = []byte("http")
+	strHTTPS           = []byte("https")
+)
 
 // clientHeaders claim something about the client that only a proxy of the
 // operator's may say; from other peers they are removed (X-Forwarded-For,
@@ -88,23 +102,78 @@ var clientHeaders = [...]string{
 	"X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https", "X-Original-URL", "X-Rewrite-URL",
 }
 
-// removeClientHeaders drops clientHeaders and every header whose name has an
-// underscore.
-func removeClientHeaders(h *fasthttp.RequestHeader) {
-	for _, name := range clientHeaders {
-		h.Del(name)
+// What stripRequest knows of a request field's name, as bits.
+const (
+	fwdRealIP     uint8 = 1 << iota // X-Real-IP (setForwarded replaces these five)
+	fwdFor                          // X-Forwarded-For
+	fwdProto                        // X-Forwarded-Proto
+	fwdHost                         // X-Forwarded-Host
+	fwdForwarded                    // Forwarded
+	dropAlways                      // hopHeaders, Expect
+	dropUntrusted                   // clientHeaders
+
+	fwdAll = fwdRealIP | fwdFor | fwdProto | fwdHost | fwdForwarded
+)
+
+// fieldsByLen are the field names stripRequest looks for, by length.
+var fieldsByLen = func() (t [25][]namedField) {
+	add := func(name string, class uint8) {
+		t[len(name)] = append(t[len(name)], namedField{[]byte(name), class})
 	}
+	for _, name := range hopHeaders {
+		add(name, dropAlways)
+	}
+	add(fasthttp.HeaderExpect, dropAlways)
+	for _, name := range clientHeaders {
+		add(name, dropUntrusted)
+	}
+	add(headerXRealIP, fwdRealIP)
+	add(fasthttp.HeaderXForwardedFor, fwdFor)
+	add(fasthttp.HeaderXForwardedProto, fwdProto)
+	add(fasthttp.HeaderXForwardedHost, fwdHost)
+	add(fasthttp.HeaderForwarded, fwdForwarded)
+	return t
+}()
+
+type namedField struct {
+	name  []byte
+	class uint8
+}
+
+// fieldClass is what stripRequest knows of the field name k (0: nothing).
+func fieldClass(k []byte) uint8 {
+	if len(k) < len(fieldsByLen) {
+		for _, f := range fieldsByLen[len(k)] {
+			if bytes.EqualFold(k, f.name) {
+				return f.class
+			}
+		}
+	}
+	return 0
+}
+
+// stripRequest removes from h, the request on its way to the upstream, in
+// one pass over its fields (no lookup per name that is absent): hop-by-hop
+// fields (hopHeaders) and Expect (fasthttp answered "Expect: 100-continue"
+// already, and its client sends the body without waiting for the
+// upstream's 100), and from a peer that is not a trusted proxy
+// clientHeaders and every name with an underscore. It returns which of the
+// fields setForwarded replaces h has (fwd bits).
+func stripRequest(h *fasthttp.RequestHeader, trusted bool) (present uint8) {
 	var scratch [64]byte
 	for {
 		var name []byte
+		present = 0
 		for k := range h.All() {
-			if bytes.IndexByte(k, '_') >= 0 {
+			c := fieldClass(k)
+			if c&dropAlways != 0 || !trusted && (c&dropUntrusted != 0 || bytes.IndexByte(k, '_') >= 0) {
 				name = append(scratch[:0], k...) // k's storage changes on delete
 				break
 			}
+			present |= c & fwdAll
 		}
 		if name == nil {
-			return
+			return present
 		}
 		h.DelBytes(name)
 	}
@@ -120,7 +189,7 @@ func (u *upstream) isTrusted(peer netip.Addr) bool {
 }
 
 // appendForwardedElement appends `for=…;host="…";proto=…` (RFC 7239 §4).
-func appendForwardedElement(dst []byte, peer netip.Addr, host []byte, proto string) []byte {
+func appendForwardedElement(dst []byte, peer netip.Addr, host, proto []byte) []byte {
 	dst = append(dst, "for="...)
 	switch {
 	case !peer.IsValid():

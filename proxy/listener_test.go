@@ -535,7 +535,7 @@ func errorPagesText(status int) string {
 }
 
 // pollFor polls ok for up to 10s.
-func pollFor(t *testing.T, ok func() bool) {
+func pollFor(t testing.TB, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !ok() {

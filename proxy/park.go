@@ -54,6 +54,14 @@ type parkListener struct {
 	woken     chan net.Conn // parked connections whose next request began
 	closed    chan struct{}
 	closeOnce sync.Once
+	// idleTimeout is the keep-alive deadline fasthttp sets between requests
+	// (limits.idle_timeout): the parked wait's deadline is derived from it
+	// without reading the clock again (meteredConn.SetReadDeadline). Zero:
+	// unknown, the clock is read.
+	idleTimeout time.Duration
+	// writeSlack is how far a write deadline may move forward before it is
+	// set on the socket again (deadline.go): a 64th of limits.write_timeout.
+	writeSlack time.Duration
 
 	mu     sync.Mutex
 	parked map[*meteredConn]struct{} // closed by Close
@@ -66,9 +74,11 @@ type acceptResult struct {
 	err error
 }
 
-func newParkListener(ln net.Listener) *parkListener {
+// newParkListener parks the connections of ln, served with limits.
+func newParkListener(ln net.Listener, limits Limits) *parkListener {
 	return &parkListener{Listener: ln, accepted: make(chan acceptResult), woken: make(chan net.Conn),
-		closed: make(chan struct{}), parked: map[*meteredConn]struct{}{}}
+		closed: make(chan struct{}), parked: map[*meteredConn]struct{}{},
+		idleTimeout: limits.IdleTimeout, writeSlack: limits.WriteTimeout / 64}
 }
 
 // Accept returns a new connection or a parked one whose client spoke again.
@@ -182,7 +192,7 @@ func (l *parkListener) handBack(c *meteredConn) {
 // wait waits for c's next byte on a goroutine of its own (connections
 // without a socket the poller can watch).
 func (l *parkListener) wait(c *meteredConn) {
-	came := c.Conn.SetReadDeadline(c.idleUntil) == nil && readFirst(c)
+	came := c.setReadDeadline(c.idleUntil) == nil && readFirst(c)
 	if !l.take(c) {
 		return // Close took it
 	}
@@ -209,6 +219,8 @@ func connState(c net.Conn, s fasthttp.ConnState) {
 	case fasthttp.StateIdle, fasthttp.StateActive:
 		if mc := metered(c); mc != nil && mc.park != nil {
 			mc.idle = s == fasthttp.StateIdle
+			mc.lazyRead = s == fasthttp.StateActive
+			mc.yielded = false
 		}
 	}
 }

@@ -1,12 +1,16 @@
 package proxy
 
 import (
+	"bufio"
+	"errors"
 	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )
 
@@ -38,7 +42,7 @@ func TestParkedConnectionServesNextRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, Config{}, Limits{IdleTimeout: 2 * time.Second})
 			ln, dial := tc.listen(t)
-			pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)})
+			pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)}, h.proxy.limits)
 			go h.proxy.server.Serve(pl)
 			c, err := dial()
 			must(t, err)
@@ -79,7 +83,7 @@ func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
 	h := newHarness(t, Config{}, Limits{IdleTimeout: time.Minute})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)})
+	pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)}, h.proxy.limits)
 	go h.proxy.server.Serve(pl)
 	t.Cleanup(func() { pl.Close() })
 	before := runtime.NumGoroutine()
@@ -108,4 +112,62 @@ func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
 		}
 	}
 	pollFor(t, func() bool { return pl.parkedConns() == n-n/2 })
+}
+
+// TestReadTimeoutOnKeepAlive: a request that begins on a kept-alive
+// connection and stalls mid-head gets limits.read_timeout, not the parking
+// wait, even though the server sets that deadline only when a read needs it
+// (meteredConn.lazyRead).
+func TestReadTimeoutOnKeepAlive(t *testing.T) {
+	const readTimeout = 400 * time.Millisecond
+	h := newHarness(t, Config{}, Limits{ReadTimeout: readTimeout, IdleTimeout: 5 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)}, h.proxy.limits)
+	go h.proxy.server.Serve(pl)
+	t.Cleanup(func() { pl.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	must(t, err)
+	defer c.Close()
+	for i := range 2 {
+		if s := getOn(t, c); s != "200 OK" {
+			t.Fatalf("request %d: %s", i+1, s)
+		}
+	}
+	start := time.Now()
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: www.example\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	elapsed := time.Since(start)
+	if err == nil && resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("stalled head: %s, want 408", resp.Status)
+	}
+	if elapsed < readTimeout*3/4 || elapsed > 4*time.Second {
+		t.Errorf("stalled head answered after %v, want about limits.read_timeout (%v)", elapsed, readTimeout)
+	}
+}
+
+// TestReadDeadlineAfterShutdownClose: fasthttp's Shutdown closes the
+// connections it sees idle from its own goroutine. When the connection's
+// goroutine has meanwhile read the next request, the read deadline it sets
+// next (kept for the next read, meteredConn.lazyRead) fails as the socket's
+// would, so fasthttp drops the request instead of serving and counting it
+// on a connection that can no longer answer (the client retries it).
+func TestReadDeadlineAfterShutdownClose(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	mc := newMeteredConn(a)
+	mc.park = &parkListener{}
+	connState(mc, fasthttp.StateActive)
+	if err := mc.SetReadDeadline(time.Now().Add(time.Second)); err != nil || !mc.readPending {
+		t.Fatalf("open connection: %v, pending %v; want the deadline kept for the next read", err, mc.readPending)
+	}
+	mc.readPending = false
+	done := make(chan struct{})
+	go func() { mc.Close(); close(done) }() // as fasthttp's closeIdleConns does
+	<-done
+	if err := mc.SetReadDeadline(time.Now().Add(time.Second)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("closed connection: SetReadDeadline = %v, want net.ErrClosed", err)
+	}
 }

@@ -526,7 +526,7 @@ func errorHandler(ctx *fasthttp.RequestCtx, err error) {
 // Serve accepts connections on ln until Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
 	ln = p.guard(ln, listenerHTTP)
-	return p.server.Serve(newParkListener(meteredListener{ln}))
+	return p.server.Serve(newParkListener(meteredListener{ln}, p.limits))
 }
 
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,

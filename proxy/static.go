@@ -95,9 +95,10 @@ func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *sites.File, status int) {
 	// representation; If-Range decides whether it applies at all (§13.1.5).
 	var rangeSet []byte
 	ranged := false
-	if status == fasthttp.StatusOK && ctx.IsGet() {
+	fields := requestFields(req)
+	if status == fasthttp.StatusOK && ctx.IsGet() && fields&fieldRange != 0 {
 		rangeSet, ranged = byteRangeSet(req.PeekBytes(hdrRange))
-		if ranged && !ifRangeHolds(req.PeekBytes(hdrIfRange), f) {
+		if ranged && !ifRangeHolds(peekField(req, fields, fieldIfRange, hdrIfRange), f) {
 			ranged = false // the client's copy is outdated: send it all
 		}
 	}
@@ -117,7 +118,7 @@ func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *sites.File, status int) {
 	h.SetCanonical(hdrETag, etag)
 	h.SetCanonical(hdrLastModified, f.LastModified)
 	if status == fasthttp.StatusOK {
-		switch precondition(ctx, etag, f) {
+		switch precondition(ctx, etag, f, fields) {
 		case fasthttp.StatusPreconditionFailed:
 			writeError(ctx, fasthttp.StatusPreconditionFailed)
 			return
@@ -178,28 +179,103 @@ func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *sites.File, status int) {
 // of RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since (412 when false),
 // then If-None-Match, else If-Modified-Since (304 when false). It returns 0
 // when the representation is to be sent.
-func precondition(ctx *fasthttp.RequestCtx, etag []byte, f *sites.File) int {
+func precondition(ctx *fasthttp.RequestCtx, etag []byte, f *sites.File, fields uint8) int {
 	req := &ctx.Request.Header
-	if im := req.PeekBytes(hdrIfMatch); len(im) > 0 {
+	if fields&fieldsPrecondition == 0 {
+		return 0
+	}
+	if im := peekField(req, fields, fieldIfMatch, hdrIfMatch); len(im) > 0 {
 		if !etagListMatch(im, etag, true) {
 			return fasthttp.StatusPreconditionFailed
 		}
-	} else if ius := req.PeekBytes(hdrIfUnmodSince); len(ius) > 0 {
+	} else if ius := peekField(req, fields, fieldIfUnmodSince, hdrIfUnmodSince); len(ius) > 0 {
 		// An invalid date (or a list of dates) is ignored (§13.1.4).
 		if t, err := fasthttp.ParseHTTPDate(ius); err == nil && f.ModTime.After(t) {
 			return fasthttp.StatusPreconditionFailed
 		}
 	}
-	if inm := req.PeekBytes(hdrIfNoneMatch); len(inm) > 0 {
+	if inm := peekField(req, fields, fieldIfNoneMatch, hdrIfNoneMatch); len(inm) > 0 {
 		if etagListMatch(inm, etag, false) {
 			return fasthttp.StatusNotModified
 		}
 		return 0
 	}
-	if !ctx.IfModifiedSince(f.ModTime) {
+	if fields&fieldIfModSince != 0 && !ctx.IfModifiedSince(f.ModTime) {
 		return fasthttp.StatusNotModified
 	}
 	return 0
+}
+
+// The request fields writeFile reads, as bits.
+const (
+	fieldRange uint8 = 1 << iota
+	fieldIfRange
+	fieldIfMatch
+	fieldIfNoneMatch
+	fieldIfModSince
+	fieldIfUnmodSince
+
+	fieldsAll          = 1<<iota - 1
+	fieldsPrecondition = fieldIfMatch | fieldIfNoneMatch | fieldIfModSince | fieldIfUnmodSince
+)
+
+// fieldPrefixes name the fields of the bits above, colon included (a
+// request that checkFraming let through has no space before a colon);
+// Range first, the fields starting with "If-" after it.
+var fieldPrefixes = [...]struct {
+	bit    uint8
+	prefix []byte
+}{
+	{fieldRange, []byte("Range:")},
+	{fieldIfRange, []byte("If-Range:")},
+	{fieldIfMatch, []byte("If-Match:")},
+	{fieldIfNoneMatch, []byte("If-None-Match:")},
+	{fieldIfModSince, []byte("If-Modified-Since:")},
+	{fieldIfUnmodSince, []byte("If-Unmodified-Since:")},
+}
+
+// requestFields reports which of the fields writeFile reads the request
+// may carry, from one pass over its header block as received: a lookup
+// (PeekBytes copies and normalizes the name, then scans every field) is
+// paid only for the fields present, none for a plain GET. Without a
+// received block (an h2 stream, a request built in memory) every field is
+// looked up.
+func requestFields(h *fasthttp.RequestHeader) uint8 {
+	raw := h.RawHeaders()
+	if len(raw) == 0 {
+		return fieldsAll
+	}
+	var fields uint8
+	for len(raw) > 0 {
+		switch raw[0] | 0x20 {
+		case 'r':
+			if hasPrefixFold(raw, fieldPrefixes[0].prefix) {
+				fields |= fieldPrefixes[0].bit
+			}
+		case 'i':
+			for _, f := range fieldPrefixes[1:] {
+				if hasPrefixFold(raw, f.prefix) {
+					fields |= f.bit
+					break
+				}
+			}
+		}
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			break
+		}
+		raw = raw[i+1:]
+	}
+	return fields
+}
+
+// peekField is the value of the field bit of fields names, nil when the
+// request has none.
+func peekField(h *fasthttp.RequestHeader, fields, bit uint8, name []byte) []byte {
+	if fields&bit == 0 {
+		return nil
+	}
+	return h.PeekBytes(name)
 }
 
 // etagListMatch reports whether an If-Match or If-None-Match list names etag

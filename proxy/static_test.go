@@ -182,3 +182,32 @@ func (h *harness) dialRaw(t testing.TB) net.Conn {
 	}
 	return conn
 }
+
+// TestRequestFields: the conditional and range fields are looked up only
+// when a line of the received head names them, in any case; a request
+// without a received head looks all of them up.
+func TestRequestFields(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		want uint8
+	}{
+		{"Host: a\r\nAccept: */*\r\n\r\n", 0},
+		{"Host: a\r\nReferer: http://a/\r\nIf-Modified: x\r\n\r\n", 0},
+		{"Host: a\r\nif-none-match: \"x\"\r\n\r\n", fieldIfNoneMatch},
+		{"RANGE: bytes=0-1\r\nHost: a\r\nIf-Range: \"x\"\r\n\r\n", fieldRange | fieldIfRange},
+		{"If-Match: *\r\nHost: a\r\nIf-Unmodified-Since: x\r\nIf-Modified-Since: x\r\n\r\n", fieldIfMatch | fieldIfUnmodSince | fieldIfModSince},
+	} {
+		var req fasthttp.Request
+		if err := req.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\n" + tc.head))); err != nil {
+			t.Fatal(err)
+		}
+		if got := requestFields(&req.Header); got != tc.want {
+			t.Errorf("%q: %06b, want %06b", tc.head, got, tc.want)
+		}
+	}
+	var built fasthttp.Request
+	built.Header.Set("If-None-Match", `"x"`)
+	if got := requestFields(&built.Header); got != fieldsAll {
+		t.Errorf("built in memory: %06b, want all", got)
+	}
+}

@@ -17,7 +17,7 @@ import (
 // are the plaintext ones, so HTTPS costs a tenant what HTTP does.
 func (p *Proxy) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 	ln = p.guard(ln, listenerHTTPS)
-	return p.server.Serve(newParkListener(&tlsListener{Listener: ln, cfg: cfg, m: p.metrics}))
+	return p.server.Serve(newParkListener(&tlsListener{Listener: ln, cfg: cfg, m: p.metrics}, p.limits))
 }
 
 type tlsListener struct {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -213,20 +214,18 @@ func (u *upstream) prepareRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Reques
 			h.DelBytes(name)
 		}
 	}
-	for _, name := range hopHeaders {
-		h.Del(name)
-	}
+	h.Del(fasthttp.HeaderContentLength) // fasthttp's client frames the body
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	peer = peer.Unmap()
+	trusted := u.isTrusted(peer)
+	present := stripRequest(h, trusted)
 	if acceptsTrailers(&ctx.Request.Header) {
 		// TE is hop-by-hop, but "trailers" in it tells the upstream that
 		// trailer fields reach the client (relayResponse): kept, alone, as
 		// httputil.ReverseProxy keeps it.
 		h.Set(fasthttp.HeaderTE, "trailers")
 	}
-	h.Del(fasthttp.HeaderContentLength)
-	// fasthttp answered "Expect: 100-continue" already, and its client
-	// sends the body without waiting for the upstream's 100.
-	h.Del(fasthttp.HeaderExpect)
-	u.setForwarded(ctx, h)
+	u.setForwarded(ctx, h, peer, trusted, present)
 
 	// The Host header stays the visitor's (nginx would send the upstream's
 	// by default): tenant apps serve their custom domains and build absolute
@@ -539,18 +538,24 @@ func (u *upstream) dial(ioTimeout time.Duration) (net.Conn, *idleConn, error) {
 
 // idleConn bounds each Read and Write on an upstream connection: the
 // upstream must make progress at least every timeout (nginx's
-// proxy_read_timeout and proxy_send_timeout). Waiting for response headers
-// is one read, so a silent upstream gets 504 after timeout, while a large
-// download or an event stream that keeps moving is never cut off.
+// proxy_read_timeout and proxy_send_timeout), less at most a 64th of it
+// (a deadline is set again only once it has moved further, nextDeadline).
+// Waiting for response headers is one read, so a silent upstream gets 504
+// after timeout, while a large download or an event stream that keeps
+// moving is never cut off.
 type idleConn struct {
 	net.Conn
 	timeout time.Duration // 0: no deadline; set before the conn is shared
+	// The read and write deadlines set last (unix nanoseconds).
+	rdSet, wdSet atomic.Int64
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	if c.timeout > 0 {
-		if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
-			return 0, err
+		if t, ok := nextDeadline(&c.rdSet, c.timeout); ok {
+			if err := c.Conn.SetReadDeadline(t); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return c.Conn.Read(p)
@@ -558,8 +563,10 @@ func (c *idleConn) Read(p []byte) (int, error) {
 
 func (c *idleConn) Write(p []byte) (int, error) {
 	if c.timeout > 0 {
-		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
-			return 0, err
+		if t, ok := nextDeadline(&c.wdSet, c.timeout); ok {
+			if err := c.Conn.SetWriteDeadline(t); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return c.Conn.Write(p)

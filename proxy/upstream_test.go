@@ -352,6 +352,7 @@ func TestUpstreamForwardedHeaders(t *testing.T) {
 		trusted []string
 		sent    http.Header
 		want    map[string]string
+		gone    []string // not at the upstream, nor any name with an underscore when untrusted
 	}{
 		{
 			name: "untrusted peer: replaced",
@@ -360,13 +361,22 @@ func TestUpstreamForwardedHeaders(t *testing.T) {
 				"X-Forwarded-Proto": {"https"},
 				"X-Forwarded-Host":  {"evil.example"},
 				"Forwarded":         {"for=203.0.113.9"},
+				"X-Real-Ip":         {"203.0.113.9", "203.0.113.10"},
+				"True-Client-Ip":    {"203.0.113.9"},
+				"X-Forwarded-Port":  {"443"},
+				"X_forwarded_for":   {"203.0.113.9"},
+				"Expect":            {"x-later"},
+				"X-Kept":            {"1"},
 			},
 			want: map[string]string{
 				"X-Forwarded-For":   "127.0.0.1",
 				"X-Forwarded-Proto": "http",
 				"X-Forwarded-Host":  "tenant.example",
 				"Forwarded":         `for=127.0.0.1;host="tenant.example";proto=http`,
+				"X-Real-Ip":         "127.0.0.1",
+				"X-Kept":            "1",
 			},
+			gone: []string{"True-Client-Ip", "X-Forwarded-Port", "Expect"},
 		},
 		{
 			name:    "trusted peer: kept and appended",
@@ -376,12 +386,16 @@ func TestUpstreamForwardedHeaders(t *testing.T) {
 				"X-Forwarded-Proto": {"https"},
 				"X-Forwarded-Host":  {"www.tenant.example"},
 				"Forwarded":         {"for=203.0.113.9;proto=https"},
+				"X-Real-Ip":         {"203.0.113.9"},
+				"True-Client-Ip":    {"203.0.113.9"},
 			},
 			want: map[string]string{
 				"X-Forwarded-For":   "203.0.113.9, 198.51.100.7, 127.0.0.1",
 				"X-Forwarded-Proto": "https",
 				"X-Forwarded-Host":  "www.tenant.example",
 				"Forwarded":         `for=203.0.113.9;proto=https, for=127.0.0.1;host="tenant.example";proto=http`,
+				"X-Real-Ip":         "203.0.113.9",
+				"True-Client-Ip":    "203.0.113.9",
 			},
 		},
 		{
@@ -392,6 +406,7 @@ func TestUpstreamForwardedHeaders(t *testing.T) {
 				"X-Forwarded-Proto": "http",
 				"X-Forwarded-Host":  "tenant.example",
 				"Forwarded":         `for=127.0.0.1;host="tenant.example";proto=http`,
+				"X-Real-Ip":         "127.0.0.1",
 			},
 		},
 	}
@@ -419,6 +434,16 @@ func TestUpstreamForwardedHeaders(t *testing.T) {
 			for k, want := range tt.want {
 				if v := got.header.Values(k); len(v) != 1 || v[0] != want {
 					t.Errorf("%s %q; want %q", k, v, want)
+				}
+			}
+			for _, k := range tt.gone {
+				if v, ok := got.header[k]; ok {
+					t.Errorf("upstream got %s: %q", k, v)
+				}
+			}
+			for k, v := range got.header {
+				if len(tt.trusted) == 0 && strings.Contains(k, "_") {
+					t.Errorf("upstream got %s: %q", k, v)
 				}
 			}
 		})
