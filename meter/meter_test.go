@@ -358,3 +358,40 @@ func TestReplaceStorage(t *testing.T) {
 		t.Fatalf("after the move: b=%d c=%d", m.OrgStorage("b"), m.OrgStorage("c"))
 	}
 }
+
+// TestRefundOnlyFlush: a flush whose window holds only a refund (the proxy
+// takes back bytes an aborted client never acknowledged, after the charge
+// was flushed) does not panic on the Prometheus counters (they cannot go
+// down): it is counted as refunded, egress minus refunded is the net, and
+// the usage store has the net.
+func TestRefundOnlyFlush(t *testing.T) {
+	b, _ := openBolt(t)
+	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	m, _ := newMeter(t, Config{PerOrgMetrics: true, PerOrgMetricsMax: 10}, b, nil, clk)
+	c := m.Counters("acme", "www", "dir")
+	c.AddEgress(100)
+	c.AddRequest()
+	if err := m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.AddEgress(-40)
+	if err := m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		got, want float64
+	}{
+		{"egress", testutil.ToFloat64(m.m.egress.WithLabelValues("dir")), 100},
+		{"refunded", testutil.ToFloat64(m.m.refunded.WithLabelValues("dir")), 40},
+		{"org egress", testutil.ToFloat64(m.m.orgEgress.WithLabelValues("acme")), 100},
+		{"org refunded", testutil.ToFloat64(m.m.orgRefund.WithLabelValues("acme")), 40},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s counter = %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+	if v := totals(t, b, "acme", clk.t.Add(-time.Hour), clk.t.Add(time.Hour)); v.EgressBytes != 60 || v.Requests != 1 {
+		t.Fatalf("stored %+v, want 60 bytes net and 1 request", v)
+	}
+}

@@ -16,6 +16,7 @@ type metrics struct {
 	lastOK        prometheus.Gauge
 	journalErrors prometheus.Counter
 	egress        *prometheus.CounterVec // by kind
+	refunded      *prometheus.CounterVec // by kind
 	requests      *prometheus.CounterVec // by kind
 	ingress       *prometheus.CounterVec // by kind
 
@@ -24,6 +25,7 @@ type metrics struct {
 	mu        sync.Mutex
 	orgSeen   map[string]bool
 	orgEgress *prometheus.CounterVec
+	orgRefund *prometheus.CounterVec
 	orgReqs   *prometheus.CounterVec
 }
 
@@ -44,23 +46,29 @@ func newMetrics(reg prometheus.Registerer, cfg Config, m *Meter) *metrics {
 			ConstLabels: prometheus.Labels{"store": m.storeName}}),
 		journalErrors: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_meter_spool_file_errors_total", Help: "Writes of the usage backlog to the spool file that failed (meter.spool_bytes too small, or the file unwritable); a kill then loses that backlog."}),
 		egress:        f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_egress_bytes_total", Help: "Metered egress bytes (headers and body written to clients), by site kind."}, []string{"kind"}),
-		requests:      f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_requests_total", Help: "Metered requests, by site kind."}, []string{"kind"}),
-		ingress:       f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_ingress_bytes_total", Help: "Metered request body bytes of proxied sites, by site kind."}, []string{"kind"}),
-		perOrg:        cfg.PerOrgMetrics,
-		maxOrgs:       cfg.PerOrgMetricsMax,
-		orgSeen:       map[string]bool{},
+		refunded: f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_egress_refunded_bytes_total", Help: "Egress bytes taken back from the usage counted (bytes an aborted client never acknowledged), in flushes where the refunds outweighed the charges, by site kind: " +
+			"tollgate_meter_egress_bytes_total minus this is the net egress metered."}, []string{"kind"}),
+		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_requests_total", Help: "Metered requests, by site kind."}, []string{"kind"}),
+		ingress:  f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_ingress_bytes_total", Help: "Metered request body bytes of proxied sites, by site kind."}, []string{"kind"}),
+		perOrg:   cfg.PerOrgMetrics,
+		maxOrgs:  cfg.PerOrgMetricsMax,
+		orgSeen:  map[string]bool{},
 	}
 	if cfg.PerOrgMetrics {
 		mt.orgEgress = f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_org_egress_bytes_total", Help: "Metered egress bytes by org (meter.per_org_metrics; orgs past the cap are summed as _other)."}, []string{"org"})
+		mt.orgRefund = f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_org_egress_refunded_bytes_total", Help: "tollgate_meter_egress_refunded_bytes_total by org (meter.per_org_metrics; orgs past the cap are summed as _other)."}, []string{"org"})
 		mt.orgReqs = f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_meter_org_requests_total", Help: "Metered requests by org (meter.per_org_metrics; orgs past the cap are summed as _other)."}, []string{"org"})
 	}
 	return mt
 }
 
 // observe adds one flushed delta to the Prometheus counters (at flush time,
-// never on the request path).
+// never on the request path). A delta's egress is negative when the
+// refunds of aborted downloads (the proxy's settle) outweigh the charges
+// of its window; a counter cannot go down (client_golang panics), so that
+// delta goes to the refunded counter: egress minus refunded stays the net.
 func (mt *metrics) observe(c *Counters, v Values) {
-	mt.egress.WithLabelValues(c.kind).Add(float64(v.EgressBytes))
+	addAbs(mt.egress, mt.refunded, c.kind, v.EgressBytes)
 	mt.requests.WithLabelValues(c.kind).Add(float64(v.Requests))
 	mt.ingress.WithLabelValues(c.kind).Add(float64(v.IngressBytes))
 	if !mt.perOrg {
@@ -76,6 +84,16 @@ func (mt *metrics) observe(c *Counters, v Values) {
 		}
 	}
 	mt.mu.Unlock()
-	mt.orgEgress.WithLabelValues(org).Add(float64(v.EgressBytes))
+	addAbs(mt.orgEgress, mt.orgRefund, org, v.EgressBytes)
 	mt.orgReqs.WithLabelValues(org).Add(float64(v.Requests))
+}
+
+// addAbs adds n to pos's label series when n >= 0, else -n to neg's.
+func addAbs(pos, neg *prometheus.CounterVec, label string, n int64) {
+	switch {
+	case n > 0:
+		pos.WithLabelValues(label).Add(float64(n))
+	case n < 0:
+		neg.WithLabelValues(label).Add(float64(-n))
+	}
 }
