@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/internal/clocktest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 )
 
@@ -168,7 +169,7 @@ func TestHookRestart(t *testing.T) {
 
 func TestHookMaxAge(t *testing.T) {
 	rcv, url := newHookReceiver(t, func(int) int { return http.StatusServiceUnavailable })
-	clock := &hookClock{t: time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC))
 	logs := &hookLog{}
 	h, _ := newTestHooks(t, storetest.Open(t), []billing.HookConfig{{URL: url, Secret: hookSecret}}, Options{
 		Now: clock.Now, MaxAge: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil)),

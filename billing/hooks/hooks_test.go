@@ -140,24 +140,6 @@ func hookGauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
-// hookClock is a settable clock.
-type hookClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *hookClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *hookClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // hookLog is a concurrency-safe log sink.
 type hookLog struct {
 	mu  sync.Mutex

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/internal/clocktest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/internal/stripetest"
 	"github.com/tollgate-edge/tollgate/meter"
@@ -151,7 +152,7 @@ func TestStripeMeterEvents(t *testing.T) {
 	acc := newStripeAccounts()
 	usage := &stripeUsage{}
 	st := storetest.Open(t)
-	clock := &stripeClock{}
+	clock := clocktest.New(time.Time{})
 	cfg := billing.StripeConfig{SecretKey: "sk_test_123", WebhookSecret: stripeTestSecret, WebhookHost: "billing.test", APIBase: sm.URL()}
 	open := func() *Stripe {
 		return newTestStripe(t, cfg, Options{Accounts: acc, Store: st, Usage: usage, Now: clock.Now,
@@ -290,7 +291,7 @@ func TestStripeRun(t *testing.T) {
 	usage := &stripeUsage{}
 	hour := time.Date(2026, 3, 10, 10, 0, 0, 0, time.UTC)
 	usage.add("acme", hour, 150)
-	clock := &stripeClock{t: hour.Add(2 * time.Hour)}
+	clock := clocktest.New(hour.Add(2 * time.Hour))
 	s := newTestStripe(t, billing.StripeConfig{SecretKey: "sk_test_123", WebhookSecret: stripeTestSecret, WebhookHost: "billing.test",
 		APIBase: sm.URL(), ReportInterval: 20 * time.Millisecond},
 		Options{Accounts: acc, Store: storetest.Open(t), Usage: usage, Now: clock.Now,
@@ -345,7 +346,7 @@ func TestStripeMeterRejected(t *testing.T) {
 	hour := time.Date(2026, 3, 10, 10, 0, 0, 0, time.UTC)
 	usage.add("acme", hour, 150)
 	usage.add("delta", hour, 170)
-	clock := &stripeClock{t: hour.Add(2 * time.Hour)}
+	clock := clocktest.New(hour.Add(2 * time.Hour))
 	s := newTestStripe(t, billing.StripeConfig{SecretKey: "sk_test_123", WebhookSecret: stripeTestSecret, WebhookHost: "billing.test", APIBase: api.URL},
 		Options{Accounts: acc, Store: storetest.Open(t), Usage: usage, Now: clock.Now})
 

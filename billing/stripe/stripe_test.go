@@ -156,24 +156,6 @@ func (a *stripeAccounts) changes() []stripeApplied {
 	return slices.Clone(a.applied)
 }
 
-// stripeClock is a settable clock.
-type stripeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *stripeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *stripeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
 // stripeFixture is a Stripe on a fresh store with the fake accounts, its
 // webhook served by a real HTTP server.
 type stripeFixture struct {
