@@ -84,7 +84,7 @@ chromium:
 test: deps lint
 	$(GO) test -race -count=1 ./...
 	# Allocation counts are only meaningful without -race (files tagged !race).
-	$(GO) test -count=1 -run 'Allocs' ./proxy ./sites
+	$(GO) test -count=1 -run 'Allocs' ./proxy ./sites/...
 
 # The hermetic inner loop: no Redis, Gitea, stripe-mock, Pebble, Chromium,
 # h2spec or openssl; the tests that need one skip, saying which
@@ -103,8 +103,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzStaticPath -fuzztime 20s ./proxy
 	$(GO) test -run '^$$' -fuzz FuzzPublicListener -fuzztime 20s ./proxy
 	$(GO) test -run '^$$' -fuzz FuzzH2StrictConn -fuzztime 20s ./proxy
-	$(GO) test -run '^$$' -fuzz FuzzRedirects -fuzztime 20s ./sites
-	$(GO) test -run '^$$' -fuzz FuzzParseDomains -fuzztime 20s ./sites
+	$(GO) test -run '^$$' -fuzz FuzzRedirects -fuzztime 20s ./sites/content
+	$(GO) test -run '^$$' -fuzz FuzzParseDomains -fuzztime 20s ./sites/gitea
 	$(GO) test -run '^$$' -fuzz FuzzDecide -fuzztime 20s ./acme
 
 # tollgate beside nginx and Caddy, same machine, same content (bench/README.md).

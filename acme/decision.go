@@ -24,7 +24,7 @@ type Hosts interface {
 	OwnerOrg(owner string) string
 }
 
-// Owners tells whether a Gitea user or organization exists. *sites.Gitea
+// Owners tells whether a Gitea user or organization exists. *gitea.Source
 // implements it.
 type Owners interface {
 	OwnerExists(ctx context.Context, owner string) (bool, error)

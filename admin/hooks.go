@@ -10,14 +10,14 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 )
 
-// GiteaPushes learns of pushes. *sites.Gitea implements it.
+// GiteaPushes learns of pushes. *gitea.Source implements it.
 type GiteaPushes interface {
 	// Pushed rechecks the pushed branch's head with Gitea; the payload is
 	// only a hint and never sets the served commit itself.
-	Pushed(ctx context.Context, p sites.Push) error
+	Pushed(ctx context.Context, p gitea.Push) error
 }
 
 // maxHookBytes bounds a webhook body (Gitea sends the commits of the push).
@@ -70,7 +70,7 @@ func (s *Server) giteaHook(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNoContent) // a tag or another event: nothing to do
 		return nil
 	}
-	if err := s.gitea.Pushed(r.Context(), sites.Push{Owner: strings.ToLower(owner), Repo: p.Repository.Name, Branch: branch, After: p.After}); err != nil {
+	if err := s.gitea.Pushed(r.Context(), gitea.Push{Owner: strings.ToLower(owner), Repo: p.Repository.Name, Branch: branch, After: p.After}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

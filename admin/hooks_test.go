@@ -19,6 +19,8 @@ import (
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 )
 
 // pushPayload is a Gitea push payload for owner/repo's branch, moved to
@@ -60,7 +62,7 @@ func signedPost(t *testing.T, srv *httptest.Server, secret string, body []byte) 
 }
 
 // served reads / of repo as a visitor would get it.
-func served(t *testing.T, repo *sites.GiteaRepo) string {
+func served(t *testing.T, repo *gitea.Repo) string {
 	t.Helper()
 	f, err := repo.Get([]byte("/"))
 	if err != nil {
@@ -88,7 +90,7 @@ func TestGiteaHookRevalidates(t *testing.T) {
 	// An hour of Revalidate: only the webhook can move the served commit
 	// during the test.
 	cfg := sites.Config{GiteaURL: gs.URL(), GiteaToken: gs.Token(), Revalidate: time.Hour, NegativeTTL: time.Hour}
-	g, err := sites.NewCache(cfg).NewGitea(cfg, sites.GiteaOptions{})
+	g, err := gitea.New(content.NewCache(cfg), cfg, gitea.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +109,7 @@ func TestGiteaHookRevalidates(t *testing.T) {
 
 	blog := g.Repo("alice", "blog", "pages")
 	home := g.Repo("alice", "blog", "") // the pages rule resolves to the same branch
-	for _, r := range []*sites.GiteaRepo{blog, home} {
+	for _, r := range []*gitea.Repo{blog, home} {
 		if got := served(t, r); got != "blog v1" {
 			t.Fatalf("%s before any push: %q", r.Name(), got)
 		}
@@ -134,7 +136,7 @@ func TestGiteaHookRevalidates(t *testing.T) {
 			if code := signedPost(t, srv, secret, st.body); code != http.StatusNoContent {
 				t.Fatalf("webhook: status %d; want 204", code)
 			}
-			for _, r := range []*sites.GiteaRepo{blog, home} {
+			for _, r := range []*gitea.Repo{blog, home} {
 				if got := served(t, r); got != st.want {
 					t.Errorf("%s serves %q; want %q", r.Name(), got, st.want)
 				}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 )
 
 const openAPIPath = "../docs/openapi.json"
@@ -286,7 +287,7 @@ func routeCount(t *testing.T, reg *prometheus.Registry, route string) float64 {
 
 type nopInvalidator struct{}
 
-func (nopInvalidator) Pushed(context.Context, sites.Push) error { return nil }
+func (nopInvalidator) Pushed(context.Context, gitea.Push) error { return nil }
 
 // TestOpenAPIRefsResolve checks that every $ref of docs/openapi.json names a
 // component the document defines, and that every error response is a

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 )
 
 // Problem is an RFC 7807 problem detail: the body of every error response of
@@ -97,7 +98,7 @@ func problemFor(err error) (p *Problem, internal bool) {
 		return status(http.StatusNotFound, errNoRoute.Error()), false
 	case errors.Is(err, errMethod):
 		return status(http.StatusMethodNotAllowed, "see the Allow header for the methods of this path"), false
-	case errors.Is(err, sites.ErrUpstream):
+	case errors.Is(err, gitea.ErrUpstream):
 		// Logged: the detail would show internal addresses.
 		return status(http.StatusBadGateway, "Gitea could not be asked; the branch is rechecked on its next request"), true
 	case errors.Is(err, errNotReady):

@@ -15,25 +15,27 @@ import (
 	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 	"github.com/valyala/fasthttp"
 )
 
-// Pages hands out Gitea repositories as content sources. *sites.Gitea
+// Pages hands out Gitea repositories as content sources. *gitea.Source
 // implements it.
 type Pages interface {
 	// Repo is owner/repo at branch ("": the pages branch, else the default).
-	Repo(owner, repo, branch string) *sites.GiteaRepo
+	Repo(owner, repo, branch string) *gitea.Repo
 	// ProjectRepo is owner/repo at the configured pages branch.
-	ProjectRepo(owner, repo string) *sites.GiteaRepo
+	ProjectRepo(owner, repo string) *gitea.Repo
 	// KnownOwner reports whether a Gitea owner exists, from memory when it
-	// can; sites.ErrOwnerLookupLimited when it could not be asked now.
+	// can; gitea.ErrOwnerLookupLimited when it could not be asked now.
 	KnownOwner(owner string) (bool, error)
 }
 
 // giteaBreaker tells the state of the circuit breaker in front of Gitea.
-// *sites.Gitea implements it.
+// *gitea.Source implements it.
 type giteaBreaker interface {
-	Breaker() sites.BreakerStats
+	Breaker() gitea.BreakerStats
 }
 
 // registerGiteaMetrics exports the breaker of pages, when it has one.
@@ -58,15 +60,15 @@ func registerGiteaMetrics(reg prometheus.Registerer, pages Pages) {
 }
 
 // retryAfterGiteaDown is Retry-After of an answer failed fast by the Gitea
-// circuit breaker: its probe goes out within sites.BreakerRetry.
-var retryAfterGiteaDown = []byte(strconv.Itoa(int((sites.BreakerRetry + time.Second - 1) / time.Second)))
+// circuit breaker: its probe goes out within gitea.BreakerRetry.
+var retryAfterGiteaDown = []byte(strconv.Itoa(int((gitea.BreakerRetry + time.Second - 1) / time.Second)))
 
 // giteaUnavailable answers a request that needed Gitea when Gitea could not
 // be asked: 503 with Retry-After while the circuit breaker fails calls fast
 // (not logged per request: tollgate_gitea_breaker_state tells), 502 after a
 // call that failed.
 func (p *Proxy) giteaUnavailable(ctx *fasthttp.RequestCtx, err error) {
-	if errors.Is(err, sites.ErrGiteaDown) {
+	if errors.Is(err, gitea.ErrDown) {
 		ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterGiteaDown)
 		writeError(ctx, fasthttp.StatusServiceUnavailable)
 		return
@@ -78,7 +80,7 @@ func (p *Proxy) giteaUnavailable(ctx *fasthttp.RequestCtx, err error) {
 // giteaStatus is the status of a failed Gitea look-up on the request path:
 // 503 while the circuit breaker fails calls fast, else 502.
 func giteaStatus(err error) int {
-	if errors.Is(err, sites.ErrGiteaDown) {
+	if errors.Is(err, gitea.ErrDown) {
 		return fasthttp.StatusServiceUnavailable
 	}
 	return fasthttp.StatusBadGateway
@@ -125,10 +127,10 @@ type pagesOwnerState struct {
 	orgID    string
 	gate     *access.Gate // nil without billing, or while the org is not in the registry
 	ensured  atomic.Bool
-	pages    *sites.GiteaRepo // {owner}/pages, the user site
+	pages    *gitea.Repo // {owner}/pages, the user site
 	mu       sync.Mutex
-	counters map[*sites.GiteaRepo]*meter.Counters
-	projects map[string]*sites.GiteaRepo // first path segment -> {owner}/{segment} at the pages branch
+	counters map[*gitea.Repo]*meter.Counters
+	projects map[string]*gitea.Repo // first path segment -> {owner}/{segment} at the pages branch
 }
 
 // maxProjects bounds an owner's remembered first path segments.
@@ -136,7 +138,7 @@ const maxProjects = 1000
 
 // project returns {owner}/{name} at the pages branch without building a
 // string once it is known.
-func (o *pagesOwnerState) project(p Pages, name []byte) *sites.GiteaRepo {
+func (o *pagesOwnerState) project(p Pages, name []byte) *gitea.Repo {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if r := o.projects[string(name)]; r != nil {
@@ -151,12 +153,12 @@ func (o *pagesOwnerState) project(p Pages, name []byte) *sites.GiteaRepo {
 }
 
 // pagesOwnerState returns the state of an owner that exists: an org in
-// the registry pays for it, or Gitea knows it (sites: remembered, or looked
-// up within the global owner look-up rate). The cheap checks come first;
-// an invented owner gets no state, no gate and no repository entry. status
-// is non-zero when there is no state: 404 (no such owner), 503 (owner
-// look-ups are over their rate, or the Gitea circuit breaker is open), 502
-// (Gitea unreachable).
+// the registry pays for it, or Gitea knows it (gitea.Source.KnownOwner:
+// remembered, or looked up within the global owner look-up rate). The
+// cheap checks come first; an invented owner gets no state, no gate and no
+// repository entry. status is non-zero when there is no state: 404 (no
+// such owner), 503 (owner look-ups are over their rate, or the Gitea
+// circuit breaker is open), 502 (Gitea unreachable).
 func (p *Proxy) pagesOwnerState(owner []byte) (*pagesOwnerState, int) {
 	c := p.owners.Load() // before the snapshot: a state built from an older snapshot lands in a cache that is dropped
 	c.mu.RLock()
@@ -172,7 +174,7 @@ func (p *Proxy) pagesOwnerState(owner []byte) (*pagesOwnerState, int) {
 	if !snap.OwnerHasOrg(owner) {
 		ok, err := p.pages.KnownOwner(name)
 		switch {
-		case errors.Is(err, sites.ErrOwnerLookupLimited):
+		case errors.Is(err, gitea.ErrOwnerLookupLimited):
 			return nil, fasthttp.StatusServiceUnavailable
 		case err != nil:
 			return nil, giteaStatus(err)
@@ -181,7 +183,7 @@ func (p *Proxy) pagesOwnerState(owner []byte) (*pagesOwnerState, int) {
 		}
 	}
 	st = &pagesOwnerState{name: name, orgID: snap.OrgForGiteaOwner(name), pages: p.pages.Repo(name, "pages", ""),
-		counters: map[*sites.GiteaRepo]*meter.Counters{}, projects: map[string]*sites.GiteaRepo{}}
+		counters: map[*gitea.Repo]*meter.Counters{}, projects: map[string]*gitea.Repo{}}
 	// Gates exist for orgs in the registry only; an owner whose org is
 	// not created yet is enforced by its state once it is (the new
 	// snapshot empties this cache).
@@ -200,7 +202,7 @@ func (p *Proxy) pagesOwnerState(owner []byte) (*pagesOwnerState, int) {
 	return st, 0
 }
 
-func (o *pagesOwnerState) usage(u Usage, repo *sites.GiteaRepo) *meter.Counters {
+func (o *pagesOwnerState) usage(u Usage, repo *gitea.Repo) *meter.Counters {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	c := o.counters[repo]
@@ -284,8 +286,8 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 // routePages picks the repository for urlPath and the path inside it.
 // status is non-zero for an answer without content (301 to add a slash,
 // 404, 502, 503 while the Gitea circuit breaker is open). Repositories
-// already looked up are answered from memory (sites.GiteaRepo.Exists).
-func (p *Proxy) routePages(o *pagesOwnerState, urlPath []byte) (repo *sites.GiteaRepo, inner []byte, status int) {
+// already looked up are answered from memory (gitea.Repo.Exists).
+func (p *Proxy) routePages(o *pagesOwnerState, urlPath []byte) (repo *gitea.Repo, inner []byte, status int) {
 	first, rest := splitFirst(urlPath)
 	if len(first) > 0 && sites.ValidRepoNameBytes(first) {
 		if branch, after, ok := branchSegment(rest); ok {
@@ -305,7 +307,7 @@ func (p *Proxy) routePages(o *pagesOwnerState, urlPath []byte) (repo *sites.Gite
 			return r, after, 0
 		}
 		r := o.project(p.pages, first)
-		if ok, err := r.Exists(); err != nil && !errors.Is(err, sites.ErrFileNotFound) {
+		if ok, err := r.Exists(); err != nil && !errors.Is(err, content.ErrFileNotFound) {
 			return nil, nil, giteaStatus(err)
 		} else if ok {
 			if len(rest) == 0 {

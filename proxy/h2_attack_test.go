@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-edge/tollgate/internal/certtest"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -368,7 +369,7 @@ func TestH2ConnMemoryCap(t *testing.T) {
 	)
 	limits := Limits{H2StallTimeout: time.Minute}
 	h := newTLSHarnessWith(t, limits, func(o *Options) {
-		o.Cache = sites.NewCache(sites.Config{MaxCachedFile: 1 << 20})
+		o.Cache = content.NewCache(sites.Config{MaxCachedFile: 1 << 20})
 	})
 	must(t, os.WriteFile(filepath.Join(h.root, "cached.bin"), bytes.Repeat([]byte{'c'}, cached), 0o644))
 	big := bytes.Repeat([]byte{'u'}, 8<<20)

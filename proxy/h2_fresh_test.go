@@ -11,6 +11,7 @@ import (
 
 	"github.com/tollgate-edge/tollgate/internal/certtest"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 )
 
 // TestH2SeesChangedFiles: a file changed or created on disk is served over
@@ -19,7 +20,7 @@ import (
 func TestH2SeesChangedFiles(t *testing.T) {
 	const revalidate = 100 * time.Millisecond
 	h := newHarnessWith(t, Config{}, Limits{}, func(o *Options) {
-		o.Cache = sites.NewCache(sites.Config{MaxCachedFile: 64 << 10, DirRevalidate: revalidate})
+		o.Cache = content.NewCache(sites.Config{MaxCachedFile: 64 << 10, DirRevalidate: revalidate})
 	})
 	c, err := certtest.New(time.Hour, "www.example")
 	must(t, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )
@@ -85,7 +86,7 @@ func newHarnessWith(t testing.TB, cfg Config, limits Limits, opt func(*Options))
 	must(t, err)
 
 	metrics := prometheus.NewRegistry()
-	opts := Options{Registry: reg, Cache: sites.NewCache(sites.Config{MaxCachedFile: 64 << 10}), Metrics: metrics}
+	opts := Options{Registry: reg, Cache: content.NewCache(sites.Config{MaxCachedFile: 64 << 10}), Metrics: metrics}
 	opt(&opts)
 	p, err := New(cfg, limits, opts)
 	must(t, err)

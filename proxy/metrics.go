@@ -3,7 +3,7 @@ package proxy
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 )
 
 // Site kinds, as metric label values. The set is fixed so series stay bounded.
@@ -102,7 +102,7 @@ func (m *metrics) handshake(proto string) {
 	}
 }
 
-func newMetrics(reg prometheus.Registerer, cache *sites.Cache) *metrics {
+func newMetrics(reg prometheus.Registerer, cache *content.Cache) *metrics {
 	f := promauto.With(reg)
 	req := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_http_requests_total",
@@ -147,19 +147,19 @@ func newMetrics(reg prometheus.Registerer, cache *sites.Cache) *metrics {
 		Help: "Requests (streams) served over HTTP/2; they are also in tollgate_http_requests_total.",
 	})
 
-	stat := func(pick func(sites.Stats) int64) func() float64 {
+	stat := func(pick func(content.Stats) int64) func() float64 {
 		return func() float64 { return float64(pick(cache.Stats())) }
 	}
 	f.NewCounterFunc(prometheus.CounterOpts{Name: "tollgate_cache_hits_total", Help: "Content cache hits."},
-		stat(func(s sites.Stats) int64 { return s.Hits }))
+		stat(func(s content.Stats) int64 { return s.Hits }))
 	f.NewCounterFunc(prometheus.CounterOpts{Name: "tollgate_cache_misses_total", Help: "Content cache misses (a source was read)."},
-		stat(func(s sites.Stats) int64 { return s.Misses }))
+		stat(func(s content.Stats) int64 { return s.Misses }))
 	f.NewCounterFunc(prometheus.CounterOpts{Name: "tollgate_cache_evictions_total", Help: "Content cache entries evicted to stay within sites.cache_bytes."},
-		stat(func(s sites.Stats) int64 { return s.Evictions }))
+		stat(func(s content.Stats) int64 { return s.Evictions }))
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_cache_bytes", Help: "Bytes held by the content cache."},
-		stat(func(s sites.Stats) int64 { return s.Bytes }))
+		stat(func(s content.Stats) int64 { return s.Bytes }))
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_cache_entries", Help: "Entries held by the content cache."},
-		stat(func(s sites.Stats) int64 { return s.Entries }))
+		stat(func(s content.Stats) int64 { return s.Entries }))
 	return m
 }
 

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 	"github.com/valyala/fasthttp"
 )
 
@@ -182,11 +184,11 @@ func newBenchPagesRegistry(b *testing.B) *sites.Registry {
 // newBenchPagesProxy serves pages.test from a new Gitea source on gs, which
 // shares the proxy's new content cache as tollgate serve does; metering off,
 // and its own metrics registry (New registers the proxy's metrics).
-func newBenchPagesProxy(b *testing.B, gs *giteatest.Server, cfg sites.Config, reg Registry, orgs OrgMaker) (*Proxy, *sites.Gitea) {
+func newBenchPagesProxy(b *testing.B, gs *giteatest.Server, cfg sites.Config, reg Registry, orgs OrgMaker) (*Proxy, *gitea.Source) {
 	b.Helper()
 	cfg.GiteaURL, cfg.GiteaToken = gs.URL(), gs.Token()
-	cache := sites.NewCache(cfg)
-	g, err := cache.NewGitea(cfg, sites.GiteaOptions{})
+	cache := content.NewCache(cfg)
+	g, err := gitea.New(cache, cfg, gitea.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

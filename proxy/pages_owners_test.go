@@ -20,6 +20,8 @@ import (
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 	"github.com/valyala/fasthttp"
 )
 
@@ -100,8 +102,8 @@ func TestInventedPagesHosts(t *testing.T) {
 	must(t, err)
 	gates := &countingGates{b: bill, seen: map[*access.Gate]bool{}}
 	cfg := sites.Config{GiteaURL: gs.URL(), GiteaToken: gs.Token(), OwnerLookupRate: ownerLookupRate}
-	cache := sites.NewCache(cfg)
-	g, err := cache.NewGitea(cfg, sites.GiteaOptions{})
+	cache := content.NewCache(cfg)
+	g, err := gitea.New(cache, cfg, gitea.Options{})
 	must(t, err)
 	p, err := New(Config{}, Limits{}, Options{Registry: reg, Cache: cache, Metrics: prometheus.NewRegistry(),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 	"github.com/valyala/fasthttp"
 )
 
@@ -31,7 +32,7 @@ type Registry interface {
 // Options are the proxy's collaborators.
 type Options struct {
 	Registry Registry              // required
-	Cache    *sites.Cache          // required: content cache of dir sites
+	Cache    *content.Cache        // required: content cache of dir sites
 	Metrics  prometheus.Registerer // required: the process's one registry
 	Logger   *slog.Logger          // default slog.Default()
 	// Usage counts egress, ingress and requests per org and site; nil turns
@@ -80,7 +81,7 @@ type Proxy struct {
 	cfg     Config
 	limits  Limits
 	trusted []netip.Prefix
-	cache   *sites.Cache
+	cache   *content.Cache
 	log     *slog.Logger
 	usage   Usage
 	gates   Gates
@@ -127,8 +128,8 @@ type route struct {
 type siteRuntime struct {
 	source  sites.Source
 	kind    int
-	content contentSource    // dir and gitea sites
-	dir     *sites.DirSource // the content of a dir site, to close
+	content contentSource      // dir and gitea sites
+	dir     *content.DirSource // the content of a dir site, to close
 	up      *upstream
 	err     error // why the source could not be opened; the site answers 503
 }

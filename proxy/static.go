@@ -10,20 +10,21 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 	"github.com/valyala/fasthttp"
 )
 
 // contentSource is what static serving needs from a site's content: a file by
-// URL path. *sites.DirSource implements it (and the Gitea source will).
+// URL path. *content.DirSource implements it (and the Gitea source will).
 type contentSource interface {
 	// GetAt returns the file at urlPath; at is the request's start time.
-	GetAt(urlPath []byte, at time.Time) (*sites.File, error)
+	GetAt(urlPath []byte, at time.Time) (*content.File, error)
 }
 
 // redirecter is a content source with _redirects rules (Gitea repos).
 type redirecter interface {
-	Redirects() *sites.Redirects
+	Redirects() *content.Redirects
 }
 
 var (
@@ -62,9 +63,9 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 	switch {
 	case err == nil:
 		p.writeFile(ctx, f, fasthttp.StatusOK)
-	case errors.Is(err, sites.ErrIsDir):
+	case errors.Is(err, content.ErrIsDir):
 		redirectSlash(ctx)
-	case errors.Is(err, sites.ErrFileNotFound):
+	case errors.Is(err, content.ErrFileNotFound):
 		if p.redirect(ctx, src, urlPath) {
 			return
 		}
@@ -74,9 +75,9 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 			return
 		}
 		writeError(ctx, fasthttp.StatusNotFound)
-	case errors.Is(err, sites.ErrBadPath):
+	case errors.Is(err, content.ErrBadPath):
 		writeError(ctx, fasthttp.StatusBadRequest)
-	case errors.Is(err, sites.ErrUpstream):
+	case errors.Is(err, gitea.ErrUpstream):
 		p.giteaUnavailable(ctx, err)
 	default:
 		p.log.Error("reading site content", slog.String("path", string(urlPath)), slog.Any("err", err))
@@ -89,7 +90,7 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 // brotli when the client accepts them. status is 200, or the status of a
 // site's own error page (then preconditions and ranges do not apply,
 // §13.2.1). For a cached file it copies nothing and allocates nothing.
-func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *sites.File, status int) {
+func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *content.File, status int) {
 	req, h := &ctx.Request.Header, &ctx.Response.Header
 	// A range is for GET only (§14.2) and selects bytes of the identity
 	// representation; If-Range decides whether it applies at all (§13.1.5).
@@ -179,7 +180,7 @@ func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *sites.File, status int) {
 // of RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since (412 when false),
 // then If-None-Match, else If-Modified-Since (304 when false). It returns 0
 // when the representation is to be sent.
-func precondition(ctx *fasthttp.RequestCtx, etag []byte, f *sites.File, fields uint8) int {
+func precondition(ctx *fasthttp.RequestCtx, etag []byte, f *content.File, fields uint8) int {
 	req := &ctx.Request.Header
 	if fields&fieldsPrecondition == 0 {
 		return 0
@@ -309,7 +310,7 @@ func etagListMatch(list, etag []byte, strong bool) bool {
 // ifRangeHolds evaluates If-Range (RFC 9110 §13.1.5): absent, or an entity
 // tag or HTTP-date equal to the identity representation's (a strong
 // comparison: a weak tag never holds).
-func ifRangeHolds(ir []byte, f *sites.File) bool {
+func ifRangeHolds(ir []byte, f *content.File) bool {
 	return len(ir) == 0 || bytes.Equal(ir, f.ETag) || bytes.Equal(ir, f.LastModified)
 }
 

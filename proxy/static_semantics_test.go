@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 	"github.com/valyala/fasthttp"
 )
 
@@ -70,11 +71,11 @@ func checkHeaders(t *testing.T, hdr http.Header, want map[string]string) {
 // redirectSource is a site directory with _redirects rules, as a Gitea
 // repository is.
 type redirectSource struct {
-	*sites.DirSource
-	rules *sites.Redirects
+	*content.DirSource
+	rules *content.Redirects
 }
 
-func (s redirectSource) Redirects() *sites.Redirects { return s.rules }
+func (s redirectSource) Redirects() *content.Redirects { return s.rules }
 
 // TestRedirectAnswers: a redirect (a directory without its slash, a
 // _redirects rule) answers its own status with a Location and no body: not
@@ -104,7 +105,7 @@ func TestRedirectAnswers(t *testing.T) {
 		}
 	})
 
-	rules, err := sites.ParseRedirects([]byte(`
+	rules, err := content.ParseRedirects([]byte(`
 /moved     /new                      301
 /found     /elsewhere                302
 /see       /other                    303
@@ -114,7 +115,7 @@ func TestRedirectAnswers(t *testing.T) {
 /app/*     /index.html               200
 `))
 	must(t, err)
-	dir, err := sites.NewCache(sites.Config{}).OpenDir(h.root)
+	dir, err := content.NewCache(sites.Config{}).OpenDir(h.root)
 	must(t, err)
 	t.Cleanup(func() { dir.Close() })
 	src := redirectSource{DirSource: dir, rules: rules}

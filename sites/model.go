@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -319,6 +320,13 @@ const (
 	DomainVerified = "verified"
 )
 
+// Ways a domain is proven (Domain.Via).
+const (
+	ViaOperator = "operator"  // attached through the admin API: trusted
+	ViaCNAME    = "dns-cname" // a CNAME to the pages host
+	ViaTXT      = "dns-txt"   // a TXT record at _tollgate.{domain} naming the site
+)
+
 // Domain is a hostname attached to one site.
 type Domain struct {
 	Name   string `json:"domain"`
@@ -331,6 +339,10 @@ type Domain struct {
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidID reports whether s can be the id of a plan, org or site: 1-63 of
+// a-z, 0-9 and '-', starting with a letter or digit.
+func ValidID(s string) bool { return validID(s) }
 
 func validID(s string) bool { return idRE.MatchString(s) }
 
@@ -371,4 +383,23 @@ func ValidRepoNameBytes(name []byte) bool {
 		}
 	}
 	return true
+}
+
+// ValidBranchName reports whether b is a branch name tollgate serves.
+func ValidBranchName(b string) bool { return validBranch(b) }
+
+// validBranch accepts what git accepts as a branch name, minus the oddities
+// no pages site needs (see git-check-ref-format).
+func validBranch(b string) bool {
+	if b == "" || len(b) > 255 || strings.HasPrefix(b, "-") || strings.HasPrefix(b, "/") ||
+		strings.HasSuffix(b, "/") || strings.HasSuffix(b, ".") || strings.HasSuffix(b, ".lock") ||
+		strings.Contains(b, "..") || strings.Contains(b, "//") || strings.Contains(b, "@{") {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c == 0x7f || strings.ContainsRune("~^:?*[\\", c) {
+			return false
+		}
+	}
+	return path.Clean("/"+b) == "/"+b
 }

@@ -9,6 +9,13 @@ import (
 	"github.com/tollgate-edge/tollgate/store"
 )
 
+// The store's drivers implement the registry's Store (store.Op is Change).
+var (
+	_ Store     = (*store.Bolt)(nil)
+	_ Store     = (*store.RedisKV)(nil)
+	_ versioned = (*store.RedisKV)(nil)
+)
+
 func openStore(t *testing.T, path string) *store.Bolt {
 	t.Helper()
 	st, err := store.Open(store.Config{Path: path})

@@ -52,9 +52,9 @@ func (rs *reservedSet) match(host string) error {
 
 // Reserve sets tollgate's own hostnames, replacing those of an earlier
 // call. From then on AttachDomain and AttachDomainVia refuse them with
-// ErrReserved, and ClaimDomains neither attaches nor keeps them. Entries
-// with an empty Name are skipped; a name that does not normalize is an
-// error and changes nothing. It returns the attached domains that are now
+// ErrReserved, and the Gitea source's ClaimDomains neither attaches nor
+// keeps them. Entries with an empty Name are skipped; a name that does not
+// normalize is an error and changes nothing. It returns the attached domains that are now
 // reserved, sorted (attached before the call): they stay attached until an
 // operator detaches them, so the caller should report them. Call it at
 // start, before the admin API and the domain claims run.
@@ -89,6 +89,6 @@ func (r *Registry) Reserve(names ...ReservedName) (attached []string, err error)
 	return attached, nil
 }
 
-// checkReserved returns an error wrapping ErrReserved when host
-// (normalized) is one of tollgate's own names.
-func (r *Registry) checkReserved(host string) error { return r.reserved.Load().match(host) }
+// CheckReserved returns an error wrapping ErrReserved when host
+// (normalized) is one of tollgate's own names, nil otherwise.
+func (r *Registry) CheckReserved(host string) error { return r.reserved.Load().match(host) }

@@ -6,10 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/tollgate-edge/tollgate/internal/dnstest"
-	"github.com/tollgate-edge/tollgate/internal/giteatest"
 )
 
 // ownNames are the reserved names of these tests, as tollgate serve sets
@@ -72,49 +68,5 @@ func TestReserve(t *testing.T) {
 				}
 			})
 		}
-	}
-}
-
-// TestClaimDomainsSkipsReserved: a repository whose .domains declares
-// tollgate's own names, even with DNS that points them at its pages host,
-// gets none of them, and loses one it claimed before the names were
-// reserved; its other domain is claimed in the same round, in the place the
-// reserved one held (the free plan allows one domain).
-func TestClaimDomainsSkipsReserved(t *testing.T) {
-	gs := giteatest.Start(t)
-	gs.CreateUser(t, "alice")
-	gs.CreateRepo(t, "alice", "blog")
-	gs.CreateBranch(t, "alice", "blog", "pages", "main")
-	declared := "blog.alice.example\nbob.pages.test\npages.test\nbilling.test\n"
-	gs.PutFile(t, "alice", "blog", "pages", ".domains", []byte(declared))
-	gs.WaitRaw(t, "alice", "blog", "pages", ".domains")
-	dns := dnstest.Start(t)
-	for _, d := range []string{"blog.alice.example", "bob.pages.test", "pages.test", "billing.test"} {
-		dns.SetCNAME(d, "blog.alice.pages.test")
-	}
-
-	ctx := context.Background()
-	r, _ := newRegistry(t)
-	mustNoErr(t, r.EnsureGiteaOrg(ctx, "alice", "free"))
-	site := PagesSiteID("alice", "blog")
-	_, err := r.CreateSite(ctx, Site{ID: site, Org: "gitea-alice", Source: Source{Type: SourceGitea, Owner: "alice", Repo: "blog", Branch: "pages"}})
-	mustNoErr(t, err)
-	_, err = r.AttachDomainVia(ctx, site, "bob.pages.test", ViaCNAME) // claimed before the names were reserved
-	mustNoErr(t, err)
-	_, err = r.Reserve(ownNames...)
-	mustNoErr(t, err)
-
-	g := newGiteaSource(t, gs, Config{}, GiteaOptions{})
-	err = g.ClaimDomains(ctx, r, NewDNSVerifier(dns.Addr(), time.Hour, DNSOptions{}), g.Repo("alice", "blog", "pages"), "pages.test", "free")
-	if !errors.Is(err, ErrReserved) {
-		t.Fatalf("ClaimDomains: %v; want it to report the reserved names", err)
-	}
-	for _, d := range []string{"bob.pages.test", "pages.test", "billing.test"} {
-		if !strings.Contains(err.Error(), d) {
-			t.Errorf("ClaimDomains error %q does not name %s", err, d)
-		}
-	}
-	if got, want := r.Snapshot().DomainsOf(site), []string{"blog.alice.example"}; !slices.Equal(got, want) {
-		t.Fatalf("the repository's site holds %q; want %q", got, want)
 	}
 }

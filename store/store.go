@@ -81,7 +81,11 @@ func (c Config) Validate() error {
 }
 
 // Op is one write of a batch: Value nil deletes Key from Bucket.
-type Op struct {
+//
+// It is an alias of an unnamed struct type, as the registry's sites.Change
+// is: the two name one type, so *Bolt and *RedisKV implement sites.Store
+// without either package importing the other.
+type Op = struct {
 	Bucket string
 	Key    string
 	Value  []byte

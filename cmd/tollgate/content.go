@@ -6,17 +6,19 @@ import (
 	"time"
 
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 )
 
 // startContent builds the content cache and, with [sites] gitea_url, the
 // Gitea pages source. Site tending (tendSites) runs when there is a meter
 // to tell what sites store or pages repositories to give custom domains.
 func (n *node) startContent(ctx context.Context) error {
-	cache := sites.NewCache(n.cfg.Sites)
+	cache := content.NewCache(n.cfg.Sites)
 	n.proxy.Cache = cache
-	var claim func(context.Context, *sites.GiteaRepo)
+	var claim func(context.Context, *gitea.Repo)
 	if n.cfg.Sites.GiteaURL != "" {
-		g, err := cache.NewGitea(n.cfg.Sites, sites.GiteaOptions{})
+		g, err := gitea.New(cache, n.cfg.Sites, gitea.Options{})
 		if err != nil {
 			return err
 		}
@@ -43,11 +45,11 @@ func (n *node) startContent(ctx context.Context) error {
 // domainClaims gives a pages repository the custom domains its .domains
 // file declares and DNS proves. A repository's error is logged when it
 // changes, not every round. tendSites calls it from one goroutine.
-func (n *node) domainClaims(g *sites.Gitea) func(context.Context, *sites.GiteaRepo) {
-	dns := sites.NewDNSVerifier(n.cfg.Sites.DNSResolver, n.cfg.Sites.DNSCache, sites.DNSOptions{})
+func (n *node) domainClaims(g *gitea.Source) func(context.Context, *gitea.Repo) {
+	dns := gitea.NewDNSVerifier(n.cfg.Sites.DNSResolver, n.cfg.Sites.DNSCache, gitea.DNSOptions{})
 	lastErr := map[string]string{} // per repository
 	domain, plan := n.proxy.PagesDomain, n.cfg.Billing.DefaultPlan
-	return func(ctx context.Context, r *sites.GiteaRepo) {
+	return func(ctx context.Context, r *gitea.Repo) {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		err := g.ClaimDomains(cctx, n.reg, dns, r, domain, plan)

@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/proxy"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 	"github.com/tollgate-edge/tollgate/store"
 )
 
@@ -84,8 +85,8 @@ type node struct {
 	kv      *store.RedisKV        // the registry in Redis; nil without [store] redis
 	records sites.Store           // where the registry lives: st or kv
 	reg     *sites.Registry
-	meter   *meter.Meter // nil with [meter] disabled
-	gitea   *sites.Gitea // nil without [sites] gitea_url
+	meter   *meter.Meter  // nil with [meter] disabled
+	gitea   *gitea.Source // nil without [sites] gitea_url
 
 	bound   atomic.Bool // the public and admin listeners serve (readiness)
 	serving *serving

@@ -7,11 +7,13 @@ import (
 
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
+	"github.com/tollgate-edge/tollgate/sites/gitea"
 )
 
 // tendSites keeps the meter's picture of what every site stores, from now
 // until ctx ends (siteTender, on the wall clock).
-func tendSites(ctx context.Context, reg *sites.Registry, g *sites.Gitea, m *meter.Meter, interval time.Duration, claim func(context.Context, *sites.GiteaRepo), log *slog.Logger) {
+func tendSites(ctx context.Context, reg *sites.Registry, g *gitea.Source, m *meter.Meter, interval time.Duration, claim func(context.Context, *gitea.Repo), log *slog.Logger) {
 	t := &siteTender{reg: reg, gitea: g, meter: m, interval: interval, claim: claim, log: log, now: time.Now}
 	t.run(ctx)
 }
@@ -33,10 +35,10 @@ func tendSites(ctx context.Context, reg *sites.Registry, g *sites.Gitea, m *mete
 // custom domains their .domains files declare and DNS proves (claim).
 type siteTender struct {
 	reg      *sites.Registry
-	gitea    *sites.Gitea                            // nil: no Gitea source
-	meter    *meter.Meter                            // nil: the picture is only kept in last
-	interval time.Duration                           // between walks of the dir sites
-	claim    func(context.Context, *sites.GiteaRepo) // nil: no custom domains from .domains
+	gitea    *gitea.Source                      // nil: no Gitea source
+	meter    *meter.Meter                       // nil: the picture is only kept in last
+	interval time.Duration                      // between walks of the dir sites
+	claim    func(context.Context, *gitea.Repo) // nil: no custom domains from .domains
 	log      *slog.Logger
 	now      func() time.Time // the clock of interval; tests inject one
 
@@ -71,7 +73,7 @@ func (t *siteTender) round(ctx context.Context) {
 			if s.Source.Type != sites.SourceDir {
 				continue
 			}
-			n, err := sites.DirUsage(s.Source.Path)
+			n, err := content.DirUsage(s.Source.Path)
 			if err != nil {
 				t.log.Warn("measuring site storage", slog.String("site", s.ID), slog.Any("err", err))
 			}
@@ -79,7 +81,7 @@ func (t *siteTender) round(ctx context.Context) {
 		}
 	}
 	picture := meter.StorageMap{}
-	repo := func(r *sites.GiteaRepo, org, site string) {
+	repo := func(r *gitea.Repo, org, site string) {
 		if n, ok := repoSize(ctx, r, t.log); ok {
 			picture.Set(org, site, sites.SourceGitea, n)
 		} else if _, n, ok := t.last.Get(org, site); ok {
@@ -102,7 +104,7 @@ func (t *siteTender) round(ctx context.Context) {
 		for _, r := range t.gitea.Known() {
 			// A repository with custom domains has a registry site,
 			// measured above: count it once, not twice.
-			if snap.Sites[sites.PagesSiteID(r.Owner(), r.RepoName())] == nil {
+			if snap.Sites[gitea.PagesSiteID(r.Owner(), r.RepoName())] == nil {
 				// As the proxy counts pages: the org paying for the owner,
 				// the repository's name as the site.
 				repo(r, snap.OrgForGiteaOwner(r.Owner()), r.Name())
@@ -118,7 +120,7 @@ func (t *siteTender) round(ctx context.Context) {
 	t.last = picture
 }
 
-func repoSize(ctx context.Context, r *sites.GiteaRepo, log *slog.Logger) (int64, bool) {
+func repoSize(ctx context.Context, r *gitea.Repo, log *slog.Logger) (int64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	n, err := r.TreeSize(ctx)

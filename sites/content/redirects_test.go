@@ -1,4 +1,4 @@
-package sites
+package content
 
 import (
 	"strings"

@@ -1,4 +1,4 @@
-package sites
+package gitea
 
 import (
 	"context"
@@ -56,7 +56,7 @@ func newOwners(perSecond int, now time.Time) *owners {
 // ErrOwnerLookupLimited, so invented owners cost Gitea a bounded number of
 // calls and this process a bounded number of remembered answers, however
 // many are asked.
-func (g *Gitea) KnownOwner(owner string) (bool, error) {
+func (g *Source) KnownOwner(owner string) (bool, error) {
 	if a := g.owners.get(owner); a != nil {
 		ttl := g.cfg.Revalidate
 		if !a.exists {
@@ -104,7 +104,7 @@ func (g *Gitea) KnownOwner(owner string) (bool, error) {
 // recheckOwner asks again whether an owner exists; on error the known
 // answer stays (stale-if-error).
 // The next check is no sooner than BreakerRetry.
-func (g *Gitea) recheckOwner(name string, a *ownerAnswer) {
+func (g *Source) recheckOwner(name string, a *ownerAnswer) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.GiteaTimeout)
 	defer cancel()
 	ok, err := g.OwnerExists(ctx, name)

@@ -1,4 +1,4 @@
-package sites
+package gitea
 
 import (
 	"errors"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 )
 
 // TestGiteaOutage runs against a real Gitea that hangs (frozen with
@@ -28,7 +30,7 @@ func TestGiteaOutage(t *testing.T) {
 		timeout = time.Second
 	)
 	clk := newFakeClock()
-	g := newGiteaSource(t, gs, Config{Revalidate: ttl, NegativeTTL: ttl, GiteaTimeout: timeout}, GiteaOptions{Now: clk.Now})
+	g := newGiteaSource(t, gs, sites.Config{Revalidate: ttl, NegativeTTL: ttl, GiteaTimeout: timeout}, Options{Now: clk.Now})
 	home := g.Repo("alice", "pages", "")
 	project := g.ProjectRepo("alice", "index.html") // /index.html tries {owner}/index.html first
 	known := func() error {
@@ -38,7 +40,7 @@ func TestGiteaOutage(t *testing.T) {
 		if body, err := get(t, home, "/index.html"); body != "<h1>alice home</h1>" {
 			return errors.New("/index.html: " + body + ", " + errString(err))
 		}
-		if _, err := home.Get([]byte("/missing")); !errors.Is(err, ErrFileNotFound) {
+		if _, err := home.Get([]byte("/missing")); !errors.Is(err, content.ErrFileNotFound) {
 			return errors.New("/missing: " + errString(err))
 		}
 		if ok, err := g.KnownOwner("nobody"); ok || err != nil {
@@ -78,8 +80,8 @@ func TestGiteaOutage(t *testing.T) {
 		start := time.Now()
 		_, err := home.Get([]byte("/never-fetched-" + strconv.Itoa(i)))
 		slowest = max(slowest, time.Since(start))
-		if !errors.Is(err, ErrGiteaDown) {
-			t.Fatalf("uncached page %d with the breaker open: %v; want ErrGiteaDown", i, err)
+		if !errors.Is(err, ErrDown) {
+			t.Fatalf("uncached page %d with the breaker open: %v; want ErrDown", i, err)
 		}
 	}
 	if slowest > 50*time.Millisecond {
@@ -92,7 +94,7 @@ func TestGiteaOutage(t *testing.T) {
 	deadline := back.Add(BreakerRetry + timeout + 5*time.Second)
 	for {
 		_, err := home.Get([]byte("/never-fetched-0"))
-		if errors.Is(err, ErrFileNotFound) {
+		if errors.Is(err, content.ErrFileNotFound) {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -1,11 +1,60 @@
-package sites
+package gitea
+
+// The custom domains a repository declares in its .domains file.
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 )
+
+// Limits of a .domains file.
+const (
+	MaxDomainsBytes = 16 << 10
+	MaxDomainsLines = 100
+)
+
+// ParseDomains reads a .domains file: one domain a line, '#' comments.
+// Invalid names are skipped; the error (nil when all is well) says which.
+func ParseDomains(data []byte) ([]string, error) {
+	var problems []string
+	if len(data) > MaxDomainsBytes {
+		problems = append(problems, fmt.Sprintf("file over %d bytes: the rest is ignored", MaxDomainsBytes))
+		data = data[:MaxDomainsBytes]
+	}
+	seen := map[string]bool{}
+	var out []string
+	for n, line := range strings.Split(string(data), "\n") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if len(out) == MaxDomainsLines {
+			problems = append(problems, fmt.Sprintf("more than %d domains: the rest is ignored", MaxDomainsLines))
+			break
+		}
+		d, err := sites.NormalizeDomain(line)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("line %d: %v", n+1, err))
+			continue
+		}
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	if len(problems) > 0 {
+		return out, fmt.Errorf(".domains: %s", strings.Join(problems, "; "))
+	}
+	return out, nil
+}
 
 // PagesSiteID is the registry site of a pages repository that serves
 // custom domains: "gitea-{owner}-{repo}", in the id alphabet, at most 63
@@ -29,7 +78,7 @@ func PagesSiteID(owner, repo string) string {
 
 // declaredDomains returns the served commit's .domains (read once per
 // commit).
-func (r *GiteaRepo) declaredDomains(ctx context.Context) ([]string, error) {
+func (r *Repo) declaredDomains(ctx context.Context) ([]string, error) {
 	st, err := r.current()
 	if err != nil || st.missing || st.extra == nil {
 		return nil, err
@@ -42,11 +91,11 @@ func (r *GiteaRepo) declaredDomains(ctx context.Context) ([]string, error) {
 	}
 	f, err := r.fetch(ctx, st.commit, ".domains")
 	switch {
-	case errors.Is(err, ErrFileNotFound):
+	case errors.Is(err, content.ErrFileNotFound):
 	case err != nil:
 		return nil, err
 	case f.Body == nil:
-		r.g.log(fmt.Errorf(".domains: over %d bytes: ignored", r.g.cache.cfg.MaxCachedFile), r.Name())
+		r.g.log(fmt.Errorf(".domains: over %d bytes: ignored", r.g.cache.MaxFile()), r.Name())
 	default:
 		domains, perr := ParseDomains(f.Body)
 		if perr != nil {
@@ -72,7 +121,7 @@ func (r *GiteaRepo) declaredDomains(ctx context.Context) ([]string, error) {
 // site, the pages branch of a project): the same repository seen at another
 // branch through /{repo}/@{branch}/ shares the registry site and must not
 // undo its claims.
-func (g *Gitea) ClaimDomains(ctx context.Context, reg *Registry, v *DNSVerifier, r *GiteaRepo, pagesDomain, plan string) error {
+func (g *Source) ClaimDomains(ctx context.Context, reg *sites.Registry, v *DNSVerifier, r *Repo, pagesDomain, plan string) error {
 	if r.branch != "" && r.branch != g.cfg.PagesBranch {
 		return nil
 	}
@@ -87,7 +136,7 @@ func (g *Gitea) ClaimDomains(ctx context.Context, reg *Registry, v *DNSVerifier,
 	for _, d := range declared {
 		// Before any DNS query. A reserved name is not wanted, so a claim
 		// made before it was reserved is detached below.
-		if err := reg.checkReserved(d); err != nil {
+		if err := reg.CheckReserved(d); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -96,8 +145,8 @@ func (g *Gitea) ClaimDomains(ctx context.Context, reg *Registry, v *DNSVerifier,
 	// Detached first, so that their places count for the plan's domain
 	// limit in this round's claims.
 	for _, name := range snap.DomainsOf(siteID) {
-		if dom := snap.Domains[name]; dom != nil && dom.Via != ViaOperator && !want[name] {
-			if err := reg.DetachDomain(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+		if dom := snap.Domains[name]; dom != nil && dom.Via != sites.ViaOperator && !want[name] {
+			if err := reg.DetachDomain(ctx, name); err != nil && !errors.Is(err, sites.ErrNotFound) {
 				errs = append(errs, err)
 			}
 		}
@@ -124,15 +173,15 @@ func (g *Gitea) ClaimDomains(ctx context.Context, reg *Registry, v *DNSVerifier,
 			errs = append(errs, fmt.Errorf("%s: %w", d, err))
 			continue
 		}
-		var limit *LimitError
-		if _, err := reg.AttachDomainVia(ctx, siteID, d, via); err != nil && (!errors.Is(err, ErrConflict) || errors.As(err, &limit)) {
+		var limit *sites.LimitError
+		if _, err := reg.AttachDomainVia(ctx, siteID, d, via); err != nil && (!errors.Is(err, sites.ErrConflict) || errors.As(err, &limit)) {
 			errs = append(errs, fmt.Errorf("%s: %w", d, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (g *Gitea) ensurePagesSite(ctx context.Context, reg *Registry, r *GiteaRepo, siteID, plan string) error {
+func (g *Source) ensurePagesSite(ctx context.Context, reg *sites.Registry, r *Repo, siteID, plan string) error {
 	if reg.Snapshot().Sites[siteID] != nil {
 		return nil
 	}
@@ -140,8 +189,8 @@ func (g *Gitea) ensurePagesSite(ctx context.Context, reg *Registry, r *GiteaRepo
 		return err
 	}
 	org := reg.Snapshot().OrgForGiteaOwner(r.owner)
-	_, err := reg.CreateSite(ctx, Site{ID: siteID, Org: org, Source: Source{Type: SourceGitea, Owner: r.owner, Repo: r.repo, Branch: r.branch}})
-	if errors.Is(err, ErrConflict) && reg.Snapshot().Sites[siteID] != nil {
+	_, err := reg.CreateSite(ctx, sites.Site{ID: siteID, Org: org, Source: sites.Source{Type: sites.SourceGitea, Owner: r.owner, Repo: r.repo, Branch: r.branch}})
+	if errors.Is(err, sites.ErrConflict) && reg.Snapshot().Sites[siteID] != nil {
 		return nil // created meanwhile
 	}
 	return err

@@ -1,11 +1,11 @@
-package sites
+package gitea
 
 import (
 	"sync"
 	"time"
 )
 
-// fakeClock is a clock for GiteaOptions.Now and DNSOptions.Now that moves
+// fakeClock is a clock for Options.Now and DNSOptions.Now that moves
 // only when the test advances it, so a test passes a TTL without waiting
 // for it. Safe for concurrent use: background checks read it.
 type fakeClock struct {

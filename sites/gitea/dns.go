@@ -1,64 +1,16 @@
-package sites
+package gitea
+
+// Proving with DNS that whoever declares a domain controls it.
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"time"
-)
 
-// Limits of a .domains file.
-const (
-	MaxDomainsBytes = 16 << 10
-	MaxDomainsLines = 100
-)
-
-// ParseDomains reads a .domains file: one domain a line, '#' comments.
-// Invalid names are skipped; the error (nil when all is well) says which.
-func ParseDomains(data []byte) ([]string, error) {
-	var problems []string
-	if len(data) > MaxDomainsBytes {
-		problems = append(problems, fmt.Sprintf("file over %d bytes: the rest is ignored", MaxDomainsBytes))
-		data = data[:MaxDomainsBytes]
-	}
-	seen := map[string]bool{}
-	var out []string
-	for n, line := range strings.Split(string(data), "\n") {
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		if len(out) == MaxDomainsLines {
-			problems = append(problems, fmt.Sprintf("more than %d domains: the rest is ignored", MaxDomainsLines))
-			break
-		}
-		d, err := NormalizeDomain(line)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("line %d: %v", n+1, err))
-			continue
-		}
-		if !seen[d] {
-			seen[d] = true
-			out = append(out, d)
-		}
-	}
-	if len(problems) > 0 {
-		return out, fmt.Errorf(".domains: %s", strings.Join(problems, "; "))
-	}
-	return out, nil
-}
-
-// Ways a declared domain is proven.
-const (
-	ViaOperator = "operator"  // attached through the admin API: trusted
-	ViaCNAME    = "dns-cname" // a CNAME to the pages host
-	ViaTXT      = "dns-txt"   // a TXT record at _tollgate.{domain} naming the site
+	"github.com/tollgate-edge/tollgate/sites"
 )
 
 // DNSVerifier proves that whoever declares a domain controls it, with DNS.
@@ -112,12 +64,12 @@ func (v *DNSVerifier) Verify(ctx context.Context, domain, siteName string, pages
 	}
 	for _, h := range pagesHosts {
 		if a.cname == h {
-			return ViaCNAME, nil
+			return sites.ViaCNAME, nil
 		}
 	}
 	for _, t := range a.txt {
 		if strings.TrimSpace(t) == siteName {
-			return ViaTXT, nil
+			return sites.ViaTXT, nil
 		}
 	}
 	return "", nil

@@ -1,4 +1,4 @@
-package sites
+package gitea
 
 import (
 	"errors"
@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 )
 
 // fakeUsers answers Gitea's GET /api/v1/users/{name}: 200 for the names in
@@ -45,10 +48,10 @@ func newFakeUsers(t *testing.T, exist ...string) *fakeUsers {
 	return f
 }
 
-func newOwnersSource(t *testing.T, url string, cfg Config, opts GiteaOptions) *Gitea {
+func newOwnersSource(t *testing.T, url string, cfg sites.Config, opts Options) *Source {
 	t.Helper()
 	cfg.GiteaURL = url
-	g, err := NewCache(cfg).NewGitea(cfg, opts)
+	g, err := New(content.NewCache(cfg), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,14 +63,14 @@ func newOwnersSource(t *testing.T, url string, cfg Config, opts GiteaOptions) *G
 func TestKnownOwner(t *testing.T) {
 	tests := []struct {
 		name  string
-		cfg   Config
-		run   func(g *Gitea) error // asks KnownOwner; an error fails the test
-		calls int64                // Gitea calls the run may make, at most
+		cfg   sites.Config
+		run   func(g *Source) error // asks KnownOwner; an error fails the test
+		calls int64                 // Gitea calls the run may make, at most
 	}{
 		{
 			name: "invented owners past the burst are refused without a call",
-			cfg:  Config{OwnerLookupRate: 5},
-			run: func(g *Gitea) error {
+			cfg:  sites.Config{OwnerLookupRate: 5},
+			run: func(g *Source) error {
 				limited := 0
 				for i := range 100 {
 					ok, err := g.KnownOwner(fmt.Sprintf("invented%d", i))
@@ -87,8 +90,8 @@ func TestKnownOwner(t *testing.T) {
 		},
 		{
 			name: "an owner that does not exist is remembered for negative_ttl",
-			cfg:  Config{NegativeTTL: time.Hour},
-			run: func(g *Gitea) error {
+			cfg:  sites.Config{NegativeTTL: time.Hour},
+			run: func(g *Source) error {
 				for range 50 {
 					if ok, err := g.KnownOwner("nobody"); ok || err != nil {
 						return fmt.Errorf("nobody: %v, %v", ok, err)
@@ -100,8 +103,8 @@ func TestKnownOwner(t *testing.T) {
 		},
 		{
 			name: "an owner that exists is remembered",
-			cfg:  Config{Revalidate: time.Hour},
-			run: func(g *Gitea) error {
+			cfg:  sites.Config{Revalidate: time.Hour},
+			run: func(g *Source) error {
 				for range 50 {
 					if ok, err := g.KnownOwner("alice"); !ok || err != nil {
 						return fmt.Errorf("alice: %v, %v", ok, err)
@@ -113,8 +116,8 @@ func TestKnownOwner(t *testing.T) {
 		},
 		{
 			name: "concurrent first requests for one owner share one call",
-			cfg:  Config{OwnerLookupRate: 1},
-			run: func(g *Gitea) error {
+			cfg:  sites.Config{OwnerLookupRate: 1},
+			run: func(g *Source) error {
 				var wg sync.WaitGroup
 				errs := make(chan error, 20)
 				for range 20 {
@@ -134,8 +137,8 @@ func TestKnownOwner(t *testing.T) {
 		},
 		{
 			name: "a known owner is served while it is rechecked in the background",
-			cfg:  Config{Revalidate: time.Nanosecond},
-			run: func(g *Gitea) error {
+			cfg:  sites.Config{Revalidate: time.Nanosecond},
+			run: func(g *Source) error {
 				for range 50 {
 					if ok, err := g.KnownOwner("alice"); !ok || err != nil {
 						return fmt.Errorf("alice: %v, %v", ok, err)
@@ -149,7 +152,7 @@ func TestKnownOwner(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeUsers(t, "alice")
-			g := newOwnersSource(t, f.url, tt.cfg, GiteaOptions{})
+			g := newOwnersSource(t, f.url, tt.cfg, Options{})
 			if err := tt.run(g); err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +167,7 @@ func TestKnownOwner(t *testing.T) {
 // still answered at once, from memory.
 func TestKnownOwnerRecheckDoesNotBlock(t *testing.T) {
 	f := newFakeUsers(t, "alice")
-	g := newOwnersSource(t, f.url, Config{Revalidate: time.Nanosecond, GiteaTimeout: time.Minute}, GiteaOptions{})
+	g := newOwnersSource(t, f.url, sites.Config{Revalidate: time.Nanosecond, GiteaTimeout: time.Minute}, Options{})
 	if ok, err := g.KnownOwner("alice"); !ok || err != nil {
 		t.Fatalf("alice: %v, %v", ok, err)
 	}
@@ -193,7 +196,7 @@ func TestKnownOwnerMemoryBounded(t *testing.T) {
 	f := newFakeUsers(t)
 	const ttl = time.Minute
 	clk := newFakeClock()
-	g := newOwnersSource(t, f.url, Config{NegativeTTL: ttl, OwnerLookupRate: -1}, GiteaOptions{Now: clk.Now})
+	g := newOwnersSource(t, f.url, sites.Config{NegativeTTL: ttl, OwnerLookupRate: -1}, Options{Now: clk.Now})
 	for i := range 1000 {
 		if _, err := g.KnownOwner(fmt.Sprintf("invented%d", i)); err != nil {
 			t.Fatal(err)
@@ -214,7 +217,7 @@ func TestKnownOwnerMemoryBounded(t *testing.T) {
 // TestKnownOwnerAllocs: a remembered answer allocates nothing.
 func TestKnownOwnerAllocs(t *testing.T) {
 	f := newFakeUsers(t, "alice")
-	g := newOwnersSource(t, f.url, Config{Revalidate: time.Hour, NegativeTTL: time.Hour}, GiteaOptions{})
+	g := newOwnersSource(t, f.url, sites.Config{Revalidate: time.Hour, NegativeTTL: time.Hour}, Options{})
 	for _, owner := range []string{"alice", "nobody"} {
 		if _, err := g.KnownOwner(owner); err != nil {
 			t.Fatal(err)

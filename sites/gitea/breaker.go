@@ -1,4 +1,4 @@
-package sites
+package gitea
 
 // The circuit breaker in front of one Gitea (one base URL).
 
@@ -12,11 +12,11 @@ import (
 	"time"
 )
 
-// ErrGiteaDown is returned without asking Gitea while its circuit breaker is
+// ErrDown is returned without asking Gitea while its circuit breaker is
 // open: a call to Gitea failed (timeout, refused connection, 502, 503 or
 // 504) and Gitea has not answered since. It wraps ErrUpstream; the proxy
 // answers 503 with Retry-After: BreakerRetry rounded up to seconds.
-var ErrGiteaDown = fmt.Errorf("%w: circuit breaker open", ErrUpstream)
+var ErrDown = fmt.Errorf("%w: circuit breaker open", ErrUpstream)
 
 // BreakerRetry is how long the breaker stays open after a failure before it
 // sends one probe (half-open): GET /api/healthz, in the background, bounded
@@ -36,9 +36,9 @@ const (
 	// BreakerClosed: calls go to Gitea.
 	BreakerClosed BreakerState = iota
 	// BreakerHalfOpen: the probe is on its way to Gitea; calls fail fast
-	// with ErrGiteaDown until it answers.
+	// with ErrDown until it answers.
 	BreakerHalfOpen
-	// BreakerOpen: calls fail fast with ErrGiteaDown; the next probe goes
+	// BreakerOpen: calls fail fast with ErrDown; the next probe goes
 	// out BreakerRetry after the last failure.
 	BreakerOpen
 )
@@ -60,7 +60,7 @@ type BreakerStats struct {
 	State BreakerState
 	// Trips counts the changes from closed to open.
 	Trips int64
-	// Rejected counts the calls failed fast with ErrGiteaDown.
+	// Rejected counts the calls failed fast with ErrDown.
 	Rejected int64
 }
 
@@ -92,13 +92,13 @@ func newBreaker(retry time.Duration, probe func() outcome) *breaker {
 	return &breaker{retry: retry, probe: probe}
 }
 
-// allow returns ErrGiteaDown unless the breaker is closed.
+// allow returns ErrDown unless the breaker is closed.
 func (b *breaker) allow() error {
 	if BreakerState(b.state.Load()) == BreakerClosed {
 		return nil
 	}
 	b.rejected.Add(1)
-	return ErrGiteaDown
+	return ErrDown
 }
 
 // done records how an allowed call ended: an answer closes the breaker, a
@@ -192,7 +192,7 @@ func (t giteaTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // probeGitea is the breaker's probe: GET /api/healthz past the breaker.
-func (g *Gitea) probeGitea(rt http.RoundTripper) outcome {
+func (g *Source) probeGitea(rt http.RoundTripper) outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.GiteaTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.base+breakerProbePath, nil)
@@ -212,13 +212,13 @@ func (g *Gitea) probeGitea(rt http.RoundTripper) outcome {
 
 // Breaker returns the state and counters of the circuit breaker in front of
 // this Gitea.
-func (g *Gitea) Breaker() BreakerStats { return g.breaker.stats() }
+func (g *Source) Breaker() BreakerStats { return g.breaker.stats() }
 
 // upstreamError is err of a failed Gitea call as ErrUpstream, or as
-// ErrGiteaDown when the breaker refused it.
+// ErrDown when the breaker refused it.
 func upstreamError(err error) error {
-	if errors.Is(err, ErrGiteaDown) {
-		return ErrGiteaDown
+	if errors.Is(err, ErrDown) {
+		return ErrDown
 	}
 	return fmt.Errorf("%w: %v", ErrUpstream, err)
 }

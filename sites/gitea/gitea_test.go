@@ -1,4 +1,4 @@
-package sites
+package gitea
 
 import (
 	"context"
@@ -12,20 +12,22 @@ import (
 	"time"
 
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 )
 
-func newGiteaSource(t *testing.T, gs *giteatest.Server, cfg Config, opts GiteaOptions) *Gitea {
+func newGiteaSource(t *testing.T, gs *giteatest.Server, cfg sites.Config, opts Options) *Source {
 	t.Helper()
 	cfg.GiteaURL = gs.URL()
 	cfg.GiteaToken = gs.Token()
-	g, err := NewCache(cfg).NewGitea(cfg, opts)
+	g, err := New(content.NewCache(cfg), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return g
 }
 
-func get(t *testing.T, src *GiteaRepo, p string) (string, error) {
+func get(t *testing.T, src *Repo, p string) (string, error) {
 	t.Helper()
 	f, err := src.Get([]byte(p))
 	if err != nil {
@@ -63,7 +65,7 @@ func TestGiteaSource(t *testing.T) {
 	gs.WaitRaw(t, "alice", "pages", "main", "index.html")
 	gs.WaitRaw(t, "alice", "blog", "pages", "index.html")
 
-	g := newGiteaSource(t, gs, Config{Revalidate: time.Hour, NegativeTTL: time.Hour, MaxCachedFile: 64 << 10}, GiteaOptions{})
+	g := newGiteaSource(t, gs, sites.Config{Revalidate: time.Hour, NegativeTTL: time.Hour, MaxCachedFile: 64 << 10}, Options{})
 	home := g.Repo("alice", "pages", "") // no pages branch: the default branch
 	tests := []struct {
 		path, body string
@@ -73,11 +75,11 @@ func TestGiteaSource(t *testing.T) {
 		{"/about", "about alice", nil},
 		{"/about.html", "about alice", nil},
 		{"/docs/", "docs", nil},
-		{"/docs", "", ErrIsDir},
-		{"/missing", "", ErrFileNotFound},
-		{"/../blog/index.html", "", ErrFileNotFound},
-		{"/.git/config", "", ErrFileNotFound},
-		{"/a\x00b", "", ErrBadPath},
+		{"/docs", "", content.ErrIsDir},
+		{"/missing", "", content.ErrFileNotFound},
+		{"/../blog/index.html", "", content.ErrFileNotFound},
+		{"/.git/config", "", content.ErrFileNotFound},
+		{"/a\x00b", "", content.ErrBadPath},
 		{"/big.bin", strings.Repeat("0123456789", 20000), nil},
 	}
 	for _, tt := range tests {
@@ -149,7 +151,7 @@ func TestGiteaSource(t *testing.T) {
 	// An unknown owner at crawler rate: one look-up per negative period.
 	calls = g.Calls.Load()
 	for range 50 {
-		if _, err := g.Repo("nobody", "pages", "").Get([]byte("/")); !errors.Is(err, ErrFileNotFound) {
+		if _, err := g.Repo("nobody", "pages", "").Get([]byte("/")); !errors.Is(err, content.ErrFileNotFound) {
 			t.Fatalf("unknown owner: %v", err)
 		}
 	}
@@ -175,7 +177,7 @@ func TestGiteaSource(t *testing.T) {
 	// Revalidate, on the source's clock. Each poll is a Revalidate later: a
 	// check that still saw the old head is followed by another.
 	clk := newFakeClock()
-	g2 := newGiteaSource(t, gs, Config{Revalidate: time.Minute, NegativeTTL: time.Hour}, GiteaOptions{Now: clk.Now})
+	g2 := newGiteaSource(t, gs, sites.Config{Revalidate: time.Minute, NegativeTTL: time.Hour}, Options{Now: clk.Now})
 	blog2 := g2.Repo("alice", "blog", "pages")
 	get(t, blog2, "/")
 	gs.PutFile(t, "alice", "blog", "pages", "index.html", []byte("blog v3"))
@@ -222,8 +224,8 @@ func TestGiteaSlow(t *testing.T) {
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
 	defer slow.Close()
 	defer close(release)
-	cfg := Config{GiteaURL: slow.URL, GiteaTimeout: 200 * time.Millisecond}
-	g, err := NewCache(cfg).NewGitea(cfg, GiteaOptions{})
+	cfg := sites.Config{GiteaURL: slow.URL, GiteaTimeout: 200 * time.Millisecond}
+	g, err := New(content.NewCache(cfg), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,17 +235,5 @@ func TestGiteaSlow(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("slow Gitea answered after %v; want about 200ms", d)
-	}
-}
-
-func TestValidBranch(t *testing.T) {
-	for b, want := range map[string]bool{
-		"pages": true, "feature/x": true, "v1.2": true, "": false, "-x": false, "a..b": false, "a b": false,
-		"a:b": false, "x.lock": false, "/x": false, "x/": false, "a//b": false, "@{x": false, "a\x00": false,
-		strings.Repeat("a", 256): false, "ä": true,
-	} {
-		if got := validBranch(b); got != want {
-			t.Errorf("validBranch(%q) = %v; want %v", b, got, want)
-		}
 	}
 }

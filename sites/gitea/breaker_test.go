@@ -1,4 +1,4 @@
-package sites
+package gitea
 
 import (
 	"errors"
@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/sites"
 )
 
 // TestBreakerStates walks the breaker through its states with a probe the
@@ -34,16 +36,16 @@ func TestBreakerStates(t *testing.T) {
 
 	b.done(callFailed)
 	want("one failure", BreakerOpen, 1, 0)
-	if err := b.allow(); !errors.Is(err, ErrGiteaDown) || !errors.Is(err, ErrUpstream) {
-		t.Fatalf("open: %v; want ErrGiteaDown (an ErrUpstream)", err)
+	if err := b.allow(); !errors.Is(err, ErrDown) || !errors.Is(err, ErrUpstream) {
+		t.Fatalf("open: %v; want ErrDown (an ErrUpstream)", err)
 	}
 	b.done(callFailed) // a call that began before the trip
 	want("a late failure", BreakerOpen, 1, 1)
 
 	<-asked // the probe is out
 	want("probing", BreakerHalfOpen, 1, 1)
-	if err := b.allow(); !errors.Is(err, ErrGiteaDown) {
-		t.Fatalf("half-open: %v; want ErrGiteaDown (no visitor call is the probe)", err)
+	if err := b.allow(); !errors.Is(err, ErrDown) {
+		t.Fatalf("half-open: %v; want ErrDown (no visitor call is the probe)", err)
 	}
 	probes <- callFailed
 	<-asked // the next probe, one retry later
@@ -105,19 +107,19 @@ func newHangingGitea(t *testing.T) *hangingGitea {
 }
 
 // TestGiteaBreakerSlow: against a Gitea that hangs, the first call waits
-// gitea_timeout and fails; every later call fails fast with ErrGiteaDown
+// gitea_timeout and fails; every later call fails fast with ErrDown
 // and sends nothing, while one background probe per BreakerRetry asks
 // /api/healthz; the first answer closes the breaker.
 func TestGiteaBreakerSlow(t *testing.T) {
 	h := newHangingGitea(t)
 	const timeout = 300 * time.Millisecond
-	g := newOwnersSource(t, h.url, Config{GiteaTimeout: timeout, NegativeTTL: time.Hour}, GiteaOptions{})
+	g := newOwnersSource(t, h.url, sites.Config{GiteaTimeout: timeout, NegativeTTL: time.Hour}, Options{})
 	h.hang.Store(true)
 
 	start := time.Now()
 	_, err := g.Repo("a", "pages", "").Exists()
 	first := time.Since(start)
-	if !errors.Is(err, ErrUpstream) || errors.Is(err, ErrGiteaDown) || first < timeout {
+	if !errors.Is(err, ErrUpstream) || errors.Is(err, ErrDown) || first < timeout {
 		t.Fatalf("first call: %v after %v; want ErrUpstream after gitea_timeout (%v)", err, first, timeout)
 	}
 	if st := g.Breaker(); st.State != BreakerOpen || st.Trips != 1 {
@@ -132,8 +134,8 @@ func TestGiteaBreakerSlow(t *testing.T) {
 		_, err3 := g.Repo("a", "pages", "b"+strconv.Itoa(i)).Get([]byte("/x"))
 		slowest = max(slowest, time.Since(start))
 		for _, err := range []error{err1, err2, err3} {
-			if !errors.Is(err, ErrGiteaDown) {
-				t.Fatalf("miss %d with the breaker open: %v; want ErrGiteaDown", i, err)
+			if !errors.Is(err, ErrDown) {
+				t.Fatalf("miss %d with the breaker open: %v; want ErrDown", i, err)
 			}
 		}
 	}

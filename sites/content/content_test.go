@@ -1,4 +1,4 @@
-package sites
+package content
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/sites"
 )
 
 func writeFiles(t *testing.T, dir string, files map[string]string) {
@@ -45,7 +47,7 @@ func TestDirSourceGet(t *testing.T) {
 	if err := os.Symlink("about.html", filepath.Join(root, "inside.html")); err != nil {
 		t.Fatal(err)
 	}
-	c := NewCache(Config{CacheBytes: 1 << 20, MaxCachedFile: 2048})
+	c := NewCache(sites.Config{CacheBytes: 1 << 20, MaxCachedFile: 2048})
 	src, err := c.OpenDir(root)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +129,7 @@ func TestDirSourceGet(t *testing.T) {
 func TestDirSourceRevalidates(t *testing.T) {
 	root := t.TempDir()
 	writeFiles(t, root, map[string]string{"a.txt": "one"})
-	c := NewCache(Config{DirRevalidate: time.Nanosecond})
+	c := NewCache(sites.Config{DirRevalidate: time.Nanosecond})
 	src, err := c.OpenDir(root)
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +162,7 @@ func TestCacheBudget(t *testing.T) {
 		files[string(rune('a'+i%26))+strings.Repeat("x", i)+".bin"] = strings.Repeat("\x00", 1000)
 	}
 	writeFiles(t, root, files)
-	c := NewCache(Config{CacheBytes: 10_000, MaxCachedFile: 5000, DirRevalidate: time.Hour})
+	c := NewCache(sites.Config{CacheBytes: 10_000, MaxCachedFile: 5000, DirRevalidate: time.Hour})
 	src, _ := c.OpenDir(root)
 	for name := range files {
 		if _, err := src.Get([]byte("/" + name)); err != nil {

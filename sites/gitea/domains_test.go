@@ -1,12 +1,17 @@
-package sites
+package gitea
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tollgate-edge/tollgate/internal/dnstest"
+	"github.com/tollgate-edge/tollgate/internal/giteatest"
+	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/sites/content"
 )
 
 func TestParseDomains(t *testing.T) {
@@ -46,9 +51,9 @@ func TestDNSVerifier(t *testing.T) {
 	ctx := context.Background()
 	hosts := []string{"alice.pages.test", "blog.alice.pages.test"}
 	for domain, want := range map[string]string{
-		"www.alice.example":  ViaCNAME,
-		"blog.alice.example": ViaCNAME,
-		"txt.example":        ViaTXT,
+		"www.alice.example":  sites.ViaCNAME,
+		"blog.alice.example": sites.ViaCNAME,
+		"txt.example":        sites.ViaTXT,
 		"evil.example":       "",
 		"wrongtxt.example":   "",
 		"nothing.example":    "",
@@ -75,8 +80,8 @@ func TestDNSVerifier(t *testing.T) {
 	clk.Advance(time.Nanosecond)
 	before = dns.Queries()
 	for range 10 {
-		if got, err := v.Verify(ctx, "nothing.example", "alice/blog", hosts...); got != ViaCNAME || err != nil {
-			t.Fatalf("Verify(nothing.example) after the TTL = %q, %v; want %q", got, err, ViaCNAME)
+		if got, err := v.Verify(ctx, "nothing.example", "alice/blog", hosts...); got != sites.ViaCNAME || err != nil {
+			t.Fatalf("Verify(nothing.example) after the TTL = %q, %v; want %q", got, err, sites.ViaCNAME)
 		}
 	}
 	if n := dns.Queries() - before; n != lookup || n == 0 {
@@ -92,7 +97,7 @@ func TestPagesSiteID(t *testing.T) {
 		{"alice", "x" + strings.Repeat("_", 70)}: "gitea-alice-x",
 	} {
 		got := PagesSiteID(in[0], in[1])
-		if got != want || !validID(got) {
+		if got != want || !sites.ValidID(got) {
 			t.Errorf("PagesSiteID(%v) = %q; want %q (valid id)", in, got, want)
 		}
 	}
@@ -107,7 +112,7 @@ func FuzzParseDomains(f *testing.F) {
 			t.Fatalf("%d domains", len(got))
 		}
 		for _, d := range got {
-			if again, err := NormalizeDomain(d); err != nil || again != d {
+			if again, err := sites.NormalizeDomain(d); err != nil || again != d {
 				t.Fatalf("%q is not a normalized domain: %q %v", d, again, err)
 			}
 		}
@@ -120,12 +125,12 @@ func TestClaimDomainsOnlyFromThePublishedBranch(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t)
 	mustNoErr(t, r.EnsureGiteaOrg(ctx, "alice", "free"))
-	_, err := r.CreateSite(ctx, Site{ID: PagesSiteID("alice", "blog"), Org: "gitea-alice", Source: Source{Type: SourceGitea, Owner: "alice", Repo: "blog", Branch: "pages"}})
+	_, err := r.CreateSite(ctx, sites.Site{ID: PagesSiteID("alice", "blog"), Org: "gitea-alice", Source: sites.Source{Type: sites.SourceGitea, Owner: "alice", Repo: "blog", Branch: "pages"}})
 	mustNoErr(t, err)
-	_, err = r.AttachDomainVia(ctx, PagesSiteID("alice", "blog"), "blog.alice.example", ViaCNAME)
+	_, err = r.AttachDomainVia(ctx, PagesSiteID("alice", "blog"), "blog.alice.example", sites.ViaCNAME)
 	mustNoErr(t, err)
-	cfg := Config{GiteaURL: "http://127.0.0.1:9"} // never asked: the branch is not published
-	g, err := NewCache(cfg).NewGitea(cfg, GiteaOptions{})
+	cfg := sites.Config{GiteaURL: "http://127.0.0.1:9"} // never asked: the branch is not published
+	g, err := New(content.NewCache(cfg), cfg, Options{})
 	mustNoErr(t, err)
 	if err := g.ClaimDomains(ctx, r, NewDNSVerifier("", time.Minute, DNSOptions{}), g.Repo("alice", "blog", "main"), "pages.test", "free"); err != nil {
 		t.Fatal(err)
@@ -135,5 +140,49 @@ func TestClaimDomainsOnlyFromThePublishedBranch(t *testing.T) {
 	}
 	if n := g.Calls.Load(); n != 0 {
 		t.Fatalf("%d Gitea calls for a branch that claims nothing", n)
+	}
+}
+
+// TestClaimDomainsSkipsReserved: a repository whose .domains declares
+// tollgate's own names, even with DNS that points them at its pages host,
+// gets none of them, and loses one it claimed before the names were
+// reserved; its other domain is claimed in the same round, in the place the
+// reserved one held (the free plan allows one domain).
+func TestClaimDomainsSkipsReserved(t *testing.T) {
+	gs := giteatest.Start(t)
+	gs.CreateUser(t, "alice")
+	gs.CreateRepo(t, "alice", "blog")
+	gs.CreateBranch(t, "alice", "blog", "pages", "main")
+	declared := "blog.alice.example\nbob.pages.test\npages.test\nbilling.test\n"
+	gs.PutFile(t, "alice", "blog", "pages", ".domains", []byte(declared))
+	gs.WaitRaw(t, "alice", "blog", "pages", ".domains")
+	dns := dnstest.Start(t)
+	for _, d := range []string{"blog.alice.example", "bob.pages.test", "pages.test", "billing.test"} {
+		dns.SetCNAME(d, "blog.alice.pages.test")
+	}
+
+	ctx := context.Background()
+	r, _ := newRegistry(t)
+	mustNoErr(t, r.EnsureGiteaOrg(ctx, "alice", "free"))
+	site := PagesSiteID("alice", "blog")
+	_, err := r.CreateSite(ctx, sites.Site{ID: site, Org: "gitea-alice", Source: sites.Source{Type: sites.SourceGitea, Owner: "alice", Repo: "blog", Branch: "pages"}})
+	mustNoErr(t, err)
+	_, err = r.AttachDomainVia(ctx, site, "bob.pages.test", sites.ViaCNAME) // claimed before the names were reserved
+	mustNoErr(t, err)
+	_, err = r.Reserve(ownNames...)
+	mustNoErr(t, err)
+
+	g := newGiteaSource(t, gs, sites.Config{}, Options{})
+	err = g.ClaimDomains(ctx, r, NewDNSVerifier(dns.Addr(), time.Hour, DNSOptions{}), g.Repo("alice", "blog", "pages"), "pages.test", "free")
+	if !errors.Is(err, sites.ErrReserved) {
+		t.Fatalf("ClaimDomains: %v; want it to report the reserved names", err)
+	}
+	for _, d := range []string{"bob.pages.test", "pages.test", "billing.test"} {
+		if !strings.Contains(err.Error(), d) {
+			t.Errorf("ClaimDomains error %q does not name %s", err, d)
+		}
+	}
+	if got, want := r.Snapshot().DomainsOf(site), []string{"blog.alice.example"}; !slices.Equal(got, want) {
+		t.Fatalf("the repository's site holds %q; want %q", got, want)
 	}
 }

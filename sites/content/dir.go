@@ -1,0 +1,195 @@
+package content
+
+// Sites served from a local directory.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DirSource serves a site's files from a local directory through the shared
+// cache. Nothing outside the directory is ever opened: it goes through an
+// os.Root, which refuses ".." and symlinks that leave the root.
+type DirSource struct {
+	root  *os.Root
+	cache *Cache
+	space *Space
+}
+
+// OpenDir opens dir as a content source cached in c.
+func (c *Cache) OpenDir(dir string) (*DirSource, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("content: open site directory: %w", err)
+	}
+	return &DirSource{root: root, cache: c, space: c.NewSpace()}, nil
+}
+
+// Close drops the source's cached files and closes its directory.
+func (d *DirSource) Close() error {
+	d.cache.DropSpace(d.space)
+	return d.root.Close()
+}
+
+// Get returns the file served at urlPath (already cleaned by the HTTP layer)
+// by the path rule (Resolve). A hit within the revalidation delay costs one
+// map look-up and no I/O.
+func (d *DirSource) Get(urlPath []byte) (*File, error) { return d.GetAt(urlPath, time.Now()) }
+
+// GetAt is Get with the caller's idea of now (the request's start time), so
+// the request path reads the clock once.
+func (d *DirSource) GetAt(urlPath []byte, at time.Time) (*File, error) {
+	now := at.UnixNano()
+	if e := d.cache.Lookup(d.space, urlPath); e != nil {
+		if now-e.checked.Load() < int64(d.cache.cfg.DirRevalidate) {
+			d.cache.hits.Add(1)
+			return e.file, e.err
+		}
+		if e.file != nil && e.name != "" && d.unchanged(e) {
+			e.checked.Store(now)
+			d.cache.hits.Add(1)
+			return e.file, nil
+		}
+	}
+	d.cache.misses.Add(1)
+	key := string(urlPath)
+	f, err := Resolve(&dirTree{d: d}, key)
+	if err != nil && !errors.Is(err, ErrFileNotFound) && !errors.Is(err, ErrIsDir) {
+		return nil, err // an I/O error is not cached
+	}
+	name := ""
+	if f != nil {
+		name = f.name
+	}
+	d.cache.insert(d.space, key, name, f, err, now)
+	return f, err
+}
+
+func (d *DirSource) unchanged(e *Entry) bool {
+	fi, err := d.root.Stat(e.name)
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == e.file.Size && fi.ModTime().Equal(e.file.ModTime)
+}
+
+// dirTree is the directory as Resolve sees it, for one look-up. It
+// remembers its first stats, so that IsDir of a name File looked at costs
+// no second stat.
+type dirTree struct {
+	d     *DirSource
+	stats [2]struct {
+		name string
+		fi   fs.FileInfo
+		err  error
+	}
+	n int
+}
+
+func (t *dirTree) stat(name string) (fs.FileInfo, error) {
+	for _, s := range t.stats[:t.n] {
+		if s.name == name {
+			return s.fi, s.err
+		}
+	}
+	fi, err := t.d.root.Stat(name)
+	if t.n < len(t.stats) {
+		t.stats[t.n].name, t.stats[t.n].fi, t.stats[t.n].err = name, fi, err
+		t.n++
+	}
+	return fi, err
+}
+
+// File reads the regular file name (following symlinks within the root).
+func (t *dirTree) File(name string) (*File, error) {
+	fi, err := t.stat(name)
+	switch {
+	case err != nil && absent(err):
+		return nil, ErrFileNotFound
+	case err != nil:
+		return nil, fmt.Errorf("content: stat: %w", err)
+	case !fi.Mode().IsRegular():
+		return nil, ErrFileNotFound
+	}
+	return t.d.read(name, fi)
+}
+
+// IsDir reports whether name is a directory (following symlinks within the
+// root).
+func (t *dirTree) IsDir(name string) (bool, error) {
+	fi, err := t.stat(name)
+	switch {
+	case err != nil && absent(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("content: stat: %w", err)
+	}
+	return fi.IsDir(), nil
+}
+
+func (d *DirSource) read(name string, fi fs.FileInfo) (*File, error) {
+	tag := fmt.Sprintf("%x-%x", fi.ModTime().UnixNano(), fi.Size())
+	root := d.root
+	if fi.Size() > d.cache.cfg.MaxCachedFile {
+		f := newFile(name, fi.Size(), fi.ModTime(), tag, nil)
+		f.open = func() (io.ReadSeekCloser, error) { return root.Open(name) }
+		return f, nil
+	}
+	fh, err := root.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("content: open: %w", err)
+	}
+	defer fh.Close()
+	body := make([]byte, fi.Size())
+	if _, err := io.ReadFull(fh, body); err != nil {
+		return nil, fmt.Errorf("content: read: %w", err) // changed under us: not cached, retried next time
+	}
+	return newFile(name, fi.Size(), fi.ModTime(), tag, body), nil
+}
+
+// absent reports whether a stat error means "no such file" as far as a
+// visitor is concerned: missing, not a directory, a name too long, a symlink
+// loop, unreadable, or (os.Root's "path escapes from parent") leaving the root.
+func absent(err error) bool {
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission),
+		errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.ENAMETOOLONG),
+		errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.EINVAL):
+		return true
+	}
+	return strings.Contains(err.Error(), "escapes")
+}
+
+// maxUsageFiles bounds the walk of DirUsage.
+const maxUsageFiles = 1 << 20
+
+// DirUsage returns the bytes of the regular files under dir (symlinks are
+// not followed, hidden files count: they occupy the disk all the same). It
+// stops with an error past a million entries.
+func DirUsage(dir string) (int64, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer root.Close()
+	var total int64
+	n := 0
+	err = fs.WalkDir(root.FS(), ".", func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // an unreadable entry counts as nothing
+		}
+		if n++; n > maxUsageFiles {
+			return fmt.Errorf("content: more than %d entries under %s", maxUsageFiles, dir)
+		}
+		if d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				total += fi.Size()
+			}
+		}
+		return nil
+	})
+	return total, err
+}

@@ -1,0 +1,317 @@
+package sites
+
+// The registry's reads and writes of single records.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// PutPlan creates or replaces a plan. It reports whether the plan is new.
+func (r *Registry) PutPlan(ctx context.Context, p Plan) (created bool, err error) {
+	if err := p.Validate(); err != nil {
+		return false, invalid(err)
+	}
+	err = r.update(ctx, func(next *Snapshot) ([]Change, error) {
+		created = next.Plans[p.Name] == nil
+		next.Plans[p.Name] = &p
+		return []Change{putOp(bucketPlans, p.Name, &p)}, nil
+	})
+	return created, err
+}
+
+// Plan returns a plan by name.
+func (r *Registry) Plan(name string) (Plan, error) {
+	p := r.Snapshot().Plans[name]
+	if p == nil {
+		return Plan{}, fmt.Errorf("plan %q: %w", name, ErrNotFound)
+	}
+	return *p, nil
+}
+
+// CreateOrg adds an org. State defaults to active; the plan must exist.
+func (r *Registry) CreateOrg(ctx context.Context, o Org) (Org, error) {
+	if o.State == "" {
+		o.State = StateActive
+	}
+	if err := o.Validate(); err != nil {
+		return Org{}, invalid(err)
+	}
+	o.CreatedAt = r.now().UTC()
+	err := r.update(ctx, func(next *Snapshot) ([]Change, error) {
+		if next.Orgs[o.ID] != nil {
+			return nil, fmt.Errorf("org %q already exists: %w", o.ID, ErrConflict)
+		}
+		if next.Plans[o.Plan] == nil {
+			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))
+		}
+		for _, owner := range o.GiteaOwners {
+			if other, ok := next.GiteaOwners[owner]; ok {
+				return nil, fmt.Errorf("gitea owner %q already belongs to org %q: %w", owner, other, ErrConflict)
+			}
+		}
+		next.Orgs[o.ID] = &o
+		return []Change{putOp(bucketOrgs, o.ID, &o)}, nil
+	})
+	return o, err
+}
+
+// EnsureGiteaOrg makes sure an org pays for owner's pages: the org that
+// claimed the owner, or else a synthetic "gitea-{owner}" org on plan, created
+// now. It is called on an owner's first request, off the request path.
+func (r *Registry) EnsureGiteaOrg(ctx context.Context, owner, plan string) error {
+	id := r.Snapshot().OrgForGiteaOwner(owner)
+	if r.Snapshot().Orgs[id] != nil {
+		return nil
+	}
+	_, err := r.CreateOrg(ctx, Org{ID: id, Name: owner, Plan: plan})
+	if errors.Is(err, ErrConflict) {
+		return nil // created meanwhile
+	}
+	return err
+}
+
+// Org returns an org by id.
+func (r *Registry) Org(id string) (Org, error) {
+	o := r.Snapshot().Orgs[id]
+	if o == nil {
+		return Org{}, fmt.Errorf("org %q: %w", id, ErrNotFound)
+	}
+	return *o, nil
+}
+
+// OrgPatch lists the org fields an update may change; nil leaves a field as is.
+type OrgPatch struct {
+	Name  *string `json:"name"`
+	Plan  *string `json:"plan"`
+	State *string `json:"state"`
+	// GiteaOwners replaces the org's list; usage of those owners' pages is
+	// attributed to this org from then on.
+	GiteaOwners *[]string `json:"gitea_owners"`
+	// StripeCustomer links the org to a Stripe customer ("" unlinks).
+	StripeCustomer *string `json:"stripe_customer"`
+}
+
+// UpdateOrg applies patch to the org.
+func (r *Registry) UpdateOrg(ctx context.Context, id string, patch OrgPatch) (Org, error) {
+	var out Org
+	err := r.update(ctx, func(next *Snapshot) ([]Change, error) {
+		cur := next.Orgs[id]
+		if cur == nil {
+			return nil, fmt.Errorf("org %q: %w", id, ErrNotFound)
+		}
+		o := *cur
+		if patch.Name != nil {
+			o.Name = *patch.Name
+		}
+		if patch.Plan != nil {
+			o.Plan = *patch.Plan
+		}
+		if patch.State != nil {
+			o.State = *patch.State
+		}
+		if patch.StripeCustomer != nil {
+			o.StripeCustomer = *patch.StripeCustomer
+		}
+		if patch.GiteaOwners != nil {
+			o.GiteaOwners = slices.Clone(*patch.GiteaOwners)
+			slices.Sort(o.GiteaOwners)
+			o.GiteaOwners = slices.Compact(o.GiteaOwners)
+		}
+		if err := o.Validate(); err != nil {
+			return nil, invalid(err)
+		}
+		for _, owner := range o.GiteaOwners {
+			if other, ok := next.GiteaOwners[owner]; ok && other != id {
+				return nil, fmt.Errorf("gitea owner %q already belongs to org %q: %w", owner, other, ErrConflict)
+			}
+		}
+		if next.Plans[o.Plan] == nil {
+			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))
+		}
+		next.Orgs[id] = &o
+		out = o
+		return []Change{putOp(bucketOrgs, id, &o)}, nil
+	})
+	return out, err
+}
+
+// ModifyOrg changes org id with fn, which edits a copy and may return more
+// operations to persist in the same transaction (billing's event records).
+// fn runs under the registry's write lock: it must be quick and must not call
+// the registry. The result is validated like UpdateOrg's.
+func (r *Registry) ModifyOrg(ctx context.Context, id string, fn func(o *Org, s *Snapshot) ([]Change, error)) (Org, error) {
+	var out Org
+	err := r.update(ctx, func(next *Snapshot) ([]Change, error) {
+		cur := next.Orgs[id]
+		if cur == nil {
+			return nil, fmt.Errorf("org %q: %w", id, ErrNotFound)
+		}
+		o := *cur
+		o.GiteaOwners = slices.Clone(cur.GiteaOwners)
+		extra, err := fn(&o, next)
+		if err != nil {
+			return nil, err
+		}
+		if err := o.Validate(); err != nil {
+			return nil, invalid(err)
+		}
+		if next.Plans[o.Plan] == nil {
+			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))
+		}
+		next.Orgs[id] = &o
+		out = o
+		return append([]Change{putOp(bucketOrgs, id, &o)}, extra...), nil
+	})
+	return out, err
+}
+
+// DeleteOrg removes an org that owns no sites.
+func (r *Registry) DeleteOrg(ctx context.Context, id string) error {
+	return r.update(ctx, func(next *Snapshot) ([]Change, error) {
+		if next.Orgs[id] == nil {
+			return nil, fmt.Errorf("org %q: %w", id, ErrNotFound)
+		}
+		if n := len(next.SitesOf(id)); n > 0 {
+			return nil, fmt.Errorf("org %q still owns %d site(s); delete them first: %w", id, n, ErrConflict)
+		}
+		delete(next.Orgs, id)
+		return []Change{deleteOp(bucketOrgs, id)}, nil
+	})
+}
+
+// CreateSite adds a site to an org, within its plan's site limit.
+func (r *Registry) CreateSite(ctx context.Context, s Site) (Site, error) {
+	if err := s.Validate(); err != nil {
+		return Site{}, invalid(err)
+	}
+	s.CreatedAt = r.now().UTC()
+	err := r.update(ctx, func(next *Snapshot) ([]Change, error) {
+		org := next.Orgs[s.Org]
+		if org == nil {
+			return nil, fmt.Errorf("org %q: %w", s.Org, ErrNotFound)
+		}
+		if next.Sites[s.ID] != nil {
+			return nil, fmt.Errorf("site %q already exists: %w", s.ID, ErrConflict)
+		}
+		if plan := next.Plans[org.Plan]; plan != nil && plan.Sites > 0 && len(next.SitesOf(org.ID)) >= plan.Sites {
+			return nil, &LimitError{Limit: "sites", Max: plan.Sites, Plan: plan.Name}
+		}
+		next.Sites[s.ID] = &s
+		return []Change{putOp(bucketSites, s.ID, &s)}, nil
+	})
+	return s, err
+}
+
+// Site returns a site by id.
+func (r *Registry) Site(id string) (Site, error) {
+	s := r.Snapshot().Sites[id]
+	if s == nil {
+		return Site{}, fmt.Errorf("site %q: %w", id, ErrNotFound)
+	}
+	return *s, nil
+}
+
+// DeleteSite removes a site and detaches its domains.
+func (r *Registry) DeleteSite(ctx context.Context, id string) error {
+	return r.update(ctx, func(next *Snapshot) ([]Change, error) {
+		if next.Sites[id] == nil {
+			return nil, fmt.Errorf("site %q: %w", id, ErrNotFound)
+		}
+		ops := []Change{deleteOp(bucketSites, id)}
+		for _, name := range next.DomainsOf(id) {
+			delete(next.Domains, name)
+			ops = append(ops, deleteOp(bucketDomains, name))
+		}
+		delete(next.Sites, id)
+		return ops, nil
+	})
+}
+
+// AttachDomain attaches a hostname (normalized with NormalizeDomain) to a site.
+// A domain attached by an operator is trusted: its status is verified.
+func (r *Registry) AttachDomain(ctx context.Context, siteID, name string) (Domain, error) {
+	return r.AttachDomainVia(ctx, siteID, name, ViaOperator)
+}
+
+// AttachDomainVia attaches a domain proven by via (ViaOperator, ViaCNAME,
+// ViaTXT). One of tollgate's own names (Reserve) is refused with
+// ErrReserved, whoever asks.
+func (r *Registry) AttachDomainVia(ctx context.Context, siteID, name, via string) (Domain, error) {
+	host, err := NormalizeDomain(name)
+	if err != nil {
+		return Domain{}, invalid(fmt.Errorf("domain: %w", err))
+	}
+	if err := r.CheckReserved(host); err != nil {
+		return Domain{}, err
+	}
+	d := Domain{Name: host, Site: siteID, Status: DomainVerified, Via: via, CreatedAt: r.now().UTC()}
+	err = r.update(ctx, func(next *Snapshot) ([]Change, error) {
+		site := next.Sites[siteID]
+		if site == nil {
+			return nil, fmt.Errorf("site %q: %w", siteID, ErrNotFound)
+		}
+		if cur := next.Domains[host]; cur != nil {
+			return nil, fmt.Errorf("domain %q is already attached to site %q: %w", host, cur.Site, ErrConflict)
+		}
+		org := next.Orgs[site.Org]
+		if org != nil {
+			if plan := next.Plans[org.Plan]; plan != nil && plan.Domains > 0 && next.domainCountOfOrg(org.ID) >= plan.Domains {
+				return nil, &LimitError{Limit: "domains", Max: plan.Domains, Plan: plan.Name}
+			}
+		}
+		next.Domains[host] = &d
+		return []Change{putOp(bucketDomains, host, &d)}, nil
+	})
+	return d, err
+}
+
+// Domain returns an attached domain; name is normalized first.
+func (r *Registry) Domain(name string) (Domain, error) {
+	host, err := NormalizeDomain(name)
+	if err != nil {
+		return Domain{}, invalid(fmt.Errorf("domain: %w", err))
+	}
+	d := r.Snapshot().Domains[host]
+	if d == nil {
+		return Domain{}, fmt.Errorf("domain %q: %w", host, ErrNotFound)
+	}
+	return *d, nil
+}
+
+// DetachDomain removes a domain; name is normalized first.
+func (r *Registry) DetachDomain(ctx context.Context, name string) error {
+	host, err := NormalizeDomain(name)
+	if err != nil {
+		return invalid(fmt.Errorf("domain: %w", err))
+	}
+	return r.update(ctx, func(next *Snapshot) ([]Change, error) {
+		if next.Domains[host] == nil {
+			return nil, fmt.Errorf("domain %q: %w", host, ErrNotFound)
+		}
+		delete(next.Domains, host)
+		return []Change{deleteOp(bucketDomains, host)}, nil
+	})
+}
+
+// DomainOrg returns the org of the site the (normalized) domain name is
+// attached to and whether the domain is verified; ok is false when it is not
+// attached. It reads the snapshot only.
+func (r *Registry) DomainOrg(name string) (org string, verified, ok bool) {
+	s := r.Snapshot()
+	d := s.Domains[name]
+	if d == nil {
+		return "", false, false
+	}
+	site := s.Sites[d.Site]
+	if site == nil {
+		return "", false, false
+	}
+	return site.Org, d.Status == DomainVerified, true
+}
+
+// OwnerOrg returns the org that pays for a Gitea owner's pages (see
+// Snapshot.OrgForGiteaOwner).
+func (r *Registry) OwnerOrg(owner string) string { return r.Snapshot().OrgForGiteaOwner(owner) }
