@@ -3,8 +3,6 @@ package proxy
 import (
 	"io"
 	"net"
-	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,30 +135,4 @@ func TestNextDeadline(t *testing.T) {
 	if len(c.read) != 2 {
 		t.Fatalf("a deadline more than a 64th of the timeout old was kept")
 	}
-}
-
-// TestIdleReadYields: the first read between requests lets other
-// goroutines run before it reads (on a busy server, the client's next
-// request has then usually arrived); later reads do not yield again.
-func TestIdleReadYields(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	var ran atomic.Bool
-	var sawRan []bool
-	c := &deadlineConn{onRead: func() { sawRan = append(sawRan, ran.Load()) }}
-	mc := newMeteredConn(c)
-	mc.park = newParkListener(nil, Limits{})
-	connState(mc, fasthttp.StateIdle)
-	go ran.Store(true) // runnable, but not run until this goroutine yields
-	_, _ = mc.Read(make([]byte, 1))
-	if !sawRan[0] {
-		t.Fatal("the first read between requests did not yield")
-	}
-	ran.Store(false)
-	done := make(chan struct{})
-	go func() { ran.Store(true); close(done) }()
-	_, _ = mc.Read(make([]byte, 1))
-	if sawRan[1] {
-		t.Fatal("a second read yielded again")
-	}
-	<-done
 }

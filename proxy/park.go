@@ -220,7 +220,6 @@ func connState(c net.Conn, s fasthttp.ConnState) {
 		if mc := metered(c); mc != nil && mc.park != nil {
 			mc.idle = s == fasthttp.StateIdle
 			mc.lazyRead = s == fasthttp.StateActive
-			mc.yielded = false
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"errors"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -17,9 +19,17 @@ const pollSweep = 250 * time.Millisecond
 // Sockets are registered one-shot and level-triggered beside Go's own
 // (edge-triggered) registration of the same socket, which does not notice:
 // the poller only peeks (recv MSG_PEEK) and never reads.
+//
+// The poller's goroutine never blocks in epoll_wait: the epoll set is itself
+// a descriptor Go's netpoller watches (ep), readable when a parked socket
+// is, and epoll_wait is called with a zero timeout once it is. A blocking
+// epoll_wait would hold the goroutine's P until sysmon takes it back (up to
+// 10 ms when the process was idle), stalling every other connection when
+// GOMAXPROCS is 1.
 type poller struct {
 	l    *parkListener
 	epfd int
+	ep   *os.File // epfd, for the netpoller; its read deadline times sweeps
 
 	mu   sync.Mutex
 	fds  map[int32]polled // registered sockets by descriptor
@@ -39,8 +49,18 @@ func newPoller(l *parkListener) *poller {
 	if err != nil {
 		return nil
 	}
-	p := &poller{l: l, epfd: epfd, fds: map[int32]polled{}}
-	go p.loop()
+	if syscall.SetNonblock(epfd, true) != nil {
+		_ = syscall.Close(epfd)
+		return nil
+	}
+	ep := os.NewFile(uintptr(epfd), "park-epoll") // non-blocking: the netpoller takes it
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		_ = ep.Close()
+		return nil
+	}
+	p := &poller{l: l, epfd: epfd, ep: ep, fds: map[int32]polled{}}
+	go p.loop(rc)
 	return p
 }
 
@@ -93,12 +113,12 @@ func (p *poller) close() {
 	p.mu.Unlock()
 }
 
-func (p *poller) loop() {
+func (p *poller) loop(rc syscall.RawConn) {
 	events := make([]syscall.EpollEvent, 128)
 	sweep := time.Now().Add(pollSweep)
 	var ready, gone []*meteredConn
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, int(pollSweep/time.Millisecond))
+		n, err := p.wait(rc, events, sweep)
 		now := time.Now()
 		ready, gone = ready[:0], gone[:0]
 		p.mu.Lock()
@@ -146,10 +166,30 @@ func (p *poller) loop() {
 			}
 		}
 		if done {
-			_ = syscall.Close(p.epfd)
+			_ = p.ep.Close()
 			return
 		}
 	}
+}
+
+// wait returns the events of the parked sockets that became readable (n),
+// or none once sweep has come; a non-nil err other than EINTR means the
+// epoll set is unusable.
+func (p *poller) wait(rc syscall.RawConn, events []syscall.EpollEvent, sweep time.Time) (n int, err error) {
+	if err := p.ep.SetReadDeadline(sweep); err != nil {
+		return 0, err
+	}
+	rerr := rc.Read(func(uintptr) bool {
+		n, err = syscall.EpollWait(p.epfd, events, 0)
+		return n != 0 || err != nil // nothing yet: wait for the netpoller
+	})
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		return 0, nil
+	}
+	if err == nil {
+		err = rerr
+	}
+	return n, err
 }
 
 type peekResult int

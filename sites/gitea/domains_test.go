@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/clocktest"
 	"github.com/tollgate-edge/tollgate/internal/dnstest"
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -46,7 +47,7 @@ func TestDNSVerifier(t *testing.T) {
 	dns.SetTXT("_tollgate.txt.example", "alice/blog")
 	dns.SetTXT("_tollgate.wrongtxt.example", "mallory/blog")
 	const ttl = time.Hour
-	clk := newFakeClock()
+	clk := clocktest.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	v := NewDNSVerifier(dns.Addr(), ttl, DNSOptions{Now: clk.Now})
 	ctx := context.Background()
 	hosts := []string{"alice.pages.test", "blog.alice.pages.test"}
@@ -64,7 +65,7 @@ func TestDNSVerifier(t *testing.T) {
 		}
 	}
 	before := dns.Queries()
-	clk.Advance(ttl - time.Nanosecond)
+	clk.Add(ttl - time.Nanosecond)
 	for range 10 {
 		v.Verify(ctx, "nothing.example", "alice/blog", hosts...)
 	}
@@ -77,7 +78,7 @@ func TestDNSVerifier(t *testing.T) {
 	v.Verify(ctx, "new.example", "alice/blog", hosts...)
 	lookup := dns.Queries() - before
 	dns.SetCNAME("nothing.example", "alice.pages.test")
-	clk.Advance(time.Nanosecond)
+	clk.Add(time.Nanosecond)
 	before = dns.Queries()
 	for range 10 {
 		if got, err := v.Verify(ctx, "nothing.example", "alice/blog", hosts...); got != sites.ViaCNAME || err != nil {

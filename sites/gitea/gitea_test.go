@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/clocktest"
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/content"
@@ -176,19 +177,19 @@ func TestGiteaSource(t *testing.T) {
 	// Without a webhook: the head is rechecked in the background after
 	// Revalidate, on the source's clock. Each poll is a Revalidate later: a
 	// check that still saw the old head is followed by another.
-	clk := newFakeClock()
+	clk := clocktest.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	g2 := newGiteaSource(t, gs, sites.Config{Revalidate: time.Minute, NegativeTTL: time.Hour}, Options{Now: clk.Now})
 	blog2 := g2.Repo("alice", "blog", "pages")
 	get(t, blog2, "/")
 	gs.PutFile(t, "alice", "blog", "pages", "index.html", []byte("blog v3"))
-	clk.Advance(time.Minute - time.Nanosecond)
+	clk.Add(time.Minute - time.Nanosecond)
 	calls = g2.Calls.Load()
 	if body, _ := get(t, blog2, "/"); body != "blog v2" || g2.Calls.Load() != calls {
 		t.Fatalf("within Revalidate: %q after %d Gitea calls; want the known commit (blog v2), no call", body, g2.Calls.Load()-calls)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		clk.Advance(time.Minute)
+		clk.Add(time.Minute)
 		body, _ := get(t, blog2, "/")
 		if body == "blog v3" {
 			break

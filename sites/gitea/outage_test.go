@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/clocktest"
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/content"
@@ -29,7 +30,7 @@ func TestGiteaOutage(t *testing.T) {
 		ttl     = 300 * time.Millisecond // revalidate and negative_ttl
 		timeout = time.Second
 	)
-	clk := newFakeClock()
+	clk := clocktest.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	g := newGiteaSource(t, gs, sites.Config{Revalidate: ttl, NegativeTTL: ttl, GiteaTimeout: timeout}, Options{Now: clk.Now})
 	home := g.Repo("alice", "pages", "")
 	project := g.ProjectRepo("alice", "index.html") // /index.html tries {owner}/index.html first
@@ -53,7 +54,7 @@ func TestGiteaOutage(t *testing.T) {
 	}
 
 	gs.Freeze(t)
-	clk.Advance(2 * ttl) // every known answer is past its revalidate or negative_ttl
+	clk.Add(2 * ttl) // every known answer is past its revalidate or negative_ttl
 	var took []time.Duration
 	for i := range 50 {
 		start := time.Now()
@@ -64,7 +65,7 @@ func TestGiteaOutage(t *testing.T) {
 		// Spreads the rounds over a probe interval (the breaker's pace is
 		// real time), with the source's clock moving alike.
 		time.Sleep(10 * time.Millisecond)
-		clk.Advance(10 * time.Millisecond)
+		clk.Add(10 * time.Millisecond)
 	}
 	slices.Sort(took)
 	if slowest := took[len(took)-1]; slowest > 50*time.Millisecond {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/clocktest"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/content"
 )
@@ -195,14 +196,14 @@ func TestKnownOwnerRecheckDoesNotBlock(t *testing.T) {
 func TestKnownOwnerMemoryBounded(t *testing.T) {
 	f := newFakeUsers(t)
 	const ttl = time.Minute
-	clk := newFakeClock()
+	clk := clocktest.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	g := newOwnersSource(t, f.url, sites.Config{NegativeTTL: ttl, OwnerLookupRate: -1}, Options{Now: clk.Now})
 	for i := range 1000 {
 		if _, err := g.KnownOwner(fmt.Sprintf("invented%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	clk.Advance(ttl) // every answer expires
+	clk.Add(ttl) // every answer expires
 	if _, err := g.KnownOwner("one-more"); err != nil {
 		t.Fatal(err)
 	}
