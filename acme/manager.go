@@ -107,50 +107,81 @@ func New(cfg Config, opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	var roots *x509.CertPool
-	if cfg.CARoot != "" {
-		pemBytes, err := os.ReadFile(cfg.CARoot)
-		if err != nil {
-			return nil, fmt.Errorf("acme.ca_root: %w", err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("acme.ca_root: %s holds no PEM certificate", cfg.CARoot)
+	roots, err := caRoots(cfg.CARoot)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, storage: opts.Storage, log: opts.Logger, lastErr: map[string]certError{}, now: time.Now,
+		m: newManagerMetrics(opts.Metrics)}
+	m.decide = m.newDecider(opts)
+	m.limits = &issuanceLog{storage: opts.Storage, perOrgDay: cfg.OrgCertsPerDay, globalHour: cfg.CertsPerHour, now: time.Now}
+	m.startCertmagic(opts, roots)
+	if cfg.WildcardCert != "" {
+		if _, err := m.magic.CacheUnmanagedCertificatePEMFile(context.Background(), cfg.WildcardCert, cfg.WildcardKey, []string{"wildcard"}); err != nil {
+			m.cache.Stop()
+			return nil, fmt.Errorf("acme.wildcard_cert: %w", err)
 		}
 	}
-	f := promauto.With(opts.Metrics)
-	m := &Manager{
-		cfg: cfg, storage: opts.Storage, log: opts.Logger, lastErr: map[string]certError{}, now: time.Now,
-		m: managerMetrics{
-			obtained: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_acme_certificates_obtained_total",
-				Help: "New certificates obtained from the CA by this node."}),
-			renewed: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_acme_certificates_renewed_total",
-				Help: "Certificates renewed by this node."}),
-			failed: f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_acme_certificates_failed_total",
-				Help: "Failed attempts to obtain (op=obtain) or renew (op=renew) a certificate."}, []string{"op"}),
-			refusals: f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_acme_ondemand_refusals_total",
-				Help: "On-demand certificate requests refused, by reason; none of them reached the CA."}, []string{"reason"}),
-		},
+	return m, nil
+}
+
+// caRoots is the pool of acme.ca_root (nil: the system's).
+func caRoots(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pemBytes, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("acme.ca_root: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("acme.ca_root: %s holds no PEM certificate", file)
+	}
+	return roots, nil
+}
+
+func newManagerMetrics(reg prometheus.Registerer) managerMetrics {
+	f := promauto.With(reg)
+	mm := managerMetrics{
+		obtained: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_acme_certificates_obtained_total",
+			Help: "New certificates obtained from the CA by this node."}),
+		renewed: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_acme_certificates_renewed_total",
+			Help: "Certificates renewed by this node."}),
+		failed: f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_acme_certificates_failed_total",
+			Help: "Failed attempts to obtain (op=obtain) or renew (op=renew) a certificate."}, []string{"op"}),
+		refusals: f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_acme_ondemand_refusals_total",
+			Help: "On-demand certificate requests refused, by reason; none of them reached the CA."}, []string{"reason"}),
 	}
 	for _, r := range reasons {
-		m.m.refusals.WithLabelValues(r)
+		mm.refusals.WithLabelValues(r)
 	}
-	m.m.failed.WithLabelValues("obtain")
-	m.m.failed.WithLabelValues("renew")
-	m.decide = &decider{
-		hosts: opts.Hosts, names: map[string]bool{}, owners: opts.Owners, wildcard: cfg.WildcardCert != "",
-		ownerTTL: cfg.OwnerTTL, negativeTTL: cfg.NegativeTTL, now: time.Now,
+	mm.failed.WithLabelValues("obtain")
+	mm.failed.WithLabelValues("renew")
+	return mm
+}
+
+// newDecider is the on-demand decision of m (decisionFunc).
+func (m *Manager) newDecider(opts Options) *decider {
+	d := &decider{
+		hosts: opts.Hosts, names: map[string]bool{}, owners: opts.Owners, wildcard: m.cfg.WildcardCert != "",
+		ownerTTL: m.cfg.OwnerTTL, negativeTTL: m.cfg.NegativeTTL, now: time.Now,
 		refused: func(reason string) { m.m.refusals.WithLabelValues(reason).Inc() },
 		known:   map[string]ownerEntry{},
 	}
 	if opts.PagesDomain != "" {
-		m.decide.pagesSuffix = "." + opts.PagesDomain
+		d.pagesSuffix = "." + opts.PagesDomain
 	}
 	for _, n := range opts.Names {
-		m.decide.names[n] = true
+		d.names[n] = true
 	}
-	m.limits = &issuanceLog{storage: opts.Storage, perOrgDay: cfg.OrgCertsPerDay, globalHour: cfg.CertsPerHour, now: time.Now}
+	return d
+}
 
+// startCertmagic builds m's certmagic cache, config and ACME issuer (the
+// cache starts its maintenance goroutine).
+func (m *Manager) startCertmagic(opts Options, roots *x509.CertPool) {
+	cfg := m.cfg
 	zl := zap.New(slogCore{l: opts.Logger.With(slog.String("component", "certmagic"))})
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return m.magic, nil },
@@ -180,14 +211,6 @@ func New(cfg Config, opts Options) (*Manager, error) {
 	}
 	m.issuer = certmagic.NewACMEIssuer(m.magic, iss)
 	m.magic.Issuers = []certmagic.Issuer{failFastIssuer{ACMEIssuer: m.issuer, m: m}}
-
-	if cfg.WildcardCert != "" {
-		if _, err := m.magic.CacheUnmanagedCertificatePEMFile(context.Background(), cfg.WildcardCert, cfg.WildcardKey, []string{"wildcard"}); err != nil {
-			m.cache.Stop()
-			return nil, fmt.Errorf("acme.wildcard_cert: %w", err)
-		}
-	}
-	return m, nil
 }
 
 // splitAddr splits a bound listener address; certmagic only tries to bind
