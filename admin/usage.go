@@ -14,7 +14,8 @@ import (
 	"github.com/tollgate-edge/tollgate/meter"
 )
 
-// UsageReader answers usage queries. meter.Bolt and meter.Redis implement it.
+// UsageReader answers usage queries. *store.BoltUsage and *store.RedisUsage
+// implement it.
 type UsageReader interface {
 	Hourly(ctx context.Context, org string, from, to time.Time) ([]meter.Point, error)
 	PeriodTotals(ctx context.Context, period, after string, limit int) ([]meter.OrgTotal, string, error)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/store"
 )
 
 // newUsageEnv serves the admin API with usage read from a bbolt usage store
@@ -29,7 +30,7 @@ func newUsageEnv(t *testing.T) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink := meter.NewBolt(st)
+	sink := store.NewBoltUsage(st)
 	at := func(s string) time.Time { v, _ := time.Parse(time.RFC3339, s); return v }
 	for i, b := range []struct {
 		t        string

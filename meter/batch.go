@@ -1,9 +1,6 @@
 package meter
 
-import (
-	"encoding/binary"
-	"time"
-)
+import "time"
 
 // Values are the usage counters of one org (or site) over some time.
 type Values struct {
@@ -29,24 +26,6 @@ func (v *Values) Add(o Values) {
 // IsZero reports whether every counter is zero.
 func (v Values) IsZero() bool { return v == Values{} }
 
-// valuesLen is the size of the binary form of Values.
-const valuesLen = 32
-
-func (v Values) appendBinary(dst []byte) []byte {
-	for _, n := range [4]int64{v.EgressBytes, v.Requests, v.IngressBytes, v.StorageByteSeconds} {
-		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
-	}
-	return dst
-}
-
-func decodeValues(b []byte) Values {
-	if len(b) < valuesLen {
-		return Values{}
-	}
-	u := func(i int) int64 { return int64(binary.BigEndian.Uint64(b[i*8:])) }
-	return Values{EgressBytes: u(0), Requests: u(1), IngressBytes: u(2), StorageByteSeconds: u(3)}
-}
-
 // Delta is what one org's site used since the previous flush.
 type Delta struct {
 	Org  string `json:"org"`
@@ -71,6 +50,3 @@ func Hour(t time.Time) time.Time { return t.UTC().Truncate(time.Hour) }
 
 // Period is the billing period of t: its UTC calendar month, "YYYY-MM".
 func Period(t time.Time) string { return t.UTC().Format("2006-01") }
-
-// hourKey is the hour bucket as it appears in keys: "2006010215".
-func hourKey(t time.Time) string { return Hour(t).Format("2006010215") }

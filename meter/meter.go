@@ -1,8 +1,9 @@
 // Package meter counts usage per org and per site: egress and ingress bytes,
 // requests, and storage integrated over time. The request path only adds to
 // in-memory atomics; a flusher writes the deltas in one batch per interval to
-// a Sink (bbolt on the embedded default, Redis in a cluster), idempotently, so
-// a batch that may have been applied is simply sent again.
+// a Sink (bbolt on the embedded default, Redis in a cluster: the store
+// package implements both), idempotently, so a batch that may have been
+// applied is simply sent again.
 //
 // What a crash can lose: a kill -9 loses what was counted since the last
 // flush attempt (at most meter.flush_interval): a flush the sink refuses
@@ -26,31 +27,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// Sink stores flushed batches. Apply must be idempotent per (Node, Seq, Org):
-// a batch is applied for an org only if its Seq is above the last applied
-// for (Node, Org).
-type Sink interface {
-	Apply(ctx context.Context, b *Batch) error
-}
-
-// Spool keeps batches the sink could not take, durably, in Seq order.
-type Spool interface {
-	Save(ctx context.Context, bs []*Batch) error
-	Load(ctx context.Context) ([]*Batch, error)
-	Remove(ctx context.Context, seq uint64) error
-}
-
-// Journal holds every batch the sink has not taken yet, in disk space
-// reserved ahead, so keeping usage needs no new space on a full disk.
-// *SpoolFile implements it.
-type Journal interface {
-	// Save replaces what the journal holds with bs (nil: nothing waits),
-	// durably.
-	Save(bs []*Batch) error
-	// Load returns what the last Save stored.
-	Load() ([]*Batch, error)
-}
 
 // Counters are one (org, site)'s usage since the last flush. The request
 // path adds to them without locks or allocation.

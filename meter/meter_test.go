@@ -8,18 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/internal/storetest"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/tollgate-edge/tollgate/store"
 )
-
-func openBolt(t testing.TB) (*Bolt, *store.Bolt) {
-	t.Helper()
-	st := storetest.Open(t)
-	return NewBolt(st), st
-}
 
 // flakySink fails while down is set, and can fail after applying (the reply
 // lost on the way back), to exercise retries.
@@ -78,9 +69,9 @@ func totals(t *testing.T, r Reader, org string, from, to time.Time) Values {
 	return v
 }
 
-func TestFlushToBolt(t *testing.T) {
+func TestFlushToSink(t *testing.T) {
 	ctx := context.Background()
-	b, _ := openBolt(t)
+	b := newMemUsage()
 	clk := &clock{t: time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)}
 	m, reg := newMeter(t, Config{}, b, nil, clk)
 	a := m.Counters("acme", "www", "dir")
@@ -144,36 +135,9 @@ func TestFlushToBolt(t *testing.T) {
 	_ = reg
 }
 
-func TestBoltApplyIsIdempotent(t *testing.T) {
-	ctx := context.Background()
-	b, _ := openBolt(t)
-	at := time.Date(2026, 5, 5, 5, 5, 0, 0, time.UTC)
-	batch := func(node string, seq uint64, n int64) *Batch {
-		return &Batch{Node: node, Seq: seq, Time: at, Deltas: []Delta{{Org: "o", Site: "s", Values: Values{EgressBytes: n}}}}
-	}
-	steps := []struct {
-		b    *Batch
-		want int64
-	}{
-		{batch("n1", 1795000000000000001, 10), 10},
-		{batch("n1", 1795000000000000001, 10), 10}, // replay
-		{batch("n1", 1795000000000000000, 99), 10}, // older
-		{batch("n2", 1795000000000000001, 5), 15},  // same seq, other node
-		{batch("n1", 1795000000000000002, 1), 16},
-	}
-	for i, s := range steps {
-		if err := b.Apply(ctx, s.b); err != nil {
-			t.Fatal(err)
-		}
-		if got := totals(t, b, "o", at.Add(-time.Hour), at.Add(time.Hour)).EgressBytes; got != s.want {
-			t.Fatalf("step %d: egress %d; want %d", i, got, s.want)
-		}
-	}
-}
-
 func TestSinkOutageLosesNothing(t *testing.T) {
 	ctx := context.Background()
-	b, _ := openBolt(t)
+	b := newMemUsage()
 	sink := &flakySink{inner: b}
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	m, reg := newMeter(t, Config{MaxPending: 1000}, sink, nil, clk)
@@ -220,8 +184,8 @@ func TestSinkOutageLosesNothing(t *testing.T) {
 
 func TestSpoolPastMaxPendingAndAtClose(t *testing.T) {
 	ctx := context.Background()
-	target, _ := openBolt(t)
-	spool, _ := openBolt(t)
+	target := newMemUsage()
+	spool := newMemUsage()
 	sink := &flakySink{inner: target, down: true}
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	m, _ := newMeter(t, Config{MaxPending: 2}, sink, spool, clk)
@@ -271,7 +235,7 @@ func TestDropPastMaxPendingWithoutSpool(t *testing.T) {
 }
 
 func TestConcurrentCountingAndFlushing(t *testing.T) {
-	b, _ := openBolt(t)
+	b := newMemUsage()
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	m, _ := newMeter(t, Config{}, b, nil, clk)
 	c := m.Counters("o", "s", "dir")
@@ -319,7 +283,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestPerOrgMetricsCapped(t *testing.T) {
-	b, _ := openBolt(t)
+	b := newMemUsage()
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	m, reg := newMeter(t, Config{PerOrgMetrics: true, PerOrgMetricsMax: 2}, b, nil, clk)
 	for _, org := range []string{"a", "b", "c", "d"} {
@@ -339,7 +303,7 @@ func TestPerOrgMetricsCapped(t *testing.T) {
 }
 
 func TestReplaceStorage(t *testing.T) {
-	b, _ := openBolt(t)
+	b := newMemUsage()
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	m, _ := newMeter(t, Config{}, b, nil, clk)
 	s := StorageMap{}
@@ -365,7 +329,7 @@ func TestReplaceStorage(t *testing.T) {
 // down): it is counted as refunded, egress minus refunded is the net, and
 // the usage store has the net.
 func TestRefundOnlyFlush(t *testing.T) {
-	b, _ := openBolt(t)
+	b := newMemUsage()
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	m, _ := newMeter(t, Config{PerOrgMetrics: true, PerOrgMetricsMax: 10}, b, nil, clk)
 	c := m.Counters("acme", "www", "dir")

@@ -18,7 +18,8 @@ type OrgTotal struct {
 	Values
 }
 
-// Reader answers usage queries; both sinks implement it.
+// Reader answers usage queries. *store.BoltUsage and *store.RedisUsage
+// implement it.
 type Reader interface {
 	Hourly(ctx context.Context, org string, from, to time.Time) ([]Point, error)
 	PeriodTotals(ctx context.Context, period, after string, limit int) ([]OrgTotal, string, error)

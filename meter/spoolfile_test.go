@@ -128,7 +128,7 @@ func TestSpoolFile(t *testing.T) {
 // refuses returns nil with the backlog in the file.
 func TestJournalKeepsRefusedFlushes(t *testing.T) {
 	ctx := context.Background()
-	b, _ := openBolt(t)
+	b := newMemUsage()
 	sink := &flakySink{inner: b}
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	path := filepath.Join(t.TempDir(), "tollgate.db.spool")
@@ -218,7 +218,7 @@ func TestJournalKeepsRefusedFlushes(t *testing.T) {
 // succeeded for three intervals, and holds again after one succeeds.
 func TestCheck(t *testing.T) {
 	ctx := context.Background()
-	b, _ := openBolt(t)
+	b := newMemUsage()
 	sink := &flakySink{inner: b}
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	m, _ := newMeter(t, Config{FlushInterval: time.Second}, sink, nil, clk)

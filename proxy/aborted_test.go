@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate-edge/tollgate/internal/certtest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/meter"
+	"github.com/tollgate-edge/tollgate/store"
 )
 
 // TestAbortedDownloadsChargeWhatWasAcknowledged: clients that read 100 KiB
@@ -26,7 +27,7 @@ import (
 // the same node stay exact. Plain HTTP and TLS.
 func TestAbortedDownloadsChargeWhatWasAcknowledged(t *testing.T) {
 	ctx := context.Background()
-	sink := meter.NewBolt(storetest.Open(t))
+	sink := store.NewBoltUsage(storetest.Open(t))
 	m, err := meter.New(meter.Config{}, meter.Options{Sink: sink, Node: "t", Metrics: prometheus.NewRegistry()})
 	must(t, err)
 	h := newHarnessUsage(t, Config{}, Limits{}, m)

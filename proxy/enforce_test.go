@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/store"
 )
 
 // fakeGates hands out one gate per org, set by the test.
@@ -45,7 +46,7 @@ func TestEnforcement(t *testing.T) {
 		io.WriteString(w, "from upstream")
 	}))
 	t.Cleanup(upstream.Close)
-	sink := meter.NewBolt(storetest.Open(t))
+	sink := store.NewBoltUsage(storetest.Open(t))
 	m, err := meter.New(meter.Config{}, meter.Options{Sink: sink, Node: "t", Metrics: prometheus.NewRegistry()})
 	must(t, err)
 	gates := &fakeGates{}

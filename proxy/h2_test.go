@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/store"
 	"golang.org/x/net/http2"
 )
 
@@ -29,7 +30,7 @@ import (
 // loopback TCP port, metering into its own meter.
 type tlsHarness struct {
 	*harness
-	sink *meter.Bolt
+	sink *store.BoltUsage
 	m    *meter.Meter
 	addr string
 	pool *x509.CertPool
@@ -37,7 +38,7 @@ type tlsHarness struct {
 
 func newTLSHarness(t testing.TB, upstreamURL string) *tlsHarness {
 	st := storetest.Open(t)
-	sink := meter.NewBolt(st)
+	sink := store.NewBoltUsage(st)
 	m, err := meter.New(meter.Config{}, meter.Options{Sink: sink, Node: "t", Metrics: prometheus.NewRegistry()})
 	must(t, err)
 	h := newHarnessUsage(t, Config{}, Limits{}, m)

@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/content"
+	"github.com/tollgate-edge/tollgate/store"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )
@@ -191,7 +192,7 @@ func newPost(host, uri, body string) (*fasthttp.Request, *fasthttp.Response) {
 
 // newTestMeter is a meter over a throw-away bbolt store.
 func newTestMeter(tb testing.TB) *meter.Meter {
-	m, err := meter.New(meter.Config{}, meter.Options{Sink: meter.NewBolt(storetest.Open(tb)), Node: "t", Metrics: prometheus.NewRegistry()})
+	m, err := meter.New(meter.Config{}, meter.Options{Sink: store.NewBoltUsage(storetest.Open(tb)), Node: "t", Metrics: prometheus.NewRegistry()})
 	must(tb, err)
 	return m
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate-edge/tollgate/internal/storetest"
+	"github.com/tollgate-edge/tollgate/store"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/meter"
@@ -24,7 +25,7 @@ import (
 func TestMeteringAccuracy(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.Open(t)
-	sink := meter.NewBolt(st)
+	sink := store.NewBoltUsage(st)
 	m, err := meter.New(meter.Config{}, meter.Options{Sink: sink, Node: "test", Metrics: prometheus.NewRegistry()})
 	must(t, err)
 	h := newHarnessUsage(t, Config{}, Limits{}, m)

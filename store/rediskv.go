@@ -34,7 +34,7 @@ const (
 )
 
 // NewRedisKV returns the registry store on rc.
-func NewRedisKV(rc redis.UniversalClient, log *slog.Logger) *RedisKV {
+func NewRedisKV(rc RedisClient, log *slog.Logger) *RedisKV {
 	if log == nil {
 		log = slog.Default()
 	}

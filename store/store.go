@@ -1,7 +1,9 @@
-// Package store keeps tollgate's durable state. The embedded default is one bbolt
-// file; for a cluster of nodes, RedisKV on a shared Redis (standalone, Sentinel or
-// Cluster) offers the same two operations: scan a bucket, apply a batch of writes
-// atomically.
+// Package store keeps tollgate's durable state: in one bbolt file by default,
+// on a shared Redis (standalone, Sentinel or Cluster) for a cluster of nodes.
+// It implements the storage other packages declare in their own terms: the
+// registry's sites.Store (Bolt, RedisKV: scan a bucket, apply a batch of
+// writes atomically) and the meter's Sink, Spool and Reader (BoltUsage,
+// RedisUsage).
 package store
 
 import (
@@ -195,6 +197,12 @@ func (b *Bolt) View(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	return b.db.View(fn)
 }
 
+// RedisClient is a client of [store] redis (standalone, Sentinel or
+// Cluster), as NewRedis makes it. A process shares one: NewRedisKV,
+// NewRedisUsage and acme.NewRedisStorage take it, so the code that opens,
+// passes and closes it names no Redis driver.
+type RedisClient = redis.UniversalClient
+
 // NewRedis returns a client for cfg.Redis (which must be set and valid).
 // Commands time out after a few seconds so a stalled Redis never stalls a
 // flush for long (serving never waits on Redis).
@@ -208,7 +216,7 @@ func (b *Bolt) View(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 // user and password, which then go to the master only (see Config.RedisMode).
 //
 // It connects lazily: an unreachable Redis is found by the first command.
-func NewRedis(cfg Config) (redis.UniversalClient, error) {
+func NewRedis(cfg Config) (RedisClient, error) {
 	const (
 		dial  = 2 * time.Second
 		read  = 10 * time.Second // one flush of 100k orgs is one pipeline of ~2 s
@@ -315,7 +323,7 @@ func IsFailover(err error) bool {
 // PING on every master that the slot map (CLUSTER SLOTS) names, since usage
 // counters are spread over all slots. The error names each shard that fails.
 // Each probe gets at most probeTimeout.
-func PingRedis(ctx context.Context, rc redis.UniversalClient) error {
+func PingRedis(ctx context.Context, rc RedisClient) error {
 	c, ok := rc.(*redis.ClusterClient)
 	if !ok {
 		return rc.Ping(ctx).Err()

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/redis/go-redis/v9"
 	"github.com/tollgate-edge/tollgate/acme"
 	"github.com/tollgate-edge/tollgate/admin"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -259,7 +258,7 @@ func localAddr(listen string) string {
 // and the certificates from Redis. Usage counters stay out: they are
 // per-period totals Redis keeps (see docs/cluster.md), not state to rebuild
 // a cluster from.
-func exportShared(ctx context.Context, path string, rc redis.UniversalClient, snap *sites.Snapshot) error {
+func exportShared(ctx context.Context, path string, rc store.RedisClient, snap *sites.Snapshot) error {
 	kv := store.NewRedisKV(rc, nil)
 	version, err := kv.Version(ctx)
 	if err != nil {
@@ -371,7 +370,7 @@ func restore(ctx context.Context, cfg Config, src string, force bool, w io.Write
 // history is merged (records are keyed by event id), and certificates are
 // written where Redis has none under that key (a renewal made since the
 // backup wins).
-func restoreRedis(ctx context.Context, bk *store.Bolt, sum summary, rc redis.UniversalClient, force bool, w io.Writer) error {
+func restoreRedis(ctx context.Context, bk *store.Bolt, sum summary, rc store.RedisClient, force bool, w io.Writer) error {
 	kv := store.NewRedisKV(rc, nil)
 	if err := kv.Ping(ctx); err != nil {
 		return fmt.Errorf("redis: %w", err)
@@ -481,7 +480,7 @@ type nodeBackups struct {
 	// rc is the node's Redis client when [store] redis is set (else nil):
 	// the backup is then an export of what the cluster shares, with the
 	// registry as this node serves it.
-	rc redis.UniversalClient
+	rc store.RedisClient
 }
 
 var _ admin.Backups = (*nodeBackups)(nil)

@@ -17,7 +17,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
 	"github.com/tollgate-edge/tollgate/acme"
 	"github.com/tollgate-edge/tollgate/admin"
 	"github.com/tollgate-edge/tollgate/billing"
@@ -81,9 +80,9 @@ type node struct {
 	metrics *prometheus.Registry
 
 	st      *store.Bolt
-	rc      redis.UniversalClient // the one client of [store] redis; nil without
-	kv      *store.RedisKV        // the registry in Redis; nil without [store] redis
-	records sites.Store           // where the registry lives: st or kv
+	rc      store.RedisClient // the one client of [store] redis; nil without
+	kv      *store.RedisKV    // the registry in Redis; nil without [store] redis
+	records sites.Store       // where the registry lives: st or kv
 	reg     *sites.Registry
 	meter   *meter.Meter  // nil with [meter] disabled
 	gitea   *gitea.Source // nil without [sites] gitea_url

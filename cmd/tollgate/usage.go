@@ -7,6 +7,7 @@ import (
 
 	"github.com/tollgate-edge/tollgate/admin"
 	"github.com/tollgate-edge/tollgate/meter"
+	"github.com/tollgate-edge/tollgate/store"
 )
 
 // finalFlushTimeout bounds the meter's final flush at shutdown, counted
@@ -23,11 +24,11 @@ func (n *node) startMeter(ctx context.Context) error {
 	if n.cfg.Meter.Disabled {
 		return nil
 	}
-	id, err := meter.NodeID(ctx, n.st)
+	id, err := n.st.NodeID(ctx)
 	if err != nil {
 		return err
 	}
-	local := meter.NewBolt(n.st)
+	local := store.NewBoltUsage(n.st)
 	mc := n.cfg.Meter
 	mc.Defaults()
 	spool, err := meter.OpenSpoolFile(n.cfg.Store.Path+".spool", mc.SpoolBytes)
@@ -40,7 +41,7 @@ func (n *node) startMeter(ctx context.Context) error {
 	if n.rc != nil {
 		// Fail open: serve and count; usage waits in memory, then in the
 		// spool, until Redis answers.
-		rs := meter.NewRedis(n.rc, meter.RedisOptions{Retention: n.cfg.Meter.HourlyRetention})
+		rs := store.NewRedisUsage(n.rc, store.RedisUsageOptions{Retention: n.cfg.Meter.HourlyRetention})
 		opts.Sink, opts.Spool, opts.StoreName = rs, local, "redis"
 		n.admin.Usage, n.billing.Usage = rs, rs
 	}

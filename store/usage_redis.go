@@ -1,4 +1,4 @@
-package meter
+package store
 
 import (
 	"cmp"
@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/tollgate-edge/tollgate/meter"
 )
 
-// Redis stores usage in Redis (standalone, Sentinel failover or Cluster) for
-// a fleet of nodes. It is a Sink and a Reader and is safe for concurrent use.
+// RedisUsage stores usage in Redis (standalone, Sentinel failover or Cluster)
+// for a fleet of nodes: the meter's sink and the usage queries' reader. It is
+// safe for concurrent use.
 //
 // # Key schema
 //
@@ -35,30 +37,30 @@ import (
 // after its last write. The period index (all scores 0, members are org ids)
 // is the only key outside the org's slot: page through it with ZRANGE BYLEX;
 // an org may be listed in it a moment before its period hash exists.
-type Redis struct {
+type RedisUsage struct {
 	c         redis.UniversalClient
 	retention time.Duration
 }
 
 var (
-	_ Sink   = (*Redis)(nil)
-	_ Reader = (*Redis)(nil)
+	_ meter.Sink   = (*RedisUsage)(nil)
+	_ meter.Reader = (*RedisUsage)(nil)
 )
 
-// RedisOptions tune the Redis sink.
-type RedisOptions struct {
+// RedisUsageOptions tune the Redis usage store.
+type RedisUsageOptions struct {
 	// Retention is the TTL of hourly buckets; period totals, the period index
 	// and the applied Seqs live 2×Retention. meter.hourly_retention; default
 	// (when 0) 400 days.
 	Retention time.Duration
 }
 
-// NewRedis uses c for usage. The caller owns c and closes it.
-func NewRedis(c redis.UniversalClient, opts RedisOptions) *Redis {
+// NewRedisUsage uses c for usage. The caller owns c and closes it.
+func NewRedisUsage(c RedisClient, opts RedisUsageOptions) *RedisUsage {
 	if opts.Retention <= 0 {
 		opts.Retention = 400 * 24 * time.Hour
 	}
-	return &Redis{c: c, retention: opts.Retention}
+	return &RedisUsage{c: c, retention: opts.Retention}
 }
 
 // maxHourlyRange bounds one Hourly query (one HGETALL per hour).
@@ -79,7 +81,7 @@ func periodKey(org, period string) string { return orgPrefix(org) + "p:" + perio
 func appliedKey(org string) string        { return orgPrefix(org) + "applied" }
 func periodIndexKey(period string) string { return "tg:usage:period:" + period + ":orgs" }
 
-// applyScript applies one org's deltas of a batch unless this node already
+// usageScript applies one org's deltas of a batch unless this node already
 // applied that Seq or a later one for the org.
 //
 //	KEYS[1] applied, KEYS[2] org hour, KEYS[3] period, KEYS[4..] site hours
@@ -92,7 +94,7 @@ func periodIndexKey(period string) string { return "tg:usage:period:" + period +
 // comparison in Redis' Lua goes through strcoll and the locale).
 //
 // Returns 1 when applied, 0 when skipped.
-var applyScript = redis.NewScript(`
+var usageScript = redis.NewScript(`
 local function pad(s) return string.rep('0', 20 - #s) .. s end
 local function newer(a, b)
   local ah, bh = tonumber(string.sub(a, 1, 10)), tonumber(string.sub(b, 1, 10))
@@ -129,7 +131,7 @@ type orgCall struct {
 	args []any
 }
 
-func valueArgs(args []any, v Values) []any {
+func valueArgs(args []any, v meter.Values) []any {
 	for _, n := range [4]int64{v.EgressBytes, v.Requests, v.IngressBytes, v.StorageByteSeconds} {
 		args = append(args, strconv.FormatInt(n, 10))
 	}
@@ -140,47 +142,31 @@ func ttlSeconds(d time.Duration) string {
 	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
 }
 
-// NotAppliedError is what a Sink returns for a batch it applied for some
-// orgs only (in Redis Cluster, a shard without a master). Retry lists the
-// orgs the batch must be sent again for; Blocked, a subset, those whose
-// deltas may be missing, so their later batches must wait (one org's
-// batches are applied in Seq order). Every other org may take later batches.
-type NotAppliedError struct {
-	Retry, Blocked []string
-	Err            error
-}
-
-func (e *NotAppliedError) Error() string {
-	return fmt.Sprintf("not applied for %d orgs: %v", len(e.Retry), e.Err)
-}
-
-func (e *NotAppliedError) Unwrap() error { return e.Err }
-
 // Apply adds a batch's deltas: one script per org (skipped by the script
 // when this node already applied that Seq or a later one for the org) and the
 // period index, all in one pipeline, so a flush is one round trip (one
 // pipeline per shard in Cluster, sent concurrently). On error some orgs may
 // have been applied; sending the same batch again applies exactly the rest.
-// When only some shards failed, the error is a *NotAppliedError naming the
+// When only some shards failed, the error is a *meter.NotAppliedError naming the
 // orgs to send again, so orgs on healthy shards keep flushing.
-func (r *Redis) Apply(ctx context.Context, b *Batch) error {
+func (r *RedisUsage) Apply(ctx context.Context, b *meter.Batch) error {
 	if len(b.Deltas) == 0 {
 		return nil
 	}
-	hour, period := hourKey(b.Time), Period(b.Time)
+	hour, period := hourKey(b.Time), meter.Period(b.Time)
 	seq := fmt.Sprintf("%020d", b.Seq)
 	hourTTL, longTTL := ttlSeconds(r.retention), ttlSeconds(2*r.retention)
 
 	// Group by org, keeping the batch order (sorted by the meter).
 	var calls []*orgCall
 	byOrg := map[string]*orgCall{}
-	totals := map[string]*Values{}
+	totals := map[string]*meter.Values{}
 	for _, d := range b.Deltas {
 		c := byOrg[d.Org]
 		if c == nil {
 			c = &orgCall{org: d.Org, keys: []string{appliedKey(d.Org), orgHourKey(d.Org, hour), periodKey(d.Org, period)}}
 			byOrg[d.Org] = c
-			totals[d.Org] = new(Values)
+			totals[d.Org] = new(meter.Values)
 			calls = append(calls, c)
 		}
 		c.keys = append(c.keys, siteHourKey(d.Org, d.Site, hour))
@@ -209,7 +195,7 @@ func (r *Redis) Apply(ctx context.Context, b *Batch) error {
 	if err == nil && len(res.noScript) > 0 {
 		// The script cache was empty (a restarted or failed-over Redis):
 		// load it (on every primary in Cluster) and run the missed orgs again.
-		if err = applyScript.Load(ctx, r.c).Err(); err == nil {
+		if err = usageScript.Load(ctx, r.c).Err(); err == nil {
 			var again runResult
 			again, err = r.run(ctx, res.noScript, nil)
 			res.failed, res.firstErr = append(res.failed, again.failed...), cmp.Or(res.firstErr, again.firstErr)
@@ -219,7 +205,7 @@ func (r *Redis) Apply(ctx context.Context, b *Batch) error {
 		}
 	}
 	if err == nil && (len(res.failed) > 0 || res.indexErr != nil) {
-		e := &NotAppliedError{Err: cmp.Or(res.firstErr, res.indexErr)}
+		e := &meter.NotAppliedError{Err: cmp.Or(res.firstErr, res.indexErr)}
 		for _, c := range res.failed {
 			e.Blocked = append(e.Blocked, c.org)
 		}
@@ -239,7 +225,7 @@ func (r *Redis) Apply(ctx context.Context, b *Batch) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("meter: redis: applying batch %d of node %s: %w", b.Seq, b.Node, err)
+		return fmt.Errorf("store: redis usage: applying batch %d of node %s: %w", b.Seq, b.Node, err)
 	}
 	return nil
 }
@@ -257,7 +243,7 @@ type runResult struct {
 // error is for a pipeline that failed before any command ran. (Script.Run
 // cannot fall back to EVAL inside a pipeline: the NOSCRIPT error is only
 // known after Exec.)
-func (r *Redis) run(ctx context.Context, calls []*orgCall, extra func(redis.Pipeliner)) (runResult, error) {
+func (r *RedisUsage) run(ctx context.Context, calls []*orgCall, extra func(redis.Pipeliner)) (runResult, error) {
 	var res runResult
 	cmds := make([]*redis.Cmd, len(calls))
 	all, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -265,7 +251,7 @@ func (r *Redis) run(ctx context.Context, calls []*orgCall, extra func(redis.Pipe
 			extra(p)
 		}
 		for i, c := range calls {
-			cmds[i] = applyScript.EvalSha(ctx, p, c.keys, c.args...)
+			cmds[i] = usageScript.EvalSha(ctx, p, c.keys, c.args...)
 		}
 		return nil
 	})
@@ -298,11 +284,11 @@ func (r *Redis) run(ctx context.Context, calls []*orgCall, extra func(redis.Pipe
 
 // Hourly returns the org's hour buckets in [from, to), oldest first; hours
 // without usage are absent. The range may span at most 400 days.
-func (r *Redis) Hourly(ctx context.Context, org string, from, to time.Time) ([]Point, error) {
+func (r *RedisUsage) Hourly(ctx context.Context, org string, from, to time.Time) ([]meter.Point, error) {
 	if to.Sub(from) > maxHourlyRange {
-		return nil, fmt.Errorf("meter: hourly range %s to %s is longer than %d days", from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), int(maxHourlyRange.Hours()/24))
+		return nil, fmt.Errorf("store: hourly range %s to %s is longer than %d days", from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), int(maxHourlyRange.Hours()/24))
 	}
-	start, end := Hour(from), Hour(to)
+	start, end := meter.Hour(from), meter.Hour(to)
 	if end.Before(to) {
 		end = end.Add(time.Hour) // the bucket holding `to` starts before it: include it
 	}
@@ -317,18 +303,18 @@ func (r *Redis) Hourly(ctx context.Context, org string, from, to time.Time) ([]P
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("meter: redis: hourly usage of %s: %w", org, err)
+		return nil, fmt.Errorf("store: redis usage: hourly usage of %s: %w", org, err)
 	}
-	var out []Point
+	var out []meter.Point
 	for i, cmd := range cmds {
 		if len(cmd.Val()) == 0 {
 			continue
 		}
 		v, err := parseValues(cmd.Val())
 		if err != nil {
-			return nil, fmt.Errorf("meter: redis: %s: %w", orgHourKey(org, hourKey(start.Add(time.Duration(i)*time.Hour))), err)
+			return nil, fmt.Errorf("store: redis usage: %s: %w", orgHourKey(org, hourKey(start.Add(time.Duration(i)*time.Hour))), err)
 		}
-		out = append(out, Point{Start: start.Add(time.Duration(i) * time.Hour), Values: v})
+		out = append(out, meter.Point{Start: start.Add(time.Duration(i) * time.Hour), Values: v})
 	}
 	return out, nil
 }
@@ -336,9 +322,9 @@ func (r *Redis) Hourly(ctx context.Context, org string, from, to time.Time) ([]P
 // PeriodTotals lists every org's totals for a period ("YYYY-MM"), by org id,
 // starting after the org id `after`, at most limit (at least 1); next is the
 // cursor of the following page, "" on the last.
-func (r *Redis) PeriodTotals(ctx context.Context, period, after string, limit int) ([]OrgTotal, string, error) {
+func (r *RedisUsage) PeriodTotals(ctx context.Context, period, after string, limit int) ([]meter.OrgTotal, string, error) {
 	if limit < 1 {
-		return nil, "", fmt.Errorf("meter: period totals: limit %d must be at least 1", limit)
+		return nil, "", fmt.Errorf("store: period totals: limit %d must be at least 1", limit)
 	}
 	start := "-"
 	if after != "" {
@@ -348,7 +334,7 @@ func (r *Redis) PeriodTotals(ctx context.Context, period, after string, limit in
 		Key: periodIndexKey(period), Start: start, Stop: "+", ByLex: true, Count: int64(limit) + 1,
 	}).Result()
 	if err != nil {
-		return nil, "", fmt.Errorf("meter: redis: orgs of period %s: %w", period, err)
+		return nil, "", fmt.Errorf("store: redis usage: orgs of period %s: %w", period, err)
 	}
 	next := ""
 	if len(orgs) > limit {
@@ -366,24 +352,24 @@ func (r *Redis) PeriodTotals(ctx context.Context, period, after string, limit in
 		return nil
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("meter: redis: totals of period %s: %w", period, err)
+		return nil, "", fmt.Errorf("store: redis usage: totals of period %s: %w", period, err)
 	}
-	var out []OrgTotal
+	var out []meter.OrgTotal
 	for i, cmd := range cmds {
 		if len(cmd.Val()) == 0 {
 			continue // indexed, but the script did not run (yet): no usage
 		}
 		v, err := parseValues(cmd.Val())
 		if err != nil {
-			return nil, "", fmt.Errorf("meter: redis: %s: %w", periodKey(orgs[i], period), err)
+			return nil, "", fmt.Errorf("store: redis usage: %s: %w", periodKey(orgs[i], period), err)
 		}
-		out = append(out, OrgTotal{Org: orgs[i], Values: v})
+		out = append(out, meter.OrgTotal{Org: orgs[i], Values: v})
 	}
 	return out, next, nil
 }
 
-func parseValues(h map[string]string) (Values, error) {
-	var v Values
+func parseValues(h map[string]string) (meter.Values, error) {
+	var v meter.Values
 	dst := [4]*int64{&v.EgressBytes, &v.Requests, &v.IngressBytes, &v.StorageByteSeconds}
 	for i, f := range usageFields {
 		s, ok := h[f]
@@ -392,7 +378,7 @@ func parseValues(h map[string]string) (Values, error) {
 		}
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return Values{}, fmt.Errorf("field %s: %w", f, err)
+			return meter.Values{}, fmt.Errorf("field %s: %w", f, err)
 		}
 		*dst[i] = n
 	}

@@ -1,9 +1,10 @@
-package meter
+package store
 
 import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -11,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/internal/storetest"
-
 	"github.com/redis/go-redis/v9"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
+	"github.com/tollgate-edge/tollgate/meter"
 )
 
 // redisCounter counts what a client sends: pipelines, the commands in them,
@@ -55,23 +55,27 @@ func (h *redisCounter) reset() {
 
 // startRedisSink starts a redis-server for the test and returns a sink on it,
 // the client (with a counter hook) and the server.
-func startRedisSink(t testing.TB, opts RedisOptions) (*Redis, *redis.Client, *redisCounter, *redistest.Server) {
+func startRedisSink(t testing.TB, opts RedisUsageOptions) (*RedisUsage, *redis.Client, *redisCounter, *redistest.Server) {
 	t.Helper()
 	srv := redistest.Start(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { c.Close() })
 	hook := new(redisCounter)
 	c.AddHook(hook)
-	return NewRedis(c, opts), c, hook, srv
+	return NewRedisUsage(c, opts), c, hook, srv
 }
 
-func openBoltSink(t testing.TB) *Bolt {
+func openBoltSink(t testing.TB) *BoltUsage {
 	t.Helper()
-	st := storetest.Open(t)
-	return NewBolt(st)
+	st, err := Open(Config{Path: filepath.Join(t.TempDir(), "tollgate.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return NewBoltUsage(st)
 }
 
-func mustApply(t testing.TB, s Sink, bs ...*Batch) {
+func mustApply(t testing.TB, s meter.Sink, bs ...*meter.Batch) {
 	t.Helper()
 	for _, b := range bs {
 		if err := s.Apply(context.Background(), b); err != nil {
@@ -89,9 +93,9 @@ func utc(s string) time.Time {
 }
 
 // allPeriodTotals pages through a period with limit and returns every page.
-func allPeriodTotals(t *testing.T, r Reader, period string, limit int) [][]OrgTotal {
+func allPeriodTotals(t *testing.T, r meter.Reader, period string, limit int) [][]meter.OrgTotal {
 	t.Helper()
-	var pages [][]OrgTotal
+	var pages [][]meter.OrgTotal
 	after := ""
 	for range 100 {
 		page, next, err := r.PeriodTotals(context.Background(), period, after, limit)
@@ -115,40 +119,57 @@ var (
 )
 
 func TestRedisApplyAndRead(t *testing.T) {
-	r, _, _, _ := startRedisSink(t, RedisOptions{})
+	r, _, _, _ := startRedisSink(t, RedisUsageOptions{})
+	testApplyAndRead(t, r)
+	t.Run("bad arguments", func(t *testing.T) {
+		if _, err := r.Hourly(context.Background(), "acme", utc("2026-01-01T00:00:00Z"), utc("2027-02-05T01:00:00Z")); err == nil {
+			t.Error("Hourly over 400 days: no error")
+		}
+		if _, _, err := r.PeriodTotals(context.Background(), "2026-11", "", 0); err == nil {
+			t.Error("PeriodTotals with limit 0: no error")
+		}
+	})
+}
+
+// testApplyAndRead applies batches of two nodes over two hours across a
+// period boundary to r and checks what its queries answer.
+func testApplyAndRead(t *testing.T, r interface {
+	meter.Sink
+	meter.Reader
+}) {
 	mustApply(t, r,
-		&Batch{Node: "n1", Seq: 1, Time: novLastHour, Deltas: []Delta{
-			{Org: "acme", Site: "www", Values: Values{EgressBytes: 100, Requests: 2, IngressBytes: 10, StorageByteSeconds: 1000}},
-			{Org: "acme", Site: "docs", Values: Values{EgressBytes: 50, Requests: 1}},
-			{Org: "beta", Site: "site", Values: Values{EgressBytes: 7, Requests: 1}},
+		&meter.Batch{Node: "n1", Seq: 1, Time: novLastHour, Deltas: []meter.Delta{
+			{Org: "acme", Site: "www", Values: meter.Values{EgressBytes: 100, Requests: 2, IngressBytes: 10, StorageByteSeconds: 1000}},
+			{Org: "acme", Site: "docs", Values: meter.Values{EgressBytes: 50, Requests: 1}},
+			{Org: "beta", Site: "site", Values: meter.Values{EgressBytes: 7, Requests: 1}},
 		}},
-		&Batch{Node: "n1", Seq: 2, Time: novLastHour.Add(30 * time.Minute), Deltas: []Delta{
-			{Org: "acme", Site: "www", Values: Values{EgressBytes: 1, Requests: 1}},
+		&meter.Batch{Node: "n1", Seq: 2, Time: novLastHour.Add(30 * time.Minute), Deltas: []meter.Delta{
+			{Org: "acme", Site: "www", Values: meter.Values{EgressBytes: 1, Requests: 1}},
 		}},
-		&Batch{Node: "n1", Seq: 3, Time: decFirstHour, Deltas: []Delta{
-			{Org: "acme", Site: "www", Values: Values{EgressBytes: 200, Requests: 4}},
-			{Org: "gamma", Site: "x", Values: Values{Requests: 1}},
+		&meter.Batch{Node: "n1", Seq: 3, Time: decFirstHour, Deltas: []meter.Delta{
+			{Org: "acme", Site: "www", Values: meter.Values{EgressBytes: 200, Requests: 4}},
+			{Org: "gamma", Site: "x", Values: meter.Values{Requests: 1}},
 		}},
-		&Batch{Node: "n2", Seq: 1, Time: decFirstHour, Deltas: []Delta{
-			{Org: "acme", Site: "docs", Values: Values{EgressBytes: 5, Requests: 1, IngressBytes: 3, StorageByteSeconds: 9}},
+		&meter.Batch{Node: "n2", Seq: 1, Time: decFirstHour, Deltas: []meter.Delta{
+			{Org: "acme", Site: "docs", Values: meter.Values{EgressBytes: 5, Requests: 1, IngressBytes: 3, StorageByteSeconds: 9}},
 		}},
 	)
-	novAcme := Point{Start: utc("2026-11-30T23:00:00Z"), Values: Values{EgressBytes: 151, Requests: 4, IngressBytes: 10, StorageByteSeconds: 1000}}
-	decAcme := Point{Start: utc("2026-12-01T00:00:00Z"), Values: Values{EgressBytes: 205, Requests: 5, IngressBytes: 3, StorageByteSeconds: 9}}
+	novAcme := meter.Point{Start: utc("2026-11-30T23:00:00Z"), Values: meter.Values{EgressBytes: 151, Requests: 4, IngressBytes: 10, StorageByteSeconds: 1000}}
+	decAcme := meter.Point{Start: utc("2026-12-01T00:00:00Z"), Values: meter.Values{EgressBytes: 205, Requests: 5, IngressBytes: 3, StorageByteSeconds: 9}}
 
 	hourly := []struct {
 		name     string
 		org      string
 		from, to string
-		want     []Point
+		want     []meter.Point
 	}{
-		{"both hours", "acme", "2026-11-30T00:00:00Z", "2026-12-02T00:00:00Z", []Point{novAcme, decAcme}},
-		{"to on an hour boundary is excluded", "acme", "2026-11-30T23:59:00Z", "2026-12-01T00:00:00Z", []Point{novAcme}},
-		{"the hour holding to is included", "acme", "2026-11-30T23:59:00Z", "2026-12-01T00:00:01Z", []Point{novAcme, decAcme}},
-		{"one org only", "beta", "2026-11-01T00:00:00Z", "2026-12-31T00:00:00Z", []Point{{Start: novAcme.Start, Values: Values{EgressBytes: 7, Requests: 1}}}},
+		{"both hours", "acme", "2026-11-30T00:00:00Z", "2026-12-02T00:00:00Z", []meter.Point{novAcme, decAcme}},
+		{"to on an hour boundary is excluded", "acme", "2026-11-30T23:59:00Z", "2026-12-01T00:00:00Z", []meter.Point{novAcme}},
+		{"the hour holding to is included", "acme", "2026-11-30T23:59:00Z", "2026-12-01T00:00:01Z", []meter.Point{novAcme, decAcme}},
+		{"one org only", "beta", "2026-11-01T00:00:00Z", "2026-12-31T00:00:00Z", []meter.Point{{Start: novAcme.Start, Values: meter.Values{EgressBytes: 7, Requests: 1}}}},
 		{"no usage", "nobody", "2026-11-01T00:00:00Z", "2026-12-31T00:00:00Z", nil},
 		{"empty range", "acme", "2026-12-01T00:00:00Z", "2026-12-01T00:00:00Z", nil},
-		{"400 days not on hours", "acme", "2026-01-01T10:30:00Z", "2027-02-05T10:30:00Z", []Point{novAcme, decAcme}},
+		{"400 days not on hours", "acme", "2026-01-01T10:30:00Z", "2027-02-05T10:30:00Z", []meter.Point{novAcme, decAcme}},
 	}
 	for _, tc := range hourly {
 		t.Run("hourly/"+tc.name, func(t *testing.T) {
@@ -164,10 +185,10 @@ func TestRedisApplyAndRead(t *testing.T) {
 
 	periods := []struct {
 		period string
-		want   []OrgTotal
+		want   []meter.OrgTotal
 	}{
-		{"2026-11", []OrgTotal{{Org: "acme", Values: novAcme.Values}, {Org: "beta", Values: Values{EgressBytes: 7, Requests: 1}}}},
-		{"2026-12", []OrgTotal{{Org: "acme", Values: decAcme.Values}, {Org: "gamma", Values: Values{Requests: 1}}}},
+		{"2026-11", []meter.OrgTotal{{Org: "acme", Values: novAcme.Values}, {Org: "beta", Values: meter.Values{EgressBytes: 7, Requests: 1}}}},
+		{"2026-12", []meter.OrgTotal{{Org: "acme", Values: decAcme.Values}, {Org: "gamma", Values: meter.Values{Requests: 1}}}},
 		{"2027-01", nil},
 	}
 	for _, tc := range periods {
@@ -181,19 +202,10 @@ func TestRedisApplyAndRead(t *testing.T) {
 			}
 		})
 	}
-
-	t.Run("bad arguments", func(t *testing.T) {
-		if _, err := r.Hourly(context.Background(), "acme", utc("2026-01-01T00:00:00Z"), utc("2027-02-05T01:00:00Z")); err == nil {
-			t.Error("Hourly over 400 days: no error")
-		}
-		if _, _, err := r.PeriodTotals(context.Background(), "2026-11", "", 0); err == nil {
-			t.Error("PeriodTotals with limit 0: no error")
-		}
-	})
 }
 
 func TestRedisApplyIsIdempotent(t *testing.T) {
-	r, _, _, _ := startRedisSink(t, RedisOptions{})
+	r, _, _, _ := startRedisSink(t, RedisUsageOptions{})
 	type step struct {
 		node string
 		seq  uint64
@@ -217,8 +229,8 @@ func TestRedisApplyIsIdempotent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			org := fmt.Sprintf("org%d", i)
 			for _, s := range tc.steps {
-				mustApply(t, r, &Batch{Node: s.node, Seq: s.seq, Time: novLastHour, Deltas: []Delta{
-					{Org: org, Site: "a", Values: Values{Requests: 1}},
+				mustApply(t, r, &meter.Batch{Node: s.node, Seq: s.seq, Time: novLastHour, Deltas: []meter.Delta{
+					{Org: org, Site: "a", Values: meter.Values{Requests: 1}},
 				}})
 			}
 			pts, err := r.Hourly(context.Background(), org, novLastHour, novLastHour.Add(time.Hour))
@@ -233,7 +245,7 @@ func TestRedisApplyIsIdempotent(t *testing.T) {
 }
 
 func TestRedisMatchesBolt(t *testing.T) {
-	r, _, _, _ := startRedisSink(t, RedisOptions{})
+	r, _, _, _ := startRedisSink(t, RedisUsageOptions{})
 	bl := openBoltSink(t)
 	orgs := []string{"o-1", "o-2", "o-3", "o-4", "o-5"}
 	sites := []string{"a", "b"}
@@ -243,7 +255,7 @@ func TestRedisMatchesBolt(t *testing.T) {
 	// replays of sent batches and stale Seqs carrying other deltas.
 	rnd := rand.New(rand.NewPCG(1, 2))
 	seqs := map[string]uint64{"n1": 1795000000000000000, "n2": 1795000000000000000}
-	var sent, batches []*Batch
+	var sent, batches []*meter.Batch
 	for i := range 60 {
 		node := []string{"n1", "n2"}[i%2]
 		switch rnd.IntN(5) {
@@ -257,13 +269,13 @@ func TestRedisMatchesBolt(t *testing.T) {
 		default:
 			seqs[node]++
 		}
-		b := &Batch{Node: node, Seq: seqs[node], Time: start.Add(time.Duration(i) * 8 * time.Minute)}
+		b := &meter.Batch{Node: node, Seq: seqs[node], Time: start.Add(time.Duration(i) * 8 * time.Minute)}
 		for _, org := range orgs {
 			for _, site := range sites {
 				if rnd.IntN(3) == 0 {
 					continue
 				}
-				b.Deltas = append(b.Deltas, Delta{Org: org, Site: site, Values: Values{
+				b.Deltas = append(b.Deltas, meter.Delta{Org: org, Site: site, Values: meter.Values{
 					EgressBytes: rnd.Int64N(1 << 40), Requests: rnd.Int64N(100), IngressBytes: rnd.Int64N(1000), StorageByteSeconds: rnd.Int64N(1 << 50),
 				}})
 			}
@@ -303,12 +315,12 @@ func TestRedisMatchesBolt(t *testing.T) {
 
 func TestRedisKeySchemaAndTTL(t *testing.T) {
 	const retention = 48 * time.Hour
-	r, c, _, _ := startRedisSink(t, RedisOptions{Retention: retention})
+	r, c, _, _ := startRedisSink(t, RedisUsageOptions{Retention: retention})
 	ctx := context.Background()
-	mustApply(t, r, &Batch{Node: "node-1", Seq: 1795000000000000001, Time: novLastHour, Deltas: []Delta{
-		{Org: "acme", Site: "www", Values: Values{EgressBytes: 100, Requests: 2, IngressBytes: 10, StorageByteSeconds: 1000}},
-		{Org: "acme", Site: "docs", Values: Values{Requests: 1}},
-		{Org: "beta", Site: "site", Values: Values{}},
+	mustApply(t, r, &meter.Batch{Node: "node-1", Seq: 1795000000000000001, Time: novLastHour, Deltas: []meter.Delta{
+		{Org: "acme", Site: "www", Values: meter.Values{EgressBytes: 100, Requests: 2, IngressBytes: 10, StorageByteSeconds: 1000}},
+		{Org: "acme", Site: "docs", Values: meter.Values{Requests: 1}},
+		{Org: "beta", Site: "site", Values: meter.Values{}},
 	}})
 	usage := func(e, r, i, s string) map[string]string {
 		m := map[string]string{"egress_bytes": e, "requests": r, "ingress_bytes": i, "storage_byte_seconds": s}
@@ -384,10 +396,10 @@ func TestRedisKeySchemaAndTTL(t *testing.T) {
 }
 
 func TestRedisDownThenBack(t *testing.T) {
-	r, _, _, srv := startRedisSink(t, RedisOptions{})
+	r, _, _, srv := startRedisSink(t, RedisUsageOptions{})
 	ctx := context.Background()
-	batch := func(seq uint64) *Batch {
-		return &Batch{Node: "n1", Seq: seq, Time: novLastHour, Deltas: []Delta{{Org: "acme", Site: "www", Values: Values{Requests: 1}}}}
+	batch := func(seq uint64) *meter.Batch {
+		return &meter.Batch{Node: "n1", Seq: seq, Time: novLastHour, Deltas: []meter.Delta{{Org: "acme", Site: "www", Values: meter.Values{Requests: 1}}}}
 	}
 	mustApply(t, r, batch(1))
 	srv.Stop()
@@ -407,13 +419,13 @@ func TestRedisDownThenBack(t *testing.T) {
 }
 
 func TestRedisApplyIsOneRoundTrip(t *testing.T) {
-	r, _, hook, _ := startRedisSink(t, RedisOptions{})
-	mk := func(seq uint64, orgs int) *Batch {
-		b := &Batch{Node: "n1", Seq: seq, Time: novLastHour}
+	r, _, hook, _ := startRedisSink(t, RedisUsageOptions{})
+	mk := func(seq uint64, orgs int) *meter.Batch {
+		b := &meter.Batch{Node: "n1", Seq: seq, Time: novLastHour}
 		for i := range orgs {
 			b.Deltas = append(b.Deltas,
-				Delta{Org: fmt.Sprintf("org-%d", i), Site: "a", Values: Values{Requests: 1}},
-				Delta{Org: fmt.Sprintf("org-%d", i), Site: "b", Values: Values{EgressBytes: 1}})
+				meter.Delta{Org: fmt.Sprintf("org-%d", i), Site: "a", Values: meter.Values{Requests: 1}},
+				meter.Delta{Org: fmt.Sprintf("org-%d", i), Site: "b", Values: meter.Values{EgressBytes: 1}})
 		}
 		return b
 	}
@@ -437,11 +449,11 @@ func TestRedisApplyIsOneRoundTrip(t *testing.T) {
 // each) to a real Redis.
 func BenchmarkRedisApply100kOrgs(b *testing.B) {
 	const orgs = 100_000
-	r, _, hook, _ := startRedisSink(b, RedisOptions{})
-	batch := &Batch{Node: "n1", Seq: 1, Time: novLastHour, Deltas: make([]Delta, 0, orgs)}
+	r, _, hook, _ := startRedisSink(b, RedisUsageOptions{})
+	batch := &meter.Batch{Node: "n1", Seq: 1, Time: novLastHour, Deltas: make([]meter.Delta, 0, orgs)}
 	for i := range orgs {
-		batch.Deltas = append(batch.Deltas, Delta{Org: fmt.Sprintf("org-%06d", i), Site: "www",
-			Values: Values{EgressBytes: 4096, Requests: 1, IngressBytes: 100}})
+		batch.Deltas = append(batch.Deltas, meter.Delta{Org: fmt.Sprintf("org-%06d", i), Site: "www",
+			Values: meter.Values{EgressBytes: 4096, Requests: 1, IngressBytes: 100}})
 	}
 	mustApply(b, r, batch) // loads the script
 	hook.reset()
