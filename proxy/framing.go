@@ -139,6 +139,13 @@ func checkFraming(ctx *fasthttp.RequestCtx) int {
 			return status
 		}
 	}
+	return checkTarget(ctx)
+}
+
+// checkTarget checks the request target: origin form, "*", or an absolute
+// http(s) URL whose authority then becomes the Host.
+func checkTarget(ctx *fasthttp.RequestCtx) int {
+	h := &ctx.Request.Header
 	if uri := h.RequestURI(); len(uri) > 0 && uri[0] != '/' && !(len(uri) == 1 && uri[0] == '*') {
 		if !hasPrefixFold(uri, strHTTPScheme) && !hasPrefixFold(uri, strHTTPSScheme) {
 			return fasthttp.StatusBadRequest
@@ -366,12 +373,15 @@ func nextHead(ctx *fasthttp.RequestCtx) {
 func (p *Proxy) expectContinue(ctx *fasthttp.RequestCtx) int {
 	if checkFraming(ctx) == 0 && ctx.Request.Header.ContentLength() <= p.limits.MaxBodyBytes {
 		var buf [sites.MaxHostLen + 8]byte
-		if key, err := sites.AppendHostKey(buf[:0], ctx.Host()); err == nil && !p.misdirected(ctx.Conn(), key) {
-			if r := p.table.Load().hosts[string(key)]; r != nil {
-				if r.rt.up != nil && r.rt.err == nil && !blocked(r.org, r.gate) {
-					return fasthttp.StatusContinue
-				}
-			} else if ir := p.internalRoute(ctx, key); ir != nil && ir.MaxBody > 0 && ctx.Request.Header.ContentLength() <= ir.MaxBody {
+		t, _, status := p.route(ctx, buf[:0], nil)
+		switch {
+		case status != 0:
+		case t.to == toSite:
+			if r := t.site; r.rt.up != nil && r.rt.err == nil && !blocked(r.org, r.gate) {
+				return fasthttp.StatusContinue
+			}
+		case t.to == toInternal:
+			if t.internal.MaxBody > 0 && ctx.Request.Header.ContentLength() <= t.internal.MaxBody {
 				return fasthttp.StatusContinue
 			}
 		}

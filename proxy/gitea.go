@@ -213,61 +213,11 @@ func (o *pagesOwnerState) usage(u Usage, repo *gitea.Repo) *meter.Counters {
 	return c
 }
 
-// servePages answers a request for {owner}.{pages_domain}, with the URL
-// scheme Codeberg Pages users know:
-//
-//	/…                → repository {owner}/pages (its pages branch, else its default branch)
-//	/{repo}/…         → {owner}/{repo}, branch pages, when it exists; else /{repo}/… of {owner}/pages
-//	/{repo}/@{branch}/… → {owner}/{repo} at that branch
-//	/{repo}           → redirect to /{repo}/
-func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
-	if !sites.ValidGiteaOwnerBytes(owner) {
-		charge(ctx.Conn(), nil)
-		writeError(ctx, fasthttp.StatusNotFound)
-		return
-	}
-	o, status := p.pagesOwnerState(owner)
-	if status != 0 {
-		charge(ctx.Conn(), nil)
-		if status == fasthttp.StatusServiceUnavailable {
-			// Both causes are over within a second.
-			ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterOwnerLookup)
-		}
-		writeError(ctx, status)
-		return
-	}
-	repo, inner, status := p.routePages(o, ctx.Path())
-	if status != 0 {
-		charge(ctx.Conn(), nil)
-		switch status {
-		case fasthttp.StatusMovedPermanently:
-			redirectSlash(ctx) // /{repo} -> /{repo}/, as for a directory
-			return
-		case fasthttp.StatusServiceUnavailable:
-			ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterGiteaDown)
-		}
-		writeError(ctx, status)
-		return
-	}
-	// A repository Gitea does not know is nobody's: no org, no counters
-	// (crawlers invent repositories), tollgate's 404. The answer is the
-	// cached head look-up that serving needs anyway.
-	exists, err := repo.Exists()
-	if err == nil && !exists {
-		charge(ctx.Conn(), nil)
-		writeError(ctx, fasthttp.StatusNotFound)
-		return
-	}
-	org := p.snap.Load().Orgs[o.orgID]
-	if org != nil && !p.enforce(ctx, org, o.gate) {
-		return
-	}
-	if p.usage != nil {
-		u := o.usage(p.usage, repo)
-		u.AddRequest()
-		charge(ctx.Conn(), u)
-	}
-	if exists && !o.ensured.Load() && o.ensured.CompareAndSwap(false, true) {
+// servePages serves a pages target: the repository's file, after making
+// sure, once per owner, that the registry has the owner's org.
+func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, t *target) {
+	o := t.owner
+	if t.ensure && !o.ensured.Load() && o.ensured.CompareAndSwap(false, true) {
 		// Every byte has an org from the first request: the counters already
 		// carry its id; the registry entry follows in the background, for
 		// an owner with a repository Gitea serves (not while Gitea is down).
@@ -280,43 +230,50 @@ func (p *Proxy) servePages(ctx *fasthttp.RequestCtx, owner []byte) {
 			}
 		}()
 	}
-	p.serveStatic(ctx, repo, inner)
+	p.serveStatic(ctx, t.repo, t.inner)
 }
 
-// routePages picks the repository for urlPath and the path inside it.
-// status is non-zero for an answer without content (301 to add a slash,
-// 404, 502, 503 while the Gitea circuit breaker is open). Repositories
-// already looked up are answered from memory (gitea.Repo.Exists).
-func (p *Proxy) routePages(o *pagesOwnerState, urlPath []byte) (repo *gitea.Repo, inner []byte, status int) {
+// routePages picks the repository for urlPath and the path inside it, with
+// the URL scheme Codeberg Pages users know:
+//
+//	/…                → repository {owner}/pages (its pages branch, else its default branch)
+//	/{repo}/…         → {owner}/{repo}, branch pages, when it exists; else /{repo}/… of {owner}/pages
+//	/{repo}/@{branch}/… → {owner}/{repo} at that branch
+//	/{repo}           → redirect to /{repo}/ (slash)
+//
+// status is non-zero for an answer without content (404, 502, 503 while
+// the Gitea circuit breaker is open). Repositories already looked up are
+// answered from memory (gitea.Repo.Exists).
+func (p *Proxy) routePages(o *pagesOwnerState, urlPath []byte) (repo *gitea.Repo, inner []byte, slash bool, status int) {
 	first, rest := splitFirst(urlPath)
 	if len(first) > 0 && sites.ValidRepoNameBytes(first) {
 		if branch, after, ok := branchSegment(rest); ok {
 			if !sites.ValidBranchName(branch) {
-				return nil, nil, fasthttp.StatusNotFound
+				return nil, nil, false, fasthttp.StatusNotFound
 			}
 			r := p.pages.Repo(o.name, string(first), branch)
 			ok, err := r.Exists()
 			switch {
 			case err != nil:
-				return nil, nil, giteaStatus(err)
+				return nil, nil, false, giteaStatus(err)
 			case !ok:
-				return nil, nil, fasthttp.StatusNotFound
+				return nil, nil, false, fasthttp.StatusNotFound
 			case len(after) == 0:
-				return nil, nil, fasthttp.StatusMovedPermanently
+				return nil, nil, true, 0
 			}
-			return r, after, 0
+			return r, after, false, 0
 		}
 		r := o.project(p.pages, first)
 		if ok, err := r.Exists(); err != nil && !errors.Is(err, content.ErrFileNotFound) {
-			return nil, nil, giteaStatus(err)
+			return nil, nil, false, giteaStatus(err)
 		} else if ok {
 			if len(rest) == 0 {
-				return nil, nil, fasthttp.StatusMovedPermanently
+				return nil, nil, true, 0
 			}
-			return r, rest, 0
+			return r, rest, false, 0
 		}
 	}
-	return o.pages, urlPath, 0
+	return o.pages, urlPath, false, 0
 }
 
 // splitFirst splits "/a/b/c" into "a" and "/b/c" ("/a" gives "a" and "").

@@ -22,21 +22,13 @@ func (p *Proxy) internalRoute(ctx *fasthttp.RequestCtx, key []byte) *InternalRou
 	return nil
 }
 
-// serveInternal serves tollgate's own endpoint at host key and the
-// request's path, if there is one. Its body is read whole, up to the
-// route's MaxBody: a longer one gets 413 before (Content-Length) or while
-// (chunked) it is read, and closes the connection.
-func (p *Proxy) serveInternal(ctx *fasthttp.RequestCtx, key []byte) bool {
-	ir := p.internalRoute(ctx, key)
-	if ir == nil {
-		return false
+// serveInternal serves tollgate's own endpoint. Its body is read whole,
+// up to the route's MaxBody: a longer one gets 413 before (Content-Length)
+// or while (chunked) it is read, and closes the connection.
+func serveInternal(ctx *fasthttp.RequestCtx, ir *InternalRoute) {
+	if readBodyWithin(ctx, ir.MaxBody) {
+		ir.Handler(ctx)
 	}
-	p.chargeRoute(ctx, nil)
-	if !readBodyWithin(ctx, ir.MaxBody) {
-		return true
-	}
-	ir.Handler(ctx)
-	return true
 }
 
 // readBodyWithin reads a streamed request body into the request, up to max

@@ -16,7 +16,8 @@ import (
 )
 
 // contentSource is what static serving needs from a site's content: a file by
-// URL path. *content.DirSource implements it (and the Gitea source will).
+// URL path. *content.DirSource (dir sites) and *gitea.Repo (gitea sites and
+// pages repositories) implement it.
 type contentSource interface {
 	// GetAt returns the file at urlPath; at is the request's start time.
 	GetAt(urlPath []byte, at time.Time) (*content.File, error)
@@ -157,7 +158,12 @@ func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *content.File, status int)
 		ctx.Response.SetBodyRaw(body)
 		return
 	}
-	// A file too large for the cache: stream it from its source.
+	p.streamFile(ctx, f, start, end-start+1)
+}
+
+// streamFile sends n bytes from start of a file too large for the cache,
+// read from its source.
+func (p *Proxy) streamFile(ctx *fasthttp.RequestCtx, f *content.File, start, n int64) {
 	rc, err := f.Open()
 	if err != nil {
 		p.log.Error("opening site file", slog.Any("err", err))
@@ -171,7 +177,6 @@ func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *content.File, status int)
 			return
 		}
 	}
-	n := end - start + 1
 	ctx.Response.SetBodyStream(&limitedReadCloser{Reader: io.LimitReader(rc, n), c: rc}, int(n))
 }
 

@@ -1,13 +1,11 @@
 package proxy
 
 import (
-	"bytes"
 	"crypto/tls"
 	"net"
 	"strconv"
 	"strings"
 
-	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp"
 )
 
@@ -78,12 +76,13 @@ type RedirectOptions struct {
 
 var acmeChallengePath = []byte("/.well-known/acme-challenge/")
 
-// ServeRedirect serves the plain-HTTP listener when HTTPS is on: ACME HTTP-01
-// challenges, and for every host tollgate serves a 308 to the same URL over
-// HTTPS (308 keeps the method and body). Unknown hosts get 404, as on HTTPS.
+// ServeRedirect serves the plain-HTTP listener when HTTPS is on, through the
+// same steps as Handler (handle): ACME HTTP-01 challenges, and for every
+// host tollgate serves a 308 to the same URL over HTTPS (308 keeps the
+// method and body). Unknown hosts get 404, as on HTTPS.
 func (p *Proxy) ServeRedirect(ln net.Listener, opts RedirectOptions) error {
 	ln = p.guard(ln, listenerHTTP)
-	h := func(ctx *fasthttp.RequestCtx) { p.redirectHandler(ctx, opts) }
+	h := func(ctx *fasthttp.RequestCtx) { p.handle(ctx, &opts) }
 	// Nothing on this listener reads a body: an Expect: 100-continue
 	// request gets its final answer at once.
 	s := p.newServer(h, func(ctx *fasthttp.RequestCtx) int {
@@ -99,59 +98,25 @@ func (p *Proxy) ServeRedirect(ln net.Listener, opts RedirectOptions) error {
 	return s.Serve(meteredListener{ln})
 }
 
-func (p *Proxy) redirectHandler(ctx *fasthttp.RequestCtx, opts RedirectOptions) {
-	start := requestTime(ctx)
-	kind := kindNone
-	defer func() {
-		finishBody(ctx)
-		nextHead(ctx)
-		p.measure(ctx, kind, start)
-	}()
-	if status := checkFraming(ctx); status != 0 {
-		charge(ctx.Conn(), nil)
-		reject(ctx, status)
+// serveChallenge answers an ACME HTTP-01 challenge; it takes no body.
+func serveChallenge(ctx *fasthttp.RequestCtx, challenge fasthttp.RequestHandler) {
+	if hasBody(&ctx.Request.Header) {
+		reject(ctx, fasthttp.StatusRequestEntityTooLarge)
 		return
 	}
-	if opts.Challenge != nil && bytes.HasPrefix(ctx.Path(), acmeChallengePath) {
-		charge(ctx.Conn(), nil) // the CA's requests are nobody's usage
-		if hasBody(&ctx.Request.Header) {
-			reject(ctx, fasthttp.StatusRequestEntityTooLarge) // a challenge takes no body
-			return
-		}
-		opts.Challenge(ctx)
-		return
-	}
-	var buf [sites.MaxHostLen + 8]byte
-	key, err := sites.AppendHostKey(buf[:0], ctx.Host())
-	var r *route
-	routable := false
-	if err == nil {
-		r = p.table.Load().hosts[string(key)]
-		routable = r != nil || p.internal[string(key)] != nil
-		if !routable && p.pagesSuffix != "" {
-			_, routable = pagesOwner(key, p.pagesSuffix)
-		}
-	}
-	p.chargeRoute(ctx, r)
-	switch {
-	case err != nil:
-		writeError(ctx, fasthttp.StatusBadRequest)
-		return
-	case !routable:
-		writeError(ctx, fasthttp.StatusNotFound)
-		return
-	}
-	if r != nil {
-		kind = r.rt.kind
-	}
-	// The target is built from the normalized host and the request's own
-	// path and query, never from an absolute-form target as sent.
+	challenge(ctx)
+}
+
+// redirectHTTPS answers 308 to the same URL over HTTPS. The target is
+// built from the normalized host key and the request's own path and query,
+// never from an absolute-form target as sent.
+func redirectHTTPS(ctx *fasthttp.RequestCtx, key []byte, httpsPort string) {
 	loc := make([]byte, 0, 16+len(key)+len(ctx.RequestURI()))
 	loc = append(loc, "https://"...)
 	loc = append(loc, key...)
-	if opts.HTTPSPort != "" && opts.HTTPSPort != "443" {
+	if httpsPort != "" && httpsPort != "443" {
 		loc = append(loc, ':')
-		loc = append(loc, opts.HTTPSPort...)
+		loc = append(loc, httpsPort...)
 	}
 	loc = appendOriginForm(loc, ctx)
 	ctx.Response.Header.SetBytesV(fasthttp.HeaderLocation, loc)
