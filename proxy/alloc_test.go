@@ -3,9 +3,12 @@
 package proxy
 
 import (
+	"bytes"
 	"testing"
+	"time"
 
 	"github.com/tollgate-edge/tollgate/billing/access"
+	"github.com/tollgate-edge/tollgate/sites"
 
 	"github.com/valyala/fasthttp"
 )
@@ -80,5 +83,34 @@ func TestEnforcedHitAllocs(t *testing.T) {
 		if allocs != 0 {
 			t.Fatalf("%v: %.2f allocations per request; want 0", d, allocs)
 		}
+	}
+}
+
+// TestPagesHitAllocs: a Gitea pages file in the cache (a real Gitea behind
+// it), from routing through serving and metrics, allocates nothing and asks
+// Gitea nothing.
+func TestPagesHitAllocs(t *testing.T) {
+	gs, body := startBenchPages(t)
+	reg := newBenchPagesRegistry(t)
+	// An hour of Revalidate and NegativeTTL: no head check runs meanwhile.
+	p, g := newBenchPagesProxy(t, gs, sites.Config{Revalidate: time.Hour, NegativeTTL: time.Hour}, reg, reg)
+	ctx := newCtx(benchPagesHost, "/")
+	p.Handler(ctx) // fill the cache
+	if got := ctx.Response.StatusCode(); got != fasthttp.StatusOK || !bytes.Equal(ctx.Response.Body(), body) {
+		t.Fatalf("first request: status %d, %d bytes; want 200 and the %d bytes of %s", got, len(ctx.Response.Body()), len(body), benchPagesFile)
+	}
+	calls := g.Calls.Load()
+	allocs := testing.AllocsPerRun(200, func() {
+		ctx.Response.Reset()
+		p.Handler(ctx)
+	})
+	if ctx.Response.StatusCode() != fasthttp.StatusOK {
+		t.Fatalf("cached hit: status %d", ctx.Response.StatusCode())
+	}
+	if allocs != 0 {
+		t.Errorf("cached pages hit: %.1f allocations per request, want 0", allocs)
+	}
+	if n := g.Calls.Load() - calls; n != 0 {
+		t.Errorf("%d Gitea calls during cached hits, want 0", n)
 	}
 }

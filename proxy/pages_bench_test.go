@@ -143,7 +143,7 @@ func BenchmarkPagesColdMiss(b *testing.B) {
 
 // startBenchPages runs Gitea with alice/pages holding a 4 KiB index.html on
 // its default branch, readable on the raw endpoint, and returns that body.
-func startBenchPages(b *testing.B) (*giteatest.Server, []byte) {
+func startBenchPages(b testing.TB) (*giteatest.Server, []byte) {
 	b.Helper()
 	gs := giteatest.Start(b)
 	gs.CreateUser(b, benchPagesOwner)
@@ -167,7 +167,7 @@ func benchPagesBody() []byte {
 // newBenchPagesRegistry is a registry on a temp bbolt store in which alice's
 // org already exists, so no request of a benchmark changes the snapshot (a
 // change would empty the proxy's owner cache mid-run).
-func newBenchPagesRegistry(b *testing.B) *sites.Registry {
+func newBenchPagesRegistry(b testing.TB) *sites.Registry {
 	b.Helper()
 	ctx := context.Background()
 	st := storetest.Open(b)
@@ -184,7 +184,7 @@ func newBenchPagesRegistry(b *testing.B) *sites.Registry {
 // newBenchPagesProxy serves pages.test from a new Gitea source on gs, which
 // shares the proxy's new content cache as tollgate serve does; metering off,
 // and its own metrics registry (New registers the proxy's metrics).
-func newBenchPagesProxy(b *testing.B, gs *giteatest.Server, cfg sites.Config, reg Registry, orgs OrgMaker) (*Proxy, *gitea.Source) {
+func newBenchPagesProxy(b testing.TB, gs *giteatest.Server, cfg sites.Config, reg Registry, orgs OrgMaker) (*Proxy, *gitea.Source) {
 	b.Helper()
 	cfg.GiteaURL, cfg.GiteaToken = gs.URL(), gs.Token()
 	cache := content.NewCache(cfg)
