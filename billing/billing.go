@@ -16,7 +16,6 @@ import (
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Sites is what Billing needs of the registry. *sites.Registry implements it.
@@ -33,6 +32,16 @@ type Scanner interface {
 	Scan(ctx context.Context, bucket string, fn func(key, value []byte) error) error
 }
 
+// Store is this node's own storage, where Billing remembers the
+// once-per-period hooks it fired. *store.Bolt implements it.
+type Store interface {
+	Scanner
+	// Get returns the value of key in bucket, nil when either is missing.
+	Get(ctx context.Context, bucket, key string) ([]byte, error)
+	// Apply writes ops in one transaction: all or none.
+	Apply(ctx context.Context, ops ...store.Op) error
+}
+
 // Emitter sends lifecycle hooks. *hooks.Hooks implements it.
 type Emitter interface {
 	Emit(ctx context.Context, e HookEvent) error
@@ -46,8 +55,8 @@ type StorageReader interface {
 
 // Options are Billing's collaborators.
 type Options struct {
-	Sites Sites       // required
-	Store *store.Bolt // required: ids of once-per-period hooks this node fired
+	Sites Sites // required
+	Store Store // required: ids of once-per-period hooks this node fired
 	// Records is the store the registry writes to (it holds the account
 	// history, written with each change): the bbolt file, or Redis in a
 	// cluster. Default Store.
@@ -242,21 +251,14 @@ func (b *Billing) emit(ctx context.Context, e HookEvent) {
 }
 
 // emitOnce emits a hook whose id identifies it for good (per org and
-// period): the id is remembered in this node's bbolt file (Options.Store),
+// period): the id is remembered in this node's own store (Options.Store),
 // so the node emits it once, even across restarts. Each node of a cluster
 // remembers on its own and emits the same id; receivers deduplicate on it.
 func (b *Billing) emitOnce(ctx context.Context, e HookEvent) {
 	if b.opts.Hooks == nil || b.fired[e.ID] {
 		return
 	}
-	seen := false
-	_ = b.opts.Store.View(ctx, func(tx *bolt.Tx) error {
-		if bk := tx.Bucket([]byte(bucketFired)); bk != nil {
-			seen = bk.Get([]byte(e.ID)) != nil
-		}
-		return nil
-	})
-	if !seen {
+	if v, _ := b.opts.Store.Get(ctx, bucketFired, e.ID); v == nil {
 		b.emit(ctx, e)
 		at, _ := e.At.MarshalText()
 		if err := b.opts.Store.Apply(ctx, store.Put(bucketFired, e.ID, at)); err != nil {

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tollgate-edge/tollgate/billing/internal/backoff"
+	"github.com/tollgate-edge/tollgate/outbox"
 )
 
 const (
@@ -48,7 +48,7 @@ func (h *Hooks) step(ctx context.Context, w *hookWorker) time.Duration {
 	bg := context.WithoutCancel(ctx)
 	now := h.now()
 	if !now.Before(w.nextPrune) {
-		if err := h.prune(bg, w, now); err != nil {
+		if err := h.ob.Forget(bg, w.queue, now); err != nil {
 			h.log.Error("hook outbox: pruning delivered ids failed", slog.String("url", w.logURL), slog.Any("err", err))
 		}
 		w.nextPrune = now.Add(hookPruneEvery)
@@ -62,11 +62,8 @@ func (h *Hooks) step(ctx context.Context, w *hookWorker) time.Duration {
 		return 0
 	case seq == 0:
 		return w.nextPrune.Sub(now) // idle until an Emit
-	case d == nil:
-		h.drop(bg, w, seq, &hookDelivery{}, "outbox record not readable")
-		return 0
 	case now.Sub(d.Queued) > h.maxAge:
-		h.drop(bg, w, seq, d, "older than max age")
+		h.drop(bg, w, d, "older than max age")
 		return 0
 	case d.Next.After(now):
 		return d.Next.Sub(now)
@@ -74,32 +71,27 @@ func (h *Hooks) step(ctx context.Context, w *hookWorker) time.Duration {
 
 	status, err := h.send(ctx, w, d)
 	if err == nil && status >= 200 && status < 300 {
-		if err := h.finish(bg, w, seq, d.ID); err != nil {
+		if err := h.ob.Done(bg, d); err != nil {
 			h.log.Error("hook delivered but not removed from the outbox; it will be sent again",
 				slog.String("url", w.logURL), slog.String("id", d.ID), slog.Any("err", err))
 			return hookStoreRetry
 		}
-		h.ok.Inc()
 		return 0
 	}
 	if ctx.Err() != nil {
 		return 0 // closing: the attempt does not count, the delivery stays as it was
 	}
-	d.Attempts++
+	lastErr := "HTTP " + strconv.Itoa(status)
 	if err != nil {
-		d.LastError = err.Error()
-	} else {
-		d.LastError = "HTTP " + strconv.Itoa(status)
+		lastErr = err.Error()
 	}
-	wait := h.backoff(d.Attempts)
-	d.Next = h.now().Add(wait)
-	h.retry.Inc()
 	if status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests {
 		h.rejected.Inc()
 	}
+	wait, err := h.ob.Retry(bg, d, lastErr)
 	h.log.Warn("hook delivery failed; will retry", slog.String("url", w.logURL), slog.String("id", d.ID),
 		slog.String("type", d.Type), slog.Int("attempt", d.Attempts), slog.Duration("retry_in", wait), slog.String("err", d.LastError))
-	if err := h.reschedule(bg, w, seq, d); err != nil {
+	if err != nil {
 		h.log.Error("hook outbox: retry not recorded", slog.String("url", w.logURL), slog.String("id", d.ID), slog.Any("err", err))
 	}
 	return wait
@@ -129,17 +121,14 @@ func (h *Hooks) send(ctx context.Context, w *hookWorker, d *hookDelivery) (int, 
 }
 
 // drop gives a delivery up.
-func (h *Hooks) drop(ctx context.Context, w *hookWorker, seq uint64, d *hookDelivery, why string) {
-	if err := h.finish(ctx, w, seq, d.ID); err != nil {
+func (h *Hooks) drop(ctx context.Context, w *hookWorker, d *hookDelivery, why string) {
+	if err := h.ob.Drop(ctx, d, "hook delivery dropped: "+why, slog.String("url", w.logURL),
+		slog.String("type", d.Type), slog.String("org", d.Org)); err != nil {
 		h.log.Error("hook outbox: dropping a delivery failed", slog.String("url", w.logURL), slog.Any("err", err))
-		return
 	}
-	h.log.Error("hook delivery dropped: "+why, slog.String("url", w.logURL), slog.String("id", d.ID),
-		slog.String("type", d.Type), slog.String("org", d.Org), slog.Time("queued", d.Queued),
-		slog.Int("attempts", d.Attempts), slog.String("last_error", d.LastError))
-	h.dropped.Inc()
 }
 
 // backoff is the wait after the n-th failed attempt: baseBackoff (1s)
-// doubling up to maxBackoff (10 min), ±20 % jitter.
-func (h *Hooks) backoff(n int) time.Duration { return backoff.Delay(n, h.baseBackoff, h.maxBackoff) }
+// doubling up to maxBackoff (10 min), ±20 % jitter. It reads baseBackoff
+// at each retry.
+func (h *Hooks) backoff(n int) time.Duration { return outbox.Backoff(n, h.baseBackoff, h.maxBackoff) }

@@ -15,21 +15,20 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/tollgate-edge/tollgate/billing"
-	"github.com/tollgate-edge/tollgate/store"
+	"github.com/tollgate-edge/tollgate/outbox"
 )
 
-// maxHookID bounds an event id (a bbolt key and a header value).
+// maxHookID bounds an event id (a store key and a header value).
 const maxHookID = 256
 
 // Options are Hooks' collaborators.
 type Options struct {
-	Store   *store.Bolt           // required: the outbox lives here (bucket "hook_outbox")
+	Store   outbox.Store          // required: the outbox lives here (box "hook_outbox"); *store.Bolt
 	Metrics prometheus.Registerer // required
 	Logger  *slog.Logger          // default slog.Default()
 	Now     func() time.Time      // default time.Now; every due-time decision uses it
@@ -44,13 +43,14 @@ type Options struct {
 }
 
 // Hooks delivers signed lifecycle events to the operator's systems. Emit
-// writes one delivery per matching hook into a persistent outbox (bbolt
-// bucket "hook_outbox") and returns; Run's workers, one per hook URL, send
-// them. Delivery is at least once, oldest first per URL; a new Hooks on the
-// same store resumes what is pending. A failed attempt (anything but a 2xx:
-// another status, a timeout, a refused connection) is retried after 1s, 2s,
-// 4s … up to 10 min, each ±20 % jitter; the delivery waits at the head of
-// its URL's queue meanwhile. After MaxAge it is dropped.
+// writes one delivery per matching hook into a persistent outbox (box
+// "hook_outbox", a queue per hook URL) and returns; Run's workers, one per
+// hook URL, send them. Delivery is at least once, oldest first per URL; a
+// new Hooks on the same store resumes what is pending. A failed attempt
+// (anything but a 2xx: another status, a timeout, a refused connection) is
+// retried after 1s, 2s, 4s … up to 10 min, each ±20 % jitter; the delivery
+// waits at the head of its URL's queue meanwhile. After MaxAge it is
+// dropped.
 //
 // Each delivery is a POST whose body is the billing.HookEvent as JSON, with headers
 //
@@ -74,7 +74,7 @@ type Options struct {
 // VerifySignature does steps 2-4 in Go.
 type Hooks struct {
 	log         *slog.Logger
-	st          *store.Bolt
+	ob          *hookOutbox
 	now         func() time.Time
 	client      *http.Client
 	maxAge      time.Duration
@@ -95,16 +95,15 @@ type Hooks struct {
 
 var _ billing.Emitter = (*Hooks)(nil)
 
-// hookWorker is one hook URL: its filter, its outbox bucket and the channel
+// hookWorker is one hook URL: its filter, its outbox queue and the channel
 // Emit signals.
 type hookWorker struct {
 	cfg       billing.HookConfig
-	key       []byte          // sub-bucket of hook_outbox
+	queue     string          // its queue in the outbox
 	events    map[string]bool // nil: all
 	logURL    string          // URL without password, for logs
 	wake      chan struct{}   // buffered 1
-	pending   atomic.Int64
-	nextPrune time.Time // worker goroutine only
+	nextPrune time.Time       // worker goroutine only
 }
 
 // New validates hooks and opens their outbox. Deliveries left pending
@@ -138,11 +137,13 @@ func New(hooks []billing.HookConfig, opts Options) (*Hooks, error) {
 	if opts.MaxAge <= 0 {
 		opts.MaxAge = 72 * time.Hour
 	}
-	h := &Hooks{log: opts.Logger, st: opts.Store, now: opts.Now, client: opts.Client, maxAge: opts.MaxAge,
+	h := &Hooks{log: opts.Logger, now: opts.Now, client: opts.Client, maxAge: opts.MaxAge,
 		baseBackoff: time.Second, maxBackoff: 10 * time.Minute}
+	var queues []string
 	for _, c := range hooks {
 		sum := sha256.Sum256([]byte(c.URL))
-		w := &hookWorker{cfg: c, key: []byte(hex.EncodeToString(sum[:8])), wake: make(chan struct{}, 1)}
+		w := &hookWorker{cfg: c, queue: hex.EncodeToString(sum[:8]), wake: make(chan struct{}, 1)}
+		queues = append(queues, w.queue)
 		if len(c.Events) > 0 {
 			w.events = make(map[string]bool, len(c.Events))
 			for _, t := range c.Events {
@@ -155,21 +156,23 @@ func New(hooks []billing.HookConfig, opts Options) (*Hooks, error) {
 		}
 		h.workers = append(h.workers, w)
 	}
-	if err := h.open(context.Background()); err != nil {
-		return nil, err
+	ob, err := outbox.New[hookDelivery](outbox.Config{Store: opts.Store, Box: hookBox, Queues: queues,
+		Metrics: opts.Metrics, Names: hookNames, Logger: opts.Logger, Now: opts.Now, Backoff: h.backoff, Remember: opts.MaxAge})
+	if err != nil {
+		return nil, fmt.Errorf("hooks: %w", err)
+	}
+	h.ob = ob
+	h.ok, h.retry, h.dropped = ob.Results()
+	for q, n := range ob.Stray() {
+		h.log.Warn("hook deliveries pending for a URL no longer configured; kept until it is again",
+			slog.String("outbox", q), slog.Int("pending", n))
 	}
 
 	f := promauto.With(opts.Metrics)
-	deliveries := f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_hook_deliveries_total",
-		Help: "Hook delivery attempts by result: ok (2xx), retry (failed, will be retried), dropped (older than max age)."},
-		[]string{"result"})
-	h.ok, h.retry, h.dropped = deliveries.WithLabelValues("ok"), deliveries.WithLabelValues("retry"), deliveries.WithLabelValues("dropped")
 	h.rejected = f.NewCounter(prometheus.CounterOpts{Name: "tollgate_hook_rejections_total",
 		Help: "Failed hook attempts the receiver answered with a 4xx other than 408 and 429 (also counted as retry): likely a misconfigured receiver."})
 	h.duration = f.NewHistogram(prometheus.HistogramOpts{Name: "tollgate_hook_delivery_duration_seconds",
 		Help: "Time of one hook delivery attempt, until the response or the error.", Buckets: prometheus.DefBuckets})
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_hook_outbox_pending",
-		Help: "Hook deliveries waiting in the outbox."}, func() float64 { return float64(h.Pending()) })
 	return h, nil
 }
 
@@ -190,9 +193,10 @@ func (h *Hooks) Emit(ctx context.Context, e billing.HookEvent) error {
 		return err
 	}
 	var ws []*hookWorker
+	var queues []string
 	for _, w := range h.workers {
 		if w.events == nil || w.events[e.Type] {
-			ws = append(ws, w)
+			ws, queues = append(ws, w), append(queues, w.queue)
 		}
 	}
 	if len(ws) == 0 {
@@ -207,17 +211,13 @@ func (h *Hooks) Emit(ctx context.Context, e billing.HookEvent) error {
 	if err != nil {
 		return fmt.Errorf("hooks: hook event %s: %w", e.ID, err)
 	}
-	rec, err := json.Marshal(hookDelivery{ID: e.ID, Type: e.Type, Org: e.Org, Body: body, Queued: now})
-	if err != nil {
-		return fmt.Errorf("hooks: hook event %s: %w", e.ID, err)
-	}
-	added, err := h.queue(ctx, ws, e.ID, rec)
+	d := &hookDelivery{Item: outbox.Item{ID: e.ID, Queued: now}, Type: e.Type, Org: e.Org, Body: body}
+	added, err := h.ob.Add(ctx, queues, d)
 	if err != nil {
 		return fmt.Errorf("hooks: queue hook event %s: %w", e.ID, err)
 	}
 	for i, w := range ws {
 		if added[i] {
-			w.pending.Add(1)
 			select {
 			case w.wake <- struct{}{}:
 			default: // already signalled
@@ -240,13 +240,7 @@ func checkHookID(id string) error {
 }
 
 // Pending reports how many deliveries wait in the outbox (all hooks).
-func (h *Hooks) Pending() int {
-	var n int64
-	for _, w := range h.workers {
-		n += w.pending.Load()
-	}
-	return int(n)
-}
+func (h *Hooks) Pending() int { return h.ob.Pending() }
 
 // Run delivers until ctx ends or Close is called, and returns when its
 // workers have stopped. Call it once; later calls return at once.

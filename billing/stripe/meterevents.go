@@ -2,7 +2,6 @@ package stripe
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,9 +11,9 @@ import (
 	"time"
 
 	stripego "github.com/stripe/stripe-go/v76"
-	"github.com/tollgate-edge/tollgate/billing/internal/backoff"
 	"github.com/tollgate-edge/tollgate/meter"
-	bolt "go.etcd.io/bbolt"
+	"github.com/tollgate-edge/tollgate/outbox"
+	"github.com/tollgate-edge/tollgate/store"
 )
 
 // Overage reporting. Each pass (Run's every report_interval, or ReportNow):
@@ -26,12 +25,15 @@ import (
 //     egress at the hour's end above both the quota and the cumulative
 //     egress at its start: max(0, cumEnd − max(quota, cumStart)). Periods
 //     are UTC calendar months, as the meter's. Non-zero overages go into
-//     the outbox (bucket stripe_outbox) in the transaction that advances
-//     the cursor, so an hour is queued exactly once.
-//  2. Due outbox entries are posted as billing meter events, oldest hour
-//     first per org; a sent entry is deleted. A failed one stays with its
-//     next attempt time (report_interval·2ⁿ⁻¹, at most 1h, ±20 %); a
-//     failure that looks like Stripe being unreachable ends the pass.
+//     the outbox (box stripe_meter_outbox), then the cursor moves past
+//     them. An hour is queued once: should the cursor not move (a failed
+//     write, a crash), the next pass queues the same identifiers, which the
+//     outbox skips (pending, or sent within meterRemember).
+//  2. Due outbox entries are posted as billing meter events, in the order
+//     they were queued (so oldest hour first per org); a sent entry is
+//     deleted. A failed one stays with its next attempt time
+//     (report_interval·2ⁿ⁻¹, at most 1h, ±20 %); a failure that looks like
+//     Stripe being unreachable ends the pass.
 //
 // Each event's identifier is tollgate-<org>-<YYYYMMDDHH> (the hour's start,
 // UTC): Stripe deduplicates identifiers over 24 h, so a retry after a lost
@@ -43,16 +45,13 @@ import (
 // retried for ever.
 const maxMeterEventAge = 35*24*time.Hour - time.Hour
 
-// meterEntry is an outbox record, keyed by its identifier.
+// meterEntry is an outbox record; its id is the meter event identifier.
 type meterEntry struct {
-	Org       string    `json:"org"`
-	Customer  string    `json:"customer"`
-	Value     int64     `json:"value"`     // overage bytes
-	Timestamp int64     `json:"timestamp"` // unix seconds: the hour's last second
-	Queued    time.Time `json:"queued"`
-	Attempts  int       `json:"attempts,omitempty"`
-	Next      time.Time `json:"next,omitzero"` // next attempt due (zero: now)
-	LastError string    `json:"last_error,omitempty"`
+	outbox.Item
+	Org       string `json:"org"`
+	Customer  string `json:"customer"`
+	Value     int64  `json:"value"`     // overage bytes
+	Timestamp int64  `json:"timestamp"` // unix seconds: the hour's last second
 }
 
 // meterIdentifier is the meter event identifier of an org's hour.
@@ -62,8 +61,9 @@ func meterIdentifier(org string, hour time.Time) string {
 
 // Run reports overage until ctx ends or Close is called: a pass (ReportNow)
 // at once and then every report_interval, and once an hour it forgets
-// processed webhook event ids older than 30 days. Call it once; later
-// calls return at once.
+// processed webhook event ids older than 30 days and meter event
+// identifiers sent more than meterRemember ago. Call it once; later calls
+// return at once.
 func (s *Stripe) Run(ctx context.Context) {
 	s.mu.Lock()
 	if s.started || s.closed {
@@ -84,6 +84,9 @@ func (s *Stripe) Run(ctx context.Context) {
 		if now := s.now(); !now.Before(nextPrune) {
 			if err := s.pruneEvents(ctx, now); err != nil && ctx.Err() == nil {
 				s.log.Error("stripe: forgetting old webhook event ids failed", slog.Any("err", err))
+			}
+			if err := s.ob.Forget(ctx, meterQueue, now); err != nil && ctx.Err() == nil {
+				s.log.Error("stripe: forgetting sent meter event identifiers failed", slog.Any("err", err))
 			}
 			nextPrune = now.Add(time.Hour)
 		}
@@ -143,7 +146,7 @@ func (s *Stripe) Stop(ctx context.Context) error {
 }
 
 // Pending reports how many meter events wait in the outbox.
-func (s *Stripe) Pending() int { return int(s.pending.Load()) }
+func (s *Stripe) Pending() int { return s.ob.Pending() }
 
 // ReportNow makes one pass: it queues the overage of every due hour, then
 // sends the due meter events. The error says what failed (the rest of the
@@ -183,15 +186,13 @@ func (s *Stripe) enqueue(ctx context.Context) error {
 }
 
 // enqueueOrg queues an org's overage from its cursor (first if none) to
-// limit and moves the cursor to limit, in one transaction.
+// limit, then moves the cursor to limit.
 func (s *Stripe) enqueueOrg(ctx context.Context, org string, quota int64, customer string, first, limit time.Time) error {
 	cursor := first
-	err := s.st.View(ctx, func(tx *bolt.Tx) error {
-		if v := tx.Bucket([]byte(bucketStripeCursor)).Get([]byte(org)); v != nil {
-			return cursor.UnmarshalText(v)
-		}
-		return nil
-	})
+	v, err := s.st.Get(ctx, bucketStripeCursor, org)
+	if err == nil && v != nil {
+		err = cursor.UnmarshalText(v)
+	}
 	if err != nil {
 		return fmt.Errorf("cursor: %w", err)
 	}
@@ -214,44 +215,41 @@ func (s *Stripe) enqueueOrg(ctx context.Context, org string, quota int64, custom
 	}
 
 	now := s.now().UTC()
-	var added int64
-	err = s.st.Update(context.WithoutCancel(ctx), func(tx *bolt.Tx) error {
-		added = 0
-		out := tx.Bucket([]byte(bucketStripeOutbox))
-		for _, h := range hours {
-			id := []byte(meterIdentifier(org, h.start))
-			if out.Get(id) != nil {
-				continue
-			}
-			rec, err := json.Marshal(meterEntry{Org: org, Customer: customer, Value: h.bytes,
-				Timestamp: h.start.Add(time.Hour - time.Second).Unix(), Queued: now})
-			if err != nil {
-				return err
-			}
-			if err := out.Put(id, rec); err != nil {
-				return err
-			}
-			added++
-		}
-		end, err := limit.MarshalText()
-		if err != nil {
-			return err
-		}
-		return tx.Bucket([]byte(bucketStripeCursor)).Put([]byte(org), end)
-	})
+	recs := make([]*meterEntry, len(hours))
+	var total int64
+	for i, h := range hours {
+		recs[i] = &meterEntry{Item: outbox.Item{ID: meterIdentifier(org, h.start), Queued: now},
+			Org: org, Customer: customer, Value: h.bytes, Timestamp: h.start.Add(time.Hour - time.Second).Unix()}
+		total += h.bytes
+	}
+	bg := context.WithoutCancel(ctx)
+	added, err := s.ob.Add(bg, []string{meterQueue}, recs...)
 	if err != nil {
 		return fmt.Errorf("queueing: %w", err)
 	}
-	s.pending.Add(added)
-	if added > 0 {
-		var total int64
-		for _, h := range hours {
-			total += h.bytes
-		}
-		s.log.Info("stripe: overage queued", slog.String("org", org), slog.Int64("hours", added),
+	end, err := limit.MarshalText()
+	if err == nil {
+		err = s.st.Apply(bg, store.Put(bucketStripeCursor, org, end))
+	}
+	if err != nil {
+		return fmt.Errorf("cursor: %w", err)
+	}
+	if n := count(added); n > 0 {
+		s.log.Info("stripe: overage queued", slog.String("org", org), slog.Int("hours", n),
 			slog.Int64("bytes", total), slog.Time("through", limit))
 	}
 	return nil
+}
+
+// count is the number of true values.
+func count(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // hourOverage is one hour's egress beyond the quota.
@@ -293,35 +291,10 @@ func monthStart(t time.Time) time.Time {
 	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
 }
 
-// dueItem is an outbox entry due to be sent; bad when its record does not
-// decode.
-type dueItem struct {
-	id  string
-	e   meterEntry
-	bad bool
-}
-
-// due reads the outbox entries due at now, in identifier order.
-func (s *Stripe) due(ctx context.Context, now time.Time) ([]dueItem, error) {
-	var due []dueItem
-	err := s.st.View(ctx, func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketStripeOutbox)).ForEach(func(k, v []byte) error {
-			var e meterEntry
-			if err := json.Unmarshal(v, &e); err != nil {
-				due = append(due, dueItem{id: string(k), bad: true})
-			} else if !e.Next.After(now) {
-				due = append(due, dueItem{id: string(k), e: e})
-			}
-			return nil
-		})
-	})
-	return due, err
-}
-
-// flush sends the due outbox entries, in identifier order.
+// flush sends the due outbox entries, in the order they were queued.
 func (s *Stripe) flush(ctx context.Context) error {
 	now := s.now()
-	due, err := s.due(ctx, now)
+	due, err := s.ob.Due(ctx, meterQueue, now)
 	if err != nil {
 		return fmt.Errorf("outbox not readable: %w", err)
 	}
@@ -330,37 +303,33 @@ func (s *Stripe) flush(ctx context.Context) error {
 	// still removed.
 	bg := context.WithoutCancel(ctx)
 	var errs []error
-	for _, it := range due {
+	for _, e := range due {
 		if ctx.Err() != nil {
 			break
 		}
-		log := s.log.With(slog.String("identifier", it.id), slog.String("org", it.e.Org))
-		if it.bad || now.Sub(time.Unix(it.e.Timestamp, 0)) > maxMeterEventAge {
-			if err := s.remove(bg, it.id); err != nil {
+		if now.Sub(time.Unix(e.Timestamp, 0)) > maxMeterEventAge {
+			if err := s.ob.Drop(bg, e, "stripe: overage meter event dropped: unreadable, or too old for Stripe to accept",
+				slog.String("org", e.Org), slog.Int64("bytes", e.Value)); err != nil {
 				errs = append(errs, err)
-				continue
 			}
-			s.dropped.Inc()
-			log.Error("stripe: overage meter event dropped: unreadable, or too old for Stripe to accept",
-				slog.Int64("bytes", it.e.Value), slog.Int("attempts", it.e.Attempts), slog.String("last_error", it.e.LastError))
 			continue
 		}
 
-		err := s.post(ctx, it.id, &it.e)
+		err := s.post(ctx, e)
 		if err == nil {
-			if err := s.remove(bg, it.id); err != nil {
+			if err := s.ob.Done(bg, e); err != nil {
 				// Sent again later: the identifier makes Stripe ignore it.
 				errs = append(errs, err)
 				continue
 			}
-			s.sent.Inc()
-			log.Debug("stripe: overage meter event sent", slog.Int64("bytes", it.e.Value))
+			s.log.Debug("stripe: overage meter event sent", slog.String("identifier", e.ID), slog.String("org", e.Org),
+				slog.Int64("bytes", e.Value))
 			continue
 		}
 		if ctx.Err() != nil {
 			break // closing: not an attempt; the entry stays as it was
 		}
-		rejected, failed := s.retryLater(bg, log, it.id, &it.e, err)
+		rejected, failed := s.retryLater(bg, e, err)
 		errs = append(errs, failed...)
 		if !rejected {
 			break // Stripe unreachable: the rest waits for the next pass
@@ -369,45 +338,31 @@ func (s *Stripe) flush(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// retryLater records a failed send of entry id: one more attempt, its
-// error, and when the next is due. rejected reports whether Stripe refused
-// the event (rejectedByStripe) rather than being unreachable; errs say what
-// failed.
-func (s *Stripe) retryLater(ctx context.Context, log *slog.Logger, id string, e *meterEntry, sendErr error) (rejected bool, errs []error) {
-	e.Attempts++
-	e.LastError = describeStripeError(sendErr)
-	wait := s.backoff(e.Attempts)
-	e.Next = s.now().Add(wait)
-	s.retry.Inc()
+// retryLater records a failed send of e: one more attempt, its error, and
+// when the next is due. rejected reports whether Stripe refused the event
+// (rejectedByStripe) rather than being unreachable; errs say what failed.
+func (s *Stripe) retryLater(ctx context.Context, e *meterEntry, sendErr error) (rejected bool, errs []error) {
+	wait, err := s.ob.Retry(ctx, e, describeStripeError(sendErr))
 	rejected = rejectedByStripe(sendErr)
 	if rejected {
 		// Configuration (no such meter or customer, a bad key): the
 		// operator has to act; retried meanwhile.
-		log.Error("stripe: overage meter event rejected; will retry", slog.Int("attempt", e.Attempts),
-			slog.Duration("retry_in", wait), slog.String("err", e.LastError))
+		s.log.Error("stripe: overage meter event rejected; will retry", slog.String("identifier", e.ID),
+			slog.String("org", e.Org), slog.Int("attempt", e.Attempts), slog.Duration("retry_in", wait), slog.String("err", e.LastError))
 	}
 	errs = append(errs, fmt.Errorf("meter event %s (attempt %d, next in %s): %s",
-		id, e.Attempts, wait.Round(time.Second), e.LastError))
-	if rec, err := json.Marshal(e); err == nil {
-		err = s.st.Update(ctx, func(tx *bolt.Tx) error {
-			b := tx.Bucket([]byte(bucketStripeOutbox))
-			if b.Get([]byte(id)) == nil {
-				return nil
-			}
-			return b.Put([]byte(id), rec)
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("meter event %s: retry not recorded: %w", id, err))
-		}
+		e.ID, e.Attempts, wait.Round(time.Second), e.LastError))
+	if err != nil {
+		errs = append(errs, err)
 	}
 	return rejected, errs
 }
 
 // post sends one meter event.
-func (s *Stripe) post(ctx context.Context, id string, e *meterEntry) error {
+func (s *Stripe) post(ctx context.Context, e *meterEntry) error {
 	params := &stripego.BillingMeterEventParams{
 		EventName:  stripego.String(s.cfg.MeterEventName),
-		Identifier: stripego.String(id),
+		Identifier: stripego.String(e.ID),
 		Payload: map[string]string{
 			"stripe_customer_id": e.Customer,
 			"value":              strconv.FormatInt(e.Value, 10),
@@ -419,26 +374,9 @@ func (s *Stripe) post(ctx context.Context, id string, e *meterEntry) error {
 	return err
 }
 
-// remove deletes a sent or dropped entry.
-func (s *Stripe) remove(ctx context.Context, id string) error {
-	existed := false
-	err := s.st.Update(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bucketStripeOutbox))
-		existed = b.Get([]byte(id)) != nil
-		return b.Delete([]byte(id))
-	})
-	if err != nil {
-		return fmt.Errorf("meter event %s: not removed from the outbox: %w", id, err)
-	}
-	if existed {
-		s.pending.Add(-1)
-	}
-	return nil
-}
-
 // backoff is the wait after the n-th failed attempt: baseBackoff
 // (report_interval) doubling up to maxRetry (1h), ±20 % jitter.
-func (s *Stripe) backoff(n int) time.Duration { return backoff.Delay(n, s.baseBackoff, s.maxRetry) }
+func (s *Stripe) backoff(n int) time.Duration { return outbox.Backoff(n, s.baseBackoff, s.maxRetry) }
 
 // rejectedByStripe reports whether Stripe answered err with a 4xx that
 // another attempt right now would get again (not 408, 409 or 429).

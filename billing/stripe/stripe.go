@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,9 +18,9 @@ import (
 	"github.com/stripe/stripe-go/v76/billing/meterevent"
 	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/meter"
+	"github.com/tollgate-edge/tollgate/outbox"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Accounts is what Stripe events change. *billing.Billing implements it.
@@ -47,7 +46,7 @@ var _ Accounts = (*billing.Billing)(nil)
 // Options are Stripe's collaborators.
 type Options struct {
 	Accounts Accounts              // required
-	Store    *store.Bolt           // required: event ids, report cursors, the meter event outbox
+	Store    Store                 // required: event ids, report cursors, the meter event outbox
 	Usage    meter.Reader          // nil: no overage reporting
 	Metrics  prometheus.Registerer // required
 	Logger   *slog.Logger          // default slog.Default()
@@ -59,6 +58,19 @@ type Options struct {
 	// cluster sees them (*store.RedisKV), so a redelivery to another node
 	// is a duplicate too. Nil: the node's own Store.
 	EventIDs EventIDs
+}
+
+// Store is what Stripe keeps on this node: the meter event outbox, each
+// org's report cursor and, without EventIDs, the processed webhook event
+// ids. *store.Bolt implements it.
+type Store interface {
+	outbox.Store
+	// Get returns the value of key in bucket, nil when either is missing.
+	Get(ctx context.Context, bucket, key string) ([]byte, error)
+	// Scan calls fn with every key and value of bucket, in key order.
+	Scan(ctx context.Context, bucket string, fn func(key, value []byte) error) error
+	// Apply writes ops in one transaction: all or none.
+	Apply(ctx context.Context, ops ...store.Op) error
 }
 
 // EventIDs is a shared set of marks with an expiry. *store.RedisKV
@@ -74,7 +86,8 @@ type EventIDs interface {
 type Stripe struct {
 	cfg   billing.StripeConfig
 	acc   Accounts
-	st    *store.Bolt
+	st    Store
+	ob    *meterOutbox
 	ids   EventIDs // nil: event ids in st
 	usage meter.Reader
 	log   *slog.Logger
@@ -88,7 +101,6 @@ type Stripe struct {
 
 	passMu                sync.Mutex // serializes reporting passes
 	sent, retry, dropped  prometheus.Counter
-	pending               atomic.Int64
 	baseBackoff, maxRetry time.Duration
 
 	mu      sync.Mutex
@@ -105,14 +117,15 @@ const (
 	bucketStripeEvents = "stripe_events"
 	// bucketStripeCursor: org → the end of the last hour reported (RFC 3339).
 	bucketStripeCursor = "stripe_report_cursor"
-	// bucketStripeOutbox: meter event identifier → meterEntry, until Stripe
-	// accepted it.
-	bucketStripeOutbox = "stripe_outbox"
+	// bucketOldOutbox: meter event identifier → meterEntry without its id,
+	// as tollgate queued them before the outbox package; New moves them
+	// into the outbox.
+	bucketOldOutbox = "stripe_outbox"
 )
 
-// New builds the webhook handler and the overage reporter and opens
-// their buckets. Meter events left pending by a previous process are sent
-// by Run.
+// New builds the webhook handler and the overage reporter and opens the
+// meter event outbox. Meter events left pending by a previous process are
+// sent by Run.
 func New(cfg billing.StripeConfig, opts Options) (*Stripe, error) {
 	cfg.Defaults()
 	errs := []error{cfg.Validate()}
@@ -150,17 +163,15 @@ func New(cfg billing.StripeConfig, opts Options) (*Stripe, error) {
 		s.log.Warn("billing.stripe: no usage reader (meter off); overage is not reported to Stripe")
 	}
 
-	err := s.st.Update(context.Background(), func(tx *bolt.Tx) error {
-		for _, b := range []string{bucketStripeEvents, bucketStripeCursor, bucketStripeOutbox} {
-			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
-				return err
-			}
-		}
-		s.pending.Store(int64(tx.Bucket([]byte(bucketStripeOutbox)).Stats().KeyN))
-		return nil
-	})
+	ob, err := outbox.New[meterEntry](outbox.Config{Store: opts.Store, Box: meterBox, Queues: []string{meterQueue},
+		Metrics: opts.Metrics, Names: meterNames, Logger: opts.Logger, Now: opts.Now, Backoff: s.backoff, Remember: meterRemember})
 	if err != nil {
-		return nil, fmt.Errorf("stripe: buckets: %w", err)
+		return nil, fmt.Errorf("stripe: %w", err)
+	}
+	s.ob = ob
+	s.sent, s.retry, s.dropped = ob.Results()
+	if err := s.adoptOldOutbox(context.Background()); err != nil {
+		return nil, fmt.Errorf("stripe: meter events of the old outbox: %w", err)
 	}
 
 	f := promauto.With(opts.Metrics)
@@ -170,12 +181,6 @@ func New(cfg billing.StripeConfig, opts Options) (*Stripe, error) {
 	for _, o := range webhookOutcomes {
 		s.webhooks.WithLabelValues(o)
 	}
-	events := f.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_stripe_meter_events_total",
-		Help: "Overage meter event sends by result: sent (accepted by Stripe), retry (failed, kept for a later attempt), dropped (too old for Stripe to accept)."},
-		[]string{"result"})
-	s.sent, s.retry, s.dropped = events.WithLabelValues("sent"), events.WithLabelValues("retry"), events.WithLabelValues("dropped")
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_stripe_outbox_pending",
-		Help: "Overage meter events waiting in the outbox to be sent to Stripe."}, func() float64 { return float64(s.pending.Load()) })
 	return s, nil
 }
 

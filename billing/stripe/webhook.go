@@ -1,7 +1,6 @@
 package stripe
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,7 +15,6 @@ import (
 	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
-	bolt "go.etcd.io/bbolt"
 )
 
 // stripeEventRetention is how long processed event ids are remembered:
@@ -224,12 +222,8 @@ func (s *Stripe) seen(ctx context.Context, id string) (bool, error) {
 	if s.ids != nil {
 		return s.ids.Marked(ctx, eventIDsNS, id)
 	}
-	seen := false
-	err := s.st.View(ctx, func(tx *bolt.Tx) error {
-		seen = tx.Bucket([]byte(bucketStripeEvents)).Get([]byte(id)) != nil
-		return nil
-	})
-	return seen, err
+	v, err := s.st.Get(ctx, bucketStripeEvents, id)
+	return v != nil, err
 }
 
 // record remembers a processed event id for stripeEventRetention.
@@ -275,24 +269,16 @@ func (s *Stripe) apply(ctx context.Context, log *slog.Logger, org string, c bill
 // pruneEvents forgets webhook event ids processed before the retention.
 func (s *Stripe) pruneEvents(ctx context.Context, now time.Time) error {
 	cutoff := now.Add(-stripeEventRetention)
-	return s.st.Update(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bucketStripeEvents))
-		var old [][]byte
-		err := b.ForEach(func(k, v []byte) error {
-			var r stripeEventRecord
-			if json.Unmarshal(v, &r) != nil || r.At.Before(cutoff) {
-				old = append(old, bytes.Clone(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
+	var old []store.Op
+	err := s.st.Scan(ctx, bucketStripeEvents, func(k, v []byte) error {
+		var r stripeEventRecord
+		if json.Unmarshal(v, &r) != nil || r.At.Before(cutoff) {
+			old = append(old, store.Delete(bucketStripeEvents, string(k)))
 		}
 		return nil
 	})
+	if err != nil || len(old) == 0 {
+		return err
+	}
+	return s.st.Apply(ctx, old...)
 }

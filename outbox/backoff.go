@@ -1,15 +1,13 @@
-// Package backoff computes the wait before a retry: exponential, capped,
-// with jitter.
-package backoff
+package outbox
 
 import (
 	"math/rand/v2"
 	"time"
 )
 
-// Delay is the wait after the n-th failed attempt (n ≥ 1): base·2ⁿ⁻¹
+// Backoff is the wait after the n-th failed attempt (n ≥ 1): base·2ⁿ⁻¹
 // capped at limit, then ±20 % jitter so that retries do not fall in step.
-func Delay(n int, base, limit time.Duration) time.Duration {
+func Backoff(n int, base, limit time.Duration) time.Duration {
 	d := base
 	for i := 1; i < n && d < limit; i++ {
 		d *= 2
