@@ -81,12 +81,7 @@ func TestParkedConnectionServesNextRequest(t *testing.T) {
 // listener's poller, not on a goroutine (and its stack) each; a client that
 // leaves while parked is closed and forgotten; one that speaks is served.
 func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
-	h := newHarness(t, Config{}, Limits{IdleTimeout: time.Minute})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)}, h.proxy.limits)
-	go h.proxy.server.Serve(pl)
-	t.Cleanup(func() { pl.Close() })
+	pl, ln := startParked(t, Limits{IdleTimeout: time.Minute})
 	before := runtime.NumGoroutine()
 	const n = 300
 	conns := make([]net.Conn, n)
@@ -121,12 +116,7 @@ func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
 // (meteredConn.lazyRead).
 func TestReadTimeoutOnKeepAlive(t *testing.T) {
 	const readTimeout = 400 * time.Millisecond
-	h := newHarness(t, Config{}, Limits{ReadTimeout: readTimeout, IdleTimeout: 5 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)}, h.proxy.limits)
-	go h.proxy.server.Serve(pl)
-	t.Cleanup(func() { pl.Close() })
+	_, ln := startParked(t, Limits{ReadTimeout: readTimeout, IdleTimeout: 5 * time.Second})
 	c, err := net.Dial("tcp", ln.Addr().String())
 	must(t, err)
 	defer c.Close()
@@ -182,12 +172,7 @@ func TestPollerWaitsInTheNetpoller(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the poller is Linux's")
 	}
-	h := newHarness(t, Config{}, Limits{IdleTimeout: time.Minute})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)}, h.proxy.limits)
-	go h.proxy.server.Serve(pl)
-	t.Cleanup(func() { pl.Close() })
+	pl, ln := startParked(t, Limits{IdleTimeout: time.Minute})
 	c, err := net.Dial("tcp", ln.Addr().String())
 	must(t, err)
 	defer c.Close()
@@ -211,4 +196,17 @@ func TestPollerWaitsInTheNetpoller(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling interval, not synchronization
 	}
 	t.Fatalf("the poller does not wait in the netpoller:\n%s", stack)
+}
+
+// startParked serves the harness's sites over loopback TCP with limits, its
+// idle connections parked.
+func startParked(t *testing.T, limits Limits) (*parkListener, net.Listener) {
+	t.Helper()
+	h := newHarness(t, Config{}, limits)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	pl := newParkListener(meteredListener{h.proxy.guard(ln, listenerHTTP)}, h.proxy.limits)
+	go h.proxy.server.Serve(pl)
+	t.Cleanup(func() { pl.Close() })
+	return pl, ln
 }
