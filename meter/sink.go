@@ -30,7 +30,7 @@ func (e *NotAppliedError) Error() string {
 func (e *NotAppliedError) Unwrap() error { return e.Err }
 
 // Spool keeps batches the sink could not take, durably, in Seq order.
-// *store.BoltUsage implements it.
+// *store.UsageSpool implements it (an outbox in the bbolt file).
 type Spool interface {
 	Save(ctx context.Context, bs []*Batch) error
 	Load(ctx context.Context) ([]*Batch, error)

@@ -9,9 +9,8 @@
 // the loop (one worker per queue, or a periodic pass). The queues live in
 // a Store that this package declares; *store.Bolt implements it.
 //
-// Hook deliveries (billing/hooks) and Stripe meter events (billing/stripe)
-// use it. It is a top-level package, not part of billing, because the
-// meter's spool of usage batches is the same kind of queue.
+// Hook deliveries (billing/hooks), Stripe meter events (billing/stripe)
+// and the meter's spool of usage batches (store.UsageSpool) use it.
 package outbox
 
 import (

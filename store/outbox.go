@@ -12,7 +12,7 @@ import (
 )
 
 // The outboxes' queues in the bbolt file (outbox.Store): a bucket per box
-// (hook_outbox, stripe_meter_outbox) holds a bucket per queue, which holds
+// (hook_outbox, stripe_meter_outbox, meter_spool_outbox) holds a bucket per queue, which holds
 //
 //	queue: 8-byte big-endian sequence → record (oldest first)
 //	ids:   id → 'p' + sequence (pending) or 'd' + unix nanos (done, until
@@ -36,27 +36,11 @@ func (b *Bolt) Append(ctx context.Context, box string, adds []outbox.Add) ([]boo
 	added := make([]bool, len(adds))
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		for i, a := range adds {
-			added[i] = false
-			q, ids, err := outboxCreate(tx, box, a.Queue)
+			ok, err := outboxAppend(tx, box, a)
 			if err != nil {
 				return err
 			}
-			if a.ID != "" && ids.Get([]byte(a.ID)) != nil {
-				continue
-			}
-			seq, err := q.NextSequence()
-			if err != nil {
-				return err
-			}
-			if err := q.Put(outboxSeqKey(seq), a.Record); err != nil {
-				return err
-			}
-			if a.ID != "" {
-				if err := ids.Put([]byte(a.ID), outboxMark('p', seq)); err != nil {
-					return err
-				}
-			}
-			added[i] = true
+			added[i] = ok
 		}
 		return nil
 	})
@@ -64,6 +48,31 @@ func (b *Bolt) Append(ctx context.Context, box string, adds []outbox.Add) ([]boo
 		return nil, fmt.Errorf("store: outbox %s: %w", box, err)
 	}
 	return added, nil
+}
+
+// outboxAppend adds a to the end of its queue in tx unless the queue
+// remembers its ID.
+func outboxAppend(tx *bolt.Tx, box string, a outbox.Add) (bool, error) {
+	q, ids, err := outboxCreate(tx, box, a.Queue)
+	if err != nil {
+		return false, err
+	}
+	if a.ID != "" && ids.Get([]byte(a.ID)) != nil {
+		return false, nil
+	}
+	seq, err := q.NextSequence()
+	if err != nil {
+		return false, err
+	}
+	if err := q.Put(outboxSeqKey(seq), a.Record); err != nil {
+		return false, err
+	}
+	if a.ID != "" {
+		if err := ids.Put([]byte(a.ID), outboxMark('p', seq)); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // Queued calls fn with each pending record of queue, oldest first, until

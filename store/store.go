@@ -2,8 +2,8 @@
 // on a shared Redis (standalone, Sentinel or Cluster) for a cluster of nodes.
 // It implements the storage other packages declare in their own terms: the
 // registry's sites.Store (Bolt, RedisKV: scan a bucket, apply a batch of
-// writes atomically) and the meter's Sink, Spool and Reader (BoltUsage,
-// RedisUsage).
+// writes atomically), the meter's Sink and Reader (BoltUsage, RedisUsage)
+// and Spool (UsageSpool), and the outboxes' outbox.Store (Bolt).
 package store
 
 import (

@@ -6,9 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/tollgate-edge/tollgate/meter"
@@ -21,12 +19,13 @@ const (
 	bktOrgHour  = "usage_org_hour"
 	bktSiteHour = "usage_site_hour"
 	bktPeriod   = "usage_period"
-	bktSpool    = "meter_spool"
+	bktSpool    = "meter_spool" // the spool's layout before the outbox (UsageSpool moves it)
 	bktNode     = "meter_node"
 )
 
 // BoltUsage stores usage in the bbolt file: the meter's sink of the embedded
-// default and, with Redis, its local spool. It is safe for concurrent use.
+// default. (With Redis, the meter's local spool is UsageSpool, in the same
+// file.) It is safe for concurrent use.
 //
 // # Layout
 //
@@ -38,7 +37,8 @@ const (
 //	usage_org_hour   ORG\x00YYYYMMDDHH           VALUES of the org's hour
 //	usage_site_hour  ORG\x00SITE\x00YYYYMMDDHH   VALUES of one site's hour
 //	usage_period     YYYY-MM\x00ORG              VALUES of the org's period
-//	meter_spool      Seq (uint64 big-endian)     a spooled meter.Batch as JSON
+//	meter_spool      Seq (uint64 big-endian)     a spooled meter.Batch as JSON, as older
+//	                                             tollgates left it (UsageSpool moves it)
 //	meter_node       "id"                        this node's id (Bolt.NodeID)
 type BoltUsage struct {
 	st *Bolt
@@ -46,7 +46,6 @@ type BoltUsage struct {
 
 var (
 	_ meter.Sink   = (*BoltUsage)(nil)
-	_ meter.Spool  = (*BoltUsage)(nil)
 	_ meter.Reader = (*BoltUsage)(nil)
 )
 
@@ -135,57 +134,6 @@ func (s *BoltUsage) Apply(ctx context.Context, b *meter.Batch) error {
 			}
 		}
 		return nil
-	})
-}
-
-// Save writes batches to the spool.
-func (s *BoltUsage) Save(ctx context.Context, bs []*meter.Batch) error {
-	return s.st.Update(ctx, func(tx *bolt.Tx) error {
-		sp, err := usageBucket(tx, bktSpool)
-		if err != nil {
-			return err
-		}
-		for _, b := range bs {
-			v, err := json.Marshal(b)
-			if err != nil {
-				return err
-			}
-			if err := sp.Put(binary.BigEndian.AppendUint64(nil, b.Seq), v); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// Load returns the spooled batches in Seq order.
-func (s *BoltUsage) Load(ctx context.Context) ([]*meter.Batch, error) {
-	var out []*meter.Batch
-	err := s.st.View(ctx, func(tx *bolt.Tx) error {
-		sp := tx.Bucket([]byte(bktSpool))
-		if sp == nil {
-			return nil
-		}
-		return sp.ForEach(func(_, v []byte) error {
-			b := new(meter.Batch)
-			if err := json.Unmarshal(v, b); err != nil {
-				return fmt.Errorf("store: corrupt spooled usage batch: %w", err)
-			}
-			out = append(out, b)
-			return nil
-		})
-	})
-	return out, err
-}
-
-// Remove deletes a spooled batch once the sink took it.
-func (s *BoltUsage) Remove(ctx context.Context, seq uint64) error {
-	return s.st.Update(ctx, func(tx *bolt.Tx) error {
-		sp := tx.Bucket([]byte(bktSpool))
-		if sp == nil {
-			return nil
-		}
-		return sp.Delete(binary.BigEndian.AppendUint64(nil, seq))
 	})
 }
 

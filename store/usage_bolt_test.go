@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"path/filepath"
-	"reflect"
 	"testing"
 	"time"
 
@@ -71,31 +70,5 @@ func TestBoltNodeID(t *testing.T) {
 	defer st.Close()
 	if again, err := st.NodeID(ctx); err != nil || again != id {
 		t.Fatalf("after reopening: NodeID = %q, %v; want %q", again, err, id)
-	}
-}
-
-// TestBoltSpool: spooled batches come back whole, in Seq order, until removed.
-func TestBoltSpool(t *testing.T) {
-	ctx := context.Background()
-	s := openBoltSink(t)
-	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	batch := func(seq uint64) *meter.Batch {
-		return &meter.Batch{Node: "n1", Seq: seq, Time: at, Deltas: []meter.Delta{{Org: "o", Site: "s", Values: meter.Values{EgressBytes: int64(seq)}}}}
-	}
-	if err := s.Save(ctx, []*meter.Batch{batch(1795000000000000002), batch(1)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Save(ctx, []*meter.Batch{batch(300)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Remove(ctx, 300); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []*meter.Batch{batch(1), batch(1795000000000000002)}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("Load = %+v, want %+v", got, want)
 	}
 }

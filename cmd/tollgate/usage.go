@@ -42,7 +42,11 @@ func (n *node) startMeter(ctx context.Context) error {
 		// Fail open: serve and count; usage waits in memory, then in the
 		// spool, until Redis answers.
 		rs := store.NewRedisUsage(n.rc, store.RedisUsageOptions{Retention: n.cfg.Meter.HourlyRetention})
-		opts.Sink, opts.Spool, opts.StoreName = rs, local, "redis"
+		sp, err := store.NewUsageSpool(ctx, n.st, store.UsageSpoolOptions{Metrics: n.metrics, Logger: n.log})
+		if err != nil {
+			return err
+		}
+		opts.Sink, opts.Spool, opts.StoreName = rs, sp, "redis"
 		n.admin.Usage, n.billing.Usage = rs, rs
 	}
 	m, err := meter.New(n.cfg.Meter, opts)
