@@ -393,9 +393,10 @@ func TestDemoSeed(t *testing.T) {
 		if resp, body := in.get(t, "demo.localhost", "/"); resp.StatusCode != 200 || body != "demo!" {
 			t.Fatalf("demo site: %d %q", resp.StatusCode, body)
 		}
-		if !strings.Contains(in.stdoutBuffer.String(), "http://demo.localhost:") {
-			t.Fatalf("no demo URL printed: %q", in.stdoutBuffer)
-		}
+		// stdout and stderr are two pipes: the URL, printed before the
+		// "tollgate started" line the instance waited for, may be copied
+		// after it.
+		waitFor(t, func() bool { return strings.Contains(in.stdoutBuffer.String(), "http://demo.localhost:") })
 		in.stop(t)
 	}
 }

@@ -215,12 +215,14 @@ func (n *node) announce(stdout io.Writer) {
 	if ln.https != nil {
 		httpsAddr = ln.https.Addr().String()
 	}
-	n.log.Info("tollgate started", slog.String("version", version), slog.String("http", ln.http.Addr().String()),
-		slog.String("https", httpsAddr), slog.String("admin", ln.admin.Addr().String()), slog.String("store", n.cfg.Store.Path))
 	if n.demoDir != "" {
+		// Before the log line: whoever waits for "tollgate started" finds
+		// the URL already printed.
 		_, port, _ := net.SplitHostPort(ln.http.Addr().String())
 		fmt.Fprintf(stdout, "\n  demo site: http://demo.localhost:%s/\n  admin API: http://%s/v1/ (token in the config file)\n\n", port, ln.admin.Addr())
 	}
+	n.log.Info("tollgate started", slog.String("version", version), slog.String("http", ln.http.Addr().String()),
+		slog.String("https", httpsAddr), slog.String("admin", ln.admin.Addr().String()), slog.String("store", n.cfg.Store.Path))
 }
 
 // seedDemo registers org "demo", site "demo" serving dir and the domain
