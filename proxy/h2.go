@@ -163,7 +163,6 @@ type h2Conn struct {
 	names  map[string]string
 	values map[string]string
 	visit  func(k, v []byte)
-	cur    *h2Stream // the stream whose headers visit encodes
 	date   [29]byte
 	dateAt int64
 	dateS  string

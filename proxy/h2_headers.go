@@ -41,9 +41,7 @@ func (c *h2Conn) writeHeadersLocked(st *h2Stream, status int, endStream bool) {
 		status = fasthttp.StatusInternalServerError
 	}
 	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: h2Statuses[status]})
-	c.cur = st
 	st.ctx.Response.Header.VisitAll(c.visit)
-	c.cur = nil
 	if len(st.ctx.Response.Header.Peek(fasthttp.HeaderDate)) == 0 {
 		_ = c.enc.WriteField(hpack.HeaderField{Name: "date", Value: c.dateValue(st.start)})
 	}

@@ -24,11 +24,7 @@ func (r *Registry) PutPlan(ctx context.Context, p Plan) (created bool, err error
 
 // Plan returns a plan by name.
 func (r *Registry) Plan(name string) (Plan, error) {
-	p := r.Snapshot().Plans[name]
-	if p == nil {
-		return Plan{}, fmt.Errorf("plan %q: %w", name, ErrNotFound)
-	}
-	return *p, nil
+	return lookup(r.Snapshot().Plans, "plan", name)
 }
 
 // CreateOrg adds an org. State defaults to active; the plan must exist.
@@ -75,11 +71,7 @@ func (r *Registry) EnsureGiteaOrg(ctx context.Context, owner, plan string) error
 
 // Org returns an org by id.
 func (r *Registry) Org(id string) (Org, error) {
-	o := r.Snapshot().Orgs[id]
-	if o == nil {
-		return Org{}, fmt.Errorf("org %q: %w", id, ErrNotFound)
-	}
-	return *o, nil
+	return lookup(r.Snapshot().Orgs, "org", id)
 }
 
 // OrgPatch lists the org fields an update may change; nil leaves a field as is.
@@ -207,11 +199,7 @@ func (r *Registry) CreateSite(ctx context.Context, s Site) (Site, error) {
 
 // Site returns a site by id.
 func (r *Registry) Site(id string) (Site, error) {
-	s := r.Snapshot().Sites[id]
-	if s == nil {
-		return Site{}, fmt.Errorf("site %q: %w", id, ErrNotFound)
-	}
-	return *s, nil
+	return lookup(r.Snapshot().Sites, "site", id)
 }
 
 // DeleteSite removes a site and detaches its domains.
@@ -274,11 +262,17 @@ func (r *Registry) Domain(name string) (Domain, error) {
 	if err != nil {
 		return Domain{}, invalid(fmt.Errorf("domain: %w", err))
 	}
-	d := r.Snapshot().Domains[host]
-	if d == nil {
-		return Domain{}, fmt.Errorf("domain %q: %w", host, ErrNotFound)
+	return lookup(r.Snapshot().Domains, "domain", host)
+}
+
+// lookup is a copy of m[key], or ErrNotFound naming kind and key.
+func lookup[T any](m map[string]*T, kind, key string) (T, error) {
+	v := m[key]
+	if v == nil {
+		var zero T
+		return zero, fmt.Errorf("%s %q: %w", kind, key, ErrNotFound)
 	}
-	return *d, nil
+	return *v, nil
 }
 
 // DetachDomain removes a domain; name is normalized first.

@@ -58,13 +58,6 @@ func (r *Repo) Name() string {
 	return r.owner + "/" + r.repo + "@" + r.branch
 }
 
-func (r *Repo) resolvedBranch() string {
-	if st := r.state.Load(); st != nil {
-		return st.branch
-	}
-	return r.branch
-}
-
 func (r *Repo) setHead(commit, branch string) {
 	old := r.state.Load()
 	if old != nil && old.commit == commit {
