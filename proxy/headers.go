@@ -17,7 +17,7 @@ import (
 // or path prefix from (clientHeaders), as well as every header whose name
 // has an underscore (a server may read X_Forwarded_For as X-Forwarded-For;
 // nginx drops them too), are removed, so an upstream can believe them.
-// present tells which of the replaced fields h has (stripRequest).
+// present tells which of the replaced fields h has (copyRequestHeader).
 func (u *upstream) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, peer netip.Addr, trusted bool, present uint8) {
 	// A field is deleted before it is set: Set replaces its first line
 	// only, and a visitor may have sent several.
@@ -102,7 +102,7 @@ var clientHeaders = [...]string{
 	"X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https", "X-Original-URL", "X-Rewrite-URL",
 }
 
-// What stripRequest knows of a request field's name, as bits.
+// What copyRequestHeader knows of a request field's name, as bits.
 const (
 	fwdRealIP     uint8 = 1 << iota // X-Real-IP (setForwarded replaces these five)
 	fwdFor                          // X-Forwarded-For
@@ -115,7 +115,7 @@ const (
 	fwdAll = fwdRealIP | fwdFor | fwdProto | fwdHost | fwdForwarded
 )
 
-// fieldsByLen are the field names stripRequest looks for, by length.
+// fieldsByLen are the field names copyRequestHeader looks for, by length.
 var fieldsByLen = func() (t [25][]namedField) {
 	add := func(name string, class uint8) {
 		t[len(name)] = append(t[len(name)], namedField{[]byte(name), class})
@@ -140,7 +140,7 @@ type namedField struct {
 	class uint8
 }
 
-// fieldClass is what stripRequest knows of the field name k (0: nothing).
+// fieldClass is what copyRequestHeader knows of the field name k (0: nothing).
 func fieldClass(k []byte) uint8 {
 	if len(k) < len(fieldsByLen) {
 		for _, f := range fieldsByLen[len(k)] {
@@ -152,31 +152,86 @@ func fieldClass(k []byte) uint8 {
 	return 0
 }
 
-// stripRequest removes from h, the request on its way to the upstream, in
-// one pass over its fields (no lookup per name that is absent): hop-by-hop
-// fields (hopHeaders) and Expect (fasthttp answered "Expect: 100-continue"
-// already, and its client sends the body without waiting for the
-// upstream's 100), and from a peer that is not a trusted proxy
-// clientHeaders and every name with an underscore. It returns which of the
-// fields setForwarded replaces h has (fwd bits).
-func stripRequest(h *fasthttp.RequestHeader, trusted bool) (present uint8) {
-	var scratch [64]byte
-	for {
-		var name []byte
-		present = 0
-		for k := range h.All() {
-			c := fieldClass(k)
-			if c&dropAlways != 0 || !trusted && (c&dropUntrusted != 0 || bytes.IndexByte(k, '_') >= 0) {
-				name = append(scratch[:0], k...) // k's storage changes on delete
-				break
-			}
-			present |= c & fwdAll
+// copyRequestHeader fills dst, the request on its way to the upstream, with
+// src's method and the fields that cross the proxy, in one pass over src's
+// fields: the cost is linear in the size of the head, whatever it holds (a
+// copy followed by one delete per dropped name would be quadratic, as each
+// delete rewrites the field list). Dropped are the hop-by-hop fields
+// (hopHeaders) and those a Connection field names (except the ones the
+// request cannot be framed without, isEndToEndRequired), Content-Length
+// (fasthttp's client frames the body) and Expect (fasthttp answered
+// "Expect: 100-continue" already, and its client sends the body without
+// waiting for the upstream's 100); from a peer that is not a trusted proxy
+// also clientHeaders and every name with an underscore. It returns which of
+// the fields setForwarded replaces dst has (fwd bits).
+func copyRequestHeader(dst, src *fasthttp.RequestHeader, trusted bool) (present uint8) {
+	dst.Reset()
+	dst.SetNoDefaultContentType(true)
+	dst.SetMethodBytes(src.Method())
+	dst.SetRequestURIBytes(src.RequestURI())
+	var listed nameSet
+	for name := range connectionTokens(src) {
+		if !isEndToEndRequired(name) {
+			listed.add(name)
 		}
-		if name == nil {
-			return present
-		}
-		h.DelBytes(name)
 	}
+	for k, v := range src.All() {
+		c := fieldClass(k)
+		if c&dropAlways != 0 || !trusted && (c&dropUntrusted != 0 || bytes.IndexByte(k, '_') >= 0) ||
+			bytes.EqualFold(k, strContentLength) || listed.has(k) {
+			continue
+		}
+		present |= c & fwdAll
+		dst.AddBytesKV(k, v)
+	}
+	return present
+}
+
+// nameSet is a set of field names compared without regard to case: the
+// first few in place, more in a map (a Connection field listing that many
+// names is rare, and hostile).
+type nameSet struct {
+	few  [8][]byte
+	n    int
+	many map[string]struct{}
+}
+
+func (s *nameSet) add(name []byte) {
+	if s.n < len(s.few) {
+		s.few[s.n] = name
+		s.n++
+		return
+	}
+	if s.many == nil {
+		s.many = make(map[string]struct{})
+	}
+	var scratch [64]byte
+	s.many[string(appendLower(scratch[:0], name))] = struct{}{}
+}
+
+func (s *nameSet) has(name []byte) bool {
+	for _, f := range s.few[:s.n] {
+		if bytes.EqualFold(f, name) {
+			return true
+		}
+	}
+	if s.many == nil {
+		return false
+	}
+	var scratch [64]byte
+	_, ok := s.many[string(appendLower(scratch[:0], name))]
+	return ok
+}
+
+// appendLower appends name with ASCII letters in lower case.
+func appendLower(dst, name []byte) []byte {
+	for _, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 func (u *upstream) isTrusted(peer netip.Addr) bool {
@@ -237,9 +292,9 @@ func copyResponseHeader(dst, src *fasthttp.ResponseHeader) {
 	if len(src.ContentType()) == 0 {
 		dst.SetNoDefaultContentType(true) // no invented text/plain
 	}
-	connection := src.PeekAll(fasthttp.HeaderConnection)
+	listed := listedNames(src.PeekAll(fasthttp.HeaderConnection))
 	for k, v := range src.All() {
-		if isHopHeader(k) || bytes.EqualFold(k, strContentLength) || listedIn(connection, k) {
+		if isHopHeader(k) || bytes.EqualFold(k, strContentLength) || listed.has(k) {
 			continue
 		}
 		dst.AddBytesKV(k, v)
@@ -272,17 +327,14 @@ func isHopHeader(name []byte) bool {
 	return false
 }
 
-// listedIn reports whether name is one of the comma-separated tokens of the
-// Connection header values.
-func listedIn(values [][]byte, name []byte) bool {
+// listedNames is the set of names the Connection header values list.
+func listedNames(values [][]byte) (s nameSet) {
 	for _, v := range values {
 		for token := range headerTokens(v) {
-			if bytes.EqualFold(token, name) {
-				return true
-			}
+			s.add(token)
 		}
 	}
-	return false
+	return s
 }
 
 // headerTokens yields the non-empty elements of a comma-separated header value.

@@ -204,21 +204,13 @@ func (u *upstream) close() {
 // prepareRequest fills req with ctx's request as the upstream must see it.
 func (u *upstream) prepareRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
 	h := &req.Header
-	ctx.Request.Header.CopyTo(h)
-	// Speak HTTP/1.1 whatever the visitor spoke, so the upstream keeps the
-	// connection alive; fasthttp sets Content-Length/Transfer-Encoding.
-	h.SetProtocol("HTTP/1.1")
-	h.SetNoDefaultContentType(true)
-	for name := range connectionTokens(&ctx.Request.Header) {
-		if !isEndToEndRequired(name) {
-			h.DelBytes(name)
-		}
-	}
-	h.Del(fasthttp.HeaderContentLength) // fasthttp's client frames the body
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	peer = peer.Unmap()
 	trusted := u.isTrusted(peer)
-	present := stripRequest(h, trusted)
+	present := copyRequestHeader(h, &ctx.Request.Header, trusted)
+	// Speak HTTP/1.1 whatever the visitor spoke, so the upstream keeps the
+	// connection alive; fasthttp sets Content-Length/Transfer-Encoding.
+	h.SetProtocol("HTTP/1.1")
 	if acceptsTrailers(&ctx.Request.Header) {
 		// TE is hop-by-hop, but "trailers" in it tells the upstream that
 		// trailer fields reach the client (relayResponse): kept, alone, as

@@ -62,10 +62,10 @@ func relayResponse(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, conn net.C
 // is taken from the trailer section only: its header-section values are
 // dropped (fasthttp writes the declared fields after the body, not before).
 func announceTrailers(dst, src *fasthttp.ResponseHeader) bool {
-	connection := src.PeekAll(fasthttp.HeaderConnection)
+	listed := listedNames(src.PeekAll(fasthttp.HeaderConnection))
 	declared := false
 	for name := range src.Trailers() {
-		if isHopHeader(name) || listedIn(connection, name) ||
+		if isHopHeader(name) || listed.has(name) ||
 			bytes.EqualFold(name, strServer) || bytes.EqualFold(name, strDate) {
 			continue
 		}
