@@ -25,7 +25,7 @@ type OrgEvents struct {
 
 func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	if s.reg.Snapshot().Orgs[id] == nil {
+	if s.reg.Snapshot().Orgs.Get(id) == nil {
 		return fmt.Errorf("org %q: %w", id, sites.ErrNotFound)
 	}
 	if s.accounts == nil {

@@ -40,7 +40,7 @@ func TestAccountThroughBilling(t *testing.T) {
 
 	e.must(t, http.StatusCreated, "POST", "/v1/orgs", `{"id":"acme","plan":"free"}`)
 	e.must(t, http.StatusOK, "PATCH", "/v1/orgs/acme", `{"state":"suspended","stripe_customer":"cus_123","name":"Acme"}`)
-	o := reg.Snapshot().Orgs["acme"]
+	o := reg.Snapshot().Orgs.Get("acme")
 	if o.State != sites.StateSuspended || o.StripeCustomer != "cus_123" || o.Name != "Acme" {
 		t.Fatalf("after PATCH: %+v", o)
 	}
@@ -67,7 +67,7 @@ func TestAccountThroughBilling(t *testing.T) {
 	}
 	// Unlinking the customer.
 	e.must(t, http.StatusOK, "PATCH", "/v1/orgs/acme", `{"stripe_customer":""}`)
-	if reg.Snapshot().Orgs["acme"].StripeCustomer != "" {
+	if reg.Snapshot().Orgs.Get("acme").StripeCustomer != "" {
 		t.Fatal("customer not unlinked")
 	}
 }

@@ -57,8 +57,8 @@ type (
 
 func (s *Server) listPlans(w http.ResponseWriter, _ *http.Request) error {
 	snap := s.reg.Snapshot()
-	out := PlanList{Plans: make([]sites.Plan, 0, len(snap.Plans))}
-	for _, p := range snap.Plans {
+	out := PlanList{Plans: make([]sites.Plan, 0, snap.Plans.Len())}
+	for _, p := range snap.Plans.All() {
 		out.Plans = append(out.Plans, *p)
 	}
 	slices.SortFunc(out.Plans, func(a, b sites.Plan) int { return cmp.Compare(a.Name, b.Name) })
@@ -104,8 +104,8 @@ func (s *Server) putPlan(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) listOrgs(w http.ResponseWriter, _ *http.Request) error {
 	snap := s.reg.Snapshot()
-	out := OrgList{Orgs: make([]sites.Org, 0, len(snap.Orgs))}
-	for _, o := range snap.Orgs {
+	out := OrgList{Orgs: make([]sites.Org, 0, snap.Orgs.Len())}
+	for _, o := range snap.Orgs.All() {
 		out.Orgs = append(out.Orgs, *o)
 	}
 	slices.SortFunc(out.Orgs, func(a, b sites.Org) int { return cmp.Compare(a.ID, b.ID) })
@@ -131,7 +131,7 @@ func (s *Server) createOrg(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	snap := s.reg.Snapshot()
-	o := snap.Orgs[id]
+	o := snap.Orgs.Get(id)
 	if o == nil {
 		return fmt.Errorf("org %q: %w", id, sites.ErrNotFound)
 	}
@@ -149,7 +149,7 @@ func (s *Server) updateOrg(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := r.PathValue("id")
-	if s.reg.Snapshot().Orgs[id] == nil {
+	if s.reg.Snapshot().Orgs.Get(id) == nil {
 		return fmt.Errorf("org %q: %w", id, sites.ErrNotFound)
 	}
 	if err := s.applyAccount(r.Context(), id, &patch); err != nil {
@@ -189,7 +189,7 @@ func (s *Server) createSite(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) getSite(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	snap := s.reg.Snapshot()
-	site := snap.Sites[id]
+	site := snap.Sites.Get(id)
 	if site == nil {
 		return fmt.Errorf("site %q: %w", id, sites.ErrNotFound)
 	}

@@ -22,7 +22,7 @@ import (
 type Sites interface {
 	Registry
 	Snapshot() *sites.Snapshot
-	OnChange(fn func(*sites.Snapshot))
+	OnChange(fn func(*sites.Snapshot, *sites.Delta))
 	PutPlan(ctx context.Context, p sites.Plan) (bool, error)
 }
 
@@ -133,8 +133,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Billing, error) {
 	}
 	// State changes (an operator's suspension, a Stripe event) apply to
 	// the request path at once, without waiting for the next evaluation.
-	opts.Sites.OnChange(func(s *sites.Snapshot) { b.decideAll(s) })
-	b.decideAll(opts.Sites.Snapshot())
+	opts.Sites.OnChange(b.decide)
 	return b, nil
 }
 
@@ -148,7 +147,7 @@ func (b *Billing) Gate(org string) *access.Gate {
 		return g.(*access.Gate)
 	}
 	snap := b.opts.Sites.Snapshot()
-	o := snap.Orgs[org]
+	o := snap.Orgs.Get(org)
 	if o == nil {
 		return &b.noOrg
 	}
@@ -160,18 +159,31 @@ func (b *Billing) Gate(org string) *access.Gate {
 	return gate
 }
 
-// decideAll recomputes every known gate from s and the last usage read.
-func (b *Billing) decideAll(s *sites.Snapshot) {
+// decide recomputes, from s and the last usage read, the gates of the orgs
+// d changed, or every known gate when d is nil or changed a plan.
+func (b *Billing) decide(s *sites.Snapshot, d *sites.Delta) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.gates.Range(func(k, v any) bool {
-		if o := s.Orgs[k.(string)]; o != nil {
-			b.decideLocked(s, o, v.(*access.Gate))
-		} else {
-			v.(*access.Gate).Set(access.Allow, 0) // deleted org: nothing routes to it anyway
+	if d != nil && len(d.Plans) == 0 {
+		for _, id := range d.Orgs {
+			if g, ok := b.gates.Load(id); ok {
+				b.decideGateLocked(s, id, g.(*access.Gate))
+			}
 		}
+		return
+	}
+	b.gates.Range(func(k, v any) bool {
+		b.decideGateLocked(s, k.(string), v.(*access.Gate))
 		return true
 	})
+}
+
+func (b *Billing) decideGateLocked(s *sites.Snapshot, id string, g *access.Gate) {
+	if o := s.Orgs.Get(id); o != nil {
+		b.decideLocked(s, o, g)
+	} else {
+		g.Set(access.Allow, 0) // deleted org: nothing routes to it anyway
+	}
 }
 
 // decide computes an org's decision: its state first, then its egress
@@ -196,7 +208,7 @@ func decide(o *sites.Org, p *sites.Plan, egress int64) (access.Decision, int64) 
 }
 
 func (b *Billing) decideLocked(s *sites.Snapshot, o *sites.Org, g *access.Gate) access.Decision {
-	d, bps := decide(o, s.Plans[o.Plan], b.usage[o.ID])
+	d, bps := decide(o, s.Plans.Get(o.Plan), b.usage[o.ID])
 	g.Set(d, bps)
 	return d
 }
@@ -206,7 +218,7 @@ func (b *Billing) decideLocked(s *sites.Snapshot, o *sites.Org, g *access.Gate) 
 // the new decision at once.
 func (b *Billing) Apply(ctx context.Context, org string, c Change) (sites.Org, error) {
 	now := b.now()
-	before := b.opts.Sites.Snapshot().Orgs[org]
+	before := b.opts.Sites.Snapshot().Orgs.Get(org)
 	o, events, err := apply(ctx, b.opts.Sites, now, org, c)
 	if err != nil {
 		return o, err

@@ -190,8 +190,8 @@ func TestScriptedMonth(t *testing.T) {
 	}
 	f.now = f.now.Add(23 * time.Hour)
 	f.b.Evaluate(ctx) // expires the org
-	if gate.Decision() != access.BlockExpired || f.reg.Snapshot().Orgs["acme"].State != sites.StateExpired {
-		t.Fatalf("after the grace period: %v, state %s", gate.Decision(), f.reg.Snapshot().Orgs["acme"].State)
+	if gate.Decision() != access.BlockExpired || f.reg.Snapshot().Orgs.Get("acme").State != sites.StateExpired {
+		t.Fatalf("after the grace period: %v, state %s", gate.Decision(), f.reg.Snapshot().Orgs.Get("acme").State)
 	}
 	if f.hooks.count("org.expired") != 1 {
 		t.Fatalf("no org.expired: %+v", f.hooks.events)
@@ -254,7 +254,7 @@ func TestLifecycleRules(t *testing.T) {
 	if _, err := f.b.Apply(ctx, "acme", Change{Plan: "small", Actor: ActorStripe, StripeEventAt: f.now.Add(-time.Minute)}); !errors.Is(err, ErrStale) {
 		t.Fatalf("older event: %v", err)
 	}
-	if f.reg.Snapshot().Orgs["acme"].Plan != "big" {
+	if f.reg.Snapshot().Orgs.Get("acme").Plan != "big" {
 		t.Fatal("a stale event changed the plan")
 	}
 	// Suspension: Stripe cannot lift it, the operator can.
@@ -263,7 +263,7 @@ func TestLifecycleRules(t *testing.T) {
 		t.Fatal("suspended org not blocked")
 	}
 	f.apply(Change{State: sites.StateActive, Plan: "small", Actor: ActorStripe, Cause: "invoice.paid", StripeEventAt: f.now.Add(time.Minute)})
-	if o := f.reg.Snapshot().Orgs["acme"]; o.State != sites.StateSuspended || o.Plan != "small" {
+	if o := f.reg.Snapshot().Orgs.Get("acme"); o.State != sites.StateSuspended || o.Plan != "small" {
 		t.Fatalf("Stripe during suspension: state %s plan %s", o.State, o.Plan)
 	}
 	f.apply(Change{State: sites.StateActive, Actor: ActorOperator, Cause: "resolved"})

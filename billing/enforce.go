@@ -90,9 +90,9 @@ func (b *Billing) Evaluate(ctx context.Context) {
 		b.usage = usage
 	}
 	counts := make(map[access.Decision]float64)
-	next := make(map[string]access.Decision, len(snap.Orgs))
-	for id, o := range snap.Orgs {
-		plan := snap.Plans[o.Plan]
+	next := make(map[string]access.Decision, snap.Orgs.Len())
+	for id, o := range snap.Orgs.All() {
+		plan := snap.Plans.Get(o.Plan)
 		var d access.Decision
 		if g, ok := b.gates.Load(id); ok {
 			d = b.decideLocked(snap, o, g.(*access.Gate))
@@ -197,7 +197,7 @@ func (b *Billing) decisionHooks(ctx context.Context, org string, prev, d access.
 
 // OrgByCustomer finds the org linked to a Stripe customer.
 func (b *Billing) OrgByCustomer(customer string) (string, bool) {
-	for id, o := range b.opts.Sites.Snapshot().Orgs {
+	for id, o := range b.opts.Sites.Snapshot().Orgs.All() {
 		if o.StripeCustomer == customer {
 			return id, true
 		}
@@ -206,10 +206,10 @@ func (b *Billing) OrgByCustomer(customer string) (string, bool) {
 }
 
 // OrgExists reports whether the org exists.
-func (b *Billing) OrgExists(org string) bool { return b.opts.Sites.Snapshot().Orgs[org] != nil }
+func (b *Billing) OrgExists(org string) bool { return b.opts.Sites.Snapshot().Orgs.Get(org) != nil }
 
 // PlanExists reports whether the plan exists.
-func (b *Billing) PlanExists(plan string) bool { return b.opts.Sites.Snapshot().Plans[plan] != nil }
+func (b *Billing) PlanExists(plan string) bool { return b.opts.Sites.Snapshot().Plans.Get(plan) != nil }
 
 // DefaultPlan is [billing] default_plan.
 func (b *Billing) DefaultPlan() string { return b.cfg.DefaultPlan }
@@ -217,11 +217,11 @@ func (b *Billing) DefaultPlan() string { return b.cfg.DefaultPlan }
 // Quota returns the org's egress quota and Stripe customer.
 func (b *Billing) Quota(org string) (int64, string) {
 	s := b.opts.Sites.Snapshot()
-	o := s.Orgs[org]
+	o := s.Orgs.Get(org)
 	if o == nil {
 		return 0, ""
 	}
-	if p := s.Plans[o.Plan]; p != nil {
+	if p := s.Plans.Get(o.Plan); p != nil {
 		return p.EgressBytes, o.StripeCustomer
 	}
 	return 0, o.StripeCustomer
@@ -230,8 +230,8 @@ func (b *Billing) Quota(org string) (int64, string) {
 // Orgs lists the org ids.
 func (b *Billing) Orgs() []string {
 	s := b.opts.Sites.Snapshot()
-	out := make([]string, 0, len(s.Orgs))
-	for id := range s.Orgs {
+	out := make([]string, 0, s.Orgs.Len())
+	for id := range s.Orgs.All() {
 		out = append(out, id)
 	}
 	return out

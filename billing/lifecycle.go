@@ -117,7 +117,7 @@ func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change
 			o.StripeCustomer = c.StripeCustomer
 		}
 		if c.Plan != "" && c.Plan != o.Plan {
-			if snap.Plans[c.Plan] == nil {
+			if snap.Plans.Get(c.Plan) == nil {
 				return nil, fmt.Errorf("%w: plan %q does not exist", sites.ErrInvalid, c.Plan)
 			}
 			record("plan", o.Plan, c.Plan, c.Cause)
@@ -134,7 +134,7 @@ func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change
 				record("state", o.State, c.State, c.Cause)
 				if c.State == sites.StatePastDue {
 					grace := time.Duration(0)
-					if p := snap.Plans[o.Plan]; p != nil {
+					if p := snap.Plans.Get(o.Plan); p != nil {
 						grace = time.Duration(p.GracePeriod)
 					}
 					o.GraceEndsAt = now.Add(grace)

@@ -187,7 +187,7 @@ func (p *Proxy) pagesOwnerState(owner []byte) (*pagesOwnerState, int) {
 	// Gates exist for orgs in the registry only; an owner whose org is
 	// not created yet is enforced by its state once it is (the new
 	// snapshot empties this cache).
-	if p.gates != nil && snap.Orgs[st.orgID] != nil {
+	if p.gates != nil && snap.Orgs.Get(st.orgID) != nil {
 		st.gate = p.gates.Gate(st.orgID)
 	}
 	c.mu.Lock()

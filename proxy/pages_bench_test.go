@@ -205,4 +205,4 @@ func newBenchPagesProxy(b testing.TB, gs *giteatest.Server, cfg sites.Config, re
 // frozenRegistry hands out one snapshot and keeps no subscriber.
 type frozenRegistry struct{ snap *sites.Snapshot }
 
-func (r frozenRegistry) OnChange(fn func(*sites.Snapshot)) { fn(r.snap) }
+func (r frozenRegistry) OnChange(fn func(*sites.Snapshot, *sites.Delta)) { fn(r.snap, nil) }

@@ -126,7 +126,7 @@ func TestInventedPagesHosts(t *testing.T) {
 		t.Fatalf("alice.pages.test/: status %d; want 200", status)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for reg.Snapshot().Orgs[sites.SyntheticOrgID("alice")] == nil {
+	for reg.Snapshot().Orgs.Get(sites.SyntheticOrgID("alice")) == nil {
 		if time.Now().After(deadline) {
 			t.Fatal("alice's org was not created")
 		}
@@ -136,7 +136,7 @@ func TestInventedPagesHosts(t *testing.T) {
 		t.Fatalf("alice.pages.test/ once her org exists: status %d; want 200", status)
 	}
 
-	orgs0, gates0, calls0 := len(reg.Snapshot().Orgs), gates.count(), g.Calls.Load()
+	orgs0, gates0, calls0 := reg.Snapshot().Orgs.Len(), gates.count(), g.Calls.Load()
 	heap0, rss0 := heapInuse(), vmRSS()
 	statuses := map[int]int{}
 	var slowest time.Duration
@@ -170,7 +170,7 @@ func TestInventedPagesHosts(t *testing.T) {
 			t.Errorf("%d invented hosts answered %d; want only 404 and 503", n, status)
 		}
 	}
-	if n := len(reg.Snapshot().Orgs) - orgs0; n != 0 {
+	if n := reg.Snapshot().Orgs.Len() - orgs0; n != 0 {
 		t.Errorf("%d orgs created for invented owners; want 0", n)
 	}
 	if slowest > 100*time.Millisecond {

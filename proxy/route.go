@@ -64,7 +64,7 @@ func (p *Proxy) route(ctx *fasthttp.RequestCtx, buf []byte, redirect *RedirectOp
 	if p.misdirected(ctx.Conn(), key) {
 		return target{}, key, fasthttp.StatusMisdirectedRequest
 	}
-	if r := p.table.Load().hosts[string(key)]; r != nil {
+	if r := p.table.Load().hosts.GetBytes(key); r != nil {
 		if redirect != nil {
 			return target{to: toRedirect, kind: r.rt.kind, site: r}, key, 0
 		}
@@ -122,7 +122,7 @@ func (p *Proxy) pagesTarget(owner, urlPath []byte) (target, int) {
 		return t, fasthttp.StatusNotFound
 	}
 	t.owner, t.repo, t.inner, t.ensure = o, repo, inner, exists
-	t.org = p.snap.Load().Orgs[o.orgID]
+	t.org = p.snap.Load().Orgs.Get(o.orgID)
 	t.gate, t.enforce = o.gate, t.org != nil
 	return t, 0
 }

@@ -26,7 +26,7 @@ import (
 // Registry is what the proxy needs of the site registry: to follow its
 // snapshots. *sites.Registry implements it.
 type Registry interface {
-	OnChange(fn func(*sites.Snapshot))
+	OnChange(fn func(*sites.Snapshot, *sites.Delta))
 }
 
 // Options are the proxy's collaborators.
@@ -107,11 +107,6 @@ type Proxy struct {
 	closed  bool
 }
 
-// table maps routing keys (normalized hostnames) to sites.
-type table struct {
-	hosts map[string]*route
-}
-
 // route is everything the request path needs for one host.
 type route struct {
 	site  *sites.Site
@@ -163,7 +158,7 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 		metrics: newMetrics(opts.Metrics, opts.Cache),
 		runtime: map[string]*siteRuntime{},
 	}
-	p.table.Store(&table{hosts: map[string]*route{}})
+	p.table.Store(&table{})
 	for _, ir := range opts.Internal {
 		if p.internal == nil {
 			p.internal = map[string][]InternalRoute{}
@@ -227,51 +222,6 @@ func (p *Proxy) newServer(h fasthttp.RequestHandler, expect func(*fasthttp.Reque
 
 // serverName is the Server header of every response tollgate makes itself.
 const serverName = "tollgate"
-
-// apply builds the routing table of a new snapshot, reusing the open
-// resources of sites whose source did not change and closing the others.
-func (p *Proxy) apply(s *sites.Snapshot) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return
-	}
-	next := make(map[string]*siteRuntime, len(s.Sites))
-	for id, site := range s.Sites {
-		if rt := p.runtime[id]; rt != nil && rt.source == site.Source && rt.err == nil {
-			next[id] = rt
-			continue
-		}
-		next[id] = p.open(site)
-	}
-	for id, rt := range p.runtime {
-		if next[id] != rt {
-			rt.close()
-		}
-	}
-	p.runtime = next
-	p.snap.Store(s)
-	p.owners.Store(newOwnerCache()) // org attributions may have changed
-	t := &table{hosts: make(map[string]*route, len(s.Domains))}
-	for name, d := range s.Domains {
-		site := s.Sites[d.Site]
-		if site == nil || d.Status != sites.DomainVerified {
-			continue
-		}
-		r := &route{site: site, org: s.Orgs[site.Org], rt: next[site.ID]}
-		if h := site.HSTS; h != nil {
-			r.hsts = hstsValue(time.Duration(h.MaxAge), h.IncludeSubdomains, h.Preload)
-		}
-		if p.usage != nil {
-			r.usage = p.usage.Counters(site.Org, site.ID, kindNames[r.rt.kind])
-		}
-		if p.gates != nil {
-			r.gate = p.gates.Gate(site.Org)
-		}
-		t.hosts[name] = r
-	}
-	p.table.Store(t)
-}
 
 func (p *Proxy) open(site *sites.Site) *siteRuntime {
 	rt := &siteRuntime{source: site.Source}

@@ -67,7 +67,7 @@ func lossOf(cur, next *Snapshot, seen, ver int64, same bool) string {
 	switch {
 	case same:
 		return ""
-	case len(next.Plans) == 0 && len(cur.Plans) > 0:
+	case next.Plans.Len() == 0 && cur.Plans.Len() > 0:
 		return fmt.Sprintf("the registry in the store is empty (version %d, this node loaded version %d)", ver, seen)
 	case ver >= 0 && ver < seen:
 		return fmt.Sprintf("the store's registry version went back from %d to %d", seen, ver)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/tollgate-edge/tollgate/internal/cowmap"
 )
 
 // PutPlan creates or replaces a plan. It reports whether the plan is new.
@@ -14,9 +16,9 @@ func (r *Registry) PutPlan(ctx context.Context, p Plan) (created bool, err error
 	if err := p.Validate(); err != nil {
 		return false, invalid(err)
 	}
-	err = r.update(ctx, func(next *Snapshot) ([]Change, error) {
-		created = next.Plans[p.Name] == nil
-		next.Plans[p.Name] = &p
+	err = r.update(ctx, func(next *tx) ([]Change, error) {
+		created = next.Plans.Get(p.Name) == nil
+		next.putPlan(&p)
 		return []Change{putOp(bucketPlans, p.Name, &p)}, nil
 	})
 	return created, err
@@ -36,19 +38,19 @@ func (r *Registry) CreateOrg(ctx context.Context, o Org) (Org, error) {
 		return Org{}, invalid(err)
 	}
 	o.CreatedAt = r.now().UTC()
-	err := r.update(ctx, func(next *Snapshot) ([]Change, error) {
-		if next.Orgs[o.ID] != nil {
+	err := r.update(ctx, func(next *tx) ([]Change, error) {
+		if next.Orgs.Get(o.ID) != nil {
 			return nil, fmt.Errorf("org %q already exists: %w", o.ID, ErrConflict)
 		}
-		if next.Plans[o.Plan] == nil {
+		if next.Plans.Get(o.Plan) == nil {
 			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))
 		}
 		for _, owner := range o.GiteaOwners {
-			if other, ok := next.GiteaOwners[owner]; ok {
+			if other := next.owners.Get(owner); other != "" {
 				return nil, fmt.Errorf("gitea owner %q already belongs to org %q: %w", owner, other, ErrConflict)
 			}
 		}
-		next.Orgs[o.ID] = &o
+		next.putOrg(&o)
 		return []Change{putOp(bucketOrgs, o.ID, &o)}, nil
 	})
 	return o, err
@@ -59,7 +61,7 @@ func (r *Registry) CreateOrg(ctx context.Context, o Org) (Org, error) {
 // now. It is called on an owner's first request, off the request path.
 func (r *Registry) EnsureGiteaOrg(ctx context.Context, owner, plan string) error {
 	id := r.Snapshot().OrgForGiteaOwner(owner)
-	if r.Snapshot().Orgs[id] != nil {
+	if r.Snapshot().Orgs.Get(id) != nil {
 		return nil
 	}
 	_, err := r.CreateOrg(ctx, Org{ID: id, Name: owner, Plan: plan})
@@ -89,8 +91,8 @@ type OrgPatch struct {
 // UpdateOrg applies patch to the org.
 func (r *Registry) UpdateOrg(ctx context.Context, id string, patch OrgPatch) (Org, error) {
 	var out Org
-	err := r.update(ctx, func(next *Snapshot) ([]Change, error) {
-		cur := next.Orgs[id]
+	err := r.update(ctx, func(next *tx) ([]Change, error) {
+		cur := next.Orgs.Get(id)
 		if cur == nil {
 			return nil, fmt.Errorf("org %q: %w", id, ErrNotFound)
 		}
@@ -116,14 +118,14 @@ func (r *Registry) UpdateOrg(ctx context.Context, id string, patch OrgPatch) (Or
 			return nil, invalid(err)
 		}
 		for _, owner := range o.GiteaOwners {
-			if other, ok := next.GiteaOwners[owner]; ok && other != id {
+			if other := next.owners.Get(owner); other != "" && other != id {
 				return nil, fmt.Errorf("gitea owner %q already belongs to org %q: %w", owner, other, ErrConflict)
 			}
 		}
-		if next.Plans[o.Plan] == nil {
+		if next.Plans.Get(o.Plan) == nil {
 			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))
 		}
-		next.Orgs[id] = &o
+		next.putOrg(&o)
 		out = o
 		return []Change{putOp(bucketOrgs, id, &o)}, nil
 	})
@@ -136,24 +138,24 @@ func (r *Registry) UpdateOrg(ctx context.Context, id string, patch OrgPatch) (Or
 // the registry. The result is validated like UpdateOrg's.
 func (r *Registry) ModifyOrg(ctx context.Context, id string, fn func(o *Org, s *Snapshot) ([]Change, error)) (Org, error) {
 	var out Org
-	err := r.update(ctx, func(next *Snapshot) ([]Change, error) {
-		cur := next.Orgs[id]
+	err := r.update(ctx, func(next *tx) ([]Change, error) {
+		cur := next.Orgs.Get(id)
 		if cur == nil {
 			return nil, fmt.Errorf("org %q: %w", id, ErrNotFound)
 		}
 		o := *cur
 		o.GiteaOwners = slices.Clone(cur.GiteaOwners)
-		extra, err := fn(&o, next)
+		extra, err := fn(&o, r.snap.Load())
 		if err != nil {
 			return nil, err
 		}
 		if err := o.Validate(); err != nil {
 			return nil, invalid(err)
 		}
-		if next.Plans[o.Plan] == nil {
+		if next.Plans.Get(o.Plan) == nil {
 			return nil, invalid(fmt.Errorf("plan: %q does not exist", o.Plan))
 		}
-		next.Orgs[id] = &o
+		next.putOrg(&o)
 		out = o
 		return append([]Change{putOp(bucketOrgs, id, &o)}, extra...), nil
 	})
@@ -162,14 +164,14 @@ func (r *Registry) ModifyOrg(ctx context.Context, id string, fn func(o *Org, s *
 
 // DeleteOrg removes an org that owns no sites.
 func (r *Registry) DeleteOrg(ctx context.Context, id string) error {
-	return r.update(ctx, func(next *Snapshot) ([]Change, error) {
-		if next.Orgs[id] == nil {
+	return r.update(ctx, func(next *tx) ([]Change, error) {
+		if next.Orgs.Get(id) == nil {
 			return nil, fmt.Errorf("org %q: %w", id, ErrNotFound)
 		}
-		if n := len(next.SitesOf(id)); n > 0 {
+		if n := next.sitesByOrg.Get(id).Len(); n > 0 {
 			return nil, fmt.Errorf("org %q still owns %d site(s); delete them first: %w", id, n, ErrConflict)
 		}
-		delete(next.Orgs, id)
+		next.deleteOrg(id)
 		return []Change{deleteOp(bucketOrgs, id)}, nil
 	})
 }
@@ -180,18 +182,18 @@ func (r *Registry) CreateSite(ctx context.Context, s Site) (Site, error) {
 		return Site{}, invalid(err)
 	}
 	s.CreatedAt = r.now().UTC()
-	err := r.update(ctx, func(next *Snapshot) ([]Change, error) {
-		org := next.Orgs[s.Org]
+	err := r.update(ctx, func(next *tx) ([]Change, error) {
+		org := next.Orgs.Get(s.Org)
 		if org == nil {
 			return nil, fmt.Errorf("org %q: %w", s.Org, ErrNotFound)
 		}
-		if next.Sites[s.ID] != nil {
+		if next.Sites.Get(s.ID) != nil {
 			return nil, fmt.Errorf("site %q already exists: %w", s.ID, ErrConflict)
 		}
-		if plan := next.Plans[org.Plan]; plan != nil && plan.Sites > 0 && len(next.SitesOf(org.ID)) >= plan.Sites {
+		if plan := next.Plans.Get(org.Plan); plan != nil && plan.Sites > 0 && next.sitesByOrg.Get(org.ID).Len() >= plan.Sites {
 			return nil, &LimitError{Limit: "sites", Max: plan.Sites, Plan: plan.Name}
 		}
-		next.Sites[s.ID] = &s
+		next.putSite(&s)
 		return []Change{putOp(bucketSites, s.ID, &s)}, nil
 	})
 	return s, err
@@ -204,16 +206,16 @@ func (r *Registry) Site(id string) (Site, error) {
 
 // DeleteSite removes a site and detaches its domains.
 func (r *Registry) DeleteSite(ctx context.Context, id string) error {
-	return r.update(ctx, func(next *Snapshot) ([]Change, error) {
-		if next.Sites[id] == nil {
+	return r.update(ctx, func(next *tx) ([]Change, error) {
+		if next.Sites.Get(id) == nil {
 			return nil, fmt.Errorf("site %q: %w", id, ErrNotFound)
 		}
 		ops := []Change{deleteOp(bucketSites, id)}
-		for _, name := range next.DomainsOf(id) {
-			delete(next.Domains, name)
+		for name := range next.domainsBySite.Get(id).All() {
+			next.deleteDomain(name)
 			ops = append(ops, deleteOp(bucketDomains, name))
 		}
-		delete(next.Sites, id)
+		next.deleteSite(id)
 		return ops, nil
 	})
 }
@@ -236,21 +238,21 @@ func (r *Registry) AttachDomainVia(ctx context.Context, siteID, name, via string
 		return Domain{}, err
 	}
 	d := Domain{Name: host, Site: siteID, Status: DomainVerified, Via: via, CreatedAt: r.now().UTC()}
-	err = r.update(ctx, func(next *Snapshot) ([]Change, error) {
-		site := next.Sites[siteID]
+	err = r.update(ctx, func(next *tx) ([]Change, error) {
+		site := next.Sites.Get(siteID)
 		if site == nil {
 			return nil, fmt.Errorf("site %q: %w", siteID, ErrNotFound)
 		}
-		if cur := next.Domains[host]; cur != nil {
+		if cur := next.Domains.Get(host); cur != nil {
 			return nil, fmt.Errorf("domain %q is already attached to site %q: %w", host, cur.Site, ErrConflict)
 		}
-		org := next.Orgs[site.Org]
+		org := next.Orgs.Get(site.Org)
 		if org != nil {
-			if plan := next.Plans[org.Plan]; plan != nil && plan.Domains > 0 && next.domainCountOfOrg(org.ID) >= plan.Domains {
+			if plan := next.Plans.Get(org.Plan); plan != nil && plan.Domains > 0 && next.domainCountOfOrg(org.ID) >= plan.Domains {
 				return nil, &LimitError{Limit: "domains", Max: plan.Domains, Plan: plan.Name}
 			}
 		}
-		next.Domains[host] = &d
+		next.putDomain(&d)
 		return []Change{putOp(bucketDomains, host, &d)}, nil
 	})
 	return d, err
@@ -266,8 +268,8 @@ func (r *Registry) Domain(name string) (Domain, error) {
 }
 
 // lookup is a copy of m[key], or ErrNotFound naming kind and key.
-func lookup[T any](m map[string]*T, kind, key string) (T, error) {
-	v := m[key]
+func lookup[T any](m cowmap.Map[*T], kind, key string) (T, error) {
+	v := m.Get(key)
 	if v == nil {
 		var zero T
 		return zero, fmt.Errorf("%s %q: %w", kind, key, ErrNotFound)
@@ -281,11 +283,11 @@ func (r *Registry) DetachDomain(ctx context.Context, name string) error {
 	if err != nil {
 		return invalid(fmt.Errorf("domain: %w", err))
 	}
-	return r.update(ctx, func(next *Snapshot) ([]Change, error) {
-		if next.Domains[host] == nil {
+	return r.update(ctx, func(next *tx) ([]Change, error) {
+		if next.Domains.Get(host) == nil {
 			return nil, fmt.Errorf("domain %q: %w", host, ErrNotFound)
 		}
-		delete(next.Domains, host)
+		next.deleteDomain(host)
 		return []Change{deleteOp(bucketDomains, host)}, nil
 	})
 }
@@ -295,11 +297,11 @@ func (r *Registry) DetachDomain(ctx context.Context, name string) error {
 // attached. It reads the snapshot only.
 func (r *Registry) DomainOrg(name string) (org string, verified, ok bool) {
 	s := r.Snapshot()
-	d := s.Domains[name]
+	d := s.Domains.Get(name)
 	if d == nil {
 		return "", false, false
 	}
-	site := s.Sites[d.Site]
+	site := s.Sites.Get(d.Site)
 	if site == nil {
 		return "", false, false
 	}

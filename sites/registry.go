@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/cowmap"
 )
 
 // Store is the durable state the registry needs: scan a bucket, apply a
@@ -62,9 +64,10 @@ type Registry struct {
 	reserved atomic.Pointer[reservedSet]
 
 	mu   sync.Mutex // serializes writes and subscriber calls
-	subs []func(*Snapshot)
-	// seen is the store's version (see versioned) at the last load, -1 for
-	// a store without one. Guarded by mu.
+	subs []func(*Snapshot, *Delta)
+	// seen is the store's version (see versioned) this registry holds: at
+	// the last load, or of the last write it made (persist) or followed
+	// (Follow); -1 for a store without one. Guarded by mu.
 	seen int64
 	// lost is set while the store does not hold the registry this node
 	// serves (see Reload); nil otherwise.
@@ -75,17 +78,16 @@ type Registry struct {
 // "free" plan (FreePlan).
 func New(ctx context.Context, st Store) (*Registry, error) {
 	r := &Registry{st: st, now: time.Now}
-	snap := &Snapshot{Plans: map[string]*Plan{}, Orgs: map[string]*Org{}, Sites: map[string]*Site{}, Domains: map[string]*Domain{}}
 	var err error
 	if r.seen, err = r.storeVersion(ctx); err != nil {
 		return nil, err
 	}
-	if err := loadAll(ctx, st, snap); err != nil {
+	snap, err := loadSnapshot(ctx, st)
+	if err != nil {
 		return nil, err
 	}
-	snap.index()
 	r.snap.Store(snap)
-	if len(snap.Plans) == 0 {
+	if snap.Plans.Len() == 0 {
 		if _, err := r.PutPlan(ctx, FreePlan); err != nil {
 			return nil, fmt.Errorf("sites: creating the built-in free plan: %w", err)
 		}
@@ -93,18 +95,22 @@ func New(ctx context.Context, st Store) (*Registry, error) {
 	return r, nil
 }
 
-// loadAll reads every record into snap.
-func loadAll(ctx context.Context, st Store, snap *Snapshot) error {
-	if err := load(ctx, st, bucketPlans, snap.Plans, func(p *Plan) string { return p.Name }); err != nil {
-		return err
+// loadSnapshot reads every record of st into a new snapshot (Version 0).
+func loadSnapshot(ctx context.Context, st Store) (*Snapshot, error) {
+	plans, orgs, sites, domains := map[string]*Plan{}, map[string]*Org{}, map[string]*Site{}, map[string]*Domain{}
+	if err := load(ctx, st, bucketPlans, plans, func(p *Plan) string { return p.Name }); err != nil {
+		return nil, err
 	}
-	if err := load(ctx, st, bucketOrgs, snap.Orgs, func(o *Org) string { return o.ID }); err != nil {
-		return err
+	if err := load(ctx, st, bucketOrgs, orgs, func(o *Org) string { return o.ID }); err != nil {
+		return nil, err
 	}
-	if err := load(ctx, st, bucketSites, snap.Sites, func(s *Site) string { return s.ID }); err != nil {
-		return err
+	if err := load(ctx, st, bucketSites, sites, func(s *Site) string { return s.ID }); err != nil {
+		return nil, err
 	}
-	return load(ctx, st, bucketDomains, snap.Domains, func(d *Domain) string { return d.Name })
+	if err := load(ctx, st, bucketDomains, domains, func(d *Domain) string { return d.Name }); err != nil {
+		return nil, err
+	}
+	return snapshotOf(plans, orgs, sites, domains), nil
 }
 
 // Reload reads the whole registry from the store again and publishes it if
@@ -123,8 +129,8 @@ func (r *Registry) Reload(ctx context.Context) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	next := &Snapshot{Plans: map[string]*Plan{}, Orgs: map[string]*Org{}, Sites: map[string]*Site{}, Domains: map[string]*Domain{}}
-	if err := loadAll(ctx, r.st, next); err != nil {
+	next, err := loadSnapshot(ctx, r.st)
+	if err != nil {
 		return false, err
 	}
 	r.mu.Lock()
@@ -137,7 +143,7 @@ func (r *Registry) Reload(ctx context.Context) (changed bool, err error) {
 		}
 		r.lost.Store(nil) // restored
 	} else if reason := lossOf(cur, next, r.seen, ver, same); reason != "" {
-		loss := &Loss{Reason: reason, Since: r.now(), Orgs: len(cur.Orgs), Sites: len(cur.Sites), Domains: len(cur.Domains)}
+		loss := &Loss{Reason: reason, Since: r.now(), Orgs: cur.Orgs.Len(), Sites: cur.Sites.Len(), Domains: cur.Domains.Len()}
 		r.lost.Store(loss)
 		return false, loss.Err()
 	}
@@ -146,11 +152,7 @@ func (r *Registry) Reload(ctx context.Context) (changed bool, err error) {
 		return false, nil
 	}
 	next.Version = cur.Version + 1
-	next.index()
-	r.snap.Store(next)
-	for _, fn := range r.subs {
-		fn(next)
-	}
+	r.publish(next, nil)
 	return true, nil
 }
 
@@ -159,14 +161,17 @@ func sameRecords(a, b *Snapshot) bool {
 	return mapsEqual(a.Plans, b.Plans) && mapsEqual(a.Orgs, b.Orgs) && mapsEqual(a.Sites, b.Sites) && mapsEqual(a.Domains, b.Domains)
 }
 
-func mapsEqual[T any](a, b map[string]*T) bool {
-	if len(a) != len(b) {
+func mapsEqual[T any](a, b cowmap.Map[*T]) bool {
+	if a.Len() != b.Len() {
 		return false
 	}
-	for k, x := range a {
-		y, ok := b[k]
-		if !ok {
+	for k, x := range a.All() {
+		y := b.Get(k)
+		if y == nil {
 			return false
+		}
+		if x == y {
+			continue
 		}
 		jx, _ := json.Marshal(x)
 		jy, _ := json.Marshal(y)
@@ -191,39 +196,46 @@ func load[T any](ctx context.Context, st Store, bucket string, into map[string]*
 // Snapshot returns the current immutable view. It never blocks.
 func (r *Registry) Snapshot() *Snapshot { return r.snap.Load() }
 
-// OnChange registers fn to be called with every new snapshot, in order, and
-// once right away with the current one. fn must be fast; it runs under the
-// registry's write lock.
-func (r *Registry) OnChange(fn func(*Snapshot)) {
+// OnChange registers fn to be called with every new snapshot, in order,
+// with the records that changed since the one before (nil: any may have),
+// and once right away with the current one and a nil Delta. fn must be
+// fast, in the size of the Delta; it runs under the registry's write lock.
+func (r *Registry) OnChange(fn func(*Snapshot, *Delta)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.subs = append(r.subs, fn)
-	fn(r.snap.Load())
+	fn(r.snap.Load(), nil)
 }
 
-// update runs fn on a copy of the snapshot under the write lock, persists the
-// ops it returns and publishes the copy. While the store has lost the
-// registry (Lost), it refuses: one record written into a wiped store would
-// become the whole registry for every node that starts next.
-func (r *Registry) update(ctx context.Context, fn func(next *Snapshot) ([]Change, error)) error {
+// publish makes next the current snapshot and tells the subscribers.
+// r.mu is held.
+func (r *Registry) publish(next *Snapshot, d *Delta) {
+	r.snap.Store(next)
+	for _, fn := range r.subs {
+		fn(next, d)
+	}
+}
+
+// update runs fn on a write (tx) derived from the current snapshot under
+// the write lock, persists the ops it returns and publishes the result. The
+// write costs what it touches, not the registry's size. While the store has
+// lost the registry (Lost), it refuses: one record written into a wiped
+// store would become the whole registry for every node that starts next.
+func (r *Registry) update(ctx context.Context, fn func(t *tx) ([]Change, error)) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if loss := r.lost.Load(); loss != nil {
 		return loss.Err()
 	}
-	next := r.snap.Load().clone()
-	ops, err := fn(next)
+	t := newTx(r.snap.Load())
+	ops, err := fn(t)
 	if err != nil {
 		return err
 	}
-	if err := r.st.Apply(ctx, ops...); err != nil {
+	if err := r.persist(ctx, ops); err != nil {
 		return fmt.Errorf("sites: persisting: %w", err)
 	}
-	next.index()
-	r.snap.Store(next)
-	for _, fn := range r.subs {
-		fn(next)
-	}
+	r.publish(t.snapshot(), &t.delta)
 	return nil
 }
 

@@ -43,7 +43,7 @@ func TestRegistryLifecycleAndReload(t *testing.T) {
 		t.Fatalf("built-in free plan: %v", err)
 	}
 	var seen []uint64
-	r.OnChange(func(s *Snapshot) { seen = append(seen, s.Version) })
+	r.OnChange(func(s *Snapshot, _ *Delta) { seen = append(seen, s.Version) })
 
 	mustNoErr(t, func() error { _, err := r.PutPlan(ctx, Plan{Name: "pro", Sites: 2, Domains: 2}); return err }())
 	mustNoErr(t, func() error { _, err := r.CreateOrg(ctx, Org{ID: "acme", Name: "Acme", Plan: "pro"}); return err }())
@@ -66,10 +66,10 @@ func TestRegistryLifecycleAndReload(t *testing.T) {
 	r2, err := New(ctx, openStore(t, path))
 	mustNoErr(t, err)
 	s := r2.Snapshot()
-	if s.Plans["pro"] == nil || s.Orgs["acme"] == nil || s.Sites["www"] == nil || s.Domains["www.acme.example"] == nil {
+	if s.Plans.Get("pro") == nil || s.Orgs.Get("acme") == nil || s.Sites.Get("www") == nil || s.Domains.Get("www.acme.example") == nil {
 		t.Fatalf("reloaded snapshot is missing records: %+v", s)
 	}
-	if got := s.Orgs["acme"].State; got != StateActive {
+	if got := s.Orgs.Get("acme").State; got != StateActive {
 		t.Fatalf("org state = %q", got)
 	}
 	// Deleting the site detaches its domains; then the org can go.
@@ -172,7 +172,7 @@ func TestGiteaOwners(t *testing.T) {
 	r, _ := newRegistry(t)
 	mustNoErr(t, r.EnsureGiteaOrg(ctx, "alice", "free"))
 	mustNoErr(t, r.EnsureGiteaOrg(ctx, "alice", "free")) // idempotent
-	if got := r.Snapshot().OrgForGiteaOwner("alice"); got != "gitea-alice" || r.Snapshot().Orgs[got] == nil {
+	if got := r.Snapshot().OrgForGiteaOwner("alice"); got != "gitea-alice" || r.Snapshot().Orgs.Get(got) == nil {
 		t.Fatalf("synthetic org %q", got)
 	}
 	_, err := r.CreateOrg(ctx, Org{ID: "team", Plan: "free"})
@@ -195,3 +195,8 @@ func TestGiteaOwners(t *testing.T) {
 		t.Fatalf("invalid owner: %v", err)
 	}
 }
+
+var _ versionedApplier = (*store.RedisKV)(nil)
+
+// The change log's entries are what Follow reads.
+var _ = func(e store.LogEntry) Logged { return e }

@@ -80,7 +80,7 @@ func (r *Registry) Reserve(names ...ReservedName) (attached []string, err error)
 		return nil, err
 	}
 	r.reserved.Store(rs)
-	for name := range r.Snapshot().Domains {
+	for name := range r.Snapshot().Domains.All() {
 		if rs.match(name) != nil {
 			attached = append(attached, name)
 		}

@@ -1,48 +1,39 @@
 package sites
 
 import (
-	"maps"
-	"slices"
+	"github.com/tollgate-edge/tollgate/internal/cowmap"
 )
 
-// Snapshot is one immutable view of the registry. Never modify what it holds.
+// Snapshot is one immutable view of the registry. Never modify what it
+// holds. Versions share structure (cowmap): a write copies the records of
+// one shard of each map it touches, so its cost does not grow with the
+// registry.
 type Snapshot struct {
-	Plans   map[string]*Plan
-	Orgs    map[string]*Org
-	Sites   map[string]*Site
-	Domains map[string]*Domain
+	Plans   cowmap.Map[*Plan]
+	Orgs    cowmap.Map[*Org]
+	Sites   cowmap.Map[*Site]
+	Domains cowmap.Map[*Domain]
 	// Version grows by one with every write.
 	Version uint64
-	// GiteaOwners maps a Gitea owner to the org that claimed it.
-	GiteaOwners map[string]string
+
+	// Indexes, kept in step by every write (tx).
+	owners        cowmap.Map[string] // Gitea owner → the org that claimed it
+	sitesByOrg    cowmap.Map[set]    // org → its sites' ids
+	domainsBySite cowmap.Map[set]    // site → its domains' names
 }
 
-func (s *Snapshot) clone() *Snapshot {
-	return &Snapshot{
-		Plans:   maps.Clone(s.Plans),
-		Orgs:    maps.Clone(s.Orgs),
-		Sites:   maps.Clone(s.Sites),
-		Domains: maps.Clone(s.Domains),
-		Version: s.Version + 1,
-		// Read-only until index() rebuilds it after the write.
-		GiteaOwners: s.GiteaOwners,
-	}
-}
-
-// index rebuilds the derived maps after a change.
-func (s *Snapshot) index() {
-	s.GiteaOwners = map[string]string{}
-	for id, o := range s.Orgs {
-		for _, owner := range o.GiteaOwners {
-			s.GiteaOwners[owner] = id
-		}
-	}
+// Delta names the records one write changed (created, replaced or
+// deleted), by bucket. Subscribers (OnChange) get it with the snapshot
+// that has the changes; a nil *Delta means any record may have changed (the
+// first call, a full reload).
+type Delta struct {
+	Plans, Orgs, Sites, Domains []string
 }
 
 // OrgForGiteaOwner returns the id of the org that pays for owner's pages:
 // the org that lists it in gitea_owners, else the synthetic "gitea-{owner}".
 func (s *Snapshot) OrgForGiteaOwner(owner string) string {
-	if id, ok := s.GiteaOwners[owner]; ok {
+	if id, ok := s.owners.Lookup(owner); ok {
 		return id
 	}
 	return SyntheticOrgID(owner)
@@ -51,11 +42,11 @@ func (s *Snapshot) OrgForGiteaOwner(owner string) string {
 // OwnerHasOrg reports whether an org pays for owner's pages: one that
 // lists it in gitea_owners, or its synthetic org. It does not allocate.
 func (s *Snapshot) OwnerHasOrg(owner []byte) bool {
-	if _, ok := s.GiteaOwners[string(owner)]; ok {
+	if s.owners.GetBytes(owner) != "" {
 		return true
 	}
 	var buf [64]byte
-	return s.Orgs[string(append(append(buf[:0], syntheticPrefix...), owner...))] != nil
+	return s.Orgs.GetBytes(append(append(buf[:0], syntheticPrefix...), owner...)) != nil
 }
 
 // syntheticPrefix starts the id of a synthetic org.
@@ -66,35 +57,236 @@ const syntheticPrefix = "gitea-"
 func SyntheticOrgID(owner string) string { return syntheticPrefix + owner }
 
 // SitesOf returns the ids of the org's sites, sorted.
-func (s *Snapshot) SitesOf(org string) []string {
-	var ids []string
-	for id, site := range s.Sites {
-		if site.Org == org {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	return ids
-}
+func (s *Snapshot) SitesOf(org string) []string { return s.sitesByOrg.Get(org).sorted() }
+
+// SiteCount is how many sites the org has.
+func (s *Snapshot) SiteCount(org string) int { return s.sitesByOrg.Get(org).Len() }
 
 // DomainsOf returns the names of the site's domains, sorted.
-func (s *Snapshot) DomainsOf(site string) []string {
-	var names []string
-	for name, d := range s.Domains {
-		if d.Site == site {
-			names = append(names, name)
+func (s *Snapshot) DomainsOf(site string) []string { return s.domainsBySite.Get(site).sorted() }
+
+// snapshotOf builds a snapshot, and its indexes, from whole maps (a load).
+func snapshotOf(plans map[string]*Plan, orgs map[string]*Org, sites map[string]*Site, domains map[string]*Domain) *Snapshot {
+	owners := map[string]string{}
+	for id, o := range orgs {
+		for _, owner := range o.GiteaOwners {
+			owners[owner] = id
 		}
 	}
-	slices.Sort(names)
-	return names
+	byOrg, bySite := map[string]map[string]struct{}{}, map[string]map[string]struct{}{}
+	add := func(index map[string]map[string]struct{}, k, v string) {
+		if index[k] == nil {
+			index[k] = map[string]struct{}{}
+		}
+		index[k][v] = struct{}{}
+	}
+	for id, s := range sites {
+		add(byOrg, s.Org, id)
+	}
+	for name, d := range domains {
+		add(bySite, d.Site, name)
+	}
+	return &Snapshot{
+		Plans: cowmap.From(plans), Orgs: cowmap.From(orgs), Sites: cowmap.From(sites), Domains: cowmap.From(domains),
+		owners: cowmap.From(owners), sitesByOrg: setsOf(byOrg), domainsBySite: setsOf(bySite),
+	}
 }
 
-func (s *Snapshot) domainCountOfOrg(org string) int {
-	n := 0
-	for _, d := range s.Domains {
-		if site := s.Sites[d.Site]; site != nil && site.Org == org {
-			n++
+func setsOf(index map[string]map[string]struct{}) cowmap.Map[set] {
+	e := cowmap.Map[set]{}.Edit()
+	for k, members := range index {
+		e.Set(k, setOf(members))
+	}
+	return e.Map()
+}
+
+// edit is a lazily started cowmap edit: reads go to base until the first
+// write.
+type edit[V any] struct {
+	base cowmap.Map[V]
+	e    *cowmap.Editor[V]
+}
+
+func (x *edit[V]) Get(k string) V {
+	if x.e != nil {
+		return x.e.Get(k)
+	}
+	return x.base.Get(k)
+}
+
+func (x *edit[V]) Len() int {
+	if x.e != nil {
+		return x.e.Len()
+	}
+	return x.base.Len()
+}
+
+func (x *edit[V]) set(k string, v V) {
+	if x.e == nil {
+		x.e = x.base.Edit()
+	}
+	x.e.Set(k, v)
+}
+
+func (x *edit[V]) del(k string) {
+	if _, ok := x.base.Lookup(k); !ok && x.e == nil {
+		return
+	}
+	if x.e == nil {
+		x.e = x.base.Edit()
+	}
+	x.e.Delete(k)
+}
+
+func (x *edit[V]) copied() int {
+	if x.e == nil {
+		return 0
+	}
+	return x.e.Copied
+}
+
+func (x *edit[V]) result() cowmap.Map[V] {
+	if x.e == nil {
+		return x.base
+	}
+	return x.e.Map()
+}
+
+// tx is one write in progress: the next snapshot's maps being edited, the
+// indexes kept in step, and the keys written (its Delta).
+type tx struct {
+	Plans   edit[*Plan]
+	Orgs    edit[*Org]
+	Sites   edit[*Site]
+	Domains edit[*Domain]
+
+	owners        edit[string]
+	sitesByOrg    edit[set]
+	domainsBySite edit[set]
+
+	version uint64
+	delta   Delta
+	// indexCopied counts the entries the index sets' edits copied.
+	indexCopied int
+}
+
+func newTx(cur *Snapshot) *tx {
+	return &tx{
+		Plans: edit[*Plan]{base: cur.Plans}, Orgs: edit[*Org]{base: cur.Orgs},
+		Sites: edit[*Site]{base: cur.Sites}, Domains: edit[*Domain]{base: cur.Domains},
+		owners: edit[string]{base: cur.owners}, sitesByOrg: edit[set]{base: cur.sitesByOrg},
+		domainsBySite: edit[set]{base: cur.domainsBySite},
+		version:       cur.Version + 1,
+	}
+}
+
+// snapshot is the snapshot the write produced.
+func (t *tx) snapshot() *Snapshot {
+	return &Snapshot{
+		Plans: t.Plans.result(), Orgs: t.Orgs.result(), Sites: t.Sites.result(), Domains: t.Domains.result(),
+		Version: t.version,
+		owners:  t.owners.result(), sitesByOrg: t.sitesByOrg.result(), domainsBySite: t.domainsBySite.result(),
+	}
+}
+
+func (t *tx) putPlan(p *Plan) {
+	t.Plans.set(p.Name, p)
+	t.delta.Plans = append(t.delta.Plans, p.Name)
+}
+
+func (t *tx) putOrg(o *Org) {
+	if cur := t.Orgs.Get(o.ID); cur != nil {
+		for _, owner := range cur.GiteaOwners {
+			if t.owners.Get(owner) == o.ID {
+				t.owners.del(owner)
+			}
 		}
 	}
+	for _, owner := range o.GiteaOwners {
+		t.owners.set(owner, o.ID)
+	}
+	t.Orgs.set(o.ID, o)
+	t.delta.Orgs = append(t.delta.Orgs, o.ID)
+}
+
+func (t *tx) deleteOrg(id string) {
+	if cur := t.Orgs.Get(id); cur != nil {
+		for _, owner := range cur.GiteaOwners {
+			if t.owners.Get(owner) == id {
+				t.owners.del(owner)
+			}
+		}
+	}
+	t.Orgs.del(id)
+	t.delta.Orgs = append(t.delta.Orgs, id)
+}
+
+func (t *tx) putSite(s *Site) {
+	if cur := t.Sites.Get(s.ID); cur != nil && cur.Org != s.Org {
+		t.indexCopied += removeFromIndex(&t.sitesByOrg, cur.Org, s.ID)
+	}
+	t.indexCopied += addToIndex(&t.sitesByOrg, s.Org, s.ID)
+	t.Sites.set(s.ID, s)
+	t.delta.Sites = append(t.delta.Sites, s.ID)
+}
+
+func (t *tx) deleteSite(id string) {
+	if cur := t.Sites.Get(id); cur != nil {
+		t.indexCopied += removeFromIndex(&t.sitesByOrg, cur.Org, id)
+	}
+	t.Sites.del(id)
+	t.delta.Sites = append(t.delta.Sites, id)
+}
+
+func (t *tx) putDomain(d *Domain) {
+	if cur := t.Domains.Get(d.Name); cur != nil && cur.Site != d.Site {
+		t.indexCopied += removeFromIndex(&t.domainsBySite, cur.Site, d.Name)
+	}
+	t.indexCopied += addToIndex(&t.domainsBySite, d.Site, d.Name)
+	t.Domains.set(d.Name, d)
+	t.delta.Domains = append(t.delta.Domains, d.Name)
+}
+
+func (t *tx) deleteDomain(name string) {
+	if cur := t.Domains.Get(name); cur != nil {
+		t.indexCopied += removeFromIndex(&t.domainsBySite, cur.Site, name)
+	}
+	t.Domains.del(name)
+	t.delta.Domains = append(t.delta.Domains, name)
+}
+
+// domainCountOfOrg is how many domains the org's sites have.
+func (t *tx) domainCountOfOrg(org string) int {
+	n := 0
+	for site := range t.sitesByOrg.Get(org).All() {
+		n += t.domainsBySite.Get(site).Len()
+	}
 	return n
+}
+
+// addToIndex adds v to the set under k (a new version of it: the old one
+// may be shared with other snapshots). It returns the entries copied.
+func addToIndex(x *edit[set], k, v string) (copied int) {
+	next, copied := x.Get(k).with(v)
+	x.set(k, next)
+	return copied
+}
+
+// removeFromIndex removes v from the set under k. It returns the entries
+// copied.
+func removeFromIndex(x *edit[set], k, v string) (copied int) {
+	next, copied := x.Get(k).without(v)
+	if next.Len() == 0 {
+		x.del(k)
+	} else {
+		x.set(k, next)
+	}
+	return copied
+}
+
+// copied is the number of entries the write copied so far: its cost,
+// which depends on what it touches, not on the registry's size.
+func (t *tx) copied() int {
+	return t.indexCopied + t.Plans.copied() + t.Orgs.copied() + t.Sites.copied() + t.Domains.copied() +
+		t.owners.copied() + t.sitesByOrg.copied() + t.domainsBySite.copied()
 }

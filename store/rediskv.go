@@ -13,14 +13,14 @@ import (
 
 // RedisKV is the registry's store on Redis, shared by the nodes of a
 // cluster: the same two operations as Bolt (scan a bucket, apply a batch
-// atomically), plus change notification.
+// atomically), plus a change log and change notification.
 //
-// Key schema (one hash slot, so MULTI works on Redis Cluster too):
+// Key schema (one hash slot, so the apply script runs on Redis Cluster too):
 //
 //	{tollgate:reg}:b:<bucket>  hash: key → JSON record
 //	{tollgate:reg}:version     integer, incremented by every Apply
+//	{tollgate:reg}:log         stream: every Apply's changes, id "<version>-0" (rediskv_log.go)
 //	{tollgate:reg}:mark:NS:ID  string with a TTL (Mark): processed Stripe event ids
-//	tollgate:reg:changed       pub/sub channel; every Apply publishes the new version
 type RedisKV struct {
 	rc  redis.UniversalClient
 	log *slog.Logger
@@ -29,8 +29,6 @@ type RedisKV struct {
 const (
 	kvPrefix  = "{tollgate:reg}:"
 	kvVersion = kvPrefix + "version"
-	// KVChannel is where every Apply publishes the new version.
-	KVChannel = "tollgate:reg:changed"
 )
 
 // NewRedisKV returns the registry store on rc.
@@ -67,30 +65,32 @@ func (s *RedisKV) Scan(ctx context.Context, bucket string, fn func(key, value []
 // simply down fails the write after it.
 const FailoverWait = 15 * time.Second
 
-// Apply writes every op in one MULTI/EXEC (all or nothing), bumps the
-// version and publishes it. A write that meets a failover (IsFailover) is
-// tried once more as soon as the registry's master answers again, within
-// FailoverWait and ctx: the transaction only sets and deletes fields, so
-// running it twice (when the first EXEC ran but its reply was lost) leaves
-// the same records and one more version bump.
+// Apply writes every op atomically (all or nothing), bumps the version,
+// and logs the change (rediskv_log.go), where the other nodes read it.
 func (s *RedisKV) Apply(ctx context.Context, ops ...Op) error {
+	_, err := s.ApplyVersion(ctx, ops...)
+	return err
+}
+
+// ApplyVersion is Apply, returning the version the write produced (0 when
+// there was nothing to write). A write that meets a failover (IsFailover)
+// is tried once more as soon as the registry's master answers again,
+// within FailoverWait and ctx: the script only sets and deletes fields, so
+// running it twice (when the first run happened but its reply was lost)
+// leaves the same records, one more version and one more log entry.
+func (s *RedisKV) ApplyVersion(ctx context.Context, ops ...Op) (int64, error) {
 	if len(ops) == 0 {
-		return nil
+		return 0, nil
 	}
-	err := s.apply(ctx, ops)
+	v, err := s.applyLogged(ctx, ops)
 	if IsFailover(err) && s.awaitMaster(ctx) {
 		s.log.Warn("registry write met a redis failover; trying it once more", slog.Any("err", err))
-		err = s.apply(ctx, ops)
+		v, err = s.applyLogged(ctx, ops)
 	}
 	if err != nil {
-		return fmt.Errorf("store: redis apply: %w", err)
+		return 0, fmt.Errorf("store: redis apply: %w", err)
 	}
-	// Outside the transaction: a lost publish is healed by Watch's
-	// periodic version check.
-	if v, err := s.rc.Get(ctx, kvVersion).Result(); err == nil {
-		s.rc.Publish(ctx, KVChannel, v)
-	}
-	return nil
+	return v, nil
 }
 
 // awaitMaster polls the master of the registry's slot until it takes a
@@ -115,22 +115,6 @@ func (s *RedisKV) awaitMaster(ctx context.Context) bool {
 	}
 }
 
-func (s *RedisKV) apply(ctx context.Context, ops []Op) error {
-	_, err := s.rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for _, op := range ops {
-			key := kvPrefix + "b:" + op.Bucket
-			if op.Value == nil {
-				p.HDel(ctx, key, op.Key)
-			} else {
-				p.HSet(ctx, key, op.Key, op.Value)
-			}
-		}
-		p.Incr(ctx, kvVersion)
-		return nil
-	})
-	return err
-}
-
 // Version is the number of Applies so far (0 on an empty Redis).
 func (s *RedisKV) Version(ctx context.Context) (int64, error) {
 	v, err := s.rc.Get(ctx, kvVersion).Int64()
@@ -147,43 +131,6 @@ func (s *RedisKV) Ping(ctx context.Context) error { return PingRedis(ctx, s.rc) 
 // Count returns how many records bucket holds.
 func (s *RedisKV) Count(ctx context.Context, bucket string) (int64, error) {
 	return s.rc.HLen(ctx, kvPrefix+"b:"+bucket).Result()
-}
-
-// Watch calls changed whenever another write may have happened: once at
-// start, on every published version, and when a check every reconcile finds
-// the version moved (a message missed while disconnected). It returns when
-// ctx ends.
-func (s *RedisKV) Watch(ctx context.Context, reconcile time.Duration, changed func()) {
-	sub := s.rc.Subscribe(ctx, KVChannel)
-	defer sub.Close()
-	msgs := sub.Channel(redis.WithChannelHealthCheckInterval(10 * time.Second))
-	tick := time.NewTicker(reconcile)
-	defer tick.Stop()
-	var last int64 = -1
-	check := func() {
-		v, err := s.Version(ctx)
-		if err != nil {
-			return // Redis down: the snapshot keeps serving
-		}
-		if v != last {
-			last = v
-			changed()
-		}
-	}
-	check()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-msgs:
-			if !ok {
-				return
-			}
-			check()
-		case <-tick.C:
-			check()
-		}
-	}
 }
 
 // Marked reports whether Mark recorded id in namespace ns (and it has not

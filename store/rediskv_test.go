@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -23,19 +24,23 @@ func TestRedisKV(t *testing.T) {
 	}
 	a, b := open(), open() // two nodes
 
-	changed := make(chan struct{}, 16)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go b.Watch(wctx, time.Hour, func() { changed <- struct{}{} }) // pub/sub only: the reconcile tick never fires
-	<-changed                                                     // the first check after subscribing
-
+	// Node b waits on the change log for node a's write.
+	type read struct {
+		entries []store.LogEntry
+		err     error
+	}
+	got := make(chan read, 1)
+	go func() {
+		e, err := b.ReadLog(ctx, 0, 100, 5*time.Second)
+		got <- read{e, err}
+	}()
 	if err := a.Apply(ctx, store.Put("orgs", "b", []byte(`{"id":"b"}`)), store.Put("orgs", "a", []byte(`{"id":"a"}`)), store.Put("sites", "s", []byte(`{}`))); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-changed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("node b was not notified of node a's write")
+	r := <-got
+	if r.err != nil || len(r.entries) != 1 || r.entries[0].Version != 1 || r.entries[0].Reset || len(r.entries[0].Ops) != 3 ||
+		r.entries[0].Ops[1].Key != "a" || string(r.entries[0].Ops[1].Value) != `{"id":"a"}` {
+		t.Fatalf("node b read %+v, %v; want version 1 with node a's three writes", r.entries, r.err)
 	}
 	var keys []string
 	if err := b.Scan(ctx, "orgs", func(k, v []byte) error { keys = append(keys, string(k)+"="+string(v)); return nil }); err != nil {
@@ -52,6 +57,20 @@ func TestRedisKV(t *testing.T) {
 	}
 	if v, err := b.Version(ctx); err != nil || v != 2 {
 		t.Fatalf("version %d %v, want 2", v, err)
+	}
+	if e, err := b.ReadLog(ctx, 1, 100, 0); err != nil || len(e) != 1 || e[0].Version != 2 || e[0].Ops[0].Value != nil {
+		t.Fatalf("log after version 1: %+v, %v; want the delete as version 2", e, err)
+	}
+	// A write too large to log is a reset entry: followers reload.
+	var big []store.Op
+	for i := range 2500 {
+		big = append(big, store.Put("sites", fmt.Sprint(i), []byte(`{}`)))
+	}
+	if v, err := a.ApplyVersion(ctx, big...); err != nil || v != 3 {
+		t.Fatalf("large write: version %d, %v; want 3", v, err)
+	}
+	if e, err := b.ReadLog(ctx, 2, 100, 0); err != nil || len(e) != 1 || !e[0].Reset || e[0].Ops != nil {
+		t.Fatalf("log after version 2: %+v, %v; want a reset entry", e, err)
 	}
 	if err := b.Scan(ctx, "missing", func(_, _ []byte) error { t.Fatal("a missing bucket is empty"); return nil }); err != nil {
 		t.Fatal(err)

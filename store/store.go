@@ -337,8 +337,7 @@ func PingRedis(ctx context.Context, rc RedisClient) error {
 	if err := probe(func(ctx context.Context) error { return c.Exists(ctx, kvVersion).Err() }); err != nil {
 		errs = append(errs, fmt.Errorf("registry slot: %w", err))
 	}
-	var slots []redis.ClusterSlot
-	err := probe(func(ctx context.Context) (err error) { slots, err = c.ClusterSlots(ctx).Result(); return err })
+	slots, err := clusterSlots(ctx, c)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("slot map: %w", err))...)
 	}
@@ -358,6 +357,42 @@ func PingRedis(ctx context.Context, rc RedisClient) error {
 		n.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// clusterSlots asks every shard for the slot map at once and returns the
+// first answer (CLUSTER SLOTS alone goes to one node picked round-robin,
+// which may be the one that is down), within probeTimeout.
+func clusterSlots(ctx context.Context, c *redis.ClusterClient) ([]redis.ClusterSlot, error) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	got := make(chan []redis.ClusterSlot, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
+			slots, err := n.ClusterSlots(ctx).Result()
+			if err == nil {
+				select {
+				case got <- slots:
+				default:
+				}
+			}
+			return err
+		})
+	}()
+	select {
+	case slots := <-got:
+		return slots, nil
+	case err := <-done:
+		select {
+		case slots := <-got:
+			return slots, nil
+		default:
+		}
+		if err == nil {
+			err = errors.New("no shard answered")
+		}
+		return nil, err
+	}
 }
 
 // probeTimeout bounds each readiness probe of PingRedis.

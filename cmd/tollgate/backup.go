@@ -272,16 +272,16 @@ func exportShared(ctx context.Context, path string, rc store.RedisClient, snap *
 			b, _ := json.Marshal(v) // plain structs: cannot fail
 			ops = append(ops, store.Put(bucket, key, b))
 		}
-		for name, p := range snap.Plans {
+		for name, p := range snap.Plans.All() {
 			put("plans", name, p)
 		}
-		for id, o := range snap.Orgs {
+		for id, o := range snap.Orgs.All() {
 			put("orgs", id, o)
 		}
-		for id, s := range snap.Sites {
+		for id, s := range snap.Sites.All() {
 			put("sites", id, s)
 		}
-		for name, d := range snap.Domains {
+		for name, d := range snap.Domains.All() {
 			put("domains", name, d)
 		}
 		if err := dst.Apply(ctx, ops...); err != nil {

@@ -236,17 +236,17 @@ func seedDemo(ctx context.Context, reg *sites.Registry, dir string) error {
 		return fmt.Errorf("%s is not a directory", dir)
 	}
 	snap := reg.Snapshot()
-	if snap.Orgs["demo"] == nil {
+	if snap.Orgs.Get("demo") == nil {
 		if _, err := reg.CreateOrg(ctx, sites.Org{ID: "demo", Name: "Demo", Plan: sites.FreePlan.Name}); err != nil {
 			return err
 		}
 	}
-	if s := snap.Sites["demo"]; s == nil {
+	if s := snap.Sites.Get("demo"); s == nil {
 		if _, err := reg.CreateSite(ctx, sites.Site{ID: "demo", Org: "demo", Source: sites.Source{Type: sites.SourceDir, Path: dir}}); err != nil {
 			return err
 		}
 	}
-	if snap.Domains["demo.localhost"] == nil {
+	if snap.Domains.Get("demo.localhost") == nil {
 		if _, err := reg.AttachDomain(ctx, "demo", "demo.localhost"); err != nil {
 			return err
 		}

@@ -69,7 +69,7 @@ func (t *siteTender) round(ctx context.Context) {
 	if now := t.now(); now.Sub(t.lastDirs) >= t.interval {
 		t.lastDirs = now
 		t.dirSizes = map[string]int64{}
-		for _, s := range snap.Sites {
+		for _, s := range snap.Sites.All() {
 			if s.Source.Type != sites.SourceDir {
 				continue
 			}
@@ -88,7 +88,7 @@ func (t *siteTender) round(ctx context.Context) {
 			picture.Set(org, site, sites.SourceGitea, n) // Gitea down: keep the last size
 		}
 	}
-	for _, s := range snap.Sites {
+	for _, s := range snap.Sites.All() {
 		switch s.Source.Type {
 		case sites.SourceDir:
 			if n, ok := t.dirSizes[s.ID]; ok {
@@ -104,7 +104,7 @@ func (t *siteTender) round(ctx context.Context) {
 		for _, r := range t.gitea.Known() {
 			// A repository with custom domains has a registry site,
 			// measured above: count it once, not twice.
-			if snap.Sites[gitea.PagesSiteID(r.Owner(), r.RepoName())] == nil {
+			if snap.Sites.Get(gitea.PagesSiteID(r.Owner(), r.RepoName())) == nil {
 				// As the proxy counts pages: the org paying for the owner,
 				// the repository's name as the site.
 				repo(r, snap.OrgForGiteaOwner(r.Owner()), r.Name())

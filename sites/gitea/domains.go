@@ -145,7 +145,7 @@ func (g *Source) ClaimDomains(ctx context.Context, reg *sites.Registry, v *DNSVe
 	// Detached first, so that their places count for the plan's domain
 	// limit in this round's claims.
 	for _, name := range snap.DomainsOf(siteID) {
-		if dom := snap.Domains[name]; dom != nil && dom.Via != sites.ViaOperator && !want[name] {
+		if dom := snap.Domains.Get(name); dom != nil && dom.Via != sites.ViaOperator && !want[name] {
 			if err := reg.DetachDomain(ctx, name); err != nil && !errors.Is(err, sites.ErrNotFound) {
 				errs = append(errs, err)
 			}
@@ -155,7 +155,7 @@ func (g *Source) ClaimDomains(ctx context.Context, reg *sites.Registry, v *DNSVe
 		if !want[d] {
 			continue
 		}
-		if cur := snap.Domains[d]; cur != nil {
+		if cur := snap.Domains.Get(d); cur != nil {
 			if cur.Site != siteID {
 				errs = append(errs, fmt.Errorf("%s is already attached to site %s", d, cur.Site))
 			}
@@ -182,7 +182,7 @@ func (g *Source) ClaimDomains(ctx context.Context, reg *sites.Registry, v *DNSVe
 }
 
 func (g *Source) ensurePagesSite(ctx context.Context, reg *sites.Registry, r *Repo, siteID, plan string) error {
-	if reg.Snapshot().Sites[siteID] != nil {
+	if reg.Snapshot().Sites.Get(siteID) != nil {
 		return nil
 	}
 	if err := reg.EnsureGiteaOrg(ctx, r.owner, plan); err != nil {
@@ -190,7 +190,7 @@ func (g *Source) ensurePagesSite(ctx context.Context, reg *sites.Registry, r *Re
 	}
 	org := reg.Snapshot().OrgForGiteaOwner(r.owner)
 	_, err := reg.CreateSite(ctx, sites.Site{ID: siteID, Org: org, Source: sites.Source{Type: sites.SourceGitea, Owner: r.owner, Repo: r.repo, Branch: r.branch}})
-	if errors.Is(err, sites.ErrConflict) && reg.Snapshot().Sites[siteID] != nil {
+	if errors.Is(err, sites.ErrConflict) && reg.Snapshot().Sites.Get(siteID) != nil {
 		return nil // created meanwhile
 	}
 	return err
