@@ -115,6 +115,17 @@ func TestClusterOfThree(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling interval
 	}
 	t.Logf("a write on node A was served by node C after %v", time.Since(start))
+	for i, n := range nodes { // they followed the change log: no node loaded the whole registry
+		resp, err := http.Get("http://" + n.admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "\ntollgate_registry_full_loads_total 0\n") {
+			t.Errorf("node %d loaded the whole registry to follow the writes (or has no tollgate_registry_full_loads_total)", i)
+		}
+	}
 
 	// 4. Traffic on all three nodes, with Redis restarted in the middle:
 	// the total is metered exactly once (and what was served while Redis
