@@ -77,19 +77,22 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 	if len(rest) == 1 && rest[0] == "certs" {
 		rest = []string{"certs", "list"}
 	}
-	if len(rest) < 2 {
+	if len(rest) == 0 {
 		return usageFail(stderr, usagef("missing command"))
 	}
-	cmd := findCommand(rest[0], rest[1])
+	cmd, rest := findCommand(rest)
+	if cmd == nil && len(rest) == 1 && isGroup(rest[0]) {
+		return usageFail(stderr, usagef("missing command after %q", rest[0]))
+	}
 	if cmd == nil {
-		return usageFail(stderr, usagef("unknown command %q", rest[0]+" "+rest[1]))
+		return usageFail(stderr, usagef("unknown command %q", strings.Join(rest[:min(2, len(rest))], " ")))
 	}
 
 	fs := flag.NewFlagSet("tollgate admin "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g.register(fs)
 	run := cmd.setup(fs)
-	pos, err := parseArgs(fs, rest[2:])
+	pos, err := parseArgs(fs, rest)
 	if errors.Is(err, flag.ErrHelp) {
 		printCommandUsage(stdout, cmd, fs)
 		return exitOK
@@ -106,7 +109,7 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	out, err := run(context.Background(), NewClient(g.addr, g.token), pos)
+	out, err := run(withStreams(context.Background(), stdout, stderr), NewClient(g.addr, g.token), pos)
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue):
@@ -119,6 +122,9 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := out.print(stdout, g.json); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
+		return exitError
+	}
+	if out.failed {
 		return exitError
 	}
 	return exitOK
@@ -194,7 +200,10 @@ type output struct {
 	value  any // the --json form; nil prints nothing
 	header []string
 	rows   [][]string
-	msg    string
+	msg    string // without a header: printed alone; "" prints nothing
+	// failed makes the command exit 1 after printing (an import with
+	// refused records).
+	failed bool
 }
 
 func (o output) print(w io.Writer, asJSON bool) error {
@@ -210,8 +219,14 @@ func (o output) print(w io.Writer, asJSON bool) error {
 		return err
 	}
 	if o.header == nil {
+		if o.msg == "" {
+			return nil
+		}
 		_, err := fmt.Fprintln(w, o.msg)
 		return err
+	}
+	if o.msg != "" {
+		fmt.Fprintln(w, o.msg)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(o.header, "\t"))

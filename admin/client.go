@@ -141,26 +141,22 @@ func (c *Client) DetachDomain(ctx context.Context, name string) error {
 // do sends in (if not nil) as JSON and decodes a 2xx body into out (if not
 // nil). A 4xx or 5xx answer is returned as a *Problem.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return 0, fmt.Errorf("admin client: %w", err)
-		}
-		body = bytes.NewReader(b)
+	if in == nil {
+		return c.doRaw(ctx, method, path, "", nil, out)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	b, err := json.Marshal(in)
 	if err != nil {
 		return 0, fmt.Errorf("admin client: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Accept", contentTypeJSON+", "+contentTypeProblem)
-	if in != nil {
-		req.Header.Set("Content-Type", contentTypeJSON)
-	}
-	resp, err := c.hc.Do(req)
+	return c.doRaw(ctx, method, path, contentTypeJSON, bytes.NewReader(b), out)
+}
+
+// doRaw sends body (if not nil) as contentType and decodes a 2xx JSON body
+// into out (if not nil). A 4xx or 5xx answer is returned as a *Problem.
+func (c *Client) doRaw(ctx context.Context, method, path, contentType string, body io.Reader, out any) (int, error) {
+	resp, err := c.send(ctx, method, path, contentType, body)
 	if err != nil {
-		return 0, fmt.Errorf("admin client: %w", err)
+		return 0, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
@@ -176,6 +172,45 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (int,
 		}
 	}
 	return resp.StatusCode, nil
+}
+
+// stream copies the 2xx body of GET path to w, whatever its size and
+// however long it takes (no clientTimeout: ctx bounds it).
+func (c *Client) stream(ctx context.Context, path string, w io.Writer) error {
+	resp, err := c.sendWith(ctx, &http.Client{Transport: c.hc.Transport}, http.MethodGet, path, "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+		return responseProblem(resp.StatusCode, b)
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("admin client: reading the response: %w", err)
+	}
+	return nil
+}
+
+func (c *Client) send(ctx context.Context, method, path, contentType string, body io.Reader) (*http.Response, error) {
+	return c.sendWith(ctx, c.hc, method, path, contentType, body)
+}
+
+func (c *Client) sendWith(ctx context.Context, hc *http.Client, method, path, contentType string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("admin client: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", contentTypeJSON+", "+contentTypeProblem+", "+contentTypeNDJSON)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("admin client: %w", err)
+	}
+	return resp, nil
 }
 
 // responseProblem decodes an error body; one that is not a problem (a proxy's

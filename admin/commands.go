@@ -3,6 +3,8 @@ package admin
 import (
 	"context"
 	"flag"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tollgate-edge/tollgate/sites"
@@ -19,13 +21,27 @@ type command struct {
 
 type runFunc func(ctx context.Context, c *Client, args []string) (output, error)
 
-func findCommand(group, verb string) *command {
+// findCommand finds the command args start with (one word, such as
+// "import", or two, such as "plan put") and returns the arguments after
+// its name.
+func findCommand(args []string) (*command, []string) {
 	for i := range commands {
-		if commands[i].name == group+" "+verb {
-			return &commands[i]
+		name := strings.Fields(commands[i].name)
+		if len(args) >= len(name) && slices.Equal(args[:len(name)], name) {
+			return &commands[i], args[len(name):]
 		}
 	}
-	return nil
+	return nil, args
+}
+
+// isGroup reports whether word starts two-word commands ("plan").
+func isGroup(word string) bool {
+	for _, c := range commands {
+		if first, _, two := strings.Cut(c.name, " "); two && first == word {
+			return true
+		}
+	}
+	return false
 }
 
 // noFlags is the setup of a command without flags of its own.
@@ -34,6 +50,8 @@ func noFlags(run runFunc) func(*flag.FlagSet) runFunc {
 }
 
 var commands = []command{
+	{name: "import", args: []string{"FILE"}, help: "create or update plans, orgs, sites and domains from an NDJSON file (- reads stdin), in batches; importing the same file again changes nothing", setup: importCmd},
+	{name: "export", help: "write every plan, org, site and domain as NDJSON (the format import reads) to stdout or --output", setup: exportCmd},
 	{name: "certs list", help: "list the certificates (names, issuer, expiry, last error); `certs` alone does the same", setup: noFlags(certsCmd)},
 	{name: "usage org", args: []string{"ORG"}, help: "an org's usage series and totals", setup: usageOrgCmd},
 	{name: "usage period", args: []string{"YYYY-MM"}, help: "every org's usage totals for a month", setup: noFlags(usagePeriodCmd)},
