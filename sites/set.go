@@ -11,8 +11,8 @@ import (
 // and kept as a sorted slice; past setFew members they move to a cowmap, so
 // adding to an org of a million sites still copies one shard.
 type set struct {
-	few  []string // sorted; nil when many holds the members
-	many cowmap.Map[struct{}]
+	few  []string              // sorted; nil when many holds the members
+	many *cowmap.Map[struct{}] // nil while few holds them
 }
 
 const setFew = 16
@@ -26,18 +26,25 @@ func setOf(members map[string]struct{}) set {
 		slices.Sort(few)
 		return set{few: few}
 	}
-	return set{many: cowmap.From(members)}
+	m := cowmap.From(members)
+	return set{many: &m}
 }
 
 // Len is the number of members.
-func (s set) Len() int { return len(s.few) + s.many.Len() }
+func (s set) Len() int {
+	if s.many != nil {
+		return s.many.Len()
+	}
+	return len(s.few)
+}
 
 // with returns the set with k added, and the entries it copied.
 func (s set) with(k string) (set, int) {
-	if s.many.Len() > 0 {
+	if s.many != nil {
 		e := s.many.Edit()
 		e.Set(k, struct{}{})
-		return set{many: e.Map()}, e.Copied
+		m := e.Map()
+		return set{many: &m}, e.Copied
 	}
 	i, found := slices.BinarySearch(s.few, k)
 	if found {
@@ -51,18 +58,20 @@ func (s set) with(k string) (set, int) {
 		e.Set(m, struct{}{})
 	}
 	e.Set(k, struct{}{})
-	return set{many: e.Map()}, len(s.few)
+	m := e.Map()
+	return set{many: &m}, len(s.few)
 }
 
 // without returns the set with k removed, and the entries it copied.
 func (s set) without(k string) (set, int) {
-	if s.many.Len() > 0 {
+	if s.many != nil {
 		if _, ok := s.many.Lookup(k); !ok {
 			return s, 0
 		}
 		e := s.many.Edit()
 		e.Delete(k)
-		return set{many: e.Map()}, e.Copied
+		m := e.Map()
+		return set{many: &m}, e.Copied
 	}
 	i, found := slices.BinarySearch(s.few, k)
 	if !found {
@@ -79,6 +88,9 @@ func (s set) All() func(yield func(string) bool) {
 				return
 			}
 		}
+		if s.many == nil {
+			return
+		}
 		for k := range s.many.All() {
 			if !yield(k) {
 				return
@@ -89,7 +101,7 @@ func (s set) All() func(yield func(string) bool) {
 
 // sorted returns the members, sorted, in a new slice.
 func (s set) sorted() []string {
-	if s.many.Len() == 0 {
+	if s.many == nil {
 		return slices.Clone(s.few)
 	}
 	keys := make([]string, 0, s.many.Len())

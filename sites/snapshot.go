@@ -1,6 +1,8 @@
 package sites
 
 import (
+	"unique"
+
 	"github.com/tollgate-edge/tollgate/internal/cowmap"
 )
 
@@ -80,10 +82,15 @@ func snapshotOf(plans map[string]*Plan, orgs map[string]*Org, sites map[string]*
 		}
 		index[k][v] = struct{}{}
 	}
+	for _, o := range orgs {
+		o.intern()
+	}
 	for id, s := range sites {
+		s.intern(orgs[s.Org])
 		add(byOrg, s.Org, id)
 	}
 	for name, d := range domains {
+		d.intern(sites[d.Site])
 		add(bySite, d.Site, name)
 	}
 	return &Snapshot{
@@ -189,12 +196,38 @@ func (t *tx) snapshot() *Snapshot {
 	}
 }
 
+// Interning. Records hold few distinct values in some fields (plan
+// names, states, kinds); each decoded record would hold its own copy.
+// They are replaced by one shared copy (unique.Make), and a site's org id
+// and a domain's site id by the bytes of the org's and site's own id, so a
+// registry of a million records does not hold a million copies of "active".
+func intern(s string) string { return unique.Make(s).Value() }
+
+func (o *Org) intern() {
+	o.Plan, o.State = intern(o.Plan), intern(o.State)
+}
+
+func (s *Site) intern(org *Org) {
+	if org != nil && org.ID == s.Org {
+		s.Org = org.ID
+	}
+	s.Source.Type, s.Source.Branch = intern(s.Source.Type), intern(s.Source.Branch)
+}
+
+func (d *Domain) intern(site *Site) {
+	if site != nil && site.ID == d.Site {
+		d.Site = site.ID
+	}
+	d.Status, d.Via = intern(d.Status), intern(d.Via)
+}
+
 func (t *tx) putPlan(p *Plan) {
 	t.Plans.set(p.Name, p)
 	t.delta.Plans = append(t.delta.Plans, p.Name)
 }
 
 func (t *tx) putOrg(o *Org) {
+	o.intern()
 	if cur := t.Orgs.Get(o.ID); cur != nil {
 		for _, owner := range cur.GiteaOwners {
 			if t.owners.Get(owner) == o.ID {
@@ -222,6 +255,7 @@ func (t *tx) deleteOrg(id string) {
 }
 
 func (t *tx) putSite(s *Site) {
+	s.intern(t.Orgs.Get(s.Org))
 	if cur := t.Sites.Get(s.ID); cur != nil && cur.Org != s.Org {
 		t.indexCopied += removeFromIndex(&t.sitesByOrg, cur.Org, s.ID)
 	}
@@ -239,6 +273,7 @@ func (t *tx) deleteSite(id string) {
 }
 
 func (t *tx) putDomain(d *Domain) {
+	d.intern(t.Sites.Get(d.Site))
 	if cur := t.Domains.Get(d.Name); cur != nil && cur.Site != d.Site {
 		t.indexCopied += removeFromIndex(&t.domainsBySite, cur.Site, d.Name)
 	}

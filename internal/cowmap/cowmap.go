@@ -1,7 +1,8 @@
 // Package cowmap is an immutable map from strings to values whose versions
-// share structure: a write copies the one shard its key falls in, not the
-// whole map, so with n entries it costs O(n/1024) instead of O(n) once n is
-// past 128 thousand (O(128) below that), and versions that differ by a few keys share all other shards.
+// share structure: a write copies the one small shard its key falls in (and
+// the block of 64 shard pointers above it), not the map, so it costs about
+// the same with a hundred entries or two million, and versions that differ
+// by a few keys share everything else.
 //
 // The registry's snapshots (package sites) and the proxy's routing table are
 // built on it: readers look keys up in whatever version they hold, without
@@ -14,28 +15,39 @@ import (
 	"slices"
 )
 
-// A map of n entries has about n/128 shards (a power of two, at most
-// 1024), so a small map costs one shard and a registry of a million sites
-// copies about a thousand entries per write. A write that takes the map past
-// 128 entries per shard rebuilds it with twice the shards: O(n) then, O(1)
-// amortized.
+// A map of n entries has about n/perShard shards (a power of two, at most
+// 1<<maxShardBits), grouped in blocks of 64. A write copies one shard
+// (perShard entries), one block (64 pointers) and the list of blocks (n/2048
+// pointers); a batch of k writes copies at most k shards and blocks. A
+// write that takes the map past perShard entries per shard rebuilds it with
+// twice the shards: O(n) then, O(1) amortized.
 const (
-	maxShardBits = 10
-	perShard     = 128
+	maxShardBits = 16 // 65,536 shards: 32 entries each at two million
+	perShard     = 32
+	blockBits    = 6
+	blockSize    = 1 << blockBits
 )
 
 var seed = maphash.MakeSeed()
 
+type block[V any] [blockSize]map[string]V
+
 // Map is one version of the map. The zero Map is empty and ready to use.
 // A Map is a small value; copying it copies no entries.
 type Map[V any] struct {
-	s    []map[string]V // len 1<<bits; nil: empty. A nil shard is empty too.
-	bits uint8
+	b    []*block[V] // max(1, shards/64) blocks; nil: empty. A nil shard is empty too.
+	bits uint8       // 1<<bits shards
 	n    int
 }
 
+func (m Map[V]) index(h uint64) (blk, shard uint64) {
+	i := h >> (64 - m.bits) & (1<<m.bits - 1)
+	return i >> blockBits, i & (blockSize - 1)
+}
+
 func (m Map[V]) shard(k string) map[string]V {
-	return m.s[maphash.String(seed, k)>>(64-m.bits)&(1<<m.bits-1)]
+	b, s := m.index(maphash.String(seed, k))
+	return m.b[b][s]
 }
 
 // Len is the number of entries.
@@ -63,16 +75,19 @@ func (m Map[V]) GetBytes(k []byte) V {
 		var zero V
 		return zero
 	}
-	return m.s[maphash.Bytes(seed, k)>>(64-m.bits)&(1<<m.bits-1)][string(k)]
+	b, s := m.index(maphash.Bytes(seed, k))
+	return m.b[b][s][string(k)]
 }
 
 // All yields every entry, in no particular order.
 func (m Map[V]) All() iter.Seq2[string, V] {
 	return func(yield func(string, V) bool) {
-		for _, shard := range m.s {
-			for k, v := range shard {
-				if !yield(k, v) {
-					return
+		for _, blk := range m.b {
+			for _, shard := range blk {
+				for k, v := range shard {
+					if !yield(k, v) {
+						return
+					}
 				}
 			}
 		}
@@ -82,20 +97,23 @@ func (m Map[V]) All() iter.Seq2[string, V] {
 // Edit starts the next version. The Editor's writes never show in m.
 func (m Map[V]) Edit() *Editor[V] {
 	e := &Editor[V]{m: Map[V]{bits: m.bits, n: m.n}}
-	if m.s == nil {
-		e.m.s = make([]map[string]V, 1)
+	if m.b == nil {
+		e.m.b = []*block[V]{new(block[V])}
+		e.all = true
 	} else {
-		e.m.s = slices.Clone(m.s)
+		e.m.b = slices.Clone(m.b)
 	}
-	e.owned = make([]uint64, (len(e.m.s)+63)/64)
 	return e
 }
 
-// Editor derives a new version from a Map: each shard it writes to is
-// copied once, at its first write. It is not safe for concurrent use.
+// Editor derives a new version from a Map: each block and shard it writes
+// to is copied once, at its first write. It is not safe for concurrent use.
 type Editor[V any] struct {
-	m     Map[V]   // shards not in owned are shared with the base
-	owned []uint64 // shards already copied (bit set)
+	m Map[V] // blocks and shards not owned are shared with the base
+	// owned maps a block this edit copied to the shards of it the edit
+	// copied (bit set); with all, everything is the edit's own.
+	owned map[uint64]uint64
+	all   bool
 	// Copied counts the entries copied so far: the cost of the edit.
 	Copied int
 }
@@ -133,40 +151,54 @@ func (e *Editor[V]) Delete(k string) {
 	e.m.n--
 }
 
-// own returns k's shard, copied on its first write in this edit.
+// own returns k's shard, copied (with its block) on its first write in
+// this edit.
 func (e *Editor[V]) own(k string) map[string]V {
-	i := maphash.String(seed, k) >> (64 - e.m.bits) & (1<<e.m.bits - 1)
-	if e.owned[i/64]&(1<<(i%64)) == 0 {
-		old := e.m.s[i]
+	b, s := e.m.index(maphash.String(seed, k))
+	if e.all {
+		if e.m.b[b][s] == nil {
+			e.m.b[b][s] = make(map[string]V)
+		}
+		return e.m.b[b][s]
+	}
+	if e.owned == nil {
+		e.owned = make(map[uint64]uint64)
+	}
+	mask, ok := e.owned[b]
+	if !ok {
+		cp := *e.m.b[b]
+		e.m.b[b] = &cp
+	}
+	if mask&(1<<s) == 0 {
+		old := e.m.b[b][s]
 		next := make(map[string]V, len(old)+1)
 		for k, v := range old {
 			next[k] = v
 		}
 		e.Copied += len(old)
-		e.m.s[i] = next
-		e.owned[i/64] |= 1 << (i % 64)
+		e.m.b[b][s] = next
+		mask |= 1 << s
 	}
-	return e.m.s[i]
+	e.owned[b] = mask
+	return e.m.b[b][s]
 }
 
 // grow rebuilds the map with twice the shards, all owned by the edit.
 func (e *Editor[V]) grow() {
-	bits := e.m.bits + 1
-	s := make([]map[string]V, 1<<bits)
-	for i := range s {
-		s[i] = make(map[string]V, perShard/2)
+	next := Map[V]{bits: e.m.bits + 1, n: e.m.n}
+	next.b = make([]*block[V], max(1, (1<<next.bits)/blockSize))
+	for i := range next.b {
+		next.b[i] = new(block[V])
 	}
-	for _, shard := range e.m.s {
-		for k, v := range shard {
-			s[maphash.String(seed, k)>>(64-bits)&(1<<bits-1)][k] = v
+	for k, v := range e.m.All() {
+		b, s := next.index(maphash.String(seed, k))
+		if next.b[b][s] == nil {
+			next.b[b][s] = make(map[string]V, perShard)
 		}
-		e.Copied += len(shard)
+		next.b[b][s][k] = v
+		e.Copied++
 	}
-	e.m.s, e.m.bits = s, bits
-	e.owned = make([]uint64, (len(s)+63)/64)
-	for i := range e.owned {
-		e.owned[i] = ^uint64(0)
-	}
+	e.m, e.owned, e.all = next, nil, true
 }
 
 // Map returns the edited version. The Editor must not be used afterwards.
