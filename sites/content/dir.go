@@ -14,27 +14,47 @@ import (
 )
 
 // DirSource serves a site's files from a local directory through the shared
-// cache. Nothing outside the directory is ever opened: it goes through an
-// os.Root, which refuses ".." and symlinks that leave the root.
+// cache. Nothing outside the directory is ever opened: every look-up goes
+// through an os.Root, which refuses ".." and symlinks that leave the root.
+//
+// The root is opened for each look-up that reaches the disk (a miss, a
+// revalidation, the open of a file too large to cache) and closed after it,
+// not held: a node of a hundred thousand directory sites holds no
+// descriptor for them (it held one each, and ran out). A cache hit opens
+// nothing. A large file's descriptor stays valid after its root is closed.
 type DirSource struct {
-	root  *os.Root
+	path  string
 	cache *Cache
 	space *Space
 }
 
-// OpenDir opens dir as a content source cached in c.
+// OpenDir makes dir a content source cached in c. It fails when dir is not
+// a directory now; one that goes away later answers each request with the
+// error until it is back.
 func (c *Cache) OpenDir(dir string) (*DirSource, error) {
-	root, err := os.OpenRoot(dir)
+	fi, err := os.Stat(dir)
+	if err == nil && !fi.IsDir() {
+		err = fmt.Errorf("%s: not a directory", dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("content: open site directory: %w", err)
 	}
-	return &DirSource{root: root, cache: c, space: c.NewSpace()}, nil
+	return &DirSource{path: dir, cache: c, space: c.NewSpace()}, nil
 }
 
-// Close drops the source's cached files and closes its directory.
+// Close drops the source's cached files.
 func (d *DirSource) Close() error {
 	d.cache.DropSpace(d.space)
-	return d.root.Close()
+	return nil
+}
+
+// openRoot opens the site's directory for one look-up.
+func (d *DirSource) openRoot() (*os.Root, error) {
+	root, err := os.OpenRoot(d.path)
+	if err != nil {
+		return nil, fmt.Errorf("content: open site directory: %w", err)
+	}
+	return root, nil
 }
 
 // Get returns the file served at urlPath (already cleaned by the HTTP layer)
@@ -59,7 +79,12 @@ func (d *DirSource) GetAt(urlPath []byte, at time.Time) (*File, error) {
 	}
 	d.cache.misses.Add(1)
 	key := string(urlPath)
-	f, err := Resolve(&dirTree{d: d}, key)
+	root, err := d.openRoot()
+	if err != nil {
+		return nil, err // not cached: the directory may come back
+	}
+	defer root.Close()
+	f, err := Resolve(&dirTree{d: d, root: root}, key)
 	if err != nil && !errors.Is(err, ErrFileNotFound) && !errors.Is(err, ErrIsDir) {
 		return nil, err // an I/O error is not cached
 	}
@@ -72,7 +97,12 @@ func (d *DirSource) GetAt(urlPath []byte, at time.Time) (*File, error) {
 }
 
 func (d *DirSource) unchanged(e *Entry) bool {
-	fi, err := d.root.Stat(e.name)
+	root, err := d.openRoot()
+	if err != nil {
+		return false
+	}
+	defer root.Close()
+	fi, err := root.Stat(e.name)
 	return err == nil && fi.Mode().IsRegular() && fi.Size() == e.file.Size && fi.ModTime().Equal(e.file.ModTime)
 }
 
@@ -81,6 +111,7 @@ func (d *DirSource) unchanged(e *Entry) bool {
 // no second stat.
 type dirTree struct {
 	d     *DirSource
+	root  *os.Root
 	stats [2]struct {
 		name string
 		fi   fs.FileInfo
@@ -95,7 +126,7 @@ func (t *dirTree) stat(name string) (fs.FileInfo, error) {
 			return s.fi, s.err
 		}
 	}
-	fi, err := t.d.root.Stat(name)
+	fi, err := t.root.Stat(name)
 	if t.n < len(t.stats) {
 		t.stats[t.n].name, t.stats[t.n].fi, t.stats[t.n].err = name, fi, err
 		t.n++
@@ -114,7 +145,7 @@ func (t *dirTree) File(name string) (*File, error) {
 	case !fi.Mode().IsRegular():
 		return nil, ErrFileNotFound
 	}
-	return t.d.read(name, fi)
+	return t.d.read(t.root, name, fi)
 }
 
 // IsDir reports whether name is a directory (following symlinks within the
@@ -130,12 +161,18 @@ func (t *dirTree) IsDir(name string) (bool, error) {
 	return fi.IsDir(), nil
 }
 
-func (d *DirSource) read(name string, fi fs.FileInfo) (*File, error) {
+func (d *DirSource) read(root *os.Root, name string, fi fs.FileInfo) (*File, error) {
 	tag := fmt.Sprintf("%x-%x", fi.ModTime().UnixNano(), fi.Size())
-	root := d.root
 	if fi.Size() > d.cache.cfg.MaxCachedFile {
 		f := newFile(name, fi.Size(), fi.ModTime(), tag, nil)
-		f.open = func() (io.ReadSeekCloser, error) { return root.Open(name) }
+		f.open = func() (io.ReadSeekCloser, error) {
+			root, err := d.openRoot()
+			if err != nil {
+				return nil, err
+			}
+			defer root.Close() // the file stays open
+			return root.Open(name)
+		}
 		return f, nil
 	}
 	fh, err := root.Open(name)
