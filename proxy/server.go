@@ -101,8 +101,9 @@ type Proxy struct {
 
 	table atomic.Pointer[table] // what the request path reads
 
-	mu      sync.Mutex // guards runtime, extra and closed; held while applying a snapshot
+	mu      sync.Mutex // guards runtime, failed, extra and closed; held while applying a snapshot
 	runtime map[string]*siteRuntime
+	failed  map[string]bool    // sites whose runtime has an error: reopened at every registry change
 	extra   []*fasthttp.Server // the redirecting HTTP listener, when HTTPS is on
 	closed  bool
 }
@@ -156,7 +157,7 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 		cfg: cfg, limits: limits, trusted: trusted, cache: opts.Cache, log: opts.Logger, usage: opts.Usage, gates: opts.Gates,
 		pages: opts.Pages, orgs: opts.Orgs, plan: opts.DefaultPlan,
 		metrics: newMetrics(opts.Metrics, opts.Cache),
-		runtime: map[string]*siteRuntime{},
+		runtime: map[string]*siteRuntime{}, failed: map[string]bool{},
 	}
 	p.table.Store(&table{})
 	for _, ir := range opts.Internal {

@@ -38,6 +38,12 @@ func (p *Proxy) apply(s *sites.Snapshot, d *sites.Delta) {
 		siteIDs[id] = true
 		p.reopen(id, s.Sites.Get(id))
 	}
+	for id := range p.failed { // sources that could not be opened: tried again at every change
+		if !siteIDs[id] {
+			siteIDs[id] = true
+			p.reopen(id, s.Sites.Get(id))
+		}
+	}
 	for _, org := range d.Orgs {
 		for _, id := range s.SitesOf(org) {
 			siteIDs[id] = true
@@ -83,9 +89,14 @@ func (p *Proxy) reopen(id string, site *sites.Site) {
 	if rt != nil {
 		rt.close()
 		delete(p.runtime, id)
+		delete(p.failed, id)
 	}
 	if site != nil {
-		p.runtime[id] = p.open(site)
+		rt = p.open(site)
+		p.runtime[id] = rt
+		if rt.err != nil {
+			p.failed[id] = true
+		}
 	}
 }
 

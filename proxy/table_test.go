@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/tollgate-edge/tollgate/sites"
@@ -104,5 +106,28 @@ func TestRouteTableFollowsChanges(t *testing.T) {
 	must(t, reg.DetachDomain(ctx, "s4.example"))
 	if routes()["s4.example"] != nil || runtimeOf("s4") == nil {
 		t.Errorf("s4.example still routed after detaching it, or its site's resources closed")
+	}
+}
+
+// TestUnopenedSiteRetried: a site whose directory could not be opened
+// answers 503 and is opened again at the next registry change, whatever
+// it is (the operator fixed the directory, then changed anything).
+func TestUnopenedSiteRetried(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, Config{}, Limits{})
+	dir := filepath.Join(t.TempDir(), "later")
+	_, err := h.reg.CreateSite(ctx, sites.Site{ID: "later", Org: "acme", Source: sites.Source{Type: sites.SourceDir, Path: dir}})
+	must(t, err)
+	_, err = h.reg.AttachDomain(ctx, "later", "later.example")
+	must(t, err)
+	if got := h.do("GET", "later.example", "/").StatusCode(); got != 503 {
+		t.Fatalf("GET of a site without its directory: %d, want 503", got)
+	}
+	must(t, os.MkdirAll(dir, 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "index.html"), []byte("now"), 0o644))
+	_, err = h.reg.CreateOrg(ctx, sites.Org{ID: "unrelated", Plan: "big"})
+	must(t, err)
+	if got := h.do("GET", "later.example", "/").StatusCode(); got != 200 {
+		t.Errorf("GET after the directory appeared and the registry changed: %d, want 200", got)
 	}
 }
