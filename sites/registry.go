@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/tollgate-edge/tollgate/internal/cowmap"
 )
 
@@ -95,19 +97,16 @@ func New(ctx context.Context, st Store) (*Registry, error) {
 	return r, nil
 }
 
-// loadSnapshot reads every record of st into a new snapshot (Version 0).
+// loadSnapshot reads every record of st into a new snapshot (Version 0),
+// the four buckets at once.
 func loadSnapshot(ctx context.Context, st Store) (*Snapshot, error) {
 	plans, orgs, sites, domains := map[string]*Plan{}, map[string]*Org{}, map[string]*Site{}, map[string]*Domain{}
-	if err := load(ctx, st, bucketPlans, plans, func(p *Plan) string { return p.Name }); err != nil {
-		return nil, err
-	}
-	if err := load(ctx, st, bucketOrgs, orgs, func(o *Org) string { return o.ID }); err != nil {
-		return nil, err
-	}
-	if err := load(ctx, st, bucketSites, sites, func(s *Site) string { return s.ID }); err != nil {
-		return nil, err
-	}
-	if err := load(ctx, st, bucketDomains, domains, func(d *Domain) string { return d.Name }); err != nil {
+	var g errgroup.Group
+	g.Go(func() error { return load(ctx, st, bucketPlans, plans, func(p *Plan) string { return p.Name }) })
+	g.Go(func() error { return load(ctx, st, bucketOrgs, orgs, func(o *Org) string { return o.ID }) })
+	g.Go(func() error { return load(ctx, st, bucketSites, sites, func(s *Site) string { return s.ID }) })
+	g.Go(func() error { return load(ctx, st, bucketDomains, domains, func(d *Domain) string { return d.Name }) })
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	return snapshotOf(plans, orgs, sites, domains), nil

@@ -21,7 +21,8 @@ func tendSites(ctx context.Context, reg *sites.Registry, g *gitea.Source, m *met
 // siteTender keeps the meter's picture of what every site stores; the meter
 // integrates it into storage_byte_seconds.
 //
-//   - dir sites: a walk of the directory every interval;
+//   - dir sites: a walk of the directory every interval (once per
+//     directory, however many sites serve it);
 //   - Gitea repositories (gitea sites, and every pages repository served so
 //     far): their tree at the served commit, measured once per commit, so
 //     looking every tick costs nothing until a push.
@@ -69,13 +70,19 @@ func (t *siteTender) round(ctx context.Context) {
 	if now := t.now(); now.Sub(t.lastDirs) >= t.interval {
 		t.lastDirs = now
 		t.dirSizes = map[string]int64{}
+		walked := map[string]int64{} // path -> bytes: sites sharing a directory walk it once
 		for _, s := range snap.Sites.All() {
 			if s.Source.Type != sites.SourceDir {
 				continue
 			}
-			n, err := content.DirUsage(s.Source.Path)
-			if err != nil {
-				t.log.Warn("measuring site storage", slog.String("site", s.ID), slog.Any("err", err))
+			n, ok := walked[s.Source.Path]
+			if !ok {
+				var err error
+				n, err = content.DirUsage(s.Source.Path)
+				if err != nil {
+					t.log.Warn("measuring site storage", slog.String("site", s.ID), slog.Any("err", err))
+				}
+				walked[s.Source.Path] = n
 			}
 			t.dirSizes[s.ID] = n
 		}

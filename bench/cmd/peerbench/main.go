@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -48,10 +49,14 @@ type settings struct {
 	Streams     int           `json:"streams"`
 	Sites       int           `json:"sites"`
 	IdleConns   int           `json:"idle_conns"`
-	Only        string        `json:"only,omitempty"`
-	Tollgate    string        `json:"-"`
-	Out         string        `json:"-"`
-	Keep        bool          `json:"-"`
+	// RegistrySizes are the registry sizes of registry-scale, "10000,...".
+	RegistrySizes string `json:"registry_sizes"`
+	// RegistrySource is the source type of its sites: dir or upstream.
+	RegistrySource string `json:"registry_source"`
+	Only           string `json:"only,omitempty"`
+	Tollgate       string `json:"-"`
+	Out            string `json:"-"`
+	Keep           bool   `json:"-"`
 }
 
 func parseSettings(args []string, stderr io.Writer) (settings, error) {
@@ -88,6 +93,10 @@ func parseSettings(args []string, stderr io.Writer) (settings, error) {
 	fs.IntVar(&s.Sites, "sites", envInt("BENCH_SITES", 10000), "sites of the memory scenario (env BENCH_SITES)")
 	fs.IntVar(&s.IdleConns, "idle-conns", envInt("BENCH_IDLE_CONNS", 10000),
 		"keep-alive connections of the idle scenarios, fewer if the descriptor limit cannot hold them (env BENCH_IDLE_CONNS)")
+	fs.StringVar(&s.RegistrySizes, "registry-sizes", cmp.Or(os.Getenv("BENCH_REGISTRY_SIZES"), defaultRegistrySizes),
+		"comma-separated site counts of the registry-scale scenario, a fresh tollgate each (env BENCH_REGISTRY_SIZES)")
+	fs.StringVar(&s.RegistrySource, "registry-source", cmp.Or(os.Getenv("BENCH_REGISTRY_SOURCE"), "dir"),
+		"source of registry-scale's sites: dir (the benchmark directory; tollgate keeps one descriptor open per site) or upstream (env BENCH_REGISTRY_SOURCE)")
 	fs.StringVar(&s.Only, "only", os.Getenv("BENCH_ONLY"), "comma-separated scenario ids to run; empty runs all (env BENCH_ONLY)")
 	fs.StringVar(&s.Tollgate, "tollgate", "bin/tollgate", "tollgate binary (make build)")
 	fs.StringVar(&s.Out, "out", "bench/results", "directory of the Markdown and JSON results")
@@ -103,6 +112,12 @@ func parseSettings(args []string, stderr io.Writer) (settings, error) {
 	}
 	if s.Duration < time.Second {
 		errs = append(errs, fmt.Errorf("-duration: %s is under wrk's one-second resolution", s.Duration))
+	}
+	if _, err := parseSizes(s.RegistrySizes); err != nil {
+		errs = append(errs, fmt.Errorf("-registry-sizes: %w", err))
+	}
+	if s.RegistrySource != "dir" && s.RegistrySource != "upstream" {
+		errs = append(errs, fmt.Errorf("-registry-source: %q is neither dir nor upstream", s.RegistrySource))
 	}
 	ids := make(map[string]bool)
 	for _, sc := range scenarios(s.Sites) {
@@ -234,7 +249,7 @@ func (b *bench) run(ctx context.Context) (report, error) {
 	}
 	// Every server is configured with the proxied site, so any server needs
 	// the upstream.
-	if len(need) > 0 || slices.ContainsFunc(selected, func(sc scenario) bool { return sc.Memory }) {
+	if len(need) > 0 || slices.ContainsFunc(selected, func(sc scenario) bool { return sc.Memory || sc.Registry }) {
 		if b.site.Upstream, err = startUpstream(ctx, b.ps, b.cpu, b.tmp); err != nil {
 			return report{}, fmt.Errorf("upstream: %w", err)
 		}
@@ -271,6 +286,8 @@ func (b *bench) run(ctx context.Context) (report, error) {
 			res = b.runColdMiss(ctx, sc)
 		case sc.Idle:
 			res = b.runIdle(ctx, sc)
+		case sc.Registry:
+			res = b.runRegistry(ctx, sc)
 		default:
 			res = b.runThroughput(ctx, sc)
 		}

@@ -39,6 +39,8 @@ type scenarioResult struct {
 	Servers []serverResult `json:"servers,omitempty"`
 	Memory  []memoryResult `json:"memory,omitempty"`
 	Idle    []idleResult   `json:"idle,omitempty"`
+	// Registry has one entry per size of registry-scale.
+	Registry []registryResult `json:"registry,omitempty"`
 }
 
 type serverResult struct {
@@ -138,9 +140,11 @@ var targets = []target{
 }
 
 type targetResult struct {
-	Target  string   `json:"target"`
-	Ratio   *float64 `json:"ratio,omitempty"`
-	Verdict string   `json:"verdict"` // met, missed, not built, invalid, not run
+	Target string   `json:"target"`
+	Ratio  *float64 `json:"ratio,omitempty"`
+	// Measured is the figure of a target that is not a ratio (registry).
+	Measured string `json:"measured,omitempty"`
+	Verdict  string `json:"verdict"` // met, missed, not built, invalid, not run
 	// LoadBound is set when one of the two servers used less than
 	// saturatedBusy of its core: the load generator, not that server, set
 	// the pace, and the req/s ratio understates the idler server.
@@ -156,6 +160,9 @@ const saturatedBusy = 0.9
 // fmtMeasured is a target's ratio, with the per-CPU-second one when the run
 // was load-generator bound.
 func (t targetResult) fmtMeasured() string {
+	if t.Measured != "" {
+		return t.Measured
+	}
 	if !t.LoadBound {
 		return fmtRatio(t.Ratio)
 	}
@@ -195,7 +202,7 @@ func evaluateTargets(results []scenarioResult) []targetResult {
 		}
 		out = append(out, tr)
 	}
-	return out
+	return append(out, evaluateRegistryTargets(results)...)
 }
 
 // writeResults writes DATE.md, DATE.json and latest.md under dir and returns
@@ -255,7 +262,13 @@ func markdown(rep report) []byte {
 			writeIdleTable(&b, sc, true)
 		}
 	}
-	b.WriteString("\n## Targets (issue 4)\n\n| target | measured | verdict |\n|---|---|---|\n")
+	for _, sc := range rep.Scenarios {
+		if sc.Registry != nil {
+			fmt.Fprintf(&b, "\n## %s\n\n", sc.Title)
+			writeRegistryTable(&b, sc, true)
+		}
+	}
+	b.WriteString("\n## Targets (issue 4; registry: issue 17)\n\n| target | measured | verdict |\n|---|---|---|\n")
 	for _, t := range rep.Targets {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.Target, t.fmtMeasured(), t.Verdict)
 	}
@@ -310,6 +323,11 @@ func problemNotes(rep report) []string {
 		for _, m := range sc.Idle {
 			for _, p := range m.Problems {
 				add(sc.ID, m.Server, p)
+			}
+		}
+		for _, r := range sc.Registry {
+			for _, p := range r.Problems {
+				add(sc.ID, fmt.Sprintf("tollgate, %s sites", groupThousands(int64(r.Sites))), p)
 			}
 		}
 	}

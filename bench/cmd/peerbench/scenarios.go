@@ -76,6 +76,9 @@ type scenario struct {
 	// Idle marks the idle-connection scenarios (see runIdle); Load is loadH1
 	// for the HTTPS one.
 	Idle bool
+	// Registry marks registry-scale, which runs its own tollgates (see
+	// runRegistry).
+	Registry bool
 }
 
 var (
@@ -139,6 +142,7 @@ func scenarios(sites int) []scenario {
 		{ID: "idle-conns", Title: "memory per idle keep-alive connection, HTTP/1.1", Servers: allServers, Idle: true},
 		{ID: "idle-conns-tls", Title: "memory per idle keep-alive connection, HTTPS HTTP/1.1", Servers: tlsServers, Load: loadH1, Idle: true},
 		{ID: "memory-certs", Title: fmt.Sprintf("memory (RSS), %s cached certificates", groupThousands(int64(sites))), Memory: true, Certs: true},
+		{ID: "registry-scale", Title: "site registry at scale (bulk import, single writes, RSS, restart)", Registry: true},
 	}
 }
 

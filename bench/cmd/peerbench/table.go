@@ -17,7 +17,7 @@ func writeTable(w io.Writer, rep report, md bool) {
 	var rows [][]string
 	for _, sc := range rep.Scenarios {
 		switch {
-		case sc.Memory != nil, sc.Idle != nil:
+		case sc.Memory != nil, sc.Idle != nil, sc.Registry != nil:
 			continue
 		case sc.Status == statusNotBuilt:
 			rows = append(rows, []string{sc.Title, "—", "not built", "", "", "(" + sc.Note + ")"})
@@ -125,6 +125,12 @@ func printText(w io.Writer, rep report) {
 		if sc.Idle != nil {
 			fmt.Fprintf(w, "\n%s\n", sc.Title)
 			writeIdleTable(w, sc, false)
+		}
+	}
+	for _, sc := range rep.Scenarios {
+		if sc.Registry != nil {
+			fmt.Fprintf(w, "\n%s\n", sc.Title)
+			writeRegistryTable(w, sc, false)
 		}
 	}
 	fmt.Fprintln(w, "\ntargets")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -26,6 +27,8 @@ const (
 type tollgateAdmin struct {
 	Addr   string
 	client *admin.Client
+	// token is the bearer token of the admin API; store the bbolt file.
+	token, store string
 }
 
 // tollgateOptions are what differs between the tollgate instances.
@@ -42,6 +45,12 @@ type tollgateOptions struct {
 	// this set, stored in tollgate's bbolt file before it starts (their CA,
 	// memoryCertsCA, is never contacted).
 	Certs *certSet
+	// Reopen, when set, is the bbolt file of an earlier tollgate (stopped)
+	// to start on: it already holds the base sites, so none are registered.
+	Reopen string
+	// ReadyTimeout bounds the wait for /readyz and the static site; 0 is
+	// 15 s.
+	ReadyTimeout time.Duration
 }
 
 // tollgateConfig is a minimal config: loopback listeners, a store in dir,
@@ -96,7 +105,8 @@ email = "peerbench@example.test"
 // sites and their domains through the admin API, and waits until the static
 // site answers: over plain HTTP, or with o.TLS over HTTPS as hostTLS, which
 // makes tollgate obtain its certificate then (the warm-up request). Extra
-// sites of s are not registered here (see registerSites).
+// sites of s are not registered here (see registerSites). With o.Reopen it
+// starts on that store and registers nothing.
 func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir string, s siteSpec, o tollgateOptions) (*server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -109,6 +119,10 @@ func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir s
 		token := randomToken()
 		conf := filepath.Join(dir, fmt.Sprintf("tollgate-%d.toml", attempt))
 		db := filepath.Join(dir, fmt.Sprintf("tollgate-%d.db", attempt))
+		if o.Reopen != "" {
+			db = o.Reopen
+		}
+		readyTimeout := cmp.Or(o.ReadyTimeout, 15*time.Second)
 		if err := os.WriteFile(conf, []byte(tollgateConfig(ports[0], ports[1], ports[2], token, db, o)), 0o600); err != nil {
 			return nil, err
 		}
@@ -124,14 +138,16 @@ func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir s
 		}
 		srv := &server{Name: name, Addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), proc: p}
 		adminAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
-		if err := waitReady(ctx, p, "http://"+adminAddr+"/readyz", adminAddr, 15*time.Second); err != nil {
+		if err := waitReady(ctx, p, "http://"+adminAddr+"/readyz", adminAddr, readyTimeout); err != nil {
 			p.stop()
 			return nil, err
 		}
-		srv.admin = &tollgateAdmin{Addr: adminAddr, client: admin.NewClient(adminAddr, token)}
-		if err := srv.admin.registerBase(ctx, s, o.TLS != nil); err != nil {
-			p.stop()
-			return nil, fmt.Errorf("%s: registering: %w", name, err)
+		srv.admin = &tollgateAdmin{Addr: adminAddr, client: admin.NewClient(adminAddr, token), token: token, store: db}
+		if o.Reopen == "" { // else the store holds the base sites already
+			if err := srv.admin.registerBase(ctx, s, o.TLS != nil); err != nil {
+				p.stop()
+				return nil, fmt.Errorf("%s: registering: %w", name, err)
+			}
 		}
 		if o.Pages != nil {
 			if err := srv.admin.claimPagesOwner(ctx); err != nil {
@@ -148,7 +164,7 @@ func startTollgate(ctx context.Context, ps *procs, cpu cpuPlan, bin, name, dir s
 			srv.TLSAddr, srv.tls = fmt.Sprintf("127.0.0.1:%d", ports[2]), o.TLS
 			err = waitTLSReady(ctx, srv, tlsIssueTimeout)
 		default:
-			err = waitReady(ctx, p, srv.url("/index.html"), hostStatic, 15*time.Second)
+			err = waitReady(ctx, p, srv.url("/index.html"), hostStatic, readyTimeout)
 		}
 		if err != nil {
 			p.stop()
