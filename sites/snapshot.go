@@ -264,38 +264,46 @@ func (t *tx) deleteOrg(id string) {
 
 func (t *tx) putSite(s *Site) {
 	s.intern(t.Orgs.Get(s.Org))
-	if cur := t.Sites.Get(s.ID); cur != nil && cur.Org != s.Org {
-		t.indexCopied += removeFromIndex(&t.sitesByOrg, cur.Org, s.ID)
-	}
-	t.indexCopied += addToIndex(&t.sitesByOrg, s.Org, s.ID)
-	t.Sites.set(s.ID, s)
+	putChild(t, &t.Sites, &t.sitesByOrg, s.ID, s.Org, s, siteOrg)
 	t.delta.Sites = append(t.delta.Sites, s.ID)
 }
 
 func (t *tx) deleteSite(id string) {
-	if cur := t.Sites.Get(id); cur != nil {
-		t.indexCopied += removeFromIndex(&t.sitesByOrg, cur.Org, id)
-	}
-	t.Sites.del(id)
+	deleteChild(t, &t.Sites, &t.sitesByOrg, id, siteOrg)
 	t.delta.Sites = append(t.delta.Sites, id)
 }
 
 func (t *tx) putDomain(d *Domain) {
 	d.intern(t.Sites.Get(d.Site))
-	if cur := t.Domains.Get(d.Name); cur != nil && cur.Site != d.Site {
-		t.indexCopied += removeFromIndex(&t.domainsBySite, cur.Site, d.Name)
-	}
-	t.indexCopied += addToIndex(&t.domainsBySite, d.Site, d.Name)
-	t.Domains.set(d.Name, d)
+	putChild(t, &t.Domains, &t.domainsBySite, d.Name, d.Site, d, domainSite)
 	t.delta.Domains = append(t.delta.Domains, d.Name)
 }
 
 func (t *tx) deleteDomain(name string) {
-	if cur := t.Domains.Get(name); cur != nil {
-		t.indexCopied += removeFromIndex(&t.domainsBySite, cur.Site, name)
-	}
-	t.Domains.del(name)
+	deleteChild(t, &t.Domains, &t.domainsBySite, name, domainSite)
 	t.delta.Domains = append(t.delta.Domains, name)
+}
+
+func siteOrg(s *Site) string      { return s.Org }
+func domainSite(d *Domain) string { return d.Site }
+
+// putChild sets record v under key and keeps index (parent key → the keys
+// of its children) in step: a record that moves to another parent leaves
+// the old one's set.
+func putChild[T any](t *tx, records *edit[*T], index *edit[set], key, parent string, v *T, parentOf func(*T) string) {
+	if cur := records.Get(key); cur != nil && parentOf(cur) != parent {
+		t.indexCopied += removeFromIndex(index, parentOf(cur), key)
+	}
+	t.indexCopied += addToIndex(index, parent, key)
+	records.set(key, v)
+}
+
+// deleteChild deletes the record under key and its entry in index.
+func deleteChild[T any](t *tx, records *edit[*T], index *edit[set], key string, parentOf func(*T) string) {
+	if cur := records.Get(key); cur != nil {
+		t.indexCopied += removeFromIndex(index, parentOf(cur), key)
+	}
+	records.del(key)
 }
 
 // domainCountOfOrg is how many domains the org's sites have.
