@@ -96,46 +96,27 @@ func (t *tx) applyLogged(ops []Change) error {
 func (t *tx) applyChange(c Change) error {
 	switch c.Bucket {
 	case bucketPlans:
-		if c.Value == nil {
-			t.Plans.del(c.Key)
-			t.delta.Plans = append(t.delta.Plans, c.Key)
-			return nil
-		}
-		p := new(Plan)
-		if err := json.Unmarshal(c.Value, p); err != nil {
-			return err
-		}
-		t.putPlan(p)
+		return applyRecord(c, t.putPlan, t.deletePlan)
 	case bucketOrgs:
-		if c.Value == nil {
-			t.deleteOrg(c.Key)
-			return nil
-		}
-		o := new(Org)
-		if err := json.Unmarshal(c.Value, o); err != nil {
-			return err
-		}
-		t.putOrg(o)
+		return applyRecord(c, t.putOrg, t.deleteOrg)
 	case bucketSites:
-		if c.Value == nil {
-			t.deleteSite(c.Key)
-			return nil
-		}
-		s := new(Site)
-		if err := json.Unmarshal(c.Value, s); err != nil {
-			return err
-		}
-		t.putSite(s)
+		return applyRecord(c, t.putSite, t.deleteSite)
 	case bucketDomains:
-		if c.Value == nil {
-			t.deleteDomain(c.Key)
-			return nil
-		}
-		d := new(Domain)
-		if err := json.Unmarshal(c.Value, d); err != nil {
-			return err
-		}
-		t.putDomain(d)
+		return applyRecord(c, t.putDomain, t.deleteDomain)
 	}
+	return nil
+}
+
+// applyRecord puts the record c holds, or deletes c.Key when it holds none.
+func applyRecord[T any](c Change, put func(*T), del func(string)) error {
+	if c.Value == nil {
+		del(c.Key)
+		return nil
+	}
+	v := new(T)
+	if err := json.Unmarshal(c.Value, v); err != nil {
+		return err
+	}
+	put(v)
 	return nil
 }

@@ -234,6 +234,11 @@ func (t *tx) putPlan(p *Plan) {
 	t.delta.Plans = append(t.delta.Plans, p.Name)
 }
 
+func (t *tx) deletePlan(name string) {
+	t.Plans.del(name)
+	t.delta.Plans = append(t.delta.Plans, name)
+}
+
 func (t *tx) putOrg(o *Org) {
 	o.intern()
 	if cur := t.Orgs.Get(o.ID); cur != nil {
