@@ -178,6 +178,7 @@ func (s *Server) routes(metrics http.Handler) {
 	s.v1("GET /v1/backup", s.backup)
 	s.v1("POST /v1/import", s.importRecords)
 	s.v1("GET /v1/export", s.export)
+	s.v1("GET /debug/pprof/{name}", s.pprofProfile)
 
 	s.mux.HandleFunc("POST /hooks/gitea", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.giteaHook(w, r); err != nil {
