@@ -37,6 +37,9 @@ type Counters struct {
 	ingress   atomic.Int64
 	requests  atomic.Int64
 	storage   atomic.Int64 // bytes stored now (a gauge, integrated at flush)
+	// storageAcc is the storage integrated so far and not yet written, in
+	// byte-seconds; only collect touches it.
+	storageAcc float64
 }
 
 // AddEgress counts n bytes written to a client.
@@ -85,9 +88,11 @@ type Meter struct {
 	seq       uint64
 	pending   []*Batch
 	lastFlush time.Time
-	journal   Journal
-	journaled bool  // the journal may hold batches
-	journalOK error // the last journal Save's error
+	// lastStorage is when accrued storage was last written (collect).
+	lastStorage time.Time
+	journal     Journal
+	journaled   bool  // the journal may hold batches
+	journalOK   error // the last journal Save's error
 
 	healthMu sync.Mutex // guards lastOK and lastErr (Check must not wait on a flush)
 	lastOK   time.Time  // end of the last flush the sink took
@@ -128,6 +133,7 @@ func New(cfg Config, opts Options) (*Meter, error) {
 		done: make(chan struct{}),
 	}
 	m.lastFlush = opts.Now()
+	m.lastStorage = m.lastFlush
 	m.lastOK = m.lastFlush
 	if m.journal != nil {
 		kept, err := m.journal.Load()
@@ -203,7 +209,7 @@ func (m *Meter) Close(ctx context.Context) error {
 	if m.running.Load() {
 		<-m.done // the periodic flush is over; the final one follows
 	}
-	err := m.Flush(ctx)
+	err := m.flush(ctx, true)
 	if err == nil {
 		return nil
 	}
@@ -256,14 +262,16 @@ func (m *Meter) Pending() int {
 }
 
 // Flush takes the deltas counted so far and writes them, after any older
-// batches still waiting, in order.
-func (m *Meter) Flush(ctx context.Context) error {
+// batches still waiting, in order. Accrued storage is written once a minute
+// (storageEvery).
+func (m *Meter) Flush(ctx context.Context) error { return m.flush(ctx, false) }
+
+// flush is Flush; final writes all the accrued storage too (Close).
+func (m *Meter) flush(ctx context.Context, final bool) error {
 	m.flushMu.Lock()
 	defer m.flushMu.Unlock()
 	start := time.Now()
-	if b := m.collect(); b != nil {
-		m.pending = append(m.pending, b)
-	}
+	m.pending = append(m.pending, m.collect(final)...)
 	err := m.drain(ctx)
 	m.m.flushDuration.Observe(time.Since(start).Seconds())
 	m.m.pending.Set(float64(len(m.pending)))
@@ -302,12 +310,23 @@ func (m *Meter) saveJournal() {
 	m.journaled = err != nil || len(m.pending) > 0
 }
 
-// collect swaps every counter to zero and returns the deltas as a batch, or
-// nil when nothing was used. Storage is integrated over the time since the
-// previous collect.
-func (m *Meter) collect() *Batch {
+// storageEvery is how often the storage every site accrues is written. It
+// is integrated at every flush but written once a minute (and at every hour
+// boundary, and at Close): with a million sites, a write per site per flush
+// interval would be the node's main work. A kill loses at most a minute of
+// storage byte-seconds; traffic counters are written every flush.
+const storageEvery = time.Minute
+
+// collect swaps every counter to zero and returns the deltas as batches (none
+// when nothing was used). Storage is integrated over the time since the
+// previous collect and written as storageEvery says; with final, all of it.
+// When an hour boundary passed since the previous collect, the storage
+// accrued before it comes first, in a batch of that collect's time (its
+// hour).
+func (m *Meter) collect(final bool) []*Batch {
 	now := m.now()
-	elapsed := now.Sub(m.lastFlush)
+	prev := m.lastFlush
+	elapsed := now.Sub(prev)
 	m.lastFlush = now
 	m.mu.Lock()
 	list := make([]*Counters, 0, len(m.counters))
@@ -315,6 +334,11 @@ func (m *Meter) collect() *Batch {
 		list = append(list, c)
 	}
 	m.mu.Unlock()
+	var out []*Batch
+	if !now.Truncate(time.Hour).Equal(prev.Truncate(time.Hour)) {
+		out = m.appendBatch(out, prev, m.storageDeltas(list, nil))
+		m.lastStorage = prev
+	}
 	var deltas []Delta
 	for _, c := range list {
 		d := Delta{Org: c.org, Site: c.site, Values: Values{
@@ -323,7 +347,7 @@ func (m *Meter) collect() *Batch {
 			Requests:     c.requests.Swap(0),
 		}}
 		if st := c.storage.Load(); st > 0 && elapsed > 0 {
-			d.StorageByteSeconds = int64(float64(st) * elapsed.Seconds())
+			c.storageAcc += float64(st) * elapsed.Seconds()
 		}
 		if d.IsZero() {
 			continue
@@ -331,14 +355,46 @@ func (m *Meter) collect() *Batch {
 		m.m.observe(c, d.Values)
 		deltas = append(deltas, d)
 	}
+	if final || now.Sub(m.lastStorage) >= storageEvery {
+		deltas = m.storageDeltas(list, deltas)
+		m.lastStorage = now
+	}
+	return m.appendBatch(out, now, deltas)
+}
+
+// storageDeltas adds to deltas the whole byte-seconds each counter accrued
+// (the fraction stays for the next time).
+func (*Meter) storageDeltas(list []*Counters, deltas []Delta) []Delta {
+	at := make(map[[2]string]int, len(deltas))
+	for i, d := range deltas {
+		at[[2]string{d.Org, d.Site}] = i
+	}
+	for _, c := range list {
+		n := int64(c.storageAcc)
+		if n <= 0 {
+			continue
+		}
+		c.storageAcc -= float64(n)
+		if i, ok := at[[2]string{c.org, c.site}]; ok {
+			deltas[i].StorageByteSeconds = n
+			continue
+		}
+		deltas = append(deltas, Delta{Org: c.org, Site: c.site, Values: Values{StorageByteSeconds: n}})
+	}
+	return deltas
+}
+
+// appendBatch appends the deltas as one batch of time at, unless there are
+// none.
+func (m *Meter) appendBatch(out []*Batch, at time.Time, deltas []Delta) []*Batch {
 	if len(deltas) == 0 {
-		return nil
+		return out
 	}
 	slices.SortFunc(deltas, func(a, b Delta) int {
 		return cmp.Or(strings.Compare(a.Org, b.Org), strings.Compare(a.Site, b.Site))
 	})
 	m.seq++
-	return &Batch{Node: m.node, Seq: m.seq, Time: now.UTC(), Deltas: deltas}
+	return append(out, &Batch{Node: m.node, Seq: m.seq, Time: at.UTC(), Deltas: deltas})
 }
 
 // drain applies spooled batches, then pending ones, oldest first, stopping

@@ -43,13 +43,17 @@ type siteTender struct {
 	log      *slog.Logger
 	now      func() time.Time // the clock of interval; tests inject one
 
-	lastDirs time.Time
-	dirSizes map[string]int64 // site id -> bytes, from the last walk
-	last     meter.StorageMap // the previous round, for repositories Gitea could not measure
+	lastDirs    time.Time
+	lastVersion uint64           // the registry snapshot of the last picture
+	dirSizes    map[string]int64 // site id -> bytes, from the last walk
+	last        meter.StorageMap // the previous round, for repositories Gitea could not measure
 }
 
 // run does a round now, then one every tick (the interval, at most 2 s),
-// until ctx ends.
+// until ctx ends. A round without a walk that is due, without Gitea
+// repositories and with the registry unchanged does nothing: with a million
+// directory sites, rebuilding the picture every tick was most of the node's
+// work.
 func (t *siteTender) run(ctx context.Context) {
 	tick := time.NewTicker(min(t.interval, 2*time.Second))
 	defer tick.Stop()
@@ -67,8 +71,13 @@ func (t *siteTender) run(ctx context.Context) {
 // picture.
 func (t *siteTender) round(ctx context.Context) {
 	snap := t.reg.Snapshot()
-	if now := t.now(); now.Sub(t.lastDirs) >= t.interval {
-		t.lastDirs = now
+	walk := t.now().Sub(t.lastDirs) >= t.interval
+	if !walk && t.gitea == nil && snap.Version == t.lastVersion && t.last != nil {
+		return // nothing to measure and the sites are the same: the picture stands
+	}
+	t.lastVersion = snap.Version
+	if walk {
+		t.lastDirs = t.now()
 		t.dirSizes = map[string]int64{}
 		walked := map[string]int64{} // path -> bytes: sites sharing a directory walk it once
 		for _, s := range snap.Sites.All() {

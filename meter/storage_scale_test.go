@@ -1,0 +1,108 @@
+package meter
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recordingSink keeps a copy of every batch it is given (the meter reuses
+// a batch once applied).
+type recordingSink struct {
+	mu      sync.Mutex
+	batches []*Batch
+}
+
+func (r *recordingSink) Apply(_ context.Context, b *Batch) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := *b
+	c.Deltas = slices.Clone(b.Deltas)
+	r.batches = append(r.batches, &c)
+	return nil
+}
+
+func (r *recordingSink) take() []*Batch {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.batches
+	r.batches = nil
+	return b
+}
+
+// TestStorageWrittenOncePerMinute: the storage of many idle sites costs a
+// write a minute, not one per site per flush (with 1,000,000 sites each
+// flush wrote 1,000,000 records, the node's main work), and what is
+// written adds up to the exact byte-seconds, hour by hour, Close included.
+func TestStorageWrittenOncePerMinute(t *testing.T) {
+	ctx := context.Background()
+	sink := &recordingSink{}
+	clk := &clock{t: time.Date(2026, 11, 30, 23, 58, 0, 0, time.UTC)}
+	m, _ := newMeter(t, Config{}, sink, nil, clk)
+	const sites = 1000
+	for i := range sites {
+		m.Counters("acme", fmt.Sprintf("s%d", i), "dir").SetStorage(10)
+	}
+	storageDeltas := func(bs []*Batch) (n int, sum int64, hours map[int]int64) {
+		hours = map[int]int64{}
+		for _, b := range bs {
+			for _, d := range b.Deltas {
+				if d.StorageByteSeconds > 0 {
+					n++
+					sum += d.StorageByteSeconds
+					hours[b.Time.Hour()] += d.StorageByteSeconds
+				}
+			}
+		}
+		return n, sum, hours
+	}
+	var total int64
+	// 59 flushes a second apart: nothing written for storage.
+	for range 59 {
+		clk.t = clk.t.Add(time.Second)
+		if err := m.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _, _ := storageDeltas(sink.take()); n != 0 {
+		t.Fatalf("59 one-second flushes wrote %d storage records for %d idle sites, want none before a minute", n, sites)
+	}
+	// The 60th: a minute's worth, one record per site.
+	clk.t = clk.t.Add(time.Second)
+	mustFlush(t, m)
+	n, sum, _ := storageDeltas(sink.take())
+	if n != sites || sum != sites*10*60 {
+		t.Fatalf("after a minute: %d records, %d byte-seconds; want %d and %d", n, sum, sites, sites*10*60)
+	}
+	total += sum
+	// 30 s more, across midnight (and the month): the part before it is
+	// written in November, the rest in December.
+	clk.t = clk.t.Add(20 * time.Second) // 23:59:20
+	mustFlush(t, m)
+	clk.t = clk.t.Add(50 * time.Second) // 00:00:10
+	mustFlush(t, m)
+	_, sum, hours := storageDeltas(sink.take())
+	if hours[23] != sites*10*20 {
+		t.Errorf("storage written for 23:00 at the hour boundary: %d, want %d", hours[23], sites*10*20)
+	}
+	total += sum
+	clk.t = clk.t.Add(5 * time.Second)
+	if err := m.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, sum, hours = storageDeltas(sink.take())
+	total += sum
+	if want := int64(sites * 10 * (60 + 20 + 50 + 5)); total != want || hours[0] != sites*10*55 {
+		t.Errorf("byte-seconds written in all: %d (00:00 hour at Close: %d); want %d (%d)", total, hours[0], want, sites*10*55)
+	}
+}
+
+func mustFlush(t *testing.T, m *Meter) {
+	t.Helper()
+	if err := m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
