@@ -20,7 +20,10 @@ type Config struct {
 	Plans []PlanConfig `toml:"plans"`
 	// EnforceInterval is how often each org's decision (allow, throttle,
 	// block) is recomputed from the usage counters; with the meter's flush
-	// interval it bounds how late a decision follows traffic. Default 1s.
+	// interval it bounds how late a decision follows traffic. A pass that
+	// takes longer than a tenth of it (a million orgs) puts the next one ten
+	// times its own duration later, so enforcement stays under a tenth of a
+	// core. Default 1s.
 	EnforceInterval time.Duration `toml:"enforce_interval"`
 	// GraceEndingNotice is how long before a past-due org expires the
 	// grace.ending hook fires. Default 24h.
