@@ -96,7 +96,7 @@ func parseSettings(args []string, stderr io.Writer) (settings, error) {
 	fs.StringVar(&s.RegistrySizes, "registry-sizes", cmp.Or(os.Getenv("BENCH_REGISTRY_SIZES"), defaultRegistrySizes),
 		"comma-separated site counts of the registry-scale scenario, a fresh tollgate each (env BENCH_REGISTRY_SIZES)")
 	fs.StringVar(&s.RegistrySource, "registry-source", cmp.Or(os.Getenv("BENCH_REGISTRY_SOURCE"), "dir"),
-		"source of registry-scale's sites: dir (the benchmark directory; tollgate keeps one descriptor open per site) or upstream (env BENCH_REGISTRY_SOURCE)")
+		"source of the registry scenarios' sites: dir (the benchmark directory) or upstream (the shared upstream) (env BENCH_REGISTRY_SOURCE)")
 	fs.StringVar(&s.Only, "only", os.Getenv("BENCH_ONLY"), "comma-separated scenario ids to run; empty runs all (env BENCH_ONLY)")
 	fs.StringVar(&s.Tollgate, "tollgate", "bin/tollgate", "tollgate binary (make build)")
 	fs.StringVar(&s.Out, "out", "bench/results", "directory of the Markdown and JSON results")
@@ -286,6 +286,8 @@ func (b *bench) run(ctx context.Context) (report, error) {
 			res = b.runColdMiss(ctx, sc)
 		case sc.Idle:
 			res = b.runIdle(ctx, sc)
+		case sc.Cluster:
+			res = b.runRegistryCluster(ctx, sc)
 		case sc.Registry:
 			res = b.runRegistry(ctx, sc)
 		default:

@@ -41,6 +41,8 @@ type scenarioResult struct {
 	Idle    []idleResult   `json:"idle,omitempty"`
 	// Registry has one entry per size of registry-scale.
 	Registry []registryResult `json:"registry,omitempty"`
+	// Cluster has one entry per size of registry-cluster.
+	Cluster []clusterResult `json:"cluster,omitempty"`
 }
 
 type serverResult struct {
@@ -202,7 +204,8 @@ func evaluateTargets(results []scenarioResult) []targetResult {
 		}
 		out = append(out, tr)
 	}
-	return append(out, evaluateRegistryTargets(results)...)
+	out = append(out, evaluateRegistryTargets(results)...)
+	return append(out, evaluateClusterTargets(results)...)
 }
 
 // writeResults writes DATE.md, DATE.json and latest.md under dir and returns
@@ -267,6 +270,10 @@ func markdown(rep report) []byte {
 			fmt.Fprintf(&b, "\n## %s\n\n", sc.Title)
 			writeRegistryTable(&b, sc, true)
 		}
+		if sc.Cluster != nil {
+			fmt.Fprintf(&b, "\n## %s\n\n", sc.Title)
+			writeClusterTable(&b, sc, true)
+		}
 	}
 	b.WriteString("\n## Targets (issue 4; registry: issue 17)\n\n| target | measured | verdict |\n|---|---|---|\n")
 	for _, t := range rep.Targets {
@@ -328,6 +335,11 @@ func problemNotes(rep report) []string {
 		for _, r := range sc.Registry {
 			for _, p := range r.Problems {
 				add(sc.ID, fmt.Sprintf("tollgate, %s sites", groupThousands(int64(r.Sites))), p)
+			}
+		}
+		for _, r := range sc.Cluster {
+			for _, p := range r.Problems {
+				add(sc.ID, fmt.Sprintf("tollgate cluster, %s sites", groupThousands(int64(r.Sites))), p)
 			}
 		}
 	}

@@ -77,8 +77,8 @@ type scenario struct {
 	// for the HTTPS one.
 	Idle bool
 	// Registry marks registry-scale, which runs its own tollgates (see
-	// runRegistry).
-	Registry bool
+	// runRegistry); with Cluster, registry-cluster (runRegistryCluster).
+	Registry, Cluster bool
 }
 
 var (
@@ -143,6 +143,8 @@ func scenarios(sites int) []scenario {
 		{ID: "idle-conns-tls", Title: "memory per idle keep-alive connection, HTTPS HTTP/1.1", Servers: tlsServers, Load: loadH1, Idle: true},
 		{ID: "memory-certs", Title: fmt.Sprintf("memory (RSS), %s cached certificates", groupThousands(int64(sites))), Memory: true, Certs: true},
 		{ID: "registry-scale", Title: "site registry at scale (bulk import, single writes, RSS, restart)", Registry: true},
+		{ID: "registry-cluster", Title: "site registry of two nodes on Redis (bulk import, follower start, propagation of writes)",
+			Registry: true, Cluster: true},
 	}
 }
 

@@ -17,7 +17,7 @@ func writeTable(w io.Writer, rep report, md bool) {
 	var rows [][]string
 	for _, sc := range rep.Scenarios {
 		switch {
-		case sc.Memory != nil, sc.Idle != nil, sc.Registry != nil:
+		case sc.Memory != nil, sc.Idle != nil, sc.Registry != nil, sc.Cluster != nil:
 			continue
 		case sc.Status == statusNotBuilt:
 			rows = append(rows, []string{sc.Title, "—", "not built", "", "", "(" + sc.Note + ")"})
@@ -131,6 +131,10 @@ func printText(w io.Writer, rep report) {
 		if sc.Registry != nil {
 			fmt.Fprintf(w, "\n%s\n", sc.Title)
 			writeRegistryTable(w, sc, false)
+		}
+		if sc.Cluster != nil {
+			fmt.Fprintf(w, "\n%s\n", sc.Title)
+			writeClusterTable(w, sc, false)
 		}
 	}
 	fmt.Fprintln(w, "\ntargets")

@@ -51,6 +51,8 @@ type tollgateOptions struct {
 	// ReadyTimeout bounds the wait for /readyz and the static site; 0 is
 	// 15 s.
 	ReadyTimeout time.Duration
+	// Redis, when set, is [store] redis: the registry lives there.
+	Redis string
 }
 
 // tollgateConfig is a minimal config: loopback listeners, a store in dir,
@@ -62,6 +64,10 @@ func tollgateConfig(httpPort, adminPort, httpsPort int, token, dbPath string, o 
 	if o.TLS != nil || o.Certs != nil {
 		https = fmt.Sprintf("https = \"127.0.0.1:%d\"\n", httpsPort)
 	}
+	redis := ""
+	if o.Redis != "" {
+		redis = fmt.Sprintf("redis = %q\n", o.Redis)
+	}
 	conf := fmt.Sprintf(`[server]
 http = "127.0.0.1:%d"
 %sadmin = "127.0.0.1:%d"
@@ -69,13 +75,13 @@ admin_token = %q
 
 [store]
 path = %q
-
+%s
 [meter]
 disabled = %t
 
 [log]
 level = "warn"
-`, httpPort, https, adminPort, token, dbPath, o.MeterOff)
+`, httpPort, https, adminPort, token, dbPath, redis, o.MeterOff)
 	if g := o.Pages; g != nil {
 		// revalidate 1h: no background branch checks during the runs.
 		conf += fmt.Sprintf(`
