@@ -107,7 +107,7 @@ func BenchmarkProxyConn(b *testing.B) {
 	_, err = h.reg.AttachDomain(ctx, "app", "app.example")
 	must(b, err)
 	var r *route
-	pollFor(b, func() bool { r = h.proxy.table.Load().hosts.Get("app.example"); return r != nil })
+	pollFor(b, func() bool { r = h.proxy.lookup([]byte("app.example")); return r != nil })
 	answer := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n" + repeat("u", 1024))
 	r.rt.up.dialFunc = func(string, time.Duration) (net.Conn, error) { return &upstreamScript{answer: answer}, nil }
 

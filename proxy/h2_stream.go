@@ -83,7 +83,7 @@ func (p *Proxy) h2Waits(ctx *fasthttp.RequestCtx) bool {
 	if err != nil {
 		return false
 	}
-	if r := p.table.Load().hosts.GetBytes(key); r != nil {
+	if r := p.lookup(key); r != nil {
 		return r.rt.dir == nil || r.gate != nil && r.gate.Decision() == access.Throttle
 	}
 	if p.internal != nil && p.internal[string(key)] != nil {

@@ -64,7 +64,7 @@ func (p *Proxy) route(ctx *fasthttp.RequestCtx, buf []byte, redirect *RedirectOp
 	if p.misdirected(ctx.Conn(), key) {
 		return target{}, key, fasthttp.StatusMisdirectedRequest
 	}
-	if r := p.table.Load().hosts.GetBytes(key); r != nil {
+	if r := p.lookup(key); r != nil {
 		if redirect != nil {
 			return target{to: toRedirect, kind: r.rt.kind, site: r}, key, 0
 		}

@@ -10,16 +10,18 @@ import (
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
-// TestRouteTableFollowsChanges: a registry write rebuilds the routes of the
-// hosts it touches and no other (a route of an untouched host is the same
-// value before and after), opens and closes only the resources of the sites
-// it changed, and requests follow at once.
+// TestRouteTableFollowsChanges: routes are built on a host's first request
+// (none for hosts nobody asked for, nor for unknown ones), and a registry
+// write drops the routes of the hosts it touches and no other (a route of
+// an untouched host is the same value before and after), closes only the
+// resources of the sites it changed, and requests follow at once.
 func TestRouteTableFollowsChanges(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, Config{}, Limits{})
 	reg := h.reg
 	_, err := reg.CreateOrg(ctx, sites.Org{ID: "other", Plan: "big"})
 	must(t, err)
+	hosts := []string{"www.example"}
 	for i := range 40 {
 		org := "acme"
 		if i%2 == 1 {
@@ -30,6 +32,7 @@ func TestRouteTableFollowsChanges(t *testing.T) {
 		must(t, err)
 		_, err = reg.AttachDomain(ctx, id, id+".example")
 		must(t, err)
+		hosts = append(hosts, id+".example")
 	}
 	routes := func() map[string]*route {
 		out := map[string]*route{}
@@ -38,10 +41,21 @@ func TestRouteTableFollowsChanges(t *testing.T) {
 		}
 		return out
 	}
+	runtimes := func() int {
+		h.proxy.mu.Lock()
+		defer h.proxy.mu.Unlock()
+		return len(h.proxy.runtime)
+	}
 	runtimeOf := func(id string) *siteRuntime {
 		h.proxy.mu.Lock()
 		defer h.proxy.mu.Unlock()
 		return h.proxy.runtime[id]
+	}
+	get := func(host string, want int) {
+		t.Helper()
+		if got := h.do("GET", host, "/").StatusCode(); got != want {
+			t.Fatalf("GET %s: %d, want %d", host, got, want)
+		}
 	}
 	// same reports the hosts whose route is the same value in both tables.
 	same := func(a, b map[string]*route) (n int) {
@@ -52,61 +66,64 @@ func TestRouteTableFollowsChanges(t *testing.T) {
 		}
 		return n
 	}
+	if n, rts := len(routes()), runtimes(); n != 0 || rts != 0 {
+		t.Fatalf("before any request: %d routes, %d open sites; want none", n, rts)
+	}
+	get("nosuch.example", 404)
+	for _, host := range hosts {
+		get(host, 200)
+	}
 	before := routes()
-	if len(before) != 41 {
-		t.Fatalf("table has %d hosts, want 41", len(before))
+	if len(before) != 41 || runtimes() != 41 {
+		t.Fatalf("after a request to each: %d routes, %d open sites; want 41 and 41", len(before), runtimes())
 	}
 
-	// A new site and domain: one route more, none rebuilt.
+	// A new site and domain: no route dropped, the new one built on request.
 	_, err = reg.CreateSite(ctx, sites.Site{ID: "new", Org: "other", Source: sites.Source{Type: sites.SourceDir, Path: h.root}})
 	must(t, err)
 	_, err = reg.AttachDomain(ctx, "new", "new.example")
 	must(t, err)
-	after := routes()
-	if len(after) != 42 || after["new.example"] == nil || same(before, after) != 41 {
-		t.Fatalf("after adding a domain: %d hosts, %d untouched routes; want 42 and 41", len(after), same(before, after))
+	if after := routes(); len(after) != 41 || same(before, after) != 41 {
+		t.Fatalf("after adding a domain: %d routes, %d untouched; want 41 and 41", len(after), same(before, after))
 	}
-	if got := h.do("GET", "new.example", "/").StatusCode(); got != 200 {
-		t.Errorf("GET new.example: %d, want 200", got)
-	}
+	get("new.example", 200)
 
-	// An org change rebuilds its sites' routes (they hold the org), no others.
-	before = after
+	// An org change drops its sites' routes (they hold the org), no others;
+	// the next request builds them with the org as it is now.
+	before = routes()
 	name := "Acme Renamed"
 	_, err = reg.UpdateOrg(ctx, "acme", sites.OrgPatch{Name: &name})
 	must(t, err)
-	after = routes()
-	for host, r := range after {
-		rebuilt := before[host] != r
-		if want := r.site.Org == "acme"; rebuilt != want {
-			t.Errorf("after changing org acme: route of %s (org %s) rebuilt = %v", host, r.site.Org, rebuilt)
-		}
-		if r.site.Org == "acme" && r.org.Name != name {
-			t.Errorf("route of %s holds org name %q", host, r.org.Name)
+	after := routes()
+	for host, r := range before {
+		if dropped := after[host] == nil; dropped != (r.site.Org == "acme") {
+			t.Errorf("after changing org acme: route of %s (org %s) dropped = %v", host, r.site.Org, dropped)
 		}
 	}
+	get("s0.example", 200)
+	if r := routes()["s0.example"]; r == nil || r.org.Name != name {
+		t.Errorf("route of s0.example after a request does not hold the renamed org")
+	}
 
-	// A deleted site: its host is gone, its resources closed, the rest kept.
-	before = after
+	// A deleted site: its route and resources gone, the rest kept.
+	before = routes()
 	rt := runtimeOf("s3")
 	must(t, reg.DeleteSite(ctx, "s3"))
 	after = routes()
-	if after["s3.example"] != nil || len(after) != 41 || same(before, after) != 41 {
-		t.Errorf("after deleting s3: %d hosts, s3.example routed: %v, %d untouched; want 41, false, 41",
-			len(after), after["s3.example"] != nil, same(before, after))
+	if after["s3.example"] != nil || same(before, after) != len(before)-1 {
+		t.Errorf("after deleting s3: s3.example routed: %v, %d of %d untouched", after["s3.example"] != nil, same(before, after), len(before)-1)
 	}
 	if rt == nil || runtimeOf("s3") != nil || runtimeOf("s4") == nil {
 		t.Errorf("runtime of s3 before %v, after %v; of s4 after %v", rt != nil, runtimeOf("s3") != nil, runtimeOf("s4") != nil)
 	}
-	if got := h.do("GET", "s3.example", "/").StatusCode(); got != 404 {
-		t.Errorf("GET s3.example after its site was deleted: %d, want 404", got)
-	}
+	get("s3.example", 404)
 
 	// A detached domain.
 	must(t, reg.DetachDomain(ctx, "s4.example"))
 	if routes()["s4.example"] != nil || runtimeOf("s4") == nil {
 		t.Errorf("s4.example still routed after detaching it, or its site's resources closed")
 	}
+	get("s4.example", 404)
 }
 
 // TestUnopenedSiteRetried: a site whose directory could not be opened

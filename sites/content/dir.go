@@ -96,10 +96,14 @@ func (d *DirSource) GetAt(urlPath []byte, at time.Time) (*File, error) {
 	return f, err
 }
 
+// unchanged reports whether e's file is still what the cache holds. When
+// the directory cannot be opened for a reason other than its absence (out
+// of descriptors: EMFILE, ENFILE), the cached file is served as it is and
+// checked again next time, as it was while the directory stayed open.
 func (d *DirSource) unchanged(e *Entry) bool {
 	root, err := d.openRoot()
 	if err != nil {
-		return false
+		return !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR)
 	}
 	defer root.Close()
 	fi, err := root.Stat(e.name)
