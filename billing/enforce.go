@@ -70,6 +70,10 @@ func (b *Billing) run(ctx context.Context) {
 	}
 }
 
+// evaluateChunk is how many orgs Evaluate decides between two releases of
+// b.mu.
+const evaluateChunk = 1024
+
 // warnPercent is the share of a quota that fires quota.warning;
 // quota.exceeded fires at 100 %.
 const warnPercent = 80
@@ -96,7 +100,14 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	}
 	counts := make(map[access.Decision]float64)
 	next := make(map[string]access.Decision, len(b.prev)) // orgs not allowed only: allow is the zero value
+	n := 0
 	for id, o := range snap.Orgs.All() {
+		if n++; n%evaluateChunk == 0 {
+			// Let registry writes (decide) and new gates (Gate) in between:
+			// a pass over a million orgs would hold them up for its length.
+			b.mu.Unlock()
+			b.mu.Lock()
+		}
 		plan := snap.Plans.Get(o.Plan)
 		var d access.Decision
 		if g, ok := b.gates.Load(id); ok {

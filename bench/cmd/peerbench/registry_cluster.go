@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -85,6 +86,10 @@ func (b *bench) runRegistryCluster(ctx context.Context, sc scenario) scenarioRes
 func (b *bench) clusterAt(ctx context.Context, redisBin string, n int) clusterResult {
 	r := clusterResult{Sites: n}
 	dir := filepath.Join(b.tmp, fmt.Sprintf("registry-cluster-%d", n))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		r.problem("%v", err)
+		return r
+	}
 	redisProc, redisAddr, err := startRedis(ctx, b.ps, b.cpu, redisBin, dir)
 	if err != nil {
 		r.problem("redis: %v", err)
