@@ -124,7 +124,11 @@ func loadSnapshot(ctx context.Context, st Store) (*Snapshot, error) {
 // records as the snapshot again (a restore from this or another node); a
 // restarted node loads whatever the store holds.
 func (r *Registry) Reload(ctx context.Context) (changed bool, err error) {
-	ver, err := r.storeVersion(ctx) // before the records: a write in between only makes ver low
+	// The version this node holds, then the store's, then the records: this
+	// node's own writes meanwhile raise the store's version and Seen, never
+	// make ver lower than seen (a loss); another node's only make ver low.
+	seen := r.Seen()
+	ver, err := r.storeVersion(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -141,11 +145,13 @@ func (r *Registry) Reload(ctx context.Context) (changed bool, err error) {
 			return false, loss.Err()
 		}
 		r.lost.Store(nil) // restored
-	} else if reason := lossOf(cur, next, r.seen, ver, same); reason != "" {
+	} else if reason := lossOf(cur, next, seen, ver, same); reason != "" {
 		loss := &Loss{Reason: reason, Since: r.now(), Orgs: cur.Orgs.Len(), Sites: cur.Sites.Len(), Domains: cur.Domains.Len()}
 		r.lost.Store(loss)
 		return false, loss.Err()
 	}
+	// Writes after ver (this node's own among them, made while the records
+	// were read) come again from the change log: they are idempotent.
 	r.seen = ver
 	if same {
 		return false, nil

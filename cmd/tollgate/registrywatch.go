@@ -103,11 +103,11 @@ func (w *registryWatch) run(ctx context.Context) {
 // ahead (Redis lost writes) or lost, it reloads, which reports the loss or
 // its end.
 func (w *registryWatch) reconcile(ctx context.Context) {
+	seen := w.reg.Seen() // first: this node's own writes meanwhile only raise v
 	v, err := w.kv.Version(ctx)
 	if err != nil {
 		return // Redis down: the snapshot keeps serving
 	}
-	seen := w.reg.Seen()
 	if w.reg.Lost() != nil || v < seen {
 		w.reload(ctx)
 	} else if v > seen {
