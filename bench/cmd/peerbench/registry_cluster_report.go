@@ -75,7 +75,8 @@ func writeClusterTable(w io.Writer, sc scenarioResult, md bool) {
 			fmtBytes(r.FollowerRSS), fmtBytes(r.RedisRSS), valid})
 	}
 	writeGrid(w, head, rows, md)
-	note := fmt.Sprintf("one redis-server (no persistence, on the load side's core) and two tollgates on it (the server's core). "+
+	note := fmt.Sprintf("one redis-server (no persistence) and two tollgates on it: node B, measured, alone on the server's core; node A "+
+		"and Redis on the load side's core. "+
 		"Node A gets the N orgs, sites and domains through POST /v1/import as in registry-scale; node B then starts on the "+
 		"registry in Redis, timed until it serves the last site. Then %d writes a second on node A for %s (POST "+
 		"/v1/sites/{id}/domains, a new domain each), each timed from A's 201 until B answers GET / as that host with 200 "+
