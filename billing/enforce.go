@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/tollgate-edge/tollgate/billing/access"
@@ -103,9 +104,12 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	n := 0
 	for id, o := range snap.Orgs.All() {
 		if n++; n%evaluateChunk == 0 {
-			// Let registry writes (decide) and new gates (Gate) in between:
-			// a pass over a million orgs would hold them up for its length.
+			// Let registry writes (decide) and new gates (Gate) in between,
+			// and yield the core: a pass over a million orgs would hold
+			// them up for its length (on one core, a request waits for a
+			// scheduler time slice at each of its steps).
 			b.mu.Unlock()
+			runtime.Gosched()
 			b.mu.Lock()
 		}
 		plan := snap.Plans.Get(o.Plan)
