@@ -274,29 +274,33 @@ func (b *bench) run(ctx context.Context) (report, error) {
 	b.startServers(ctx, need)
 
 	for _, sc := range selected {
-		var res scenarioResult
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return rep, nil
-		case sc.NotBuilt != "":
-			res = scenarioResult{ID: sc.ID, Title: sc.Title, Status: statusNotBuilt, Note: sc.NotBuilt + " not built yet"}
-		case sc.Memory:
-			res = b.runMemory(ctx, sc)
-		case sc.ColdMiss:
-			res = b.runColdMiss(ctx, sc)
-		case sc.Idle:
-			res = b.runIdle(ctx, sc)
-		case sc.Cluster:
-			res = b.runRegistryCluster(ctx, sc)
-		case sc.Registry:
-			res = b.runRegistry(ctx, sc)
-		default:
-			res = b.runThroughput(ctx, sc)
 		}
-		rep.Scenarios = append(rep.Scenarios, res)
+		rep.Scenarios = append(rep.Scenarios, b.runScenario(ctx, sc))
 	}
 	rep.Targets = evaluateTargets(rep.Scenarios)
 	return rep, nil
+}
+
+// runScenario runs one scenario the way its kind is measured.
+func (b *bench) runScenario(ctx context.Context, sc scenario) scenarioResult {
+	switch {
+	case sc.NotBuilt != "":
+		return scenarioResult{ID: sc.ID, Title: sc.Title, Status: statusNotBuilt, Note: sc.NotBuilt + " not built yet"}
+	case sc.Memory:
+		return b.runMemory(ctx, sc)
+	case sc.ColdMiss:
+		return b.runColdMiss(ctx, sc)
+	case sc.Idle:
+		return b.runIdle(ctx, sc)
+	case sc.Cluster:
+		return b.runRegistryCluster(ctx, sc)
+	case sc.Registry:
+		return b.runRegistry(ctx, sc)
+	default:
+		return b.runThroughput(ctx, sc)
+	}
 }
 
 // startServers starts each needed server once; the scenarios share them.
