@@ -8,11 +8,7 @@ import (
 
 // The report of registry-cluster: its targets and its table.
 
-var clusterTargets = []struct {
-	Text    string
-	Sites   int
-	Measure func(clusterResult) (figure string, met, measured bool)
-}{
+var clusterTargets = []sizedTarget[clusterResult]{
 	{"bulk import of 100,000 sites on Redis (one node) < 120 s", 100_000, func(r clusterResult) (string, bool, bool) {
 		return fmt.Sprintf("%s (%s sites/s)", fmtLatency(r.Import), groupThousands(int64(r.ImportSitesPerSec))),
 			r.Import < 2*time.Minute, r.Import > 0
@@ -32,28 +28,7 @@ func evaluateClusterTargets(results []scenarioResult) []targetResult {
 			rows = sc.Cluster
 		}
 	}
-	out := make([]targetResult, 0, len(clusterTargets))
-	for _, t := range clusterTargets {
-		tr := targetResult{Target: t.Text, Verdict: "not run"}
-		for _, r := range rows {
-			if r.Sites != t.Sites {
-				continue
-			}
-			figure, met, measured := t.Measure(r)
-			switch {
-			case !measured:
-				tr.Measured, tr.Verdict = "n/a", "invalid"
-			case !r.Valid:
-				tr.Measured, tr.Verdict = figure, "invalid"
-			case met:
-				tr.Measured, tr.Verdict = figure, "met"
-			default:
-				tr.Measured, tr.Verdict = figure, "missed"
-			}
-		}
-		out = append(out, tr)
-	}
-	return out
+	return judgeSized(clusterTargets, rows, func(r clusterResult) (int, bool) { return r.Sites, r.Valid })
 }
 
 // writeClusterTable writes registry-cluster's figures, one row per size.

@@ -10,18 +10,19 @@ import (
 
 // The report of registry-scale: its targets and its table.
 
-// registryTarget is a goal of the registry issue at one size.
-type registryTarget struct {
+// sizedTarget is a goal of the registry issue at one size, judged on the
+// row of that size of a scenario whose rows are R.
+type sizedTarget[R any] struct {
 	Text  string
 	Sites int
 	// Measure is the figure, whether it meets the goal, and false when it
 	// was not measured.
-	Measure func(registryResult) (string, bool, bool)
+	Measure func(R) (figure string, met, measured bool)
 }
 
 const registryMaxRSS = 1.5e9 // 1.5 GB
 
-var registryTargets = []registryTarget{
+var registryTargets = []sizedTarget[registryResult]{
 	{"bulk import of 100,000 sites < 60 s", 100_000, func(r registryResult) (string, bool, bool) {
 		return fmt.Sprintf("%s (%s sites/s)", fmtLatency(r.Import), groupThousands(int64(r.ImportSitesPerSec))),
 			r.Import < time.Minute, r.Import > 0
@@ -48,18 +49,25 @@ func evaluateRegistryTargets(results []scenarioResult) []targetResult {
 			rows = sc.Registry
 		}
 	}
-	out := make([]targetResult, 0, len(registryTargets))
-	for _, t := range registryTargets {
+	return judgeSized(registryTargets, rows, func(r registryResult) (int, bool) { return r.Sites, r.Valid })
+}
+
+// judgeSized judges each target on the row of its size (rowOf: the row's
+// sites and validity); a size without a row is "not run".
+func judgeSized[R any](targets []sizedTarget[R], rows []R, rowOf func(R) (sites int, valid bool)) []targetResult {
+	out := make([]targetResult, 0, len(targets))
+	for _, t := range targets {
 		tr := targetResult{Target: t.Text, Verdict: "not run"}
 		for _, r := range rows {
-			if r.Sites != t.Sites {
+			sites, valid := rowOf(r)
+			if sites != t.Sites {
 				continue
 			}
 			figure, met, measured := t.Measure(r)
 			switch {
 			case !measured:
 				tr.Measured, tr.Verdict = "n/a", "invalid"
-			case !r.Valid:
+			case !valid:
 				tr.Measured, tr.Verdict = figure, "invalid"
 			case met:
 				tr.Measured, tr.Verdict = figure, "met"
