@@ -46,6 +46,9 @@ func (m Map[V]) index(h uint64) (blk, shard uint64) {
 }
 
 func (m Map[V]) shard(k string) map[string]V {
+	if m.bits == 0 {
+		return m.b[0][0] // one shard: no hash to compute
+	}
 	b, s := m.index(maphash.String(seed, k))
 	return m.b[b][s]
 }
@@ -74,6 +77,9 @@ func (m Map[V]) GetBytes(k []byte) V {
 	if m.n == 0 {
 		var zero V
 		return zero
+	}
+	if m.bits == 0 {
+		return m.b[0][0][string(k)]
 	}
 	b, s := m.index(maphash.Bytes(seed, k))
 	return m.b[b][s][string(k)]
