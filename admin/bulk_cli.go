@@ -10,8 +10,6 @@ import (
 	"os"
 	"strconv"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
@@ -167,7 +165,9 @@ func (p *progress) done() {
 	}
 }
 
+// isTerminal reports whether f is a character device: a terminal (or
+// /dev/null, where the progress goes nowhere), not a pipe or a file.
 func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
