@@ -100,7 +100,8 @@ func New(ctx context.Context, st Store) (*Registry, error) {
 // loadSnapshot reads every record of st into a new snapshot (Version 0),
 // the four buckets at once.
 func loadSnapshot(ctx context.Context, st Store) (*Snapshot, error) {
-	plans, orgs, sites, domains := map[string]*Plan{}, map[string]*Org{}, map[string]*Site{}, map[string]*Domain{}
+	plans, orgs := cowmap.Map[*Plan]{}.Edit(), cowmap.Map[*Org]{}.Edit()
+	sites, domains := cowmap.Map[*Site]{}.Edit(), cowmap.Map[*Domain]{}.Edit()
 	var g errgroup.Group
 	g.Go(func() error { return load(ctx, st, bucketPlans, plans, func(p *Plan) string { return p.Name }) })
 	g.Go(func() error { return load(ctx, st, bucketOrgs, orgs, func(o *Org) string { return o.ID }) })
@@ -109,7 +110,7 @@ func loadSnapshot(ctx context.Context, st Store) (*Snapshot, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	return snapshotOf(plans, orgs, sites, domains), nil
+	return snapshotOf(plans.Map(), orgs.Map(), sites.Map(), domains.Map()), nil
 }
 
 // Reload reads the whole registry from the store again and publishes it if
@@ -187,13 +188,14 @@ func mapsEqual[T any](a, b cowmap.Map[*T]) bool {
 	return true
 }
 
-func load[T any](ctx context.Context, st Store, bucket string, into map[string]*T, key func(*T) string) error {
+// load decodes every record of bucket into into, keyed by key.
+func load[T any](ctx context.Context, st Store, bucket string, into *cowmap.Editor[*T], key func(*T) string) error {
 	return st.Scan(ctx, bucket, func(k, v []byte) error {
 		rec := new(T)
 		if err := json.Unmarshal(v, rec); err != nil {
 			return fmt.Errorf("sites: corrupt record %s/%s: %w", bucket, k, err)
 		}
-		into[key(rec)] = rec
+		into.Set(key(rec), rec)
 		return nil
 	})
 }

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/tollgate-edge/tollgate/internal/cowmap"
 )
 
 // bigSnapshot is a registry of n sites with a domain each: in orgs of one
@@ -26,7 +28,7 @@ func bigSnapshot(n int, oneOrg bool) *Snapshot {
 		name := fmt.Sprintf("www.site-%d.example", i)
 		domains[name] = &Domain{Name: name, Site: id, Status: DomainVerified}
 	}
-	return snapshotOf(plans, orgs, sites, domains)
+	return snapshotOf(cowmap.From(plans), cowmap.From(orgs), cowmap.From(sites), cowmap.From(domains))
 }
 
 // TestWriteCostIndependentOfSize: a write (a new org, site and domain, then

@@ -68,10 +68,12 @@ func (s *Snapshot) SiteCount(org string) int { return s.sitesByOrg.Get(org).Len(
 // DomainsOf returns the names of the site's domains, sorted.
 func (s *Snapshot) DomainsOf(site string) []string { return s.domainsBySite.Get(site).sorted() }
 
-// snapshotOf builds a snapshot, and its indexes, from whole maps (a load).
-func snapshotOf(plans map[string]*Plan, orgs map[string]*Org, sites map[string]*Site, domains map[string]*Domain) *Snapshot {
+// snapshotOf builds a snapshot, and its indexes, from the records of a
+// load (not yet shared: their strings are interned in place).
+func snapshotOf(plans cowmap.Map[*Plan], orgs cowmap.Map[*Org], sites cowmap.Map[*Site], domains cowmap.Map[*Domain]) *Snapshot {
 	owners := map[string]string{}
-	for id, o := range orgs {
+	for id, o := range orgs.All() {
+		o.intern()
 		for _, owner := range o.GiteaOwners {
 			owners[owner] = id
 		}
@@ -83,24 +85,16 @@ func snapshotOf(plans map[string]*Plan, orgs map[string]*Org, sites map[string]*
 		}
 		index[k][v] = struct{}{}
 	}
-	for _, o := range orgs {
-		o.intern()
-	}
-	for id, s := range sites {
-		s.intern(orgs[s.Org])
+	for id, s := range sites.All() {
+		s.intern(orgs.Get(s.Org))
 		add(byOrg, s.Org, id)
 	}
-	for name, d := range domains {
-		d.intern(sites[d.Site])
+	for name, d := range domains.All() {
+		d.intern(sites.Get(d.Site))
 		add(bySite, d.Site, name)
 	}
-	// The maps are independent: built at once (a start-up at a million
-	// sites spends most of its time here and in decoding).
-	s := &Snapshot{}
-	var wg sync.WaitGroup
-	wg.Go(func() { s.Plans, s.Orgs, s.owners = cowmap.From(plans), cowmap.From(orgs), cowmap.From(owners) })
-	wg.Go(func() { s.Sites = cowmap.From(sites) })
-	wg.Go(func() { s.Domains = cowmap.From(domains) })
+	s := &Snapshot{Plans: plans, Orgs: orgs, Sites: sites, Domains: domains, owners: cowmap.From(owners)}
+	var wg sync.WaitGroup // independent: built at once
 	wg.Go(func() { s.sitesByOrg = setsOf(byOrg) })
 	wg.Go(func() { s.domainsBySite = setsOf(bySite) })
 	wg.Wait()
