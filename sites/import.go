@@ -27,23 +27,19 @@ type Record struct {
 // Kind is "plan", "org", "site" or "domain"; "" when not exactly one field
 // is set.
 func (rec Record) Kind() string {
-	kinds := []string{}
-	if rec.Plan != nil {
-		kinds = append(kinds, "plan")
+	kind, n := "", 0
+	for _, f := range [...]struct {
+		set  bool
+		name string
+	}{{rec.Plan != nil, "plan"}, {rec.Org != nil, "org"}, {rec.Site != nil, "site"}, {rec.Domain != nil, "domain"}} {
+		if f.set {
+			kind, n = f.name, n+1
+		}
 	}
-	if rec.Org != nil {
-		kinds = append(kinds, "org")
-	}
-	if rec.Site != nil {
-		kinds = append(kinds, "site")
-	}
-	if rec.Domain != nil {
-		kinds = append(kinds, "domain")
-	}
-	if len(kinds) != 1 {
+	if n != 1 {
 		return ""
 	}
-	return kinds[0]
+	return kind
 }
 
 // Import outcomes.
@@ -199,8 +195,10 @@ func importSite(t *tx, s Site, now time.Time) (string, Change, error) {
 	case cur != nil && cur.Org != s.Org:
 		return "", Change{}, fmt.Errorf("site %q belongs to org %q: %w", s.ID, cur.Org, ErrConflict)
 	}
-	if plan := t.Plans.Get(org.Plan); cur == nil && plan != nil && plan.Sites > 0 && t.sitesByOrg.Get(org.ID).Len() >= plan.Sites {
-		return "", Change{}, &LimitError{Limit: "sites", Max: plan.Sites, Plan: plan.Name}
+	if cur == nil {
+		if err := t.siteLimit(org); err != nil {
+			return "", Change{}, err
+		}
 	}
 	out := outcome(cur, &s)
 	if out != Unchanged {
@@ -232,9 +230,9 @@ func (r *Registry) importDomain(t *tx, d Domain, now time.Time) (string, Change,
 	case cur != nil && cur.Site != d.Site:
 		return "", Change{}, fmt.Errorf("domain %q is already attached to site %q: %w", host, cur.Site, ErrConflict)
 	}
-	if org := t.Orgs.Get(site.Org); cur == nil && org != nil {
-		if plan := t.Plans.Get(org.Plan); plan != nil && plan.Domains > 0 && t.domainCountOfOrg(org.ID) >= plan.Domains {
-			return "", Change{}, &LimitError{Limit: "domains", Max: plan.Domains, Plan: plan.Name}
+	if cur == nil {
+		if err := t.domainLimit(t.Orgs.Get(site.Org)); err != nil {
+			return "", Change{}, err
 		}
 	}
 	out := outcome(cur, &d)

@@ -190,8 +190,8 @@ func (r *Registry) CreateSite(ctx context.Context, s Site) (Site, error) {
 		if next.Sites.Get(s.ID) != nil {
 			return nil, fmt.Errorf("site %q already exists: %w", s.ID, ErrConflict)
 		}
-		if plan := next.Plans.Get(org.Plan); plan != nil && plan.Sites > 0 && next.sitesByOrg.Get(org.ID).Len() >= plan.Sites {
-			return nil, &LimitError{Limit: "sites", Max: plan.Sites, Plan: plan.Name}
+		if err := next.siteLimit(org); err != nil {
+			return nil, err
 		}
 		next.putSite(&s)
 		return []Change{putOp(bucketSites, s.ID, &s)}, nil
@@ -246,11 +246,8 @@ func (r *Registry) AttachDomainVia(ctx context.Context, siteID, name, via string
 		if cur := next.Domains.Get(host); cur != nil {
 			return nil, fmt.Errorf("domain %q is already attached to site %q: %w", host, cur.Site, ErrConflict)
 		}
-		org := next.Orgs.Get(site.Org)
-		if org != nil {
-			if plan := next.Plans.Get(org.Plan); plan != nil && plan.Domains > 0 && next.domainCountOfOrg(org.ID) >= plan.Domains {
-				return nil, &LimitError{Limit: "domains", Max: plan.Domains, Plan: plan.Name}
-			}
+		if err := next.domainLimit(next.Orgs.Get(site.Org)); err != nil {
+			return nil, err
 		}
 		next.putDomain(&d)
 		return []Change{putOp(bucketDomains, host, &d)}, nil

@@ -62,9 +62,6 @@ func SyntheticOrgID(owner string) string { return syntheticPrefix + owner }
 // SitesOf returns the ids of the org's sites, sorted.
 func (s *Snapshot) SitesOf(org string) []string { return s.sitesByOrg.Get(org).sorted() }
 
-// SiteCount is how many sites the org has.
-func (s *Snapshot) SiteCount(org string) int { return s.sitesByOrg.Get(org).Len() }
-
 // DomainsOf returns the names of the site's domains, sorted.
 func (s *Snapshot) DomainsOf(site string) []string { return s.domainsBySite.Get(site).sorted() }
 
@@ -121,13 +118,6 @@ func (x *edit[V]) Get(k string) V {
 		return x.e.Get(k)
 	}
 	return x.base.Get(k)
-}
-
-func (x *edit[V]) Len() int {
-	if x.e != nil {
-		return x.e.Len()
-	}
-	return x.base.Len()
 }
 
 func (x *edit[V]) set(k string, v V) {
@@ -312,6 +302,27 @@ func (t *tx) domainCountOfOrg(org string) int {
 		n += t.domainsBySite.Get(site).Len()
 	}
 	return n
+}
+
+// siteLimit is the error of one more site for org, nil when its plan allows
+// it.
+func (t *tx) siteLimit(org *Org) error {
+	if plan := t.Plans.Get(org.Plan); plan != nil && plan.Sites > 0 && t.sitesByOrg.Get(org.ID).Len() >= plan.Sites {
+		return &LimitError{Limit: "sites", Max: plan.Sites, Plan: plan.Name}
+	}
+	return nil
+}
+
+// domainLimit is the error of one more domain for org (nil: no org), nil
+// when its plan allows it.
+func (t *tx) domainLimit(org *Org) error {
+	if org == nil {
+		return nil
+	}
+	if plan := t.Plans.Get(org.Plan); plan != nil && plan.Domains > 0 && t.domainCountOfOrg(org.ID) >= plan.Domains {
+		return &LimitError{Limit: "domains", Max: plan.Domains, Plan: plan.Name}
+	}
+	return nil
 }
 
 // addToIndex adds v to the set under k (a new version of it: the old one

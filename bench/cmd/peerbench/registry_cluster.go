@@ -122,7 +122,7 @@ func (b *bench) clusterAt(ctx context.Context, redisBin string, n int) clusterRe
 	start := time.Now()
 	bNode, err := startTollgate(ctx, b.ps, b.cpu, b.cfg.Tollgate, fmt.Sprintf("tollgate-cluster-b-%d", n), filepath.Join(dir, "b"), b.site, opts)
 	if err == nil {
-		err = waitServed(ctx, bNode.Addr, registryHost(n-1), registryStartTimeout)
+		err = waitReady(ctx, bNode.proc, bNode.url("/"), registryHost(n-1), registryStartTimeout)
 	}
 	if err != nil {
 		r.problem("node B: %v", err)
@@ -180,7 +180,7 @@ func (b *bench) propagate(ctx context.Context, r *clusterResult, ac *adminHTTP, 
 }
 
 // waitServed polls GET / as host on addr every millisecond until it answers
-// 200.
+// 200: waitReady's 20 ms would be most of what a propagation measures.
 func waitServed(ctx context.Context, addr, host string, timeout time.Duration) error {
 	hc := &http.Client{Timeout: time.Second}
 	defer hc.CloseIdleConnections()
@@ -260,7 +260,7 @@ func redisPing(addr string) error {
 // scrapeMetric sums the samples of a metric on tollgate's admin /metrics;
 // -1 when it cannot be read or is absent.
 func scrapeMetric(adminAddr, name string) float64 {
-	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	resp, err := plainClient.Get("http://" + adminAddr + "/metrics")
 	if err != nil {
 		return -1
 	}
