@@ -98,7 +98,7 @@ upstream_timeout = "2s"
 	}
 	cmd := exec.Command(binary, append([]string{"serve", "--config", cfgPath}, extraArgs...)...)
 	cmd.Env = append(os.Environ(), "E2E_TOKEN="+e2eToken, "TOLLGATE_ADMIN_TOKEN=")
-	cmd.SysProcAttr = instanceAttr()
+	proctest.DieWithTests(cmd)
 	pr, pw := io.Pipe()
 	inst := &instance{cmd: cmd, stderr: &proctest.Output{}, exited: make(chan error, 1), configPath: cfgPath, stdoutBuffer: &proctest.Output{}}
 	cmd.Stderr = io.MultiWriter(pw, inst.stderr)

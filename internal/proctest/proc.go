@@ -29,8 +29,10 @@ type Proc struct {
 }
 
 // Start starts cmd with its output collected in Proc.Out and waits for it
-// in the background, so Done tells when it exits.
+// in the background, so Done tells when it exits. The process dies with
+// the test binary (DieWithTests).
 func Start(cmd *exec.Cmd) (*Proc, error) {
+	DieWithTests(cmd)
 	out := new(Output)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
