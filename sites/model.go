@@ -89,6 +89,17 @@ type Plan struct {
 	HardLimitPercent int `json:"hard_limit_percent"`
 	// GracePeriod is how long a past-due org keeps being served.
 	GracePeriod Duration `json:"grace_period"`
+	// Rank orders plans into a ladder: a tenant may only move to a plan of a
+	// higher rank at once; a move down waits for the end of the paid period,
+	// and only the operator may force one (package billing). Equal ranks
+	// are neither up nor down: any move between them is a downgrade.
+	Rank int `json:"rank"`
+	// TrialDays is the length of the trial an org created on this plan (or
+	// moved to it by the operator with a trial) gets; 0: no trial.
+	TrialDays int `json:"trial_days,omitempty"`
+	// RequestsPerSecond caps the requests an org's sites are served each
+	// second (a token bucket per org); 0: no cap.
+	RequestsPerSecond int64 `json:"requests_per_second,omitempty"`
 }
 
 // Validate reports every bad field of p.
@@ -101,10 +112,14 @@ func (p Plan) Validate() error {
 		name string
 		v    int64
 	}{{"egress_bytes", p.EgressBytes}, {"storage_bytes", p.StorageBytes}, {"sites", int64(p.Sites)},
-		{"domains", int64(p.Domains)}, {"throttle_bps", p.ThrottleBPS}, {"grace_period", int64(p.GracePeriod)}} {
+		{"domains", int64(p.Domains)}, {"throttle_bps", p.ThrottleBPS}, {"grace_period", int64(p.GracePeriod)},
+		{"rank", int64(p.Rank)}, {"trial_days", int64(p.TrialDays)}, {"requests_per_second", p.RequestsPerSecond}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative", f.name))
 		}
+	}
+	if p.TrialDays > 3660 {
+		errs = append(errs, fmt.Errorf("trial_days: %d is more than ten years", p.TrialDays))
 	}
 	if p.HardLimitPercent != 0 && (p.HardLimitPercent < 100 || p.HardLimitPercent > 10000) {
 		errs = append(errs, fmt.Errorf("hard_limit_percent: %d must be 0 (never block) or between 100 and 10000", p.HardLimitPercent))
@@ -163,6 +178,21 @@ type Org struct {
 	// StripeEventAt is the creation time of the newest Stripe event applied
 	// to the org; older events are ignored (Stripe does not deliver in order).
 	StripeEventAt time.Time `json:"stripe_event_at,omitzero"`
+	// TrialEndsAt is when a trialing org's trial ends (package billing moves
+	// it on then); zero: no trial.
+	TrialEndsAt time.Time `json:"trial_ends_at,omitzero"`
+	// PendingPlan is a downgrade asked by the tenant, applied at
+	// PendingPlanAt (the end of the paid period); "" when none.
+	PendingPlan   string    `json:"pending_plan,omitempty"`
+	PendingPlanAt time.Time `json:"pending_plan_at,omitzero"`
+	// StorageOverSince is when billing first saw the org store more than its
+	// plan's storage_bytes; zero while it is within the quota. Past
+	// [billing] storage_grace the org is blocked.
+	StorageOverSince time.Time `json:"storage_over_since,omitzero"`
+	// OverPlanSince is when billing first saw the org own more sites or
+	// domains than its plan allows; zero while within. Past [billing]
+	// downgrade_grace the excess is not served.
+	OverPlanSince time.Time `json:"over_plan_since,omitzero"`
 }
 
 // Validate checks the org's own fields (not whether its plan exists).
@@ -271,7 +301,12 @@ type Site struct {
 	Source Source `json:"source"`
 	// HSTS is the site's Strict-Transport-Security policy, sent on its
 	// HTTPS responses (RFC 6797); nil, the default: none.
-	HSTS      *HSTS     `json:"hsts,omitempty"`
+	HSTS *HSTS `json:"hsts,omitempty"`
+	// Active is the tenant's or operator's choice for an org with more sites
+	// than its plan allows: true keeps the site served before unmarked ones,
+	// false deactivates it (never served; it gives way first). nil: unmarked,
+	// kept oldest first.
+	Active    *bool     `json:"active,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
