@@ -84,7 +84,7 @@ chromium:
 test: deps lint
 	$(GO) test -race -count=1 ./...
 	# Allocation counts are only meaningful without -race (files tagged !race).
-	$(GO) test -count=1 -run 'Allocs' ./proxy ./sites/...
+	$(GO) test -count=1 -run 'Allocs' ./proxy ./sites/... ./billing/access
 
 # The hermetic inner loop: no Redis, Gitea, stripe-mock, Pebble, Chromium,
 # h2spec or openssl; the tests that need one skip, saying which

@@ -16,6 +16,8 @@ import (
 type Accounts interface {
 	Apply(ctx context.Context, org string, c billing.Change) (sites.Org, error)
 	Events(ctx context.Context, org string) ([]billing.Event, error)
+	// OverPlan is what the org owns beyond its plan; nil when nothing.
+	OverPlan(org string) *billing.OverPlan
 }
 
 // OrgEvents is the body of GET /v1/orgs/{id}/events.

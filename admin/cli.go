@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -266,8 +267,12 @@ func orgDetailOutput(d OrgDetail) output {
 }
 
 func siteOutput(value any, s sites.Site, domains []string) output {
-	o := output{value: value, header: []string{"ID", "ORG", "SOURCE", "CREATED"},
-		rows: [][]string{{s.ID, s.Org, source(s.Source), stamp(s.CreatedAt)}}}
+	active := "-"
+	if s.Active != nil {
+		active = strconv.FormatBool(*s.Active)
+	}
+	o := output{value: value, header: []string{"ID", "ORG", "SOURCE", "ACTIVE", "CREATED"},
+		rows: [][]string{{s.ID, s.Org, source(s.Source), active, stamp(s.CreatedAt)}}}
 	if domains != nil {
 		o.header = append(o.header, "DOMAINS")
 		o.rows[0] = append(o.rows[0], list(domains))

@@ -118,6 +118,15 @@ func (c *Client) DeleteSite(ctx context.Context, id string) error {
 	return err
 }
 
+// SetSiteActive marks the site active (true), inactive (false) or, with
+// nil, unmarked (PATCH /v1/sites/{id}).
+func (c *Client) SetSiteActive(ctx context.Context, id string, active *bool) (sites.Site, error) {
+	var out sites.Site
+	body := map[string]*bool{"active": active}
+	_, err := c.do(ctx, http.MethodPatch, "/v1/sites/"+url.PathEscape(id), body, &out)
+	return out, err
+}
+
 // AttachDomain attaches a domain to the site; the server normalizes it.
 func (c *Client) AttachDomain(ctx context.Context, site string, in DomainAttach) (sites.Domain, error) {
 	var out sites.Domain

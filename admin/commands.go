@@ -92,6 +92,7 @@ var commands = []command{
 			return siteOutput(d, d.Site, nonNil(d.Domains)), err
 		})},
 	{name: "site create", args: []string{"ORG", "ID"}, help: "create a site served from --dir or --upstream", setup: siteCreate},
+	{name: "site set", args: []string{"ID"}, help: "mark a site --active true (kept first when its org is over its plan), false (never served) or unset", setup: siteSet},
 	{name: "site delete", args: []string{"ID"}, help: "delete a site and its domains", setup: noFlags(
 		func(ctx context.Context, c *Client, args []string) (output, error) {
 			return output{msg: "deleted site " + args[0]}, c.DeleteSite(ctx, args[0])
@@ -168,6 +169,24 @@ func orgSet(fs *flag.FlagSet) runFunc {
 		}
 		o, err := c.UpdateOrg(ctx, args[0], patch)
 		return orgOutput(o, o), err
+	}
+}
+
+func siteSet(fs *flag.FlagSet) runFunc {
+	var active string
+	fs.StringVar(&active, "active", "", "true, false or unset")
+	return func(ctx context.Context, c *Client, args []string) (output, error) {
+		var v *bool
+		switch active {
+		case "true", "false":
+			b := active == "true"
+			v = &b
+		case "unset":
+		default:
+			return output{}, usagef("--active must be true, false or unset")
+		}
+		s, err := c.SetSiteActive(ctx, args[0], v)
+		return siteOutput(s, s, nil), err
 	}
 }
 

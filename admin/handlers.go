@@ -2,11 +2,13 @@ package admin
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
@@ -37,6 +39,15 @@ type (
 		// StorageBytes is what all the org's sites store (pages included),
 		// as last measured; 0 when metering is off.
 		StorageBytes int64 `json:"storage_bytes"`
+		// OverPlan lists the sites and domains the org owns beyond its
+		// plan, and from when they are not served; absent when none.
+		OverPlan *billing.OverPlan `json:"over_plan,omitempty"`
+	}
+	// SitePatch is the body of PATCH /v1/sites/{id}: "active": true keeps
+	// the site first when its org owns more sites than its plan allows,
+	// false deactivates it (never served), null unmarks it.
+	SitePatch struct {
+		Active json.RawMessage `json:"active"`
 	}
 	// SiteDetail is GET /v1/sites/{id}: the site and the names of its domains.
 	SiteDetail struct {
@@ -139,6 +150,9 @@ func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) error {
 	if s.storage != nil {
 		d.StorageBytes = s.storage.OrgStorage(id)
 	}
+	if s.accounts != nil {
+		d.OverPlan = s.accounts.OverPlan(id)
+	}
 	writeJSON(w, http.StatusOK, d)
 	return nil
 }
@@ -198,6 +212,26 @@ func (s *Server) getSite(w http.ResponseWriter, r *http.Request) error {
 		d.StorageBytes = s.storage.Storage(site.Org, site.ID)
 	}
 	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+func (s *Server) updateSite(w http.ResponseWriter, r *http.Request) error {
+	var in SitePatch
+	if err := s.decode(w, r, &in); err != nil {
+		return err
+	}
+	if in.Active == nil {
+		return badRequest("nothing to change: send \"active\": true, false or null")
+	}
+	var active *bool
+	if err := json.Unmarshal(in.Active, &active); err != nil {
+		return badRequest("active: must be true, false or null")
+	}
+	site, err := s.reg.SetSiteActive(r.Context(), r.PathValue("id"), active)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, site)
 	return nil
 }
 

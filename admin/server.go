@@ -167,6 +167,7 @@ func (s *Server) routes(metrics http.Handler) {
 	s.v1("POST /v1/orgs/{id}/sites", s.createSite)
 
 	s.v1("GET /v1/sites/{id}", s.getSite)
+	s.v1("PATCH /v1/sites/{id}", s.updateSite)
 	s.v1("DELETE /v1/sites/{id}", s.deleteSite)
 	s.v1("POST /v1/sites/{id}/domains", s.attachDomain)
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -165,7 +166,7 @@ func (b *Billing) decide(s *sites.Snapshot, d *sites.Delta) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if d != nil && len(d.Plans) == 0 {
-		for _, id := range d.Orgs {
+		for _, id := range orgsOf(s, d) {
 			if g, ok := b.gates.Load(id); ok {
 				b.decideGateLocked(s, id, g.(*access.Gate))
 			}
@@ -176,6 +177,31 @@ func (b *Billing) decide(s *sites.Snapshot, d *sites.Delta) {
 		b.decideGateLocked(s, k.(string), v.(*access.Gate))
 		return true
 	})
+}
+
+// orgsOf lists the orgs a change touched: its orgs, and the orgs of its
+// sites and domains (which its sites and domains a plan includes depends on
+// them); a deleted site's org is not known any more and waits for the next
+// pass.
+func orgsOf(s *sites.Snapshot, d *sites.Delta) []string {
+	if len(d.Sites) == 0 && len(d.Domains) == 0 {
+		return d.Orgs
+	}
+	out := slices.Clone(d.Orgs)
+	for _, id := range d.Sites {
+		if st := s.Sites.Get(id); st != nil {
+			out = append(out, st.Org)
+		}
+	}
+	for _, name := range d.Domains {
+		if dm := s.Domains.Get(name); dm != nil {
+			if st := s.Sites.Get(dm.Site); st != nil {
+				out = append(out, st.Org)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func (b *Billing) decideGateLocked(s *sites.Snapshot, id string, g *access.Gate) {
@@ -207,9 +233,22 @@ func decide(o *sites.Org, p *sites.Plan, egress int64) (access.Decision, int64) 
 	return access.Allow, 0
 }
 
+// decision is an org's decision: decide, then, for an org that would be
+// served, the storage quota past its grace (compliance.go).
+func (b *Billing) decision(o *sites.Org, p *sites.Plan, now time.Time) (access.Decision, int64) {
+	d, bps := decide(o, p, b.usage[o.ID])
+	if !d.Blocks() && b.storageBlocked(o, p, now) {
+		return access.BlockStorage, 0
+	}
+	return d, bps
+}
+
 func (b *Billing) decideLocked(s *sites.Snapshot, o *sites.Org, g *access.Gate) access.Decision {
-	d, bps := decide(o, s.Plans.Get(o.Plan), b.usage[o.ID])
+	now := b.now()
+	p := s.Plans.Get(o.Plan)
+	d, bps := b.decision(o, p, now)
 	g.Set(d, bps)
+	g.SetExcluded(b.excluded(s, o, p, now))
 	return d
 }
 

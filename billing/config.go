@@ -28,6 +28,18 @@ type Config struct {
 	// GraceEndingNotice is how long before a past-due org expires the
 	// grace.ending hook fires. Default 24h.
 	GraceEndingNotice time.Duration `toml:"grace_ending_notice"`
+	// StorageGrace is how long an org may store more than its plan's
+	// storage_bytes before its sites are blocked (429, STORAGE_QUOTA_EXCEEDED);
+	// back under the quota, or on a larger plan, they are served again at
+	// once. Default 72h.
+	StorageGrace time.Duration `toml:"storage_grace"`
+	// DowngradeGrace is how long an org may own more sites or domains than
+	// its plan allows (after a downgrade, a cancellation, a trial's end)
+	// before the excess stops being served: the sites last created (after
+	// those marked active: true) answer a "not included in this plan" page
+	// (402), the domains last attached likewise. Nothing is deleted; a plan
+	// that includes them serves them again at once. Default 72h.
+	DowngradeGrace time.Duration `toml:"downgrade_grace"`
 	// Stripe is [billing.stripe]; off unless secret_key or webhook_secret is set.
 	Stripe StripeConfig `toml:"stripe"`
 	// Hooks ([[billing.hooks]]) receive signed lifecycle events.
@@ -63,6 +75,12 @@ func (c *Config) Defaults() {
 	if c.GraceEndingNotice == 0 {
 		c.GraceEndingNotice = 24 * time.Hour
 	}
+	if c.StorageGrace == 0 {
+		c.StorageGrace = 72 * time.Hour
+	}
+	if c.DowngradeGrace == 0 {
+		c.DowngradeGrace = 72 * time.Hour
+	}
 	c.Stripe.Defaults()
 }
 
@@ -77,6 +95,12 @@ func (c Config) Validate() error {
 	}
 	if c.GraceEndingNotice < 0 {
 		errs = append(errs, errors.New("billing.grace_ending_notice: must not be negative"))
+	}
+	if c.StorageGrace < 0 {
+		errs = append(errs, errors.New("billing.storage_grace: must not be negative"))
+	}
+	if c.DowngradeGrace < 0 {
+		errs = append(errs, errors.New("billing.downgrade_grace: must not be negative"))
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Plans {

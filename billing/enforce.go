@@ -94,6 +94,7 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	}
 	snap := b.opts.Sites.Snapshot()
 	var expire []string
+	var marks []mark
 
 	b.mu.Lock()
 	if usage != nil {
@@ -117,8 +118,9 @@ func (b *Billing) Evaluate(ctx context.Context) {
 		if g, ok := b.gates.Load(id); ok {
 			d = b.decideLocked(snap, o, g.(*access.Gate))
 		} else {
-			d, _ = decide(o, plan, b.usage[id])
+			d, _ = b.decision(o, plan, now)
 		}
+		marks = append(marks, b.marksFor(snap, o, plan)...)
 		if d != access.Allow {
 			next[id] = d
 		}
@@ -141,6 +143,9 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	}
 	b.mu.Unlock()
 
+	for _, m := range marks {
+		b.applyMark(ctx, m, now)
+	}
 	for _, id := range expire {
 		_, err := b.Apply(ctx, id, Change{State: sites.StateExpired, Cause: "grace period over", Actor: ActorBilling})
 		if err != nil {
@@ -208,8 +213,11 @@ func (b *Billing) decisionHooks(ctx context.Context, org string, prev, d access.
 		b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("org.throttled:%s:%s", org, period), Type: "org.throttled", Org: org, At: now, Data: data})
 	case access.BlockQuota:
 		b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("org.blocked:%s:%s", org, period), Type: "org.blocked", Org: org, At: now, Data: data})
+	case access.BlockStorage:
+		data["quota"] = "storage"
+		b.emit(ctx, HookEvent{ID: fmt.Sprintf("org.blocked:%s:storage:%d", org, now.UnixNano()), Type: "org.blocked", Org: org, At: now, Data: data})
 	case access.Allow:
-		if prev == access.Throttle || prev == access.BlockQuota {
+		if prev == access.Throttle || prev == access.BlockQuota || prev == access.BlockStorage {
 			b.emit(ctx, HookEvent{ID: fmt.Sprintf("org.restored:%s:%d", org, now.UnixNano()), Type: "org.restored", Org: org, At: now, Data: data})
 		}
 	}

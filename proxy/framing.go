@@ -401,6 +401,5 @@ func blocked(org *sites.Org, gate *access.Gate) bool {
 	case gate == nil:
 		return org.State == sites.StateSuspended
 	}
-	d := gate.Decision()
-	return d == access.BlockQuota || d == access.BlockExpired || d == access.BlockSuspended
+	return gate.Decision().Blocks()
 }

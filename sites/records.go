@@ -220,6 +220,29 @@ func (r *Registry) DeleteSite(ctx context.Context, id string) error {
 	})
 }
 
+// SetSiteActive marks a site active (true: kept first when its org owns
+// more sites than its plan allows), inactive (false: never served) or, with
+// nil, unmarked. See Site.Active.
+func (r *Registry) SetSiteActive(ctx context.Context, id string, active *bool) (Site, error) {
+	var out Site
+	err := r.update(ctx, func(next *tx) ([]Change, error) {
+		cur := next.Sites.Get(id)
+		if cur == nil {
+			return nil, fmt.Errorf("site %q: %w", id, ErrNotFound)
+		}
+		s := *cur
+		s.Active = nil
+		if active != nil {
+			v := *active
+			s.Active = &v
+		}
+		next.putSite(&s)
+		out = s
+		return []Change{putOp(bucketSites, id, &s)}, nil
+	})
+	return out, err
+}
+
 // AttachDomain attaches a hostname (normalized with NormalizeDomain) to a site.
 // A domain attached by an operator is trusted: its status is verified.
 func (r *Registry) AttachDomain(ctx context.Context, siteID, name string) (Domain, error) {

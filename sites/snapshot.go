@@ -65,6 +65,19 @@ func (s *Snapshot) SitesOf(org string) []string { return s.sitesByOrg.Get(org).s
 // DomainsOf returns the names of the site's domains, sorted.
 func (s *Snapshot) DomainsOf(site string) []string { return s.domainsBySite.Get(site).sorted() }
 
+// SiteCount is how many sites the org owns; it does not allocate.
+func (s *Snapshot) SiteCount(org string) int { return s.sitesByOrg.Get(org).Len() }
+
+// DomainCount is how many domains the org's sites have; it does not
+// allocate.
+func (s *Snapshot) DomainCount(org string) int {
+	n := 0
+	for site := range s.sitesByOrg.Get(org).All() {
+		n += s.domainsBySite.Get(site).Len()
+	}
+	return n
+}
+
 // snapshotOf builds a snapshot, and its indexes, from the records of a
 // load (not yet shared: their strings are interned in place).
 func snapshotOf(plans cowmap.Map[*Plan], orgs cowmap.Map[*Org], sites cowmap.Map[*Site], domains cowmap.Map[*Domain]) *Snapshot {

@@ -14,16 +14,21 @@ import (
 // Decision is what the request path does with an org's requests.
 type Decision int32
 
-// Decisions, from the cheapest to serve to the most restricted.
+// Decisions. Allow and Throttle serve; every other one blocks (Blocks).
 const (
 	Allow          Decision = iota // serve
 	Throttle                       // serve, at the org's throttle bandwidth on this node
 	BlockQuota                     // 429: past the hard limit of the egress quota
 	BlockExpired                   // 402: grace period over, sites paused
 	BlockSuspended                 // 403: suspended by the operator
+	BlockStorage                   // 429: over the storage quota for longer than [billing] storage_grace
 )
 
-var decisionNames = [...]string{"allow", "throttle", "block_quota", "block_expired", "block_suspended"}
+var decisionNames = [...]string{"allow", "throttle", "block_quota", "block_expired", "block_suspended", "block_storage"}
+
+// Blocks reports whether the decision answers the org's requests with a
+// block page instead of content.
+func (d Decision) Blocks() bool { return d >= BlockQuota }
 
 func (d Decision) String() string {
 	if int(d) < len(decisionNames) {
@@ -47,6 +52,37 @@ func Decisions() []Decision {
 type Gate struct {
 	d   atomic.Int32
 	lim atomic.Pointer[rate.Limiter] // set while throttled
+	ex  atomic.Pointer[Excluded]     // set while some of the org's sites are not in its plan
+}
+
+// Excluded is what of an org is not served because its plan does not
+// include it (more sites or domains than the plan allows, past [billing]
+// downgrade_grace). It is never modified once set on a Gate.
+type Excluded struct {
+	Sites   map[string]struct{} // site ids
+	Domains map[string]struct{} // domain names (of sites that are served)
+}
+
+// Has reports whether the site, or the domain it is reached by, is
+// excluded. It does not allocate.
+func (e *Excluded) Has(site string, domain []byte) bool {
+	if _, ok := e.Sites[site]; ok {
+		return true
+	}
+	_, ok := e.Domains[string(domain)]
+	return ok
+}
+
+// Excluded is what of the org its plan does not include; nil (nearly
+// always): nothing.
+func (g *Gate) Excluded() *Excluded { return g.ex.Load() }
+
+// SetExcluded replaces what of the org is not served; nil or empty: none.
+func (g *Gate) SetExcluded(e *Excluded) {
+	if e != nil && len(e.Sites) == 0 && len(e.Domains) == 0 {
+		e = nil
+	}
+	g.ex.Store(e)
 }
 
 // Decision is the org's current decision.

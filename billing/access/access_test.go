@@ -27,7 +27,7 @@ func TestGateSet(t *testing.T) {
 	if g.Limiter() == l || g.Limiter().Limit() != rate.Limit(200) {
 		t.Fatalf("new rate: limiter %v", g.Limiter())
 	}
-	for _, d := range []Decision{Allow, BlockQuota, BlockExpired, BlockSuspended} {
+	for _, d := range []Decision{Allow, BlockQuota, BlockExpired, BlockSuspended, BlockStorage} {
 		g.Set(Throttle, 100)
 		g.Set(d, 0)
 		if g.Decision() != d || g.Limiter() != nil {
@@ -37,7 +37,7 @@ func TestGateSet(t *testing.T) {
 }
 
 func TestDecisionNames(t *testing.T) {
-	want := []string{"allow", "throttle", "block_quota", "block_expired", "block_suspended"}
+	want := []string{"allow", "throttle", "block_quota", "block_expired", "block_suspended", "block_storage"}
 	ds := Decisions()
 	if len(ds) != len(want) {
 		t.Fatalf("%d decisions, want %d", len(ds), len(want))
@@ -65,5 +65,38 @@ func BenchmarkGateDecision(b *testing.B) {
 	}
 	if n == 0 {
 		b.Fatal("never allowed")
+	}
+}
+
+func TestBlocks(t *testing.T) {
+	for _, d := range Decisions() {
+		if want := d != Allow && d != Throttle; d.Blocks() != want {
+			t.Errorf("%v.Blocks() = %v, want %v", d, d.Blocks(), want)
+		}
+	}
+}
+
+func TestExcluded(t *testing.T) {
+	var g Gate
+	if g.Excluded() != nil {
+		t.Fatal("a new gate excludes")
+	}
+	g.SetExcluded(&Excluded{Sites: map[string]struct{}{}, Domains: map[string]struct{}{}})
+	if g.Excluded() != nil {
+		t.Fatal("an empty set is kept")
+	}
+	g.SetExcluded(&Excluded{Sites: map[string]struct{}{"s2": {}}, Domains: map[string]struct{}{"www.a.example": {}}})
+	ex := g.Excluded()
+	for _, c := range []struct {
+		site, domain string
+		want         bool
+	}{{"s2", "b.example", true}, {"s1", "www.a.example", true}, {"s1", "a.example", false}} {
+		if got := ex.Has(c.site, []byte(c.domain)); got != c.want {
+			t.Errorf("Has(%s, %s) = %v, want %v", c.site, c.domain, got, c.want)
+		}
+	}
+	g.SetExcluded(nil)
+	if g.Excluded() != nil {
+		t.Fatal("SetExcluded(nil) kept the set")
 	}
 }
