@@ -27,7 +27,7 @@ const contentTypeBackup = "application/vnd.tollgate.backup"
 // lets the client tell a cut transfer from a whole one.
 func (s *Server) backup(w http.ResponseWriter, r *http.Request) error {
 	if s.backups == nil {
-		return fmt.Errorf("%w: this server takes no backups", errNotReady)
+		return fmt.Errorf("%w: this server takes no backups", errNotConfig)
 	}
 	f, err := s.backups.Backup(r.Context())
 	if err != nil {

@@ -31,7 +31,7 @@ func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("org %q: %w", id, sites.ErrNotFound)
 	}
 	if s.accounts == nil {
-		return fmt.Errorf("%w: billing is not configured", errNotReady)
+		return fmt.Errorf("%w: billing is not configured", errNotConfig)
 	}
 	evs, err := s.accounts.Events(r.Context(), id)
 	if err != nil {

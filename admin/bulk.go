@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 
+	"github.com/tollgate-edge/tollgate/reason"
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
@@ -39,11 +40,12 @@ type ImportSummary struct {
 
 // Refusal is one refused line of an import.
 type Refusal struct {
-	Line   int    `json:"line"` // 1-based, in the request body
-	Kind   string `json:"kind,omitempty"`
-	ID     string `json:"id,omitempty"`
-	Status int    `json:"status"` // what the single write would have answered
-	Detail string `json:"detail"`
+	Line   int         `json:"line"` // 1-based, in the request body
+	Kind   string      `json:"kind,omitempty"`
+	ID     string      `json:"id,omitempty"`
+	Status int         `json:"status"` // what the single write would have answered
+	Code   reason.Code `json:"code"`   // the code of that answer's problem
+	Detail string      `json:"detail"`
 }
 
 // importRecords handles POST /v1/import: a body of NDJSON records (one
@@ -73,7 +75,7 @@ func (s *Server) importRecords(w http.ResponseWriter, r *http.Request) error {
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&rec); err != nil {
-			sum.Refusals = append(sum.Refusals, Refusal{Line: n, Status: http.StatusBadRequest, Detail: detail(decodeError(err), errBadRequest)})
+			sum.Refusals = append(sum.Refusals, Refusal{Line: n, Status: http.StatusBadRequest, Code: reason.BadRequest, Detail: detail(decodeError(err), errBadRequest)})
 			continue
 		}
 		recs = append(recs, rec)
@@ -100,7 +102,7 @@ func (s *Server) importRecords(w http.ResponseWriter, r *http.Request) error {
 			sum.Unchanged++
 		default:
 			p, _ := problemFor(res.Err)
-			sum.Refusals = append(sum.Refusals, Refusal{Line: lines[i], Kind: res.Kind, ID: res.ID, Status: p.Status, Detail: p.Detail})
+			sum.Refusals = append(sum.Refusals, Refusal{Line: lines[i], Kind: res.Kind, ID: res.ID, Status: p.Status, Code: p.Code, Detail: p.Detail})
 		}
 	}
 	sum.Refused = len(sum.Refusals)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tollgate-edge/tollgate/reason"
 )
 
 func TestImportExport(t *testing.T) {
@@ -31,12 +33,12 @@ func TestImportExport(t *testing.T) {
 		t.Fatalf("summary %+v; want 4 created, 3 refused", sum)
 	}
 	for i, want := range []Refusal{
-		{Line: 6, Status: 400, Detail: "malformed JSON"},
-		{Line: 7, Kind: "site", ID: "x", Status: 404, Detail: `org "nobody" does not exist`},
-		{Line: 8, Status: 400, Detail: `unknown field "color"`},
+		{Line: 6, Status: 400, Code: reason.BadRequest, Detail: "malformed JSON"},
+		{Line: 7, Kind: "site", ID: "x", Status: 404, Code: reason.NotFound, Detail: `org "nobody" does not exist`},
+		{Line: 8, Status: 400, Code: reason.BadRequest, Detail: `unknown field "color"`},
 	} {
 		got := sum.Refusals[i]
-		if got.Line != want.Line || got.Kind != want.Kind || got.ID != want.ID || got.Status != want.Status || !strings.Contains(got.Detail, want.Detail) {
+		if got.Line != want.Line || got.Kind != want.Kind || got.ID != want.ID || got.Status != want.Status || got.Code != want.Code || !strings.Contains(got.Detail, want.Detail) {
 			t.Errorf("refusal %d = %+v, want %+v", i, got, want)
 		}
 	}

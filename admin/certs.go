@@ -23,7 +23,7 @@ type Certs struct {
 
 func (s *Server) certs(w http.ResponseWriter, r *http.Request) error {
 	if s.certLister == nil {
-		return fmt.Errorf("%w: TLS is not configured ([server] https)", errNotReady)
+		return fmt.Errorf("%w: TLS is not configured ([server] https)", errNotConfig)
 	}
 	cs, err := s.certLister.Certs(r.Context())
 	if err != nil {

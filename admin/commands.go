@@ -53,7 +53,7 @@ var commands = []command{
 	{name: "import", args: []string{"FILE"}, help: "create or update plans, orgs, sites and domains from an NDJSON file (- reads stdin), in batches; importing the same file again changes nothing", setup: importCmd},
 	{name: "export", help: "write every plan, org, site and domain as NDJSON (the format import reads) to stdout or --output", setup: exportCmd},
 	{name: "certs list", help: "list the certificates (names, issuer, expiry, last error); `certs` alone does the same", setup: noFlags(certsCmd)},
-	{name: "usage org", args: []string{"ORG"}, help: "an org's usage series and totals", setup: usageOrgCmd},
+	{name: "usage org", args: []string{"ORG"}, help: "an org's usage series and totals; --site SITE: one site's; --by-site: each site's totals", setup: usageOrgCmd},
 	{name: "usage period", args: []string{"YYYY-MM"}, help: "every org's usage totals for a month", setup: noFlags(usagePeriodCmd)},
 
 	{name: "plan list", help: "list the plans", setup: noFlags(

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/tollgate-edge/tollgate/reason"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/gitea"
 )
@@ -16,10 +17,15 @@ import (
 type Problem struct {
 	// Type is "about:blank" (the status says it all) or a tollgate URN such as
 	// "urn:tollgate:problem:limit".
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail,omitempty"`
+	Type string `json:"type"`
+	// Code is the stable machine-readable reason (docs/errors.md lists
+	// them): what a client branches on. Every problem the server answers
+	// has one; a Client builds problems without it from answers that were
+	// not problems (a proxy's page).
+	Code   reason.Code `json:"code,omitempty"`
+	Title  string      `json:"title"`
+	Status int         `json:"status"`
+	Detail string      `json:"detail,omitempty"`
 	// Limit and Max are set on a plan-limit problem: which limit ("sites",
 	// "domains") and its value.
 	Limit string `json:"limit,omitempty"`
@@ -54,6 +60,8 @@ var (
 	errNoRoute      = errors.New("no such route")
 	errMethod       = errors.New("method not allowed")
 	errNotReady     = errors.New("not ready")
+	errNotConfig    = errors.New("not configured")
+	errSiteNotInOrg = errors.New("the site belongs to another org")
 	errBadRequest   = errors.New("bad request")
 	errMediaType    = errors.New("unsupported media type")
 )
@@ -63,9 +71,9 @@ func badRequest(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
 }
 
-// problemFor is the one place that maps an error to a status and a problem.
-// It never puts the text of an unknown (internal) error in the problem:
-// internal reports whether the caller should log err.
+// problemFor is the one place that maps an error to a status, a code and a
+// problem. It never puts the text of an unknown (internal) error in the
+// problem: internal reports whether the caller should log err.
 func problemFor(err error) (p *Problem, internal bool) {
 	var limit *sites.LimitError
 	var tooBig *http.MaxBytesError
@@ -73,6 +81,7 @@ func problemFor(err error) (p *Problem, internal bool) {
 	case errors.As(err, &limit):
 		return &Problem{
 			Type:   ProblemTypeLimit,
+			Code:   reason.PlanLimit,
 			Title:  "Plan limit reached: " + limit.Limit,
 			Status: http.StatusConflict,
 			Detail: limit.Error(),
@@ -82,46 +91,47 @@ func problemFor(err error) (p *Problem, internal bool) {
 	case errors.Is(err, sites.ErrReserved):
 		return &Problem{
 			Type:   ProblemTypeReserved,
+			Code:   reason.ReservedDomain,
 			Title:  "Domain reserved",
 			Status: http.StatusConflict,
 			Detail: detail(err, sites.ErrReserved),
 		}, false
 	case errors.As(err, &tooBig):
-		return status(http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body exceeds %d bytes", tooBig.Limit)), false
+		return status(http.StatusRequestEntityTooLarge, reason.BodyTooLarge, fmt.Sprintf("the request body exceeds %d bytes", tooBig.Limit)), false
 	case errors.Is(err, errBadRequest):
-		return status(http.StatusBadRequest, detail(err, errBadRequest)), false
+		return status(http.StatusBadRequest, reason.BadRequest, detail(err, errBadRequest)), false
 	case errors.Is(err, errMediaType):
-		return status(http.StatusUnsupportedMediaType, detail(err, errMediaType)), false
+		return status(http.StatusUnsupportedMediaType, reason.UnsupportedMediaType, detail(err, errMediaType)), false
 	case errors.Is(err, errUnauthorized):
-		return status(http.StatusUnauthorized, errUnauthorized.Error()), false
+		return status(http.StatusUnauthorized, reason.Unauthorized, errUnauthorized.Error()), false
 	case errors.Is(err, errNoRoute):
-		return status(http.StatusNotFound, errNoRoute.Error()), false
+		return status(http.StatusNotFound, reason.RouteNotFound, errNoRoute.Error()), false
 	case errors.Is(err, errMethod):
-		return status(http.StatusMethodNotAllowed, "see the Allow header for the methods of this path"), false
+		return status(http.StatusMethodNotAllowed, reason.MethodNotAllowed, "see the Allow header for the methods of this path"), false
 	case errors.Is(err, gitea.ErrUpstream):
 		// Logged: the detail would show internal addresses.
-		return status(http.StatusBadGateway, "Gitea could not be asked; the branch is rechecked on its next request"), true
+		return status(http.StatusBadGateway, reason.UpstreamUnavailable, "Gitea could not be asked; the branch is rechecked on its next request"), true
+	case errors.Is(err, errNotConfig):
+		return status(http.StatusServiceUnavailable, reason.NotConfigured, detail(err, errNotConfig)), false
 	case errors.Is(err, errNotReady):
-		d := detail(err, errNotReady)
-		if d == errNotReady.Error() {
-			d = "the server is not ready yet"
-		}
-		return status(http.StatusServiceUnavailable, d), false
+		return status(http.StatusServiceUnavailable, reason.NotReady, detail(err, errNotReady)), false
 	case errors.Is(err, sites.ErrRegistryLost):
-		return status(http.StatusServiceUnavailable, detail(err, sites.ErrRegistryLost)), false
+		return status(http.StatusServiceUnavailable, reason.RegistryUnavailable, detail(err, sites.ErrRegistryLost)), false
+	case errors.Is(err, errSiteNotInOrg):
+		return status(http.StatusUnprocessableEntity, reason.SiteNotInOrg, detail(err, errSiteNotInOrg)), false
 	case errors.Is(err, sites.ErrNotFound):
-		return status(http.StatusNotFound, detail(err, sites.ErrNotFound)+" does not exist"), false
+		return status(http.StatusNotFound, reason.NotFound, detail(err, sites.ErrNotFound)+" does not exist"), false
 	case errors.Is(err, sites.ErrConflict):
-		return status(http.StatusConflict, detail(err, sites.ErrConflict)), false
+		return status(http.StatusConflict, reason.Conflict, detail(err, sites.ErrConflict)), false
 	case errors.Is(err, sites.ErrInvalid):
-		return status(http.StatusUnprocessableEntity, detail(err, sites.ErrInvalid)), false
+		return status(http.StatusUnprocessableEntity, reason.Invalid, detail(err, sites.ErrInvalid)), false
 	default:
-		return status(http.StatusInternalServerError, "internal error; the server log has the details"), true
+		return status(http.StatusInternalServerError, reason.Internal, "internal error; the server log has the details"), true
 	}
 }
 
-func status(code int, detail string) *Problem {
-	return &Problem{Type: "about:blank", Title: http.StatusText(code), Status: code, Detail: detail}
+func status(code int, c reason.Code, detail string) *Problem {
+	return &Problem{Type: "about:blank", Code: c, Title: http.StatusText(code), Status: code, Detail: detail}
 }
 
 // detail returns err's message without the sentinel it wraps ("invalid: x" and

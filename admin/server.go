@@ -38,6 +38,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Usage answers GET /v1/usage. Nil: the route answers 503.
 	Usage UsageReader
+	// SiteUsage answers the per-site queries of GET /v1/usage (site=ID,
+	// group_by=site). Nil: those answer 503.
+	SiteUsage SiteUsageReader
 	// Storage reports measured storage in GET /v1/orgs/{id} and
 	// /v1/sites/{id}. *meter.Meter implements it. Nil: 0.
 	Storage StorageReader
@@ -86,6 +89,7 @@ type Server struct {
 	handler  http.Handler
 
 	usageReader UsageReader
+	siteUsage   SiteUsageReader
 	gitea       GiteaPushes
 	hookSecret  string
 	storage     StorageReader
@@ -123,6 +127,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		mux:      http.NewServeMux(),
 
 		usageReader: opts.Usage,
+		siteUsage:   opts.SiteUsage,
 		gitea:       opts.Gitea,
 		hookSecret:  opts.GiteaWebhookSecret,
 		storage:     opts.Storage,

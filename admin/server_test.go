@@ -127,7 +127,7 @@ func checkProblem(t *testing.T, r response, status int) Problem {
 	}
 	var p Problem
 	r.json(t, &p)
-	if p.Status != status || p.Title == "" || p.Type == "" {
+	if p.Status != status || p.Title == "" || p.Type == "" || p.Code == "" {
 		t.Fatalf("bad problem %+v", p)
 	}
 	return p

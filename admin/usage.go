@@ -21,9 +21,11 @@ type UsageReader interface {
 	PeriodTotals(ctx context.Context, period, after string, limit int) ([]meter.OrgTotal, string, error)
 }
 
-// UsageSeries is the answer of GET /v1/usage?org=ID.
+// UsageSeries is the answer of GET /v1/usage?org=ID (and &site=ID).
 type UsageSeries struct {
-	Org    string        `json:"org"`
+	Org string `json:"org"`
+	// Site is set when the series is one site's.
+	Site   string        `json:"site,omitempty"`
 	From   time.Time     `json:"from"`
 	To     time.Time     `json:"to"`
 	Step   string        `json:"step"`
@@ -53,57 +55,52 @@ func usageCells(v meter.Values) []string {
 
 // usage serves GET /v1/usage. With org: the org's series between from and to
 // (RFC 3339; default: the current UTC calendar month, or the month named by
-// period) by step (hour, day or month; default day). Without org: period
-// (required) lists every org's totals for that month, by org id, paginated
-// with cursor and limit. Accept: text/csv (or format=csv) gives CSV. Orgs are
-// not checked against the registry: the usage of a deleted org stays
-// readable for billing.
+// period) by step (hour, day or month; default day); with site as well, that
+// site's series (usage_sites.go); with group_by=site instead, each site's
+// totals. Without org: period (required) lists every org's totals for that
+// month, by org id, paginated with cursor and limit. Accept: text/csv (or
+// format=csv) gives CSV. Orgs are not checked against the registry: the
+// usage of a deleted org stays readable for billing.
 func (s *Server) usage(w http.ResponseWriter, r *http.Request) error {
 	if s.usageReader == nil {
-		return fmt.Errorf("%w: metering is not configured", errNotReady)
+		return fmt.Errorf("%w: metering is not configured", errNotConfig)
 	}
 	q := r.URL.Query()
 	asCSV := q.Get("format") == "csv" || strings.Contains(r.Header.Get("Accept"), "text/csv")
-	org, period := q.Get("org"), q.Get("period")
+	org, period, site, groupBy := q.Get("org"), q.Get("period"), q.Get("site"), q.Get("group_by")
 	if org == "" {
-		if period == "" {
+		switch {
+		case site != "" || groupBy != "":
+			return badRequest("site and group_by need org=ID")
+		case period == "":
 			return badRequest("give org=ID (one org's series) or period=YYYY-MM (every org's totals)")
 		}
 		return s.usagePeriod(w, r, period, asCSV)
 	}
-	now := time.Now().UTC()
-	from, to, err := meter.PeriodBounds(meter.Period(now))
+	from, to, err := usageRange(q, time.Now().UTC())
 	if err != nil {
 		return err
 	}
-	if period != "" {
-		if from, to, err = meter.PeriodBounds(period); err != nil {
-			return badRequest("%v", err)
-		}
-	}
-	for _, p := range []struct {
-		name string
-		dst  *time.Time
-	}{{"from", &from}, {"to", &to}} {
-		if v := q.Get(p.name); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
-				return badRequest("%s: %q is not an RFC 3339 time (2006-01-02T15:04:05Z)", p.name, v)
-			}
-			*p.dst = t.UTC()
-		}
-	}
-	if !from.Before(to) {
-		return badRequest("from must be before to")
-	}
-	if to.Sub(from) > maxUsageRange {
-		return badRequest("the range may span at most %d days", int(maxUsageRange.Hours()/24))
+	switch {
+	case groupBy != "" && groupBy != groupBySite:
+		return badRequest("group_by: %q must be %q", groupBy, groupBySite)
+	case groupBy != "" && site != "":
+		return badRequest("give site=ID (one site's series) or group_by=site (every site's totals), not both")
+	case groupBy != "" && q.Has("step"):
+		return badRequest("step does not apply to group_by=site, which answers one total per site")
+	case groupBy != "":
+		return s.usageBySite(w, r, org, from, to, asCSV)
 	}
 	step := q.Get("step")
 	if step == "" {
 		step = meter.StepDay
 	}
-	hourly, err := s.usageReader.Hourly(r.Context(), org, from, to)
+	var hourly []meter.Point
+	if site == "" {
+		hourly, err = s.usageReader.Hourly(r.Context(), org, from, to)
+	} else {
+		hourly, err = s.siteHourly(r.Context(), org, site, from, to)
+	}
 	if err != nil {
 		return err
 	}
@@ -121,8 +118,42 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeCSV(w, rows)
 	}
-	writeJSON(w, http.StatusOK, UsageSeries{Org: org, From: from, To: to, Step: step, Series: series, Totals: totals})
+	writeJSON(w, http.StatusOK, UsageSeries{Org: org, Site: site, From: from, To: to, Step: step, Series: series, Totals: totals})
 	return nil
+}
+
+// usageRange is the [from, to) of a usage query: the current UTC calendar
+// month at now, or the month named by period, with from and to (RFC 3339)
+// overriding either end; at most maxUsageRange.
+func usageRange(q url.Values, now time.Time) (from, to time.Time, err error) {
+	from, to, err = meter.PeriodBounds(meter.Period(now))
+	if err != nil {
+		return from, to, err
+	}
+	if period := q.Get("period"); period != "" {
+		if from, to, err = meter.PeriodBounds(period); err != nil {
+			return from, to, badRequest("%v", err)
+		}
+	}
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"from", &from}, {"to", &to}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return from, to, badRequest("%s: %q is not an RFC 3339 time (2006-01-02T15:04:05Z)", p.name, v)
+			}
+			*p.dst = t.UTC()
+		}
+	}
+	if !from.Before(to) {
+		return from, to, badRequest("from must be before to")
+	}
+	if to.Sub(from) > maxUsageRange {
+		return from, to, badRequest("the range may span at most %d days", int(maxUsageRange.Hours()/24))
+	}
+	return from, to, nil
 }
 
 func (s *Server) usagePeriod(w http.ResponseWriter, r *http.Request, period string, asCSV bool) error {
@@ -167,22 +198,7 @@ func writeCSV(w http.ResponseWriter, rows [][]string) error {
 
 // UsageOrg fetches one org's series; zero times and "" leave the defaults.
 func (c *Client) UsageOrg(ctx context.Context, org string, from, to time.Time, step, period string) (UsageSeries, error) {
-	q := url.Values{"org": {org}}
-	if !from.IsZero() {
-		q.Set("from", from.Format(time.RFC3339))
-	}
-	if !to.IsZero() {
-		q.Set("to", to.Format(time.RFC3339))
-	}
-	if step != "" {
-		q.Set("step", step)
-	}
-	if period != "" {
-		q.Set("period", period)
-	}
-	var out UsageSeries
-	_, err := c.do(ctx, http.MethodGet, "/v1/usage?"+q.Encode(), nil, &out)
-	return out, err
+	return c.Usage(ctx, UsageQuery{Org: org, From: from, To: to, Step: step, Period: period})
 }
 
 // UsagePeriod fetches every org's totals for a month, following the cursors.
@@ -209,14 +225,16 @@ func (c *Client) UsagePeriod(ctx context.Context, period string) ([]meter.OrgTot
 func usageOrgCmd(fs *flag.FlagSet) runFunc {
 	from := fs.String("from", "", "start, RFC 3339 (default: the start of the period)")
 	to := fs.String("to", "", "end, RFC 3339 (default: the end of the period)")
-	step := fs.String("step", "day", "hour, day or month")
+	step := fs.String("step", "", "hour, day or month (default day)")
 	period := fs.String("period", "", "a month, YYYY-MM (default: the current one)")
+	site := fs.String("site", "", "one site's series instead of the org's")
+	bySite := fs.Bool("by-site", false, "each site's totals instead of a series")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
-		var f, t time.Time
+		q := UsageQuery{Org: args[0], Site: *site, Step: *step, Period: *period}
 		for _, p := range []struct {
 			name, v string
 			dst     *time.Time
-		}{{"from", *from, &f}, {"to", *to, &t}} {
+		}{{"from", *from, &q.From}, {"to", *to, &q.To}} {
 			if p.v == "" {
 				continue
 			}
@@ -226,7 +244,13 @@ func usageOrgCmd(fs *flag.FlagSet) runFunc {
 			}
 			*p.dst = v
 		}
-		u, err := c.UsageOrg(ctx, args[0], f, t, *step, *period)
+		if *bySite {
+			if *site != "" || *step != "" {
+				return output{}, usagef("--by-site answers one total per site: it takes no --site or --step")
+			}
+			return usageBySiteOutput(c.UsageBySite(ctx, q))
+		}
+		u, err := c.Usage(ctx, q)
 		o := output{value: u, header: append([]string{"START"}, upper(usageColumns)...)}
 		for _, p := range u.Series {
 			o.rows = append(o.rows, append([]string{p.Start.Format(time.RFC3339)}, usageCells(p.Values)...))
@@ -234,6 +258,15 @@ func usageOrgCmd(fs *flag.FlagSet) runFunc {
 		o.rows = append(o.rows, append([]string{"TOTAL"}, usageCells(u.Totals)...))
 		return o, err
 	}
+}
+
+func usageBySiteOutput(u UsageSites, err error) (output, error) {
+	o := output{value: u, header: append([]string{"SITE"}, upper(usageColumns)...)}
+	for _, st := range u.Sites {
+		o.rows = append(o.rows, append([]string{st.Site}, usageCells(st.Values)...))
+	}
+	o.rows = append(o.rows, append([]string{"TOTAL"}, usageCells(u.Totals)...))
+	return o, err
 }
 
 func usagePeriodCmd(ctx context.Context, c *Client, args []string) (output, error) {

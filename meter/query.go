@@ -18,6 +18,12 @@ type OrgTotal struct {
 	Values
 }
 
+// SiteTotal is one site's usage over a range.
+type SiteTotal struct {
+	Site string `json:"site"`
+	Values
+}
+
 // Reader answers usage queries. *store.BoltUsage and *store.RedisUsage
 // implement it.
 type Reader interface {

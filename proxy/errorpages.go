@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/tollgate-edge/tollgate/reason"
 	"github.com/valyala/fasthttp"
 )
 
@@ -81,6 +82,37 @@ func writeError(ctx *fasthttp.RequestCtx, status int) {
 	resp.Header.SetCanonical(strCacheControl, strNoStore)
 	resp.SetBodyRaw(page)
 }
+
+// writeRefusal is writeError for a refusal tollgate decided (a block for
+// the org's account, a misdirected request): the page, and code in the
+// Tollgate-Reason header, so a tenant's monitoring can tell a decision from
+// an outage (which has no Tollgate-Reason). code is one of the reason*
+// values below; it allocates nothing.
+func writeRefusal(ctx *fasthttp.RequestCtx, status int, code []byte) {
+	writeError(ctx, status)
+	ctx.Response.Header.SetCanonical(headerTollgateReason, code)
+}
+
+// writeRouteError answers a route's refusal: a 421 carries its reason, the
+// other statuses (400, 404, 502, 503) are plain error pages.
+func writeRouteError(ctx *fasthttp.RequestCtx, status int) {
+	if status == fasthttp.StatusMisdirectedRequest {
+		writeRefusal(ctx, status, reasonMisdirected)
+		return
+	}
+	writeError(ctx, status)
+}
+
+// The Tollgate-Reason header and its values, as bytes once (package reason
+// documents them).
+var (
+	headerTollgateReason = []byte(reason.HeaderName)
+	reasonSuspended      = []byte(reason.AccountSuspended)
+	reasonNoAccount      = []byte(reason.NoAccount)
+	reasonPayment        = []byte(reason.PaymentRequired)
+	reasonQuota          = []byte(reason.QuotaExceeded)
+	reasonMisdirected    = []byte(reason.MisdirectedRequest)
+)
 
 var (
 	strCacheControl = []byte(fasthttp.HeaderCacheControl)

@@ -71,7 +71,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx, redirect *RedirectOptions) {
 		if t.retryAfter != nil {
 			ctx.Response.Header.SetBytesKV(headerRetryAfter, t.retryAfter)
 		}
-		writeError(ctx, status)
+		writeRouteError(ctx, status)
 		return
 	}
 
@@ -117,24 +117,25 @@ func requestTime(ctx *fasthttp.RequestCtx) time.Time {
 }
 
 // enforce applies the org's decision to this request: false when it was
-// answered (blocked). Without billing (gate nil) only suspension blocks.
+// answered (blocked), with the block's code in Tollgate-Reason. Without
+// billing (gate nil) only suspension blocks.
 func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *access.Gate) bool {
-	status := 0
+	status, code := 0, []byte(nil)
 	switch {
 	case org == nil:
-		status = fasthttp.StatusForbidden
+		status, code = fasthttp.StatusForbidden, reasonNoAccount
 	case gate == nil:
 		if org.State == sites.StateSuspended {
-			status = fasthttp.StatusForbidden
+			status, code = fasthttp.StatusForbidden, reasonSuspended
 		}
 	default:
 		switch gate.Decision() {
 		case access.BlockQuota:
-			status = fasthttp.StatusTooManyRequests
+			status, code = fasthttp.StatusTooManyRequests, reasonQuota
 		case access.BlockExpired:
-			status = fasthttp.StatusPaymentRequired
+			status, code = fasthttp.StatusPaymentRequired, reasonPayment
 		case access.BlockSuspended:
-			status = fasthttp.StatusForbidden
+			status, code = fasthttp.StatusForbidden, reasonSuspended
 		}
 	}
 	if status != 0 {
@@ -142,7 +143,7 @@ func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *access.G
 		if status == fasthttp.StatusTooManyRequests {
 			ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterQuota)
 		}
-		writeError(ctx, status)
+		writeRefusal(ctx, status, code)
 		return false
 	}
 	if gate != nil {

@@ -140,28 +140,83 @@ func (s *BoltUsage) Apply(ctx context.Context, b *meter.Batch) error {
 // Hourly returns the org's hour buckets in [from, to), oldest first; hours
 // without usage are absent.
 func (s *BoltUsage) Hourly(ctx context.Context, org string, from, to time.Time) ([]meter.Point, error) {
-	var out []meter.Point
+	return s.hours(ctx, bktOrgHour, usageKey(org, ""), from, to)
+}
+
+// SiteHourly returns one site's hour buckets in [from, to), oldest first;
+// hours without usage are absent. Their sum over the org's sites is the
+// org's Hourly: both are written in one transaction.
+func (s *BoltUsage) SiteHourly(ctx context.Context, org, site string, from, to time.Time) ([]meter.Point, error) {
+	return s.hours(ctx, bktSiteHour, usageKey(org, site, ""), from, to)
+}
+
+// endHour is the end of the last hour bucket a query up to `to` reads: the
+// bucket holding `to` starts before it and is included.
+func endHour(to time.Time) time.Time {
 	end := meter.Hour(to)
 	if end.Before(to) {
-		end = end.Add(time.Hour) // the bucket holding `to` starts before it: include it
+		end = end.Add(time.Hour)
 	}
-	lo, hi := usageKey(org, hourKey(from)), usageKey(org, hourKey(end))
+	return end
+}
+
+// hours reads the buckets of bucket whose keys are prefix+YYYYMMDDHH, with
+// the hour in [from, to).
+func (s *BoltUsage) hours(ctx context.Context, bucket string, prefix []byte, from, to time.Time) ([]meter.Point, error) {
+	var out []meter.Point
+	lo, hi := append(bytes.Clone(prefix), hourKey(from)...), append(bytes.Clone(prefix), hourKey(endHour(to))...)
 	err := s.st.View(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bktOrgHour))
+		b := tx.Bucket([]byte(bucket))
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
-		for k, v := c.Seek(lo); k != nil && bytes.Compare(k, hi) < 0; k, v = c.Next() {
-			h := k[bytes.LastIndexByte(k, 0)+1:]
-			if !bytes.HasPrefix(k, append([]byte(org), 0)) {
-				break
-			}
-			t, err := time.Parse("2006010215", string(h))
+		for k, v := c.Seek(lo); k != nil && bytes.Compare(k, hi) < 0 && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			t, err := time.Parse("2006010215", string(k[len(prefix):]))
 			if err != nil {
 				continue
 			}
 			out = append(out, meter.Point{Start: t, Values: decodeValues(v)})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// SiteTotals returns the totals in [from, to) of each of the org's sites
+// with usage then, by site id. They sum to the org's totals of the same
+// range exactly. It seeks once per site the org ever had usage for
+// (within the retention) and reads only the hours in range.
+func (s *BoltUsage) SiteTotals(ctx context.Context, org string, from, to time.Time) ([]meter.SiteTotal, error) {
+	var out []meter.SiteTotal
+	prefix := usageKey(org, "")
+	lo, hi := hourKey(from), hourKey(endHour(to))
+	err := s.st.View(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bktSiteHour))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		k, _ := c.Seek(prefix)
+		for k != nil && bytes.HasPrefix(k, prefix) {
+			i := bytes.IndexByte(k[len(prefix):], 0)
+			if i < 0 { // not ORG\x00SITE\x00HOUR: skip it
+				k, _ = c.Next()
+				continue
+			}
+			site := bytes.Clone(k[:len(prefix)+i+1]) // ORG\x00SITE\x00
+			st := meter.SiteTotal{Site: string(site[len(prefix) : len(site)-1])}
+			seen := false
+			var v []byte
+			for k, v = c.Seek(append(bytes.Clone(site), lo...)); k != nil && bytes.HasPrefix(k, site) && string(k[len(site):]) < hi; k, v = c.Next() {
+				st.Add(decodeValues(v))
+				seen = true
+			}
+			if seen {
+				out = append(out, st)
+			}
+			site[len(site)-1] = 1 // ORG\x00SITE\x01: past every hour of the site
+			k, _ = c.Seek(site)
 		}
 		return nil
 	})

@@ -18,14 +18,16 @@ import (
 //
 // # Key schema
 //
-// Billing jobs read these keys directly: renaming a key or a field is a
-// breaking change. ORG and SITE are sites ids (1-63 of a-z, 0-9 and '-').
+// Billing jobs may read these keys directly (the admin API's GET /v1/usage
+// answers every question they answer, per site included): renaming a key or
+// a field is a breaking change. ORG and SITE are sites ids (1-63 of a-z, 0-9 and '-').
 // Every key of one org carries the hash tag {ORG}, so in Redis Cluster they
 // all live in one slot and one Lua script per org updates them atomically.
 //
 //	tg:usage:{ORG}:h:YYYYMMDDHH          hash  the org's hour bucket (UTC)           TTL Retention
 //	tg:usage:{ORG}:s:SITE:h:YYYYMMDDHH   hash  one site's hour bucket                TTL Retention
 //	tg:usage:{ORG}:p:YYYY-MM             hash  the org's totals of a billing period  TTL 2×Retention
+//	tg:usage:{ORG}:p:YYYY-MM:sites       set   the sites with usage in the period    TTL 2×Retention
 //	tg:usage:{ORG}:applied               hash  field NODE -> last applied Seq        TTL 2×Retention
 //	tg:usage:period:YYYY-MM:orgs         zset  orgs with usage in the period         TTL 2×Retention
 //
@@ -36,7 +38,11 @@ import (
 // decimal digits. TTLs are set again on every write, so a key lives its TTL
 // after its last write. The period index (all scores 0, members are org ids)
 // is the only key outside the org's slot: page through it with ZRANGE BYLEX;
-// an org may be listed in it a moment before its period hash exists.
+// an org may be listed in it a moment before its period hash exists. The
+// period's site set lists every site with a site hour bucket in the period
+// (written with it, by the same script), so per-site queries know which
+// site keys to read without SCAN; site hours flushed by versions that
+// did not write the set are not in it.
 type RedisUsage struct {
 	c         redis.UniversalClient
 	retention time.Duration
@@ -78,15 +84,20 @@ func siteHourKey(org, site, hour string) string {
 	return orgPrefix(org) + "s:" + site + ":h:" + hour
 }
 func periodKey(org, period string) string { return orgPrefix(org) + "p:" + period }
+func periodSitesKey(org, period string) string {
+	return orgPrefix(org) + "p:" + period + ":sites"
+}
 func appliedKey(org string) string        { return orgPrefix(org) + "applied" }
 func periodIndexKey(period string) string { return "tg:usage:period:" + period + ":orgs" }
 
 // usageScript applies one org's deltas of a batch unless this node already
 // applied that Seq or a later one for the org.
 //
-//	KEYS[1] applied, KEYS[2] org hour, KEYS[3] period, KEYS[4..] site hours
+//	KEYS[1] applied, KEYS[2] org hour, KEYS[3] period, KEYS[4] period's sites,
+//	KEYS[5..] site hours
 //	ARGV[1] node, ARGV[2] Seq (20 digits), ARGV[3] hour TTL (s), ARGV[4] long TTL (s),
-//	then 4 values (usageFields order) for each of KEYS[2..]
+//	then 4 values (usageFields order) for each of KEYS[2], KEYS[3],
+//	then for each site hour key its site id and 4 values
 //
 // Seqs are uint64 (nanosecond clocks, ~1.8e19 max) and Lua numbers are
 // doubles, exact only to 2^53: Seqs are compared as zero-padded 20-digit
@@ -104,21 +115,26 @@ end
 local last = redis.call('HGET', KEYS[1], ARGV[1])
 if last and not newer(ARGV[2], pad(last)) then return 0 end
 local fields = {'egress_bytes', 'requests', 'ingress_bytes', 'storage_byte_seconds'}
-for i = 2, #KEYS do
-  local base = 4 + (i - 2) * 4
+local function add(key, base, ttl)
   local wrote = false
   for f = 1, 4 do
     local v = ARGV[base + f]
     if v ~= '0' then
-      redis.call('HINCRBY', KEYS[i], fields[f], v)
+      redis.call('HINCRBY', key, fields[f], v)
       wrote = true
     end
   end
-  if not wrote then redis.call('HINCRBY', KEYS[i], 'requests', 0) end
-  local ttl = ARGV[3]
-  if i == 3 then ttl = ARGV[4] end
-  redis.call('EXPIRE', KEYS[i], ttl)
+  if not wrote then redis.call('HINCRBY', key, 'requests', 0) end
+  redis.call('EXPIRE', key, ttl)
 end
+add(KEYS[2], 4, ARGV[3])
+add(KEYS[3], 8, ARGV[4])
+for i = 5, #KEYS do
+  local base = 12 + (i - 5) * 5
+  redis.call('SADD', KEYS[4], ARGV[base + 1])
+  add(KEYS[i], base + 1, ARGV[3])
+end
+redis.call('EXPIRE', KEYS[4], ARGV[4])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
@@ -164,13 +180,13 @@ func (r *RedisUsage) Apply(ctx context.Context, b *meter.Batch) error {
 	for _, d := range b.Deltas {
 		c := byOrg[d.Org]
 		if c == nil {
-			c = &orgCall{org: d.Org, keys: []string{appliedKey(d.Org), orgHourKey(d.Org, hour), periodKey(d.Org, period)}}
+			c = &orgCall{org: d.Org, keys: []string{appliedKey(d.Org), orgHourKey(d.Org, hour), periodKey(d.Org, period), periodSitesKey(d.Org, period)}}
 			byOrg[d.Org] = c
 			totals[d.Org] = new(meter.Values)
 			calls = append(calls, c)
 		}
 		c.keys = append(c.keys, siteHourKey(d.Org, d.Site, hour))
-		c.args = valueArgs(c.args, d.Values) // site values; the org's go in front below
+		c.args = valueArgs(append(c.args, d.Site), d.Values) // site id and values; the org's go in front below
 		totals[d.Org].Add(d.Values)
 	}
 	for _, c := range calls {
@@ -280,107 +296,4 @@ func (r *RedisUsage) run(ctx context.Context, calls []*orgCall, extra func(redis
 		return res, err // the pipeline failed before any command ran
 	}
 	return res, nil
-}
-
-// Hourly returns the org's hour buckets in [from, to), oldest first; hours
-// without usage are absent. The range may span at most 400 days.
-func (r *RedisUsage) Hourly(ctx context.Context, org string, from, to time.Time) ([]meter.Point, error) {
-	if to.Sub(from) > maxHourlyRange {
-		return nil, fmt.Errorf("store: hourly range %s to %s is longer than %d days", from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), int(maxHourlyRange.Hours()/24))
-	}
-	start, end := meter.Hour(from), meter.Hour(to)
-	if end.Before(to) {
-		end = end.Add(time.Hour) // the bucket holding `to` starts before it: include it
-	}
-	if !start.Before(end) {
-		return nil, nil
-	}
-	cmds := make([]*redis.MapStringStringCmd, int(end.Sub(start)/time.Hour))
-	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := range cmds {
-			cmds[i] = p.HGetAll(ctx, orgHourKey(org, hourKey(start.Add(time.Duration(i)*time.Hour))))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: redis usage: hourly usage of %s: %w", org, err)
-	}
-	var out []meter.Point
-	for i, cmd := range cmds {
-		if len(cmd.Val()) == 0 {
-			continue
-		}
-		v, err := parseValues(cmd.Val())
-		if err != nil {
-			return nil, fmt.Errorf("store: redis usage: %s: %w", orgHourKey(org, hourKey(start.Add(time.Duration(i)*time.Hour))), err)
-		}
-		out = append(out, meter.Point{Start: start.Add(time.Duration(i) * time.Hour), Values: v})
-	}
-	return out, nil
-}
-
-// PeriodTotals lists every org's totals for a period ("YYYY-MM"), by org id,
-// starting after the org id `after`, at most limit (at least 1); next is the
-// cursor of the following page, "" on the last.
-func (r *RedisUsage) PeriodTotals(ctx context.Context, period, after string, limit int) ([]meter.OrgTotal, string, error) {
-	if limit < 1 {
-		return nil, "", fmt.Errorf("store: period totals: limit %d must be at least 1", limit)
-	}
-	start := "-"
-	if after != "" {
-		start = "(" + after
-	}
-	orgs, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: periodIndexKey(period), Start: start, Stop: "+", ByLex: true, Count: int64(limit) + 1,
-	}).Result()
-	if err != nil {
-		return nil, "", fmt.Errorf("store: redis usage: orgs of period %s: %w", period, err)
-	}
-	next := ""
-	if len(orgs) > limit {
-		orgs = orgs[:limit]
-		next = orgs[limit-1]
-	}
-	if len(orgs) == 0 {
-		return nil, "", nil
-	}
-	cmds := make([]*redis.MapStringStringCmd, len(orgs))
-	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, org := range orgs {
-			cmds[i] = p.HGetAll(ctx, periodKey(org, period))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("store: redis usage: totals of period %s: %w", period, err)
-	}
-	var out []meter.OrgTotal
-	for i, cmd := range cmds {
-		if len(cmd.Val()) == 0 {
-			continue // indexed, but the script did not run (yet): no usage
-		}
-		v, err := parseValues(cmd.Val())
-		if err != nil {
-			return nil, "", fmt.Errorf("store: redis usage: %s: %w", periodKey(orgs[i], period), err)
-		}
-		out = append(out, meter.OrgTotal{Org: orgs[i], Values: v})
-	}
-	return out, next, nil
-}
-
-func parseValues(h map[string]string) (meter.Values, error) {
-	var v meter.Values
-	dst := [4]*int64{&v.EgressBytes, &v.Requests, &v.IngressBytes, &v.StorageByteSeconds}
-	for i, f := range usageFields {
-		s, ok := h[f]
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return meter.Values{}, fmt.Errorf("field %s: %w", f, err)
-		}
-		*dst[i] = n
-	}
-	return v, nil
 }

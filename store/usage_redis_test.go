@@ -299,6 +299,7 @@ func TestRedisMatchesBolt(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("Hourly(%s):\nredis %+v\nbolt  %+v", org, got, want)
 		}
+		checkSiteUsage(t, org, from, to, r, bl, want)
 	}
 	for _, period := range []string{"2026-11", "2026-12", "2027-01"} {
 		for _, limit := range []int{1, 2, 5, 10} {
@@ -310,6 +311,60 @@ func TestRedisMatchesBolt(t *testing.T) {
 	}
 	if pages := allPeriodTotals(t, r, "2026-12", 2); len(pages) != 3 || len(pages[0]) != 2 || len(pages[2]) != 1 {
 		t.Errorf("5 orgs by 2: pages %+v", pages)
+	}
+}
+
+// siteReader is the per-site side of both usage stores.
+type siteReader interface {
+	SiteHourly(ctx context.Context, org, site string, from, to time.Time) ([]meter.Point, error)
+	SiteTotals(ctx context.Context, org string, from, to time.Time) ([]meter.SiteTotal, error)
+}
+
+// checkSiteUsage: both stores answer the same per-site usage of org over
+// [from, to) and over its first hours, whose totals, and those of each
+// site's hourly series, sum to the org's hourly points exactly.
+func checkSiteUsage(t *testing.T, org string, from, to time.Time, r, bl siteReader, orgHourly []meter.Point) {
+	t.Helper()
+	ctx := context.Background()
+	for _, end := range []time.Time{to, from.Add(4*time.Hour + 30*time.Minute)} {
+		var orgTotal meter.Values
+		for _, p := range orgHourly {
+			if p.Start.Before(end) {
+				orgTotal.Add(p.Values)
+			}
+		}
+		want, err := bl.SiteTotals(ctx, org, from, end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.SiteTotals(ctx, org, from, end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("SiteTotals(%s, to %s):\nredis %+v\nbolt  %+v", org, end, got, want)
+		}
+		var sum, seriesSum meter.Values
+		for _, st := range got {
+			sum.Add(st.Values)
+			pts, err := r.SiteHourly(ctx, org, st.Site, from, end)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bpts, err := bl.SiteHourly(ctx, org, st.Site, from, end)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(pts, bpts) {
+				t.Errorf("SiteHourly(%s, %s):\nredis %+v\nbolt  %+v", org, st.Site, pts, bpts)
+			}
+			for _, p := range pts {
+				seriesSum.Add(p.Values)
+			}
+		}
+		if sum != orgTotal || seriesSum != orgTotal {
+			t.Errorf("%s to %s: sites sum to %+v, their series to %+v; the org's total is %+v", org, end, sum, seriesSum, orgTotal)
+		}
 	}
 }
 
@@ -335,18 +390,21 @@ func TestRedisKeySchemaAndTTL(t *testing.T) {
 		key    string
 		ttl    time.Duration
 		fields map[string]string // for hashes
-		zset   []string
+		zset   []string          // for sorted sets (the period index)
+		set    []string          // for sets (a period's sites)
 	}{
-		{"tg:usage:{acme}:h:2026113023", retention, usage("100", "3", "10", "1000"), nil},
-		{"tg:usage:{acme}:s:www:h:2026113023", retention, usage("100", "2", "10", "1000"), nil},
-		{"tg:usage:{acme}:s:docs:h:2026113023", retention, usage("", "1", "", ""), nil},
-		{"tg:usage:{acme}:p:2026-11", 2 * retention, usage("100", "3", "10", "1000"), nil},
-		{"tg:usage:{acme}:applied", 2 * retention, map[string]string{"node-1": "01795000000000000001"}, nil},
-		{"tg:usage:{beta}:h:2026113023", retention, usage("", "0", "", ""), nil},
-		{"tg:usage:{beta}:s:site:h:2026113023", retention, usage("", "0", "", ""), nil},
-		{"tg:usage:{beta}:p:2026-11", 2 * retention, usage("", "0", "", ""), nil},
-		{"tg:usage:{beta}:applied", 2 * retention, map[string]string{"node-1": "01795000000000000001"}, nil},
-		{"tg:usage:period:2026-11:orgs", 2 * retention, nil, []string{"acme", "beta"}},
+		{"tg:usage:{acme}:h:2026113023", retention, usage("100", "3", "10", "1000"), nil, nil},
+		{"tg:usage:{acme}:s:www:h:2026113023", retention, usage("100", "2", "10", "1000"), nil, nil},
+		{"tg:usage:{acme}:s:docs:h:2026113023", retention, usage("", "1", "", ""), nil, nil},
+		{"tg:usage:{acme}:p:2026-11", 2 * retention, usage("100", "3", "10", "1000"), nil, nil},
+		{"tg:usage:{acme}:p:2026-11:sites", 2 * retention, nil, nil, []string{"docs", "www"}},
+		{"tg:usage:{acme}:applied", 2 * retention, map[string]string{"node-1": "01795000000000000001"}, nil, nil},
+		{"tg:usage:{beta}:h:2026113023", retention, usage("", "0", "", ""), nil, nil},
+		{"tg:usage:{beta}:s:site:h:2026113023", retention, usage("", "0", "", ""), nil, nil},
+		{"tg:usage:{beta}:p:2026-11", 2 * retention, usage("", "0", "", ""), nil, nil},
+		{"tg:usage:{beta}:p:2026-11:sites", 2 * retention, nil, nil, []string{"site"}},
+		{"tg:usage:{beta}:applied", 2 * retention, map[string]string{"node-1": "01795000000000000001"}, nil, nil},
+		{"tg:usage:period:2026-11:orgs", 2 * retention, nil, []string{"acme", "beta"}, nil},
 	}
 	keys, err := c.Keys(ctx, "*").Result()
 	if err != nil {
@@ -369,6 +427,17 @@ func TestRedisKeySchemaAndTTL(t *testing.T) {
 			}
 			if ttl <= w.ttl-time.Minute || ttl > w.ttl {
 				t.Errorf("TTL = %s, want %s", ttl, w.ttl)
+			}
+			if w.set != nil {
+				got, err := c.SMembers(ctx, w.key).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				slices.Sort(got)
+				if !slices.Equal(got, w.set) {
+					t.Errorf("set = %v, want %v", got, w.set)
+				}
+				return
 			}
 			if w.zset != nil {
 				got, err := c.ZRangeWithScores(ctx, w.key, 0, -1).Result()

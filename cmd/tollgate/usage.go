@@ -37,7 +37,7 @@ func (n *node) startMeter(ctx context.Context) error {
 	}
 	n.ps.adopt("meter spool", closes(spool.Close))
 	opts := meter.Options{Sink: local, Journal: spool, Node: id, Metrics: n.metrics, Logger: n.log}
-	n.admin.Usage, n.billing.Usage = local, local
+	n.admin.Usage, n.admin.SiteUsage, n.billing.Usage = local, local, local
 	if n.rc != nil {
 		// Fail open: serve and count; usage waits in memory, then in the
 		// spool, until Redis answers.
@@ -47,7 +47,7 @@ func (n *node) startMeter(ctx context.Context) error {
 			return err
 		}
 		opts.Sink, opts.Spool, opts.StoreName = rs, sp, "redis"
-		n.admin.Usage, n.billing.Usage = rs, rs
+		n.admin.Usage, n.admin.SiteUsage, n.billing.Usage = rs, rs, rs
 	}
 	m, err := meter.New(n.cfg.Meter, opts)
 	if err != nil {
