@@ -48,15 +48,29 @@ var errorPages = func() map[int][]byte {
 		default:
 			text = "The server cannot answer this request."
 		}
-		title := fmt.Sprintf("%d %s", code, http.StatusText(code))
-		m[code] = fmt.Appendf(nil, `<!doctype html>
+		m[code] = errorPage(code, text)
+	}
+	return m
+}()
+
+// errorPage is tollgate's page for status, saying text.
+func errorPage(status int, text string) []byte {
+	title := fmt.Sprintf("%d %s", status, http.StatusText(status))
+	return fmt.Appendf(nil, `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>%s</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:15vh auto;padding:0 1em;color:#222}h1{font-size:1.4em}small{color:#777}</style></head>
 <body><h1>%s</h1><p>%s</p><p><small>tollgate</small></p></body></html>
 `, title, title, text)
-	}
-	return m
-}()
+}
+
+// refusalPages are the pages of the refusals whose status is shared with
+// another refusal of other meaning, by code.
+var refusalPages = map[string][]byte{
+	string(reason.StorageQuotaExceeded): errorPage(fasthttp.StatusTooManyRequests,
+		"This site is paused: its owner stores more than their plan includes. It will be back as soon as that is settled."),
+	string(reason.UpgradeRequired): errorPage(fasthttp.StatusPaymentRequired,
+		"This site is not included in its owner's current plan."),
+}
 
 var contentTypeHTML = []byte("text/html; charset=utf-8")
 
@@ -90,6 +104,9 @@ func writeError(ctx *fasthttp.RequestCtx, status int) {
 // values below; it allocates nothing.
 func writeRefusal(ctx *fasthttp.RequestCtx, status int, code []byte) {
 	writeError(ctx, status)
+	if page, ok := refusalPages[string(code)]; ok {
+		ctx.Response.SetBodyRaw(page)
+	}
 	ctx.Response.Header.SetCanonical(headerTollgateReason, code)
 }
 
@@ -112,6 +129,9 @@ var (
 	reasonPayment        = []byte(reason.PaymentRequired)
 	reasonQuota          = []byte(reason.QuotaExceeded)
 	reasonMisdirected    = []byte(reason.MisdirectedRequest)
+	reasonStorage        = []byte(reason.StorageQuotaExceeded)
+	reasonUpgrade        = []byte(reason.UpgradeRequired)
+	reasonInactive       = []byte(reason.SiteInactive)
 )
 
 var (

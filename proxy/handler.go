@@ -78,7 +78,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx, redirect *RedirectOptions) {
 	// 3. enforce: one atomic load of the org's decision; a blocked request
 	// is answered here (no upstream, no disk, not metered), a throttled one
 	// is paced where it is written (metering.go).
-	if t.enforce && !p.enforce(ctx, t.org, t.gate) {
+	if t.enforce && !p.enforce(ctx, &t, key) {
 		return
 	}
 
@@ -118,25 +118,13 @@ func requestTime(ctx *fasthttp.RequestCtx) time.Time {
 
 // enforce applies the org's decision to this request: false when it was
 // answered (blocked), with the block's code in Tollgate-Reason. Without
-// billing (gate nil) only suspension blocks.
-func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *access.Gate) bool {
-	status, code := 0, []byte(nil)
-	switch {
-	case org == nil:
-		status, code = fasthttp.StatusForbidden, reasonNoAccount
-	case gate == nil:
-		if org.State == sites.StateSuspended {
-			status, code = fasthttp.StatusForbidden, reasonSuspended
-		}
-	default:
-		switch gate.Decision() {
-		case access.BlockQuota:
-			status, code = fasthttp.StatusTooManyRequests, reasonQuota
-		case access.BlockExpired:
-			status, code = fasthttp.StatusPaymentRequired, reasonPayment
-		case access.BlockSuspended:
-			status, code = fasthttp.StatusForbidden, reasonSuspended
-		}
+// billing (gate nil) only suspension and a deactivated site block. key is
+// the request's normalized host.
+func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, t *target, key []byte) bool {
+	gate := t.gate
+	status, code := refusal(t.org, gate)
+	if status == 0 && t.site != nil {
+		status, code = siteRefusal(t.site, gate, key)
 	}
 	if status != 0 {
 		charge(ctx.Conn(), nil) // block pages are nobody's usage
@@ -152,6 +140,46 @@ func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, org *sites.Org, gate *access.G
 		enforceWrites(ctx.Conn(), gate)
 	}
 	return true
+}
+
+// refusal is the org's refusal, its status and reason code; 0 when the
+// org is served.
+func refusal(org *sites.Org, gate *access.Gate) (status int, code []byte) {
+	switch {
+	case org == nil:
+		return fasthttp.StatusForbidden, reasonNoAccount
+	case gate == nil:
+		if org.State == sites.StateSuspended {
+			return fasthttp.StatusForbidden, reasonSuspended
+		}
+		return 0, nil
+	}
+	switch gate.Decision() {
+	case access.BlockQuota:
+		return fasthttp.StatusTooManyRequests, reasonQuota
+	case access.BlockExpired:
+		return fasthttp.StatusPaymentRequired, reasonPayment
+	case access.BlockSuspended:
+		return fasthttp.StatusForbidden, reasonSuspended
+	case access.BlockStorage:
+		return fasthttp.StatusTooManyRequests, reasonStorage
+	}
+	return 0, nil
+}
+
+// siteRefusal is the refusal of one site of an org that is served: a
+// deactivated site (404), a site or domain its plan no longer includes
+// (402); 0 when it is served.
+func siteRefusal(r *route, gate *access.Gate, key []byte) (int, []byte) {
+	if a := r.site.Active; a != nil && !*a {
+		return fasthttp.StatusNotFound, reasonInactive
+	}
+	if gate != nil {
+		if ex := gate.Excluded(); ex != nil && ex.Has(r.site.ID, key) {
+			return fasthttp.StatusPaymentRequired, reasonUpgrade
+		}
+	}
+	return 0, nil
 }
 
 var (

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +41,33 @@ func TestTollgateReason(t *testing.T) {
 			must(t, err)
 		}
 	}
-	decide := func(d access.Decision) func() { return func() { gates.Gate("acme").Set(d, 100_000) } }
+	decide := func(d access.Decision) func() {
+		return func() {
+			gates.Gate("acme").Set(d, 100_000)
+			gates.Gate("acme").SetExcluded(nil)
+		}
+	}
+	exclude := func(site, domain string) func() {
+		return func() {
+			gates.Gate("acme").Set(access.Allow, 0)
+			ex := &access.Excluded{Sites: map[string]struct{}{}, Domains: map[string]struct{}{}}
+			if site != "" {
+				ex.Sites[site] = struct{}{}
+			}
+			if domain != "" {
+				ex.Domains[domain] = struct{}{}
+			}
+			gates.Gate("acme").SetExcluded(ex)
+		}
+	}
+	activate := func(active *bool) func() {
+		return func() {
+			decide(access.Allow)()
+			_, err := billed.reg.SetSiteActive(ctx, "www", active)
+			must(t, err)
+		}
+	}
+	no := false
 	tests := []struct {
 		name   string
 		set    func()
@@ -57,6 +84,12 @@ func TestTollgateReason(t *testing.T) {
 		{"suspended by billing", decide(access.BlockSuspended), b.plain, "", "www.example", "/", 403, reason.AccountSuspended},
 		{"suspended without billing", suspend(sites.StateSuspended), u.plain, "", "www.example", "/", 403, reason.AccountSuspended},
 		{"misdirected", decide(access.Allow), b.tls, "alt.example", "www.example", "/", 421, reason.MisdirectedRequest},
+		{"storage quota exceeded", decide(access.BlockStorage), b.plain, "", "www.example", "/", 429, reason.StorageQuotaExceeded},
+		{"site not in the plan", exclude("www", ""), b.plain, "", "www.example", "/", 402, reason.UpgradeRequired},
+		{"domain not in the plan", exclude("", "alt.example"), b.tls, "alt.example", "alt.example", "/", 402, reason.UpgradeRequired},
+		{"the site's kept domain", exclude("", "alt.example"), b.plain, "", "www.example", "/", 200, ""},
+		{"site deactivated", activate(&no), b.plain, "", "www.example", "/", 404, reason.SiteInactive},
+		{"site unmarked", activate(nil), b.plain, "", "www.example", "/", 200, ""},
 		{"allowed", decide(access.Allow), b.plain, "", "www.example", "/", 200, ""},
 		{"throttled", decide(access.Throttle), b.plain, "", "www.example", "/", 200, ""},
 		{"active without billing", suspend(sites.StateActive), u.plain, "", "www.example", "/", 200, ""},
@@ -90,7 +123,7 @@ func TestTollgateReason(t *testing.T) {
 func TestTollgateReasonNoAccount(t *testing.T) {
 	h := newHarness(t, Config{}, Limits{})
 	ctx := newCtx("www.example", "/")
-	if h.proxy.enforce(ctx, nil, nil) {
+	if h.proxy.enforce(ctx, &target{}, []byte("www.example")) {
 		t.Fatal("a site without an org was served")
 	}
 	if got := string(ctx.Response.Header.Peek(reason.HeaderName)); ctx.Response.StatusCode() != 403 || got != string(reason.NoAccount) {
@@ -135,4 +168,25 @@ func getLoopback(t *testing.T, addr, sni string, cert certtest.Cert, host, path 
 	must(t, err)
 	res.Body.Close()
 	return res
+}
+
+// TestRefusalPages: refusals that share a status with another of other
+// meaning say their own sentence; the others keep the status's page.
+func TestRefusalPages(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		code   []byte
+		want   string
+	}{
+		{429, reasonStorage, "stores more than their plan includes"},
+		{429, reasonQuota, "Too many requests"},
+		{402, reasonUpgrade, "not included in its owner's current plan"},
+		{402, reasonPayment, "unpaid balance"},
+	} {
+		ctx := newCtx("www.example", "/")
+		writeRefusal(ctx, tc.status, tc.code)
+		if ctx.Response.StatusCode() != tc.status || !strings.Contains(string(ctx.Response.Body()), tc.want) {
+			t.Errorf("%s: %d %q, want %d with %q", tc.code, ctx.Response.StatusCode(), ctx.Response.Body(), tc.status, tc.want)
+		}
+	}
 }

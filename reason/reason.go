@@ -40,13 +40,20 @@ const (
 	PaymentRequired    Code = "PAYMENT_REQUIRED"    // 402: the account is expired (unpaid past its grace period)
 	QuotaExceeded      Code = "QUOTA_EXCEEDED"      // 429: past the hard limit of the egress quota
 	MisdirectedRequest Code = "MISDIRECTED_REQUEST" // 421: the TLS connection was opened for another host
+	// StorageQuotaExceeded, 429: the org stores more than its plan allows,
+	// for longer than [billing] storage_grace.
+	StorageQuotaExceeded Code = "STORAGE_QUOTA_EXCEEDED"
+	// UpgradeRequired, 402: the site or domain is beyond what the org's plan
+	// includes (after a downgrade, past [billing] downgrade_grace).
+	UpgradeRequired Code = "UPGRADE_REQUIRED"
+	// SiteInactive, 404: the site is deactivated (active: false).
+	SiteInactive Code = "SITE_INACTIVE"
 )
 
 // Codes of refusals whose checks this build does not have (plan ranks,
-// plans that include less than asked, request-rate limits): nothing sends
-// them; their names and statuses are fixed.
+// request-rate limits): nothing sends them; their names and statuses are
+// fixed.
 const (
-	UpgradeRequired         Code = "UPGRADE_REQUIRED"           // 403: the plan does not include what is asked
 	PlanDowngradeNotAllowed Code = "PLAN_DOWNGRADE_NOT_ALLOWED" // 409: a tenant asked for a lower-ranked plan
 	RateLimited             Code = "RATE_LIMITED"               // 429: past a request-rate limit
 )
@@ -95,7 +102,9 @@ func All() []Entry {
 		{PaymentRequired, 402, SentByProxy, "The org's account is expired: unpaid past its grace period; the site is paused."},
 		{QuotaExceeded, 429, SentByProxy, "The org is past the hard limit of its egress quota (Retry-After: 3600)."},
 		{MisdirectedRequest, 421, SentByProxy, "The TLS connection was opened for another host; retry on a new connection."},
-		{UpgradeRequired, 403, SentByNone, "The org's plan does not include what is asked."},
+		{StorageQuotaExceeded, 429, SentByProxy, "The org stores more than its plan allows, for longer than the storage grace; removing files or a larger plan serves it again."},
+		{UpgradeRequired, 402, SentByProxy, "The site or domain is beyond what the org's plan includes (after a downgrade, past the downgrade grace); a plan that includes it serves it again at once."},
+		{SiteInactive, 404, SentByProxy, "The site is deactivated by its org or the operator (active: false)."},
 		{PlanDowngradeNotAllowed, 409, SentByNone, "A tenant asked for a plan of lower rank than the current one."},
 		{RateLimited, 429, SentByNone, "Past a request-rate limit."},
 	}
