@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// quotaConf binds storage and plan limits within seconds: the storage walk
+// every second, evaluations every 100 ms, graces of 2 s.
+const quotaConf = `[sites]
+storage_interval = "1s"
+[meter]
+flush_interval = "100ms"
+[billing]
+enforce_interval = "100ms"
+storage_grace = "2s"
+downgrade_grace = "2s"
+[[billing.plans]]
+name = "tiny"
+storage_bytes = 10000
+sites = 1
+domains = 1
+[[billing.plans]]
+name = "roomy"
+storage_bytes = 10000000
+sites = 10
+domains = 10
+`
+
+// reasonOf fetches / of host and returns the status and Tollgate-Reason.
+func (in *instance) reasonOf(t *testing.T, host string) (int, string) {
+	t.Helper()
+	resp, _ := in.get(t, host, "/")
+	return resp.StatusCode, resp.Header.Get("Tollgate-Reason")
+}
+
+// TestStorageQuotaE2E: a dir site storing more than its plan allows is
+// served through storage_grace, then answers 429 STORAGE_QUOTA_EXCEEDED;
+// an upgrade serves it again at once; files removed on the small plan too.
+func TestStorageQuotaE2E(t *testing.T) {
+	dir := t.TempDir()
+	in := startTollgateConf(t, dir, "", quotaConf)
+	defer in.stop(t)
+	site := in.siteDir(t, "hello")
+	big := filepath.Join(site, "big.bin")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("z"), 50_000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in.addSite(t, "acme", "tiny", site, "www.acme.test")
+	if s, r := in.reasonOf(t, "www.acme.test"); s != http.StatusOK {
+		t.Fatalf("within the grace: %d %s", s, r)
+	}
+	waitFor(t, func() bool { s, r := in.reasonOf(t, "www.acme.test"); return s == 429 && r == "STORAGE_QUOTA_EXCEEDED" })
+	if _, body := in.get(t, "www.acme.test", "/"); !strings.Contains(body, "stores more than their plan includes") {
+		t.Fatalf("the storage page: %q", body)
+	}
+	if out, code := in.cli(t, "org", "set", "acme", "--plan", "roomy"); code != 0 {
+		t.Fatalf("upgrade: %s", out)
+	}
+	if s, r := in.reasonOf(t, "www.acme.test"); s != http.StatusOK {
+		t.Fatalf("right after the upgrade: %d %s", s, r)
+	}
+	setPlan(t, in, "acme", "tiny")
+	waitFor(t, func() bool { s, _ := in.reasonOf(t, "www.acme.test"); return s == 429 })
+	if err := os.Remove(big); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { s, _ := in.reasonOf(t, "www.acme.test"); return s == http.StatusOK })
+	// Over, then (after the upgrade and back, possibly within one pass)
+	// within again once the files are gone.
+	out, code := in.cli(t, "--json", "org", "events", "acme")
+	if code != 0 || strings.Count(out, `"storage_quota"`) < 2 || !strings.Contains(out, `storing 5 bytes, plan \"tiny\" allows 10000`) {
+		t.Fatalf("org events: %s", out)
+	}
+}
+
+// setPlan moves org to plan as the operator, whatever the direction.
+func setPlan(t *testing.T, in *instance, org, plan string) {
+	t.Helper()
+	if out, code := in.cli(t, "org", "set", org, "--plan", plan); code != 0 {
+		t.Fatalf("plan %s: %s", plan, out)
+	}
+}
+
+// TestDowngradeE2E: an org of three sites moved to a one-site plan has all
+// three served through downgrade_grace, then exactly one (the oldest, until
+// another is marked active) while the others answer 402 UPGRADE_REQUIRED;
+// an upgrade serves all three at once.
+func TestDowngradeE2E(t *testing.T) {
+	dir := t.TempDir()
+	in := startTollgateConf(t, dir, "", quotaConf)
+	defer in.stop(t)
+	in.addSite(t, "acme", "roomy", in.siteDir(t, "one"), "one.acme.test")
+	for _, s := range []string{"two", "three"} {
+		for _, step := range [][]string{{"site", "create", "acme", s, "--dir", in.siteDir(t, s)}, {"domain", "add", s, s + ".acme.test"}} {
+			if out, code := in.cli(t, step...); code != 0 {
+				t.Fatalf("%v: %s", step, out)
+			}
+		}
+	}
+	hosts := []string{"one.acme.test", "two.acme.test", "three.acme.test"}
+	served := func() (n int, refused []string) {
+		for _, h := range hosts {
+			switch s, r := in.reasonOf(t, h); {
+			case s == http.StatusOK:
+				n++
+			case s == http.StatusPaymentRequired && r == "UPGRADE_REQUIRED":
+				refused = append(refused, h)
+			default:
+				t.Fatalf("%s: %d %s", h, s, r)
+			}
+		}
+		return n, refused
+	}
+	setPlan(t, in, "acme", "tiny")
+	if out, _ := in.cli(t, "--json", "org", "get", "acme"); !strings.Contains(out, `"over_plan"`) {
+		t.Fatalf("over_plan not reported at once: %s", out)
+	}
+	if n, _ := served(); n != 3 {
+		t.Fatalf("%d sites served within the grace, want 3", n)
+	}
+	waitFor(t, func() bool { n, _ := served(); return n == 1 })
+	if _, refused := served(); strings.Join(refused, ",") != "two.acme.test,three.acme.test" {
+		t.Fatalf("refused %v: the oldest site must be kept", refused)
+	}
+	if out, code := in.cli(t, "site", "set", "three", "--active", "true"); code != 0 {
+		t.Fatalf("marking: %s", out)
+	}
+	if _, refused := served(); strings.Join(refused, ",") != "one.acme.test,two.acme.test" {
+		t.Fatalf("refused %v after marking three active", refused)
+	}
+	setPlan(t, in, "acme", "roomy")
+	if n, _ := served(); n != 3 {
+		t.Fatalf("%d sites served right after the upgrade, want 3", n)
+	}
+}
