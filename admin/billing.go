@@ -20,6 +20,12 @@ type Accounts interface {
 	OverPlan(org string) *billing.OverPlan
 }
 
+// PublishStatus tells which head commit of a site is not published.
+// *billing.PublishGuard implements it.
+type PublishStatus interface {
+	PublishBlocked(site string) (billing.PublishBlock, bool)
+}
+
 // OrgEvents is the body of GET /v1/orgs/{id}/events.
 type OrgEvents struct {
 	Events []billing.Event `json:"events"`

@@ -55,6 +55,10 @@ type (
 		Domains []string `json:"domains"`
 		// StorageBytes is what the site stores, as last measured.
 		StorageBytes int64 `json:"storage_bytes"`
+		// PublishBlocked is the head commit of a Gitea site that is not
+		// published (over the org's storage quota), as this node decided;
+		// absent once the site publishes a commit.
+		PublishBlocked *billing.PublishBlock `json:"publish_blocked,omitempty"`
 	}
 	// PlanList is GET /v1/plans, sorted by name.
 	PlanList struct {
@@ -210,6 +214,11 @@ func (s *Server) getSite(w http.ResponseWriter, r *http.Request) error {
 	d := SiteDetail{Site: *site, Domains: nonNil(snap.DomainsOf(id))}
 	if s.storage != nil {
 		d.StorageBytes = s.storage.Storage(site.Org, site.ID)
+	}
+	if s.publishing != nil {
+		if b, ok := s.publishing.PublishBlocked(site.ID); ok {
+			d.PublishBlocked = &b
+		}
 	}
 	writeJSON(w, http.StatusOK, d)
 	return nil

@@ -57,6 +57,9 @@ type Options struct {
 	// Backups answers GET /v1/backup with a copy of the store. Nil: the
 	// route answers 503.
 	Backups Backups
+	// Publishing tells GET /v1/sites/{id} which head commit of a Gitea
+	// site is not published (publish_blocked). Nil: none is shown.
+	Publishing PublishStatus
 }
 
 // Check is one readiness check of GET /readyz.
@@ -96,6 +99,7 @@ type Server struct {
 	certLister  CertLister
 	accounts    Accounts
 	backups     Backups
+	publishing  PublishStatus
 }
 
 // StorageReader reports the bytes sites and orgs store.
@@ -134,6 +138,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		certLister:  opts.Certs,
 		accounts:    opts.Accounts,
 		backups:     opts.Backups,
+		publishing:  opts.Publishing,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -44,7 +44,7 @@ func (c HookConfig) Validate(i int) error {
 
 // HookTypes lists every event type, for [[billing.hooks]] events and docs.
 var HookTypes = []string{
-	"quota.warning", "quota.exceeded", "org.throttled", "org.blocked",
+	"quota.warning", "quota.exceeded", "quota.storage_exceeded", "org.throttled", "org.blocked",
 	"grace.started", "grace.ending", "org.expired",
 	"payment.succeeded", "payment.failed", "org.restored",
 }

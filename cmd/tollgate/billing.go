@@ -13,7 +13,8 @@ import (
 
 // startBilling starts the lifecycle hooks when [[billing.hooks]] are
 // configured, enforcement (always: plans, states and, with the meter,
-// quotas), and Stripe when [billing.stripe] is; Stripe's webhook becomes a
+// quotas; Gitea commits over the storage quota are not published), and
+// Stripe when [billing.stripe] is; Stripe's webhook becomes a
 // route of the public listeners. Stopped in reverse: Stripe's reports end
 // first, the hooks' outbox last.
 func (n *node) startBilling(ctx context.Context) error {
@@ -37,6 +38,11 @@ func (n *node) startBilling(ctx context.Context) error {
 		return err
 	}
 	n.proxy.Gates, n.admin.Accounts = bill, bill
+	guard := billing.NewPublishGuard(bill)
+	n.admin.Publishing = guard
+	if n.publish != nil {
+		n.publish.guard.Store(guard)
+	}
 	if !n.cfg.Billing.Stripe.Enabled() {
 		return nil
 	}

@@ -11,14 +11,16 @@ import (
 )
 
 // startContent builds the content cache and, with [sites] gitea_url, the
-// Gitea pages source. Site tending (tendSites) runs when there is a meter
+// Gitea pages source, whose new commits are held to their org's storage
+// quota once billing starts (publishGate). Site tending (tendSites) runs when there is a meter
 // to tell what sites store or pages repositories to give custom domains.
 func (n *node) startContent(ctx context.Context) error {
 	cache := content.NewCache(n.cfg.Sites)
 	n.proxy.Cache = cache
 	var claim func(context.Context, *gitea.Repo)
 	if n.cfg.Sites.GiteaURL != "" {
-		g, err := gitea.New(cache, n.cfg.Sites, gitea.Options{})
+		n.publish = newPublishGate(n.reg)
+		g, err := gitea.New(cache, n.cfg.Sites, gitea.Options{Gate: n.publish})
 		if err != nil {
 			return err
 		}

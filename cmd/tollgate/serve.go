@@ -86,6 +86,7 @@ type node struct {
 	reg     *sites.Registry
 	meter   *meter.Meter  // nil with [meter] disabled
 	gitea   *gitea.Source // nil without [sites] gitea_url
+	publish *publishGate  // the gate of gitea's new commits; nil without gitea
 
 	bound   atomic.Bool // the public and admin listeners serve (readiness)
 	serving *serving

@@ -38,7 +38,9 @@ var ErrUpstream = errors.New("gitea unavailable")
 // is fetched from the raw endpoint at a fixed commit and cached by commit, so
 // a push never serves a mix of old and new files; branch heads are rechecked
 // in the background every sites.Config.Revalidate, or at once on a push webhook
-// (Pushed).
+// (Pushed). A head moves only if Options.Gate allows it (publish.go: a
+// commit over the org's storage quota is not published); otherwise the
+// served commit stays.
 // It is safe for concurrent use.
 type Source struct {
 	cfg   sites.Config
@@ -52,6 +54,8 @@ type Source struct {
 	repos map[string]*Repo // "owner/repo@branch"
 
 	owners *owners // KnownOwner's answers
+
+	gate PublishGate // Options.Gate; nil: every head is published
 
 	// now is the clock of every expiry decision: branch heads (Revalidate,
 	// NegativeTTL, BreakerRetry), remembered misses and owners.
@@ -89,6 +93,9 @@ type Options struct {
 	// and the Last-Modified of a raw file Gitea sends without one. Tests
 	// inject a clock and advance it past a TTL instead of sleeping.
 	Now func() time.Time
+	// Gate decides whether a repository moves to a new head commit
+	// (publish.go). Nil: every head is published.
+	Gate PublishGate
 }
 
 // New returns a Gitea source that caches content in c.
@@ -104,7 +111,7 @@ func New(c *content.Cache, cfg sites.Config, opts Options) (*Source, error) {
 		return nil, err
 	}
 	g := &Source{cfg: cfg, cache: c, base: strings.TrimSuffix(cfg.GiteaURL, "/"), repos: map[string]*Repo{},
-		owners: newOwners(cfg.OwnerLookupRate, opts.Now()), now: opts.Now}
+		owners: newOwners(cfg.OwnerLookupRate, opts.Now()), now: opts.Now, gate: opts.Gate}
 	rt := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: cfg.GiteaTimeout}).DialContext,
 		ResponseHeaderTimeout: cfg.GiteaTimeout,
@@ -165,7 +172,7 @@ type Push struct {
 
 // Pushed is called by the push webhook. The payload is a hint, not a
 // source of truth: the branch head is asked of Gitea and the served commit
-// moves to Gitea's answer, never to After itself, so a replayed or forged
+// moves to Gitea's answer (if the gate allows it), never to After itself, so a replayed or forged
 // (but signed) delivery cannot move a site to another commit. The
 // repository at Branch and, for the pages rule, at "" are rechecked, if
 // they are served; one that already serves After is not (a replay of the

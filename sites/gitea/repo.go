@@ -25,6 +25,10 @@ type Repo struct {
 	// that started last is stored last: a background check that began
 	// before a push cannot overwrite what the push's check found.
 	lookup sync.Mutex
+	// Guarded by lookup (publish.go): the newest head not published, and
+	// whether the gate refused a head since the last publish.
+	pending *pendingHead
+	refused bool
 }
 
 // repoState is what is known of the branch head. Immutable; replaced whole.
@@ -58,13 +62,18 @@ func (r *Repo) Name() string {
 	return r.owner + "/" + r.repo + "@" + r.branch
 }
 
-func (r *Repo) setHead(commit, branch string) {
+// setHead serves commit of branch; extra is what is already known of a new
+// commit (nil: nothing).
+func (r *Repo) setHead(commit, branch string, extra *commitExtra) {
 	old := r.state.Load()
 	if old != nil && old.commit == commit {
 		r.state.Store(&repoState{commit: commit, branch: branch, checked: r.g.now(), space: old.space, extra: old.extra})
 		return
 	}
-	r.state.Store(&repoState{commit: commit, branch: branch, checked: r.g.now(), space: r.g.cache.NewSpace(), extra: &commitExtra{}})
+	if extra == nil {
+		extra = &commitExtra{}
+	}
+	r.state.Store(&repoState{commit: commit, branch: branch, checked: r.g.now(), space: r.g.cache.NewSpace(), extra: extra})
 	if old != nil && old.space != nil {
 		r.g.cache.DropSpace(old.space)
 	}
@@ -129,8 +138,9 @@ func (r *Repo) refreshInBackground() {
 	}
 }
 
-// refresh asks Gitea for the branch head and stores it. Its calls are
-// bounded by gitea_timeout (the API client's timeout).
+// refresh asks Gitea for the branch head and publishes it (publish: the
+// gate may keep the served commit). Its calls are bounded by gitea_timeout
+// (the API client's timeout).
 func (r *Repo) refresh() (*repoState, error) {
 	r.lookup.Lock()
 	defer r.lookup.Unlock()
@@ -164,8 +174,7 @@ func (r *Repo) refresh() (*repoState, error) {
 		}
 		return st, nil
 	}
-	r.setHead(commit, branch)
-	return r.state.Load(), nil
+	return r.publish(commit, branch)
 }
 
 func (r *Repo) branchHead(branch string) (commit string, found bool, err error) {
@@ -205,9 +214,6 @@ func (r *Repo) Redirects() *content.Redirects {
 	return st.extra.redirects
 }
 
-// maxTreePages bounds the pages of a tree listing (1000 entries each).
-const maxTreePages = 1000
-
 // TreeSize returns the bytes of the files of the served commit (the
 // recursive tree), measured once per commit: the site's storage.
 func (r *Repo) TreeSize(ctx context.Context) (int64, error) {
@@ -218,30 +224,7 @@ func (r *Repo) TreeSize(ctx context.Context) (int64, error) {
 	if st.missing || st.extra == nil {
 		return 0, nil
 	}
-	x := st.extra
-	x.sizeMu.Lock()
-	defer x.sizeMu.Unlock()
-	if x.measured {
-		return x.size, nil
-	}
-	var total int64
-	for page := 1; page <= maxTreePages; page++ {
-		tree, _, err := r.g.api.GetTrees(r.owner, r.repo, sdk.ListTreeOptions{
-			ListOptions: sdk.ListOptions{Page: page, PageSize: 1000}, Ref: st.commit, Recursive: true})
-		if err != nil {
-			return 0, fmt.Errorf("%w: tree of %s/%s: %v", ErrUpstream, r.owner, r.repo, err)
-		}
-		for _, e := range tree.Entries {
-			if e.Type == "blob" {
-				total += e.Size
-			}
-		}
-		if !tree.Truncated || len(tree.Entries) == 0 {
-			break
-		}
-	}
-	x.size, x.measured = total, true
-	return total, nil
+	return r.measure(st.commit, st.extra)
 }
 
 // Owner and RepoName name the repository.
