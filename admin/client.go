@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -205,7 +206,53 @@ func (c *Client) send(ctx context.Context, method, path, contentType string, bod
 	return c.sendWith(ctx, c.hc, method, path, contentType, body)
 }
 
+// sendWith sends the request; one answered 429 (the admin API's rate limit
+// refuses before doing anything) is sent again after its Retry-After, up to
+// maxRateRetries times, when its body can be read again.
 func (c *Client) sendWith(ctx context.Context, hc *http.Client, method, path, contentType string, body io.Reader) (*http.Response, error) {
+	for retries := 0; ; retries++ {
+		resp, err := c.sendOnce(ctx, hc, method, path, contentType, body)
+		if err != nil || resp.StatusCode != http.StatusTooManyRequests || retries == maxRateRetries {
+			return resp, err
+		}
+		wait, ok := retryAfter(resp.Header.Get("Retry-After"))
+		seeker, seekable := body.(io.Seeker)
+		if !ok || body != nil && !seekable {
+			return resp, nil
+		}
+		resp.Body.Close()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("admin client: %w", ctx.Err())
+		case <-t.C:
+		}
+		if seekable {
+			if _, err := seeker.Seek(0, io.SeekStart); err != nil {
+				return nil, fmt.Errorf("admin client: %w", err)
+			}
+		}
+	}
+}
+
+// maxRateRetries bounds the retries of a request answered 429; a wait
+// longer than maxRateWait is not waited for.
+const (
+	maxRateRetries = 5
+	maxRateWait    = 10 * time.Second
+)
+
+// retryAfter reads a Retry-After of whole seconds within maxRateWait.
+func retryAfter(v string) (time.Duration, bool) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || time.Duration(n)*time.Second > maxRateWait {
+		return 0, false
+	}
+	return time.Duration(n) * time.Second, true
+}
+
+func (c *Client) sendOnce(ctx context.Context, hc *http.Client, method, path, contentType string, body io.Reader) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("admin client: %w", err)

@@ -16,6 +16,10 @@ import (
 // DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes is 0.
 const DefaultMaxBodyBytes = 1 << 20
 
+// DefaultRequestsPerSecond is the request-rate limit per token when
+// Config.RequestsPerSecond is 0.
+const DefaultRequestsPerSecond = 50
+
 // minTokenLen is the shortest admin token accepted.
 const minTokenLen = 16
 
@@ -31,12 +35,31 @@ type Config struct {
 	// 413. Key: server.admin_max_body_bytes. Default: 1 MiB, far above any valid
 	// request.
 	MaxBodyBytes int64
+	// RequestsPerSecond caps the requests to /v1 routes (and /debug/pprof)
+	// each second, per bearer token, and per client address for requests
+	// without a valid token, so strangers cannot use up the token's
+	// budget. Past it: 429, a problem of type
+	// urn:tollgate:problem:rate-limited with Retry-After, RateLimit-Policy
+	// ("admin";q=N;w=1) and RateLimit. /healthz, /readyz, /metrics and
+	// /hooks/gitea are not limited. Key: server.admin_requests_per_second.
+	// Default 50; -1 turns the limit off.
+	RequestsPerSecond int
+	// Burst is the requests a token (or address) may send at once after a
+	// quiet while. Key: server.admin_burst. Default twice
+	// RequestsPerSecond (100).
+	Burst int
 }
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.RequestsPerSecond == 0 {
+		c.RequestsPerSecond = DefaultRequestsPerSecond
+	}
+	if c.Burst == 0 {
+		c.Burst = 2 * c.RequestsPerSecond
 	}
 }
 
@@ -53,6 +76,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("server.admin_max_body_bytes: must not be negative, got %d", c.MaxBodyBytes))
+	}
+	if c.RequestsPerSecond < -1 || c.RequestsPerSecond > 1_000_000 {
+		errs = append(errs, fmt.Errorf("server.admin_requests_per_second: %d not in 1..1000000, or -1 (off)", c.RequestsPerSecond))
+	}
+	if c.RequestsPerSecond > 0 && (c.Burst < 1 || c.Burst > 2_000_000) {
+		errs = append(errs, fmt.Errorf("server.admin_burst: %d not in 1..2000000", c.Burst))
 	}
 	return errors.Join(errs...)
 }

@@ -87,6 +87,7 @@ type Server struct {
 	checks   []Check
 	log      *slog.Logger
 	tokenSum [sha256.Size]byte
+	rates    *rates // nil: no request-rate limit
 	requests *prometheus.CounterVec
 	mux      *http.ServeMux
 	handler  http.Handler
@@ -147,6 +148,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		Name: "tollgate_admin_requests_total",
 		Help: "Admin API requests by route pattern (\"unmatched\" for none) and status code.",
 	}, []string{"route", "code"})
+	s.rates = newRates(cfg, opts.Metrics)
 	s.routes(promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}))
 	s.handler = s.chain(s.mux)
 	return s, nil
@@ -198,11 +200,15 @@ func (s *Server) routes(metrics http.Handler) {
 	})
 }
 
-// v1 registers an authenticated route whose handler returns its error; the
-// error is answered by s.fail.
+// v1 registers an authenticated, rate-limited route whose handler returns
+// its error; the error is answered by s.fail.
 func (s *Server) v1(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r) {
+		sum, valid := s.authorized(r)
+		if !s.rates.allow(w, r, valid, &sum) {
+			return
+		}
+		if !valid {
 			w.Header().Set("WWW-Authenticate", realm)
 			s.fail(w, r, errUnauthorized)
 			return
@@ -263,14 +269,15 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // authorized checks the bearer token in constant time. Both sides are hashed
-// first so the comparison does not reveal the token's length either.
-func (s *Server) authorized(r *http.Request) bool {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
+// first so the comparison does not reveal the token's length either; sum is
+// the hash of the token sent.
+func (s *Server) authorized(r *http.Request) (sum [sha256.Size]byte, ok bool) {
+	scheme, tok, found := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return sum, false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
+	sum = sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return sum, subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

@@ -437,6 +437,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "short token", cfg: Config{Token: "short"}, wantErr: []string{"server.admin_token: must be at least 16"}},
 		{name: "token with space", cfg: Config{Token: "0123456789 abcdef"}, wantErr: []string{"server.admin_token: must not contain whitespace"}},
 		{name: "all at once", cfg: Config{MaxBodyBytes: -1}, wantErr: []string{"server.admin_token", "server.admin_max_body_bytes"}},
+		{name: "rate off", cfg: Config{Token: testToken, RequestsPerSecond: -1}},
+		{name: "negative rate", cfg: Config{Token: testToken, RequestsPerSecond: -2}, wantErr: []string{"server.admin_requests_per_second"}},
+		{name: "no burst", cfg: Config{Token: testToken, RequestsPerSecond: 5, Burst: -1}, wantErr: []string{"server.admin_burst"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

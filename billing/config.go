@@ -56,12 +56,19 @@ type PlanConfig struct {
 	ThrottleBPS      int64         `toml:"throttle_bps"`
 	HardLimitPercent int           `toml:"hard_limit_percent"`
 	GracePeriod      time.Duration `toml:"grace_period"`
+	// RequestsPerSecond caps the requests an org's sites are served each
+	// second; 0: no cap. Each node holds a token bucket per org of
+	// requests_per_second ÷ limits.cluster_nodes, burst one second of it;
+	// past it requests get 429 with Retry-After, RateLimit-Policy
+	// ("org";q=N;w=1), RateLimit and Tollgate-Reason: RATE_LIMITED.
+	RequestsPerSecond int64 `toml:"requests_per_second"`
 }
 
 // Plan converts the entry.
 func (p PlanConfig) Plan() sites.Plan {
 	return sites.Plan{Name: p.Name, EgressBytes: p.EgressBytes, StorageBytes: p.StorageBytes, Sites: p.Sites, Domains: p.Domains,
-		ThrottleBPS: p.ThrottleBPS, HardLimitPercent: p.HardLimitPercent, GracePeriod: sites.Duration(p.GracePeriod)}
+		ThrottleBPS: p.ThrottleBPS, HardLimitPercent: p.HardLimitPercent, GracePeriod: sites.Duration(p.GracePeriod),
+		RequestsPerSecond: p.RequestsPerSecond}
 }
 
 // Defaults fills unset fields.

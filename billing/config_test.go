@@ -16,3 +16,26 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("long plan name: %v", err)
 	}
 }
+
+// TestPlanConfigRequestsPerSecond: [[billing.plans]] requests_per_second
+// reaches the plan, and a negative one is named.
+func TestPlanConfigRequestsPerSecond(t *testing.T) {
+	for _, tc := range []struct {
+		rps  int64
+		want string // "": valid
+	}{
+		{0, ""},
+		{200, ""},
+		{-1, "billing.plans[0]: requests_per_second"},
+	} {
+		c := Config{Plans: []PlanConfig{{Name: "pro", RequestsPerSecond: tc.rps}}}
+		c.Defaults()
+		if got := c.Plans[0].Plan().RequestsPerSecond; got != tc.rps {
+			t.Errorf("Plan().RequestsPerSecond = %d, want %d", got, tc.rps)
+		}
+		err := c.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("requests_per_second %d: %v; want %q", tc.rps, err, tc.want)
+		}
+	}
+}

@@ -52,6 +52,34 @@ type Limits struct {
 	// errors (out of descriptors, for one) are retried after a back-off of
 	// 5ms doubling to 1s. Default 262144.
 	Concurrency int `toml:"concurrency"`
+	// PerIPRPS caps the requests one client makes to one site each second
+	// on this node: a token bucket per site and client (an IPv4 address or
+	// an IPv6 /64, as max_conns_per_ip; from a peer in
+	// proxy.trusted_proxies, the nearest untrusted address of
+	// X-Forwarded-For), refilled at this rate up to per_ip_burst. Past it
+	// the client gets 429 with Retry-After, RateLimit-Policy ("ip";q=N;w=1)
+	// and RateLimit, while the site's other clients are served. Pages hosts
+	// count per host. Each node counts the requests it serves. Default 0:
+	// off.
+	PerIPRPS int `toml:"per_ip_rps"`
+	// PerIPBurst is the size of a per_ip_rps bucket: the requests a client
+	// that was quiet may make at once (a page and its assets). Default
+	// twice per_ip_rps.
+	PerIPBurst int `toml:"per_ip_burst"`
+	// PerIPTable is the number of per_ip_rps buckets (24 bytes each),
+	// allocated at start and never more, however many addresses ask:
+	// rounded up to a power of two, at least 512. A new client takes the
+	// bucket of the one quiet the longest among eight, and an evicted
+	// client starts again with a full bucket. Default 65536 (1.5 MiB).
+	PerIPTable int `toml:"per_ip_table"`
+	// ClusterNodes is how many nodes serve the same orgs (behind one load
+	// balancer or DNS name). A plan's requests_per_second is enforced per
+	// node, each node holding requests_per_second ÷ cluster_nodes (burst:
+	// one second of that): exact when the load balancer spreads an org's
+	// requests evenly, stricter when it does not (one node gets all of an
+	// org's traffic: the org gets its share of one node). No request waits
+	// on Redis. Default 1.
+	ClusterNodes int `toml:"cluster_nodes"`
 
 	// H2MaxStreams caps the HTTP/2 streams one connection has open at once
 	// (SETTINGS_MAX_CONCURRENT_STREAMS); a stream past it is refused
@@ -113,6 +141,9 @@ func (l *Limits) Defaults() {
 	setDefault(&l.IdleTimeout, 120*time.Second)
 	setDefault(&l.MaxConnsPerIP, 1024)
 	setDefault(&l.Concurrency, 256<<10)
+	setDefault(&l.PerIPBurst, 2*l.PerIPRPS)
+	setDefault(&l.PerIPTable, 64<<10)
+	setDefault(&l.ClusterNodes, 1)
 	setDefault(&l.H2MaxStreams, 100)
 	setDefault(&l.H2StreamWindow, 256<<10)
 	setDefault(&l.H2ConnWindow, 1<<20)
@@ -143,6 +174,7 @@ func (l Limits) Validate() error {
 	if l.Concurrency < 0 {
 		errs = append(errs, errors.New("limits.concurrency: must not be negative"))
 	}
+	errs = append(errs, l.validateRates()...)
 	if l.H2MaxStreams < 1 || l.H2MaxStreams > 1<<16 {
 		errs = append(errs, fmt.Errorf("limits.h2_max_streams: %d not in 1..65536", l.H2MaxStreams))
 	}
@@ -160,6 +192,24 @@ func (l Limits) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateRates names the bad request-rate keys.
+func (l Limits) validateRates() []error {
+	var errs []error
+	if l.PerIPRPS < 0 || l.PerIPRPS > 1_000_000 {
+		errs = append(errs, fmt.Errorf("limits.per_ip_rps: %d not in 0..1000000 (0: off)", l.PerIPRPS))
+	}
+	if l.PerIPRPS > 0 && (l.PerIPBurst < 1 || l.PerIPBurst > 2_000_000) {
+		errs = append(errs, fmt.Errorf("limits.per_ip_burst: %d not in 1..2000000", l.PerIPBurst))
+	}
+	if l.PerIPTable < 512 || l.PerIPTable > 1<<24 {
+		errs = append(errs, fmt.Errorf("limits.per_ip_table: %d not in 512..16777216", l.PerIPTable))
+	}
+	if l.ClusterNodes < 1 || l.ClusterNodes > 1000 {
+		errs = append(errs, fmt.Errorf("limits.cluster_nodes: %d not in 1..1000", l.ClusterNodes))
+	}
+	return errs
 }
 
 // Config is the [proxy] section: how tollgate talks to clients and upstreams.

@@ -126,6 +126,7 @@ type pagesOwnerState struct {
 	name     string
 	orgID    string
 	gate     *access.Gate // nil without billing, or while the org is not in the registry
+	rate     *orgRate     // nil while the org is not in the registry
 	ensured  atomic.Bool
 	pages    *gitea.Repo // {owner}/pages, the user site
 	mu       sync.Mutex
@@ -187,8 +188,11 @@ func (p *Proxy) pagesOwnerState(owner []byte) (*pagesOwnerState, int) {
 	// Gates exist for orgs in the registry only; an owner whose org is
 	// not created yet is enforced by its state once it is (the new
 	// snapshot empties this cache).
-	if p.gates != nil && snap.Orgs.Get(st.orgID) != nil {
-		st.gate = p.gates.Gate(st.orgID)
+	if snap.Orgs.Get(st.orgID) != nil {
+		if p.gates != nil {
+			st.gate = p.gates.Gate(st.orgID)
+		}
+		st.rate = p.orgRates.get(snap, st.orgID)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

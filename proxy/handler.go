@@ -30,8 +30,10 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) { p.handle(ctx, nil) }
 //     pages repository, an internal endpoint, or on the redirect listener
 //     a redirect (route); else 400, 404, 421, or 502/503 when Gitea could
 //     not be asked. A refused request is nobody's usage;
-//  3. enforce: the org's state and billing's decision (403, 402, 429) for
-//     sites and pages owners with an org; tollgate's own answers have none;
+//  3. enforce: the request rates of the client and of the org (429,
+//     ratelimit.go), then the org's state and billing's decision (403,
+//     402, 429) for sites and pages owners with an org; tollgate's own
+//     answers have none;
 //  4. charge: the request is counted for its site or repository, and what
 //     the connection writes from now on is its egress;
 //  5. serve: from the site's directory, Gitea repository or upstream,
@@ -75,10 +77,12 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx, redirect *RedirectOptions) {
 		return
 	}
 
-	// 3. enforce: one atomic load of the org's decision; a blocked request
-	// is answered here (no upstream, no disk, not metered), a throttled one
-	// is paced where it is written (metering.go).
-	if t.enforce && !p.enforce(ctx, &t, key) {
+	// 3. enforce: the client's and the org's request rates (a token bucket
+	// each, 429 past them), then one atomic load of the org's decision; a
+	// refused or blocked request is answered here (no upstream, no disk,
+	// not metered), a throttled one is paced where it is written
+	// (metering.go).
+	if !p.allowRate(ctx, &t, key, start) || t.enforce && !p.enforce(ctx, &t, key) {
 		return
 	}
 

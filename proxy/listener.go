@@ -275,11 +275,15 @@ func (l *guardListener) releaseLocked(c *guardConn) {
 	l.cfg.metrics.open.Dec()
 }
 
-// clientKey is what limits.max_conns_per_ip counts: an IPv4 address, or the
-// /64 network of an IPv6 address (the smallest block a provider assigns to
-// one subscriber). trusted reports a peer in proxy.trusted_proxies. The key is
-// invalid for a peer that is not a TCP address.
+// clientKey is what limits.max_conns_per_ip counts (see addrKey); trusted
+// reports a peer in proxy.trusted_proxies.
 func (l *guardListener) clientKey(a net.Addr) (key netip.Addr, trusted bool) {
+	return clientKey(a, l.cfg.trusted)
+}
+
+// clientKey is addrKey of a peer's address; the key is invalid for a peer
+// that is not a TCP address.
+func clientKey(a net.Addr, trusted []netip.Prefix) (key netip.Addr, isTrusted bool) {
 	ta, ok := a.(*net.TCPAddr)
 	if !ok {
 		return netip.Addr{}, false
@@ -288,8 +292,16 @@ func (l *guardListener) clientKey(a net.Addr) (key netip.Addr, trusted bool) {
 	if !ok {
 		return netip.Addr{}, false
 	}
-	ip = ip.Unmap()
-	for _, p := range l.cfg.trusted {
+	return addrKey(ip, trusted)
+}
+
+// addrKey is what counts as one client: an IPv4 address, or the /64
+// network of an IPv6 address (the smallest block a provider assigns to one
+// subscriber). isTrusted reports an address in trusted (proxy.trusted_proxies),
+// returned whole.
+func addrKey(ip netip.Addr, trusted []netip.Prefix) (key netip.Addr, isTrusted bool) {
+	ip = ip.Unmap().WithZone("")
+	for _, p := range trusted {
 		if p.Contains(ip) {
 			return ip, true
 		}

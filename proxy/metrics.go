@@ -29,6 +29,7 @@ type metrics struct {
 	handshakes        [3]prometheus.Counter // h2, http/1.1, acme-tls/1
 	handshakeFailures prometheus.Counter
 	h2Requests        prometheus.Counter
+	rateLimited       [numRateKinds]prometheus.Counter // requests refused 429 by a rate limit (ratelimit.go)
 
 	listeners listenerVecs
 }
@@ -121,7 +122,7 @@ func newMetrics(reg prometheus.Registerer, cache *content.Cache) *metrics {
 		Name: "tollgate_upstream_errors_total",
 		Help: "Upstream requests that failed, by reason (unavailable: 502, timeout: 504).",
 	}, []string{"reason"})
-	m := &metrics{listeners: newListenerVecs(f)}
+	m := &metrics{listeners: newListenerVecs(f), rateLimited: newRateMetrics(reg)}
 	for k := range numKinds {
 		for c := range classNames {
 			m.requests[k][c] = req.WithLabelValues(kindNames[k], classNames[c])

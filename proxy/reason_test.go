@@ -96,7 +96,9 @@ func TestTollgateReason(t *testing.T) {
 		{"unknown host", decide(access.Allow), b.plain, "", "nowhere.example", "/", 404, ""},
 		{"missing file", decide(access.Allow), b.plain, "", "www.example", "/no-such-file", 404, ""},
 	}
-	covered := []reason.Code{reason.NoAccount}
+	// NO_ACCOUNT: TestTollgateReasonNoAccount; RATE_LIMITED: TestPerIPRateLimit
+	// and TestOrgRateLimit (ratelimit_test.go).
+	covered := []reason.Code{reason.NoAccount, reason.RateLimited}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.set()

@@ -31,6 +31,7 @@ type target struct {
 	enforce bool
 	org     *sites.Org
 	gate    *access.Gate // nil without billing
+	rate    *orgRate     // the org's request-rate limit; nil: none
 	site    *route       // toSite; toRedirect for a site's host
 	// toPages: the owner, the repository and the path inside it; ensure
 	// when Gitea serves the repository, so the owner's org may be created.
@@ -68,7 +69,7 @@ func (p *Proxy) route(ctx *fasthttp.RequestCtx, buf []byte, redirect *RedirectOp
 		if redirect != nil {
 			return target{to: toRedirect, kind: r.rt.kind, site: r}, key, 0
 		}
-		return target{to: toSite, kind: r.rt.kind, site: r, enforce: true, org: r.org, gate: r.gate}, key, 0
+		return target{to: toSite, kind: r.rt.kind, site: r, enforce: true, org: r.org, gate: r.gate, rate: r.rate}, key, 0
 	}
 	owner, pagesHost := pagesOwner(key, p.pagesSuffix)
 	pagesHost = pagesHost && p.pagesSuffix != ""
@@ -123,6 +124,6 @@ func (p *Proxy) pagesTarget(owner, urlPath []byte) (target, int) {
 	}
 	t.owner, t.repo, t.inner, t.ensure = o, repo, inner, exists
 	t.org = p.snap.Load().Orgs.Get(o.orgID)
-	t.gate, t.enforce = o.gate, t.org != nil
+	t.gate, t.rate, t.enforce = o.gate, o.rate, t.org != nil
 	return t, 0
 }

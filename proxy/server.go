@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/meter"
+	"github.com/tollgate-edge/tollgate/ratelimit"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/content"
 	"github.com/valyala/fasthttp"
@@ -96,8 +97,13 @@ type Proxy struct {
 	owners        atomic.Pointer[ownerCache] // reset with every snapshot
 	snap          atomic.Pointer[sites.Snapshot]
 	metrics       *metrics
-	server        *fasthttp.Server // the public listeners: HTTP, and HTTPS with h2 handed to h2
-	h2            *h2Server
+	// Request-rate limits (ratelimit.go): clientRates is nil when
+	// limits.per_ip_rps is off; rateKeys hashes their keys.
+	clientRates *clientRates
+	orgRates    *orgRates
+	rateKeys    ratelimit.Keys
+	server      *fasthttp.Server // the public listeners: HTTP, and HTTPS with h2 handed to h2
+	h2          *h2Server
 
 	table atomic.Pointer[table] // what the request path reads
 
@@ -116,6 +122,10 @@ type route struct {
 	usage *meter.Counters // nil when metering is off
 	gate  *access.Gate    // nil without billing
 	hsts  []byte          // Strict-Transport-Security (hsts.go); nil: none
+	// rate is the org's request-rate limit; rateScope keys the site's
+	// per-client buckets (ratelimit.go).
+	rate      *orgRate
+	rateScope uint64
 }
 
 // siteRuntime holds a site's open resources: its content (a directory or a
@@ -153,11 +163,14 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 		opts.Logger = slog.Default()
 	}
 	trusted, _ := parsePrefixes(cfg.TrustedProxies)
+	keys := ratelimit.NewKeys()
 	p := &Proxy{
 		cfg: cfg, limits: limits, trusted: trusted, cache: opts.Cache, log: opts.Logger, usage: opts.Usage, gates: opts.Gates,
 		pages: opts.Pages, orgs: opts.Orgs, plan: opts.DefaultPlan,
 		metrics: newMetrics(opts.Metrics, opts.Cache),
 		runtime: map[string]*siteRuntime{}, failed: map[string]bool{},
+		clientRates: newClientRates(limits, keys), rateKeys: keys,
+		orgRates: &orgRates{nodes: float64(limits.ClusterNodes), m: map[string]*orgRate{}},
 	}
 	p.table.Store(&table{})
 	for _, ir := range opts.Internal {

@@ -70,6 +70,12 @@ func (p *Proxy) apply(s *sites.Snapshot, d *sites.Delta) {
 		return
 	}
 	p.snap.Store(s)
+	switch {
+	case d == nil || len(d.Plans) > 0:
+		p.orgRates.update(s, nil, true)
+	case len(d.Orgs) > 0:
+		p.orgRates.update(s, d.Orgs, false)
+	}
 	if d == nil || len(d.Orgs) > 0 {
 		p.owners.Store(newOwnerCache()) // org attributions may have changed
 	}
@@ -158,5 +164,6 @@ func (p *Proxy) buildRoute(s *sites.Snapshot, name string) *route {
 	if p.gates != nil {
 		r.gate = p.gates.Gate(site.Org)
 	}
+	r.rate, r.rateScope = p.orgRates.get(s, site.Org), p.rateKeys.String(site.ID)
 	return r
 }

@@ -48,14 +48,15 @@ const (
 	UpgradeRequired Code = "UPGRADE_REQUIRED"
 	// SiteInactive, 404: the site is deactivated (active: false).
 	SiteInactive Code = "SITE_INACTIVE"
+	// RateLimited, 429: past a request-rate limit (also the admin API's
+	// per-token limit).
+	RateLimited Code = "RATE_LIMITED"
 )
 
-// Codes of refusals whose checks this build does not have (plan ranks,
-// request-rate limits): nothing sends them; their names and statuses are
-// fixed.
+// Codes of refusals whose checks this build does not have (plan ranks):
+// nothing sends them; their names and statuses are fixed.
 const (
 	PlanDowngradeNotAllowed Code = "PLAN_DOWNGRADE_NOT_ALLOWED" // 409: a tenant asked for a lower-ranked plan
-	RateLimited             Code = "RATE_LIMITED"               // 429: past a request-rate limit
 )
 
 // Sender says who answers with a code.
@@ -105,8 +106,8 @@ func All() []Entry {
 		{StorageQuotaExceeded, 429, SentByProxy, "The org stores more than its plan allows, for longer than the storage grace; removing files or a larger plan serves it again."},
 		{UpgradeRequired, 402, SentByProxy, "The site or domain is beyond what the org's plan includes (after a downgrade, past the downgrade grace); a plan that includes it serves it again at once."},
 		{SiteInactive, 404, SentByProxy, "The site is deactivated by its org or the operator (active: false)."},
+		{RateLimited, 429, SentByProxy, "Past a request-rate limit: the org's requests_per_second, the client's limits.per_ip_rps, or the admin API's per-token limit (a problem with this code); Retry-After, RateLimit-Policy and RateLimit say when to retry."},
 		{PlanDowngradeNotAllowed, 409, SentByNone, "A tenant asked for a plan of lower rank than the current one."},
-		{RateLimited, 429, SentByNone, "Past a request-rate limit."},
 	}
 }
 

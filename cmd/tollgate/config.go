@@ -58,9 +58,25 @@ type ServerConfig struct {
 	// AdminMaxBodyBytes bounds an admin API request body; larger ones get 413.
 	// Default 1 MiB.
 	AdminMaxBodyBytes int64 `toml:"admin_max_body_bytes"`
+	// AdminRequestsPerSecond caps the admin API's /v1 requests per second
+	// per bearer token, and per client address for requests without a
+	// valid token (so strangers cannot use up the token's budget); past it
+	// 429 with Retry-After and the RateLimit fields. /healthz, /readyz,
+	// /metrics and /hooks/gitea are not limited. `tollgate admin` waits
+	// and retries when told to. Default 50; -1: off.
+	AdminRequestsPerSecond int `toml:"admin_requests_per_second"`
+	// AdminBurst is the admin requests a token (or address) may send at
+	// once after a quiet while. Default twice admin_requests_per_second.
+	AdminBurst int `toml:"admin_burst"`
 	// ShutdownTimeout bounds how long in-flight requests may finish after
 	// SIGTERM or SIGINT. Default 30s.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+}
+
+// adminConfig is the admin API's part of [server].
+func (s ServerConfig) adminConfig() admin.Config {
+	return admin.Config{Token: s.AdminToken, MaxBodyBytes: s.AdminMaxBodyBytes,
+		RequestsPerSecond: s.AdminRequestsPerSecond, Burst: s.AdminBurst}
 }
 
 // LogConfig is the [log] section.
@@ -81,6 +97,12 @@ func (c *Config) Defaults() {
 	}
 	if c.Server.AdminMaxBodyBytes == 0 {
 		c.Server.AdminMaxBodyBytes = admin.DefaultMaxBodyBytes
+	}
+	if c.Server.AdminRequestsPerSecond == 0 {
+		c.Server.AdminRequestsPerSecond = admin.DefaultRequestsPerSecond
+	}
+	if c.Server.AdminBurst == 0 {
+		c.Server.AdminBurst = 2 * c.Server.AdminRequestsPerSecond
 	}
 	if c.Server.ShutdownTimeout == 0 {
 		c.Server.ShutdownTimeout = 30 * time.Second
@@ -117,7 +139,7 @@ func (c Config) Validate() error {
 	if c.Server.HTTPSPublicPort < 0 || c.Server.HTTPSPublicPort > 65535 {
 		errs = append(errs, fmt.Errorf("server.https_public_port: %d is not a port", c.Server.HTTPSPublicPort))
 	}
-	errs = append(errs, admin.Config{Token: c.Server.AdminToken, MaxBodyBytes: c.Server.AdminMaxBodyBytes}.Validate())
+	errs = append(errs, c.Server.adminConfig().Validate())
 	if c.Server.ShutdownTimeout < 0 {
 		errs = append(errs, errors.New("server.shutdown_timeout: must not be negative"))
 	}

@@ -50,7 +50,7 @@ func (n *node) startEdge(ctx context.Context) error {
 			})),
 		}
 	}
-	adm, err := admin.New(admin.Config{Token: n.cfg.Server.AdminToken, MaxBodyBytes: n.cfg.Server.AdminMaxBodyBytes}, n.reg, n.admin)
+	adm, err := admin.New(n.cfg.Server.adminConfig(), n.reg, n.admin)
 	if err != nil {
 		return err
 	}
