@@ -11,9 +11,11 @@ import (
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
-// Accounts changes org accounts through the billing lifecycle (recorded,
-// with hooks) and lists their history. *billing.Billing implements it.
+// Accounts creates orgs and changes their accounts through the billing
+// lifecycle (recorded, with hooks, trials and the plan ladder) and lists
+// their history. *billing.Billing implements it.
 type Accounts interface {
+	CreateOrg(ctx context.Context, o sites.Org) (sites.Org, error)
 	Apply(ctx context.Context, org string, c billing.Change) (sites.Org, error)
 	Events(ctx context.Context, org string) ([]billing.Event, error)
 	// OverPlan is what the org owns beyond its plan; nil when nothing.
@@ -52,8 +54,9 @@ func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) error {
 
 // applyAccount sends the account fields of a PATCH (state, plan, Stripe
 // customer) through billing, so each change is recorded with the operator as
-// its actor; it clears them from patch.
-func (s *Server) applyAccount(ctx context.Context, id string, patch *sites.OrgPatch) error {
+// its actor; it clears them from patch. force lets the plan move down the
+// ladder.
+func (s *Server) applyAccount(ctx context.Context, id string, patch *sites.OrgPatch, force bool) error {
 	if s.accounts == nil || (patch.State == nil && patch.Plan == nil && patch.StripeCustomer == nil) {
 		return nil
 	}
@@ -78,7 +81,7 @@ func (s *Server) applyAccount(ctx context.Context, id string, patch *sites.OrgPa
 	if c == (billing.Change{}) {
 		return nil
 	}
-	c.Cause, c.Actor = "admin API", billing.ActorOperator
+	c.Cause, c.Actor, c.Force = "admin API", billing.ActorOperator, force
 	_, err := s.accounts.Apply(ctx, id, c)
 	return err
 }

@@ -49,7 +49,8 @@ func TestAccountThroughBilling(t *testing.T) {
 	}
 	var evs OrgEvents
 	e.must(t, http.StatusOK, "GET", "/v1/orgs/acme/events", "").json(t, &evs)
-	if len(evs.Events) != 2 || evs.Events[0].Actor != billing.ActorOperator {
+	// Creation (plan, state), then the PATCH (customer, state).
+	if len(evs.Events) != 4 || evs.Events[0].Field != "plan" || evs.Events[0].To != "free" || evs.Events[3].Actor != billing.ActorOperator {
 		t.Fatalf("events: %+v", evs.Events)
 	}
 	for _, tc := range []struct {

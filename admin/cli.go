@@ -238,7 +238,7 @@ func (o output) print(w io.Writer, asJSON bool) error {
 }
 
 func planOutput(value any, ps ...sites.Plan) output {
-	o := output{value: value, header: []string{"NAME", "EGRESS", "STORAGE", "SITES", "DOMAINS", "THROTTLE", "HARD-LIMIT", "GRACE"}}
+	o := output{value: value, header: []string{"NAME", "EGRESS", "STORAGE", "SITES", "DOMAINS", "THROTTLE", "HARD-LIMIT", "GRACE", "RANK", "TRIAL"}}
 	for _, p := range ps {
 		throttle, hard := "off", "never"
 		if p.ThrottleBPS > 0 {
@@ -248,7 +248,8 @@ func planOutput(value any, ps ...sites.Plan) output {
 			hard = fmt.Sprintf("%d%%", p.HardLimitPercent)
 		}
 		o.rows = append(o.rows, []string{p.Name, limit(p.EgressBytes, formatSize), limit(p.StorageBytes, formatSize),
-			limit(p.Sites, itoa), limit(p.Domains, itoa), throttle, hard, time.Duration(p.GracePeriod).String()})
+			limit(p.Sites, itoa), limit(p.Domains, itoa), throttle, hard, time.Duration(p.GracePeriod).String(),
+			itoa(p.Rank), fmt.Sprintf("%dd", p.TrialDays)})
 	}
 	return o
 }
@@ -262,8 +263,15 @@ func orgOutput(value any, orgs ...sites.Org) output {
 }
 
 func orgDetailOutput(d OrgDetail) output {
-	return output{value: d, header: []string{"ID", "NAME", "PLAN", "STATE", "CREATED", "SITES"},
-		rows: [][]string{{d.ID, d.Name, d.Plan, d.State, stamp(d.CreatedAt), list(d.Sites)}}}
+	trial, pending := "-", "-"
+	if !d.TrialEndsAt.IsZero() {
+		trial = stamp(d.TrialEndsAt)
+	}
+	if d.PendingPlan != "" {
+		pending = d.PendingPlan + " at " + stamp(d.PendingPlanAt)
+	}
+	return output{value: d, header: []string{"ID", "NAME", "PLAN", "STATE", "CREATED", "SITES", "TRIAL-ENDS", "PENDING-PLAN"},
+		rows: [][]string{{d.ID, d.Name, d.Plan, d.State, stamp(d.CreatedAt), list(d.Sites), trial, pending}}}
 }
 
 func siteOutput(value any, s sites.Site, domains []string) output {

@@ -88,9 +88,7 @@ func (c *Client) CreateOrg(ctx context.Context, in OrgCreate) (sites.Org, error)
 
 // UpdateOrg changes the fields of the org that patch sets.
 func (c *Client) UpdateOrg(ctx context.Context, id string, patch sites.OrgPatch) (sites.Org, error) {
-	var out sites.Org
-	_, err := c.do(ctx, http.MethodPatch, "/v1/orgs/"+url.PathEscape(id), patch, &out)
-	return out, err
+	return c.PatchOrg(ctx, id, OrgUpdate{OrgPatch: patch})
 }
 
 // DeleteOrg removes an org that owns no sites.

@@ -138,7 +138,8 @@ func TestProblemCodes(t *testing.T) {
 			return e
 		}},
 	}
-	var covered []reason.Code
+	// PLAN_DOWNGRADE_NOT_ALLOWED needs billing's ladder: TestOperatorPlanLadder.
+	covered := []reason.Code{reason.PlanDowngradeNotAllowed}
 	for _, tt := range tests {
 		t.Run(string(tt.code)+" "+tt.req.method+" "+tt.req.path, func(t *testing.T) {
 			env := e

@@ -79,7 +79,7 @@ var commands = []command{
 			return orgDetailOutput(d), err
 		})},
 	{name: "org create", args: []string{"ID"}, help: "create an org", setup: orgCreate},
-	{name: "org set", args: []string{"ID"}, help: "change an org's name, plan or state", setup: orgSet},
+	{name: "org set", args: []string{"ID"}, help: "change an org's name, plan or state; a move down the plan ladder needs --force", setup: orgSet},
 	{name: "org events", args: []string{"ID"}, help: "an org's account history (state, plan, Stripe customer changes)", setup: noFlags(orgEventsCmd)},
 	{name: "org delete", args: []string{"ID"}, help: "delete an org that owns no sites", setup: noFlags(
 		func(ctx context.Context, c *Client, args []string) (output, error) {
@@ -124,6 +124,8 @@ func planPut(fs *flag.FlagSet) runFunc {
 	fs.Var(sizeFlag{&p.ThrottleBPS}, "throttle-bps", "bytes per second an org over its egress quota is slowed to (size; 0 = no throttling)")
 	fs.IntVar(&p.HardLimitPercent, "hard-limit-percent", 0, "share of the egress quota past which requests are blocked (0 = never, else >= 100)")
 	fs.DurationVar(&grace, "grace-period", 0, "how long a past-due org keeps being served, e.g. 72h")
+	fs.IntVar(&p.Rank, "rank", 0, "place on the plan ladder: a tenant moves to a higher rank at once, to an equal or lower one at the end of the paid period")
+	fs.IntVar(&p.TrialDays, "trial-days", 0, "length of the trial of an org created on (or moved by the operator to) this plan (0 = no trial)")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
 		p.Name = args[0]
 		p.GracePeriod = sites.Duration(grace)
@@ -136,7 +138,7 @@ func orgCreate(fs *flag.FlagSet) runFunc {
 	var in OrgCreate
 	fs.StringVar(&in.Name, "name", "", "display name")
 	fs.StringVar(&in.Plan, "plan", "free", "plan")
-	fs.StringVar(&in.State, "state", "", "state: active (default) or suspended")
+	fs.StringVar(&in.State, "state", "", "state: active (default; trialing with a trial when the plan has trial_days) or any other; an explicit state other than trialing starts no trial")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
 		in.ID = args[0]
 		o, err := c.CreateOrg(ctx, in)
@@ -146,10 +148,12 @@ func orgCreate(fs *flag.FlagSet) runFunc {
 
 func orgSet(fs *flag.FlagSet) runFunc {
 	var name, plan, state, customer string
+	var force bool
 	fs.StringVar(&name, "name", "", "new display name")
 	fs.StringVar(&plan, "plan", "", "new plan")
 	fs.StringVar(&state, "state", "", "new state: trialing, active, past_due, expired or suspended (recorded with you as the actor)")
 	fs.StringVar(&customer, "stripe-customer", "", "link a Stripe customer (cus_…); \"\" unlinks")
+	fs.BoolVar(&force, "force", false, "let --plan move the org down the plan ladder (a plan of equal or lower rank); refused without it")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
 		var patch sites.OrgPatch
 		fs.Visit(func(f *flag.Flag) {
@@ -167,7 +171,7 @@ func orgSet(fs *flag.FlagSet) runFunc {
 		if patch == (sites.OrgPatch{}) {
 			return output{}, usagef("nothing to change: pass --name, --plan, --state or --stripe-customer")
 		}
-		o, err := c.UpdateOrg(ctx, args[0], patch)
+		o, err := c.PatchOrg(ctx, args[0], OrgUpdate{OrgPatch: patch, Force: force})
 		return orgOutput(o, o), err
 	}
 }

@@ -53,7 +53,7 @@ func TestOverPlanAndSiteMarks(t *testing.T) {
 	if op := overPlan(); op != nil {
 		t.Fatalf("within its plan: %+v", op)
 	}
-	e.must(t, http.StatusOK, "PATCH", "/v1/orgs/acme", `{"plan":"one"}`)
+	e.must(t, http.StatusOK, "PATCH", "/v1/orgs/acme", `{"plan":"one","force":true}`)
 	if op := overPlan(); op == nil || !slices.Equal(op.Sites, []string{"a2"}) || op.Enforced {
 		t.Fatalf("after the downgrade: %+v", op)
 	}

@@ -15,7 +15,9 @@ import (
 // Request and response bodies of the /v1 routes that are not a bare registry
 // record. The Client uses the same types.
 type (
-	// OrgCreate is the body of POST /v1/orgs. State defaults to "active".
+	// OrgCreate is the body of POST /v1/orgs. State defaults to "active", or,
+	// with billing, to "trialing" with trial_ends_at when the plan has
+	// trial_days; an explicit state other than "trialing" starts no trial.
 	OrgCreate struct {
 		ID    string `json:"id"`
 		Name  string `json:"name"`
@@ -63,6 +65,14 @@ type (
 	// PlanList is GET /v1/plans, sorted by name.
 	PlanList struct {
 		Plans []sites.Plan `json:"plans"`
+	}
+	// OrgUpdate is the body of PATCH /v1/orgs/{id}: the fields to change
+	// and Force, which lets a plan change move the org down the plan ladder
+	// (to a plan of equal or lower rank); without it such a change is
+	// refused with 409, problem type urn:tollgate:problem:plan-downgrade.
+	OrgUpdate struct {
+		sites.OrgPatch
+		Force bool `json:"force,omitempty"`
 	}
 	// OrgList is GET /v1/orgs, sorted by id.
 	OrgList struct {
@@ -133,7 +143,14 @@ func (s *Server) createOrg(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decode(w, r, &in); err != nil {
 		return err
 	}
-	o, err := s.reg.CreateOrg(r.Context(), sites.Org{ID: in.ID, Name: in.Name, Plan: in.Plan, State: in.State})
+	org := sites.Org{ID: in.ID, Name: in.Name, Plan: in.Plan, State: in.State}
+	var o sites.Org
+	var err error
+	if s.accounts != nil {
+		o, err = s.accounts.CreateOrg(r.Context(), org) // trials, recorded
+	} else {
+		o, err = s.reg.CreateOrg(r.Context(), org)
+	}
 	if err != nil {
 		return err
 	}
@@ -162,18 +179,18 @@ func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) updateOrg(w http.ResponseWriter, r *http.Request) error {
-	var patch sites.OrgPatch
-	if err := s.decode(w, r, &patch); err != nil {
+	var in OrgUpdate
+	if err := s.decode(w, r, &in); err != nil {
 		return err
 	}
 	id := r.PathValue("id")
 	if s.reg.Snapshot().Orgs.Get(id) == nil {
 		return fmt.Errorf("org %q: %w", id, sites.ErrNotFound)
 	}
-	if err := s.applyAccount(r.Context(), id, &patch); err != nil {
+	if err := s.applyAccount(r.Context(), id, &in.OrgPatch, in.Force); err != nil {
 		return err
 	}
-	o, err := s.reg.UpdateOrg(r.Context(), id, patch)
+	o, err := s.reg.UpdateOrg(r.Context(), id, in.OrgPatch)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/reason"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/gitea"
@@ -87,6 +88,14 @@ func problemFor(err error) (p *Problem, internal bool) {
 			Detail: limit.Error(),
 			Limit:  limit.Limit,
 			Max:    limit.Max,
+		}, false
+	case errors.Is(err, billing.ErrDowngrade):
+		return &Problem{
+			Type:   ProblemTypePlanDowngrade,
+			Code:   reason.PlanDowngradeNotAllowed,
+			Title:  "Plan downgrade not allowed",
+			Status: http.StatusConflict,
+			Detail: detail(err, billing.ErrDowngrade),
 		}, false
 	case errors.Is(err, sites.ErrReserved):
 		return &Problem{

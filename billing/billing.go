@@ -25,6 +25,7 @@ type Sites interface {
 	Snapshot() *sites.Snapshot
 	OnChange(fn func(*sites.Snapshot, *sites.Delta))
 	PutPlan(ctx context.Context, p sites.Plan) (bool, error)
+	CreateOrg(ctx context.Context, o sites.Org) (sites.Org, error)
 }
 
 // Scanner reads a bucket of a store. *store.Bolt and *store.RedisKV
@@ -262,9 +263,7 @@ func (b *Billing) Apply(ctx context.Context, org string, c Change) (sites.Org, e
 	if err != nil {
 		return o, err
 	}
-	for _, e := range events {
-		b.hooksFor(ctx, before, &o, e)
-	}
+	b.logged(ctx, before, &o, events)
 	return o, nil
 }
 

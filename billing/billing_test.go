@@ -92,8 +92,8 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{t: t, st: st, reg: reg, usage: &fakeUsage{egress: map[string]int64{}}, hooks: &recorder{},
 		now: time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)}
 	cfg := Config{Plans: []PlanConfig{
-		{Name: "small", EgressBytes: 1000, ThrottleBPS: 100, HardLimitPercent: 150, GracePeriod: 72 * time.Hour},
-		{Name: "big", EgressBytes: 1_000_000},
+		{Name: "small", EgressBytes: 1000, ThrottleBPS: 100, HardLimitPercent: 150, GracePeriod: 72 * time.Hour, Rank: 1},
+		{Name: "big", EgressBytes: 1_000_000, Rank: 2},
 	}}
 	f.start(cfg)
 	if _, err := reg.CreateOrg(ctx, sites.Org{ID: "acme", Plan: "small", State: sites.StateActive}); err != nil {
@@ -175,7 +175,7 @@ func TestScriptedMonth(t *testing.T) {
 		t.Fatalf("payment failure hooks: %+v", f.hooks.events)
 	}
 	// Back to the small plan's 72h grace for the rest of the script.
-	f.apply(Change{Plan: "small", Actor: ActorOperator, Cause: "test"})
+	f.apply(Change{Plan: "small", Actor: ActorOperator, Cause: "test", Force: true})
 	f.apply(Change{State: sites.StateActive, Actor: ActorOperator, Cause: "test"})
 	o = f.apply(Change{State: sites.StatePastDue, Actor: ActorStripe, Cause: "payment failed", StripeEventAt: f.now})
 	if want := f.now.Add(72 * time.Hour); !o.GraceEndsAt.Equal(want) {

@@ -106,7 +106,7 @@ func TestStorageQuotaBindsAfterGrace(t *testing.T) {
 	}
 
 	// Back on the small plan: a new grace starts; files removed end it.
-	f.apply(Change{Plan: "small", Actor: ActorOperator, Cause: "downgrade"})
+	f.apply(Change{Plan: "small", Actor: ActorOperator, Cause: "downgrade", Force: true})
 	step(3000, time.Second, access.Allow)
 	step(3000, 10*time.Second, access.BlockStorage)
 	step(999, time.Second, access.Allow)
@@ -141,7 +141,7 @@ func TestDowngradeExcessAfterGrace(t *testing.T) {
 		t.Fatalf("within the big plan: %+v", op)
 	}
 
-	f.apply(Change{Plan: "small", Actor: ActorOperator, Cause: "downgrade"})
+	f.apply(Change{Plan: "small", Actor: ActorOperator, Cause: "downgrade", Force: true})
 	op := f.b.OverPlan("acme")
 	if op == nil || !slices.Equal(op.Sites, []string{"s2", "s3"}) || !slices.Equal(op.Domains, []string{"www.one.example"}) || op.Enforced {
 		t.Fatalf("right after the downgrade: %+v", op)

@@ -40,6 +40,9 @@ type Config struct {
 	// (402), the domains last attached likewise. Nothing is deleted; a plan
 	// that includes them serves them again at once. Default 72h.
 	DowngradeGrace time.Duration `toml:"downgrade_grace"`
+	// TrialEndingNotice is how long before a trial ends the trial.ending
+	// hook fires. Default 72h.
+	TrialEndingNotice time.Duration `toml:"trial_ending_notice"`
 	// Stripe is [billing.stripe]; off unless secret_key or webhook_secret is set.
 	Stripe StripeConfig `toml:"stripe"`
 	// Hooks ([[billing.hooks]]) receive signed lifecycle events.
@@ -62,13 +65,15 @@ type PlanConfig struct {
 	// past it requests get 429 with Retry-After, RateLimit-Policy
 	// ("org";q=N;w=1), RateLimit and Tollgate-Reason: RATE_LIMITED.
 	RequestsPerSecond int64 `toml:"requests_per_second"`
+	Rank              int   `toml:"rank"`
+	TrialDays         int   `toml:"trial_days"`
 }
 
 // Plan converts the entry.
 func (p PlanConfig) Plan() sites.Plan {
 	return sites.Plan{Name: p.Name, EgressBytes: p.EgressBytes, StorageBytes: p.StorageBytes, Sites: p.Sites, Domains: p.Domains,
 		ThrottleBPS: p.ThrottleBPS, HardLimitPercent: p.HardLimitPercent, GracePeriod: sites.Duration(p.GracePeriod),
-		RequestsPerSecond: p.RequestsPerSecond}
+		RequestsPerSecond: p.RequestsPerSecond, Rank: p.Rank, TrialDays: p.TrialDays}
 }
 
 // Defaults fills unset fields.
@@ -87,6 +92,9 @@ func (c *Config) Defaults() {
 	}
 	if c.DowngradeGrace == 0 {
 		c.DowngradeGrace = 72 * time.Hour
+	}
+	if c.TrialEndingNotice == 0 {
+		c.TrialEndingNotice = 72 * time.Hour
 	}
 	c.Stripe.Defaults()
 }
@@ -108,6 +116,9 @@ func (c Config) Validate() error {
 	}
 	if c.DowngradeGrace < 0 {
 		errs = append(errs, errors.New("billing.downgrade_grace: must not be negative"))
+	}
+	if c.TrialEndingNotice < 0 {
+		errs = append(errs, errors.New("billing.trial_ending_notice: must not be negative"))
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Plans {

@@ -152,6 +152,7 @@ func (b *Billing) Evaluate(ctx context.Context) {
 			b.log.Error("past-due org not expired", slog.String("org", id), slog.Any("err", err))
 		}
 	}
+	b.due(ctx, snap, now) // pending plans due, trial.ending, trials over (ladder.go, trial.go)
 }
 
 // readUsage returns every org's egress of period.

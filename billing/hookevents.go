@@ -47,6 +47,7 @@ var HookTypes = []string{
 	"quota.warning", "quota.exceeded", "quota.storage_exceeded", "org.throttled", "org.blocked",
 	"grace.started", "grace.ending", "org.expired",
 	"payment.succeeded", "payment.failed", "org.restored",
+	"trial.ending", "trial.ended",
 }
 
 // hookTypeSet is HookTypes as a set (built once: changing HookTypes later

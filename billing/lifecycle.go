@@ -24,6 +24,12 @@ import (
 // A cancelled subscription moves the org to the default plan, state active.
 // Stripe never lifts a suspension: while suspended, Stripe events change the
 // plan and customer but not the state (the event says so).
+//
+// Plan changes follow the plan ladder (ladder.go): up at once, down at the
+// end of the paid period for the tenant, down only with force for the
+// operator. An org created on, or moved by the operator to, a plan with
+// trial_days starts a trial (trial.go); when it ends the org keeps its plan
+// if it is active (paid), else it moves to the default plan, state active.
 
 // Actors of events.
 const (
@@ -36,7 +42,7 @@ const (
 type Event struct {
 	At    time.Time `json:"at"`
 	Org   string    `json:"org"`
-	Field string    `json:"field"` // "state", "plan" or "stripe_customer"
+	Field string    `json:"field"` // "state", "plan", "pending_plan", "trial_ends_at" or "stripe_customer"
 	From  string    `json:"from"`
 	To    string    `json:"to"`
 	Cause string    `json:"cause"`
@@ -55,6 +61,17 @@ type Change struct {
 	// StripeEventAt orders Stripe events: a change older than the newest one
 	// applied returns ErrStale and changes nothing. Zero for other actors.
 	StripeEventAt time.Time
+	// Tenant marks a plan change the tenant asked for (a Stripe subscription
+	// created or changed through Checkout or the customer portal): a move
+	// down the plan ladder waits for PeriodEnd (ladder.go).
+	Tenant bool
+	// PeriodEnd is the end of the period the tenant paid for (the
+	// subscription's current_period_end); zero when unknown, and then a
+	// tenant downgrade applies at once.
+	PeriodEnd time.Time
+	// Force lets the operator move an org down the plan ladder; without it
+	// such a change returns ErrDowngrade and changes nothing.
+	Force bool
 }
 
 // Errors of Apply.
@@ -100,28 +117,25 @@ const bucketEvents = "org_events"
 // apply changes org id as c asks, recording an Event per changed field. It
 // returns the events it recorded (none when nothing changed).
 func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change) (sites.Org, []Event, error) {
-	var events []Event
-	org, err := reg.ModifyOrg(ctx, id, func(o *sites.Org, snap *sites.Snapshot) ([]store.Op, error) {
-		events = events[:0]
+	return modify(ctx, reg, Event{At: now, Org: id, Actor: c.Actor, Ref: c.Ref}, func(o *sites.Org, snap *sites.Snapshot, record recordFunc) error {
 		if !c.StripeEventAt.IsZero() {
 			if c.StripeEventAt.Before(o.StripeEventAt) {
-				return nil, fmt.Errorf("%w: event of %s, org reflects %s", ErrStale, c.StripeEventAt.Format(time.RFC3339), o.StripeEventAt.Format(time.RFC3339))
+				return fmt.Errorf("%w: event of %s, org reflects %s", ErrStale, c.StripeEventAt.Format(time.RFC3339), o.StripeEventAt.Format(time.RFC3339))
 			}
 			o.StripeEventAt = c.StripeEventAt
-		}
-		record := func(field, from, to, cause string) {
-			events = append(events, Event{At: now, Org: id, Field: field, From: from, To: to, Cause: cause, Actor: c.Actor, Ref: c.Ref})
 		}
 		if c.StripeCustomer != "" && c.StripeCustomer != o.StripeCustomer {
 			record("stripe_customer", o.StripeCustomer, c.StripeCustomer, c.Cause)
 			o.StripeCustomer = c.StripeCustomer
 		}
-		if c.Plan != "" && c.Plan != o.Plan {
-			if snap.Plans.Get(c.Plan) == nil {
-				return nil, fmt.Errorf("%w: plan %q does not exist", sites.ErrInvalid, c.Plan)
+		if c.Plan != "" {
+			plan := o.Plan
+			if err := changePlan(o, snap, c, now, record); err != nil {
+				return err
 			}
-			record("plan", o.Plan, c.Plan, c.Cause)
-			o.Plan = c.Plan
+			if o.Plan != plan && c.Actor == ActorOperator && c.State == "" {
+				startTrial(o, snap.Plans.Get(o.Plan), now, record, c.Cause)
+			}
 		}
 		if c.State != "" && c.State != o.State {
 			switch {
@@ -129,7 +143,7 @@ func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change
 				// Stripe never lifts a suspension; its other changes apply.
 				record("state", o.State, o.State, c.Cause+" (ignored: suspended by the operator)")
 			case !Allowed(o.State, c.State) && c.Actor != ActorOperator:
-				return nil, fmt.Errorf("%w: %s → %s", ErrTransition, o.State, c.State)
+				return fmt.Errorf("%w: %s → %s", ErrTransition, o.State, c.State)
 			default:
 				record("state", o.State, c.State, c.Cause)
 				if c.State == sites.StatePastDue {
@@ -144,13 +158,34 @@ func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change
 				o.State = c.State
 			}
 		}
+		return nil
+	})
+}
+
+// modify changes org id with fn, which edits a copy and records the fields
+// it changes; each becomes an Event like tmpl (time, org, actor, ref),
+// written in the same transaction as the org. It returns the events (none
+// when nothing changed).
+func modify(ctx context.Context, reg Registry, tmpl Event,
+	fn func(o *sites.Org, snap *sites.Snapshot, record recordFunc) error) (sites.Org, []Event, error) {
+	var events []Event
+	org, err := reg.ModifyOrg(ctx, tmpl.Org, func(o *sites.Org, snap *sites.Snapshot) ([]store.Op, error) {
+		events = events[:0]
+		record := func(field, from, to, cause string) {
+			e := tmpl
+			e.Field, e.From, e.To, e.Cause = field, from, to, cause
+			events = append(events, e)
+		}
+		if err := fn(o, snap, record); err != nil {
+			return nil, err
+		}
 		ops := make([]store.Op, 0, len(events))
 		for _, e := range events {
 			b, err := json.Marshal(e)
 			if err != nil {
 				return nil, err
 			}
-			ops = append(ops, store.Put(bucketEvents, eventKey(id, now), b))
+			ops = append(ops, store.Put(bucketEvents, eventKey(tmpl.Org, tmpl.At), b))
 		}
 		return ops, nil
 	})

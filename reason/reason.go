@@ -107,7 +107,7 @@ func All() []Entry {
 		{UpgradeRequired, 402, SentByProxy, "The site or domain is beyond what the org's plan includes (after a downgrade, past the downgrade grace); a plan that includes it serves it again at once."},
 		{SiteInactive, 404, SentByProxy, "The site is deactivated by its org or the operator (active: false)."},
 		{RateLimited, 429, SentByProxy, "Past a request-rate limit: the org's requests_per_second, the client's limits.per_ip_rps, or the admin API's per-token limit (a problem with this code); Retry-After, RateLimit-Policy and RateLimit say when to retry."},
-		{PlanDowngradeNotAllowed, 409, SentByNone, "A tenant asked for a plan of lower rank than the current one."},
+		{PlanDowngradeNotAllowed, 409, SentByAdmin, "A move to a plan of equal or lower rank without force (PATCH /v1/orgs/{id} with \"force\": true moves down)."},
 	}
 }
 

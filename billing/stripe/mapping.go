@@ -20,9 +20,15 @@ type stripeObject struct {
 	ClientReferenceID string            `json:"client_reference_id"`
 	Status            string            `json:"status"`
 	Metadata          map[string]string `json:"metadata"`
-	Items             struct {
+	// The subscription's paid period (unix seconds); from API version
+	// 2025-03-31 on they are on its items instead.
+	CurrentPeriodStart int64 `json:"current_period_start"`
+	CurrentPeriodEnd   int64 `json:"current_period_end"`
+	Items              struct {
 		Data []struct {
-			Price *struct {
+			CurrentPeriodStart int64 `json:"current_period_start"`
+			CurrentPeriodEnd   int64 `json:"current_period_end"`
+			Price              *struct {
 				ID        string            `json:"id"`
 				LookupKey string            `json:"lookup_key"`
 				Metadata  map[string]string `json:"metadata"`
@@ -83,7 +89,31 @@ func (s *Stripe) change(ev *stripego.Event) (org string, c billing.Change, skip 
 	case "invoice.paid", "invoice.payment_failed":
 		return s.invoiceChange(typ, &obj, c)
 	}
-	return s.subscriptionChange(typ, &obj, c)
+	org, c, skip, werr = s.subscriptionChange(typ, &obj, c)
+	if c.Tenant {
+		c.PeriodEnd = paidPeriodEnd(&obj, ev.Data.PreviousAttributes)
+	}
+	return org, c, skip, werr
+}
+
+// paidPeriodEnd is the end of the period the tenant paid for on the plan
+// it leaves: the subscription's current_period_end (its first item's in API
+// versions without it), or, when the event is the renewal itself
+// (previous_attributes has the old current_period_end: a change scheduled
+// for the period's end, as the customer portal does when downgrades wait),
+// the new period's start, which is past. Zero when the event has neither.
+func paidPeriodEnd(obj *stripeObject, previous map[string]any) time.Time {
+	start, end := obj.CurrentPeriodStart, obj.CurrentPeriodEnd
+	if end == 0 && len(obj.Items.Data) > 0 {
+		start, end = obj.Items.Data[0].CurrentPeriodStart, obj.Items.Data[0].CurrentPeriodEnd
+	}
+	if _, renewed := previous["current_period_end"]; renewed && start > 0 {
+		return time.Unix(start, 0).UTC()
+	}
+	if end == 0 {
+		return time.Time{}
+	}
+	return time.Unix(end, 0).UTC()
 }
 
 // checkoutChange links the session's customer to the org named by its
@@ -158,7 +188,7 @@ func (s *Stripe) subscriptionChange(typ string, obj *stripeObject, c billing.Cha
 	if werr != nil {
 		return org, c, "", werr
 	}
-	c.Plan = plan
+	c.Plan, c.Tenant = plan, true
 	c.Cause = fmt.Sprintf("subscription %s (%s)", strings.TrimPrefix(typ, "customer.subscription."), obj.Status)
 	return org, c, "", nil
 }

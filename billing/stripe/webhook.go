@@ -94,6 +94,10 @@ func unprocessable(outcome, format string, args ...any) *webhookError {
 //	                                   active, trialing → same; past_due, unpaid →
 //	                                   past_due; canceled, incomplete_expired → as
 //	                                   deleted; incomplete → ignored until paid
+//	                                   the plan follows the ladder (billing/ladder.go):
+//	                                   a higher rank at once, an equal or lower one at
+//	                                   current_period_end (pending), or at once when the
+//	                                   event has none or is the period's renewal
 //	customer.subscription.deleted    default plan, state active
 //	invoice.paid                     state active
 //	invoice.payment_failed           state past_due

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -224,8 +225,8 @@ func TestBackupRestoreRedis(t *testing.T) {
 	dir := t.TempDir()
 	in := startTollgateWith(t, dir, fmt.Sprintf("redis = %q", "redis://"+rs.Addr()))
 	defer in.stop(t)
-	for _, plan := range []string{"big", "bigger"} {
-		if out, code := in.cli(t, "plan", "put", plan); code != 0 {
+	for i, plan := range []string{"big", "bigger"} { // bigger ranks above big: a move up
+		if out, code := in.cli(t, "plan", "put", plan, "--rank", strconv.Itoa(i)); code != 0 {
 			t.Fatal(out)
 		}
 	}
@@ -316,6 +317,9 @@ func TestBackupRestoreRedis(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "certificates: 1 written") {
 		t.Fatalf("restore --force: exit %d\n%s", code, out)
 	}
+	// The history is merged, not replaced: it keeps the two creation
+	// events (plan, state) of org "after".
+	want["org_events"] += 2
 	for b, n := range want {
 		if got := hlen(b); got != n {
 			t.Fatalf("after restore --force, redis holds %d %s, want %d", got, b, n)

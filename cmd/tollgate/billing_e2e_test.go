@@ -63,7 +63,8 @@ func (h *hookReceiver) waitFor(t *testing.T, typ string) {
 }
 
 // billingConf is the [meter] and [billing] configuration of the billing
-// end-to-end tests: fast flushes and evaluations, a small plan.
+// end-to-end tests: fast flushes and evaluations, a small plan and a big
+// one ranked above it.
 func billingConf(hooks, stripeURL string) string {
 	return fmt.Sprintf(`[meter]
 flush_interval = "100ms"
@@ -75,10 +76,12 @@ egress_bytes = 400000
 throttle_bps = 200000
 hard_limit_percent = 400
 grace_period = "1s"
+rank = 1
 [[billing.plans]]
 name = "big"
 egress_bytes = 1000000000
 grace_period = "1s"
+rank = 2
 [[billing.hooks]]
 url = %q
 secret = %q

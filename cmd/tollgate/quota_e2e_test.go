@@ -21,11 +21,13 @@ storage_grace = "2s"
 downgrade_grace = "2s"
 [[billing.plans]]
 name = "tiny"
+rank = 1
 storage_bytes = 10000
 sites = 1
 domains = 1
 [[billing.plans]]
 name = "roomy"
+rank = 2
 storage_bytes = 10000000
 sites = 10
 domains = 10
@@ -58,7 +60,7 @@ func TestStorageQuotaE2E(t *testing.T) {
 	if _, body := in.get(t, "www.acme.test", "/"); !strings.Contains(body, "stores more than their plan includes") {
 		t.Fatalf("the storage page: %q", body)
 	}
-	if out, code := in.cli(t, "org", "set", "acme", "--plan", "roomy"); code != 0 {
+	if out, code := in.cli(t, "org", "set", "acme", "--plan", "roomy", "--force"); code != 0 {
 		t.Fatalf("upgrade: %s", out)
 	}
 	if s, r := in.reasonOf(t, "www.acme.test"); s != http.StatusOK {
@@ -81,7 +83,7 @@ func TestStorageQuotaE2E(t *testing.T) {
 // setPlan moves org to plan as the operator, whatever the direction.
 func setPlan(t *testing.T, in *instance, org, plan string) {
 	t.Helper()
-	if out, code := in.cli(t, "org", "set", org, "--plan", plan); code != 0 {
+	if out, code := in.cli(t, "org", "set", org, "--plan", plan, "--force"); code != 0 {
 		t.Fatalf("plan %s: %s", plan, out)
 	}
 }
