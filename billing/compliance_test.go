@@ -37,8 +37,8 @@ func newComplianceFixture(t *testing.T) (*fixture, *fakeStorage) {
 	f := newFixture(t)
 	storage := &fakeStorage{bytes: map[string]int64{}}
 	cfg := Config{StorageGrace: 10 * time.Second, DowngradeGrace: 10 * time.Second, Plans: []PlanConfig{
-		{Name: "small", EgressBytes: 1000, StorageBytes: 1000, Sites: 1, Domains: 1},
-		{Name: "big", EgressBytes: 1_000_000, StorageBytes: 1_000_000, Sites: 10, Domains: 10},
+		{Name: "small", Rank: 1, EgressBytes: 1000, StorageBytes: 1000, Sites: 1, Domains: 1},
+		{Name: "big", Rank: 2, EgressBytes: 1_000_000, StorageBytes: 1_000_000, Sites: 10, Domains: 10},
 	}}
 	b, err := New(context.Background(), cfg, Options{Sites: f.reg, Store: f.st, Usage: f.usage, Hooks: f.hooks,
 		Storage: storage, Metrics: prometheus.NewRegistry(), Now: func() time.Time { return f.now }})
