@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // quotaConf binds storage and plan limits within seconds: the storage walk
@@ -138,5 +141,50 @@ func TestDowngradeE2E(t *testing.T) {
 	setPlan(t, in, "acme", "roomy")
 	if n, _ := served(); n != 3 {
 		t.Fatalf("%d sites served right after the upgrade, want 3", n)
+	}
+}
+
+// getFrom sends GET / for host to in's plain listener from local address
+// src (a loopback address of its own, so it counts as another client).
+func (in *instance) getFrom(t *testing.T, src, host string) (int, string) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext, DisableKeepAlives: true}}
+	req, _ := http.NewRequest("GET", "http://"+in.http+"/", nil)
+	req.Host = host
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, resp.Header.Get("Tollgate-Reason")
+}
+
+// TestPerIPRateLimitE2E: on the built binary, a client flooding one site
+// past [limits] per_ip_rps gets 429 RATE_LIMITED with Retry-After while
+// another client of the same site is served.
+func TestPerIPRateLimitE2E(t *testing.T) {
+	dir := t.TempDir()
+	in := startTollgateConf(t, dir, "", "[limits]\nper_ip_rps = 2\nper_ip_burst = 4\n")
+	defer in.stop(t)
+	in.addSite(t, "acme", "free", in.siteDir(t, "hello"), "www.acme.test")
+	refused, start := 0, time.Now()
+	for range 20 {
+		switch s, r := in.getFrom(t, "127.0.0.2", "www.acme.test"); {
+		case s == http.StatusTooManyRequests && r == "RATE_LIMITED":
+			refused++
+		case s != http.StatusOK:
+			t.Fatalf("flooding client: %d %s", s, r)
+		}
+	}
+	// A burst of 4 refilled at 2 a second serves at most 4 + 2 per second
+	// taken (+1 for a token refilled mid-way).
+	maxServed := 5 + int(2*time.Since(start).Seconds())
+	if served := 20 - refused; served > maxServed || refused == 0 {
+		t.Fatalf("%d of 20 served in %v, want at most %d", served, time.Since(start), maxServed)
+	}
+	if s, r := in.getFrom(t, "127.0.0.3", "www.acme.test"); s != http.StatusOK {
+		t.Fatalf("another client of the same site: %d %s", s, r)
 	}
 }
