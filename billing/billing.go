@@ -49,10 +49,14 @@ type Emitter interface {
 	Emit(ctx context.Context, e HookEvent) error
 }
 
-// StorageReader tells how many bytes an org stores (measured on this node).
+// StorageReader tells how many bytes orgs store (measured on this node).
 // *meter.Meter implements it.
 type StorageReader interface {
+	// OrgStorage is one org's bytes (a publish decision).
 	OrgStorage(org string) int64
+	// StorageByOrg is every org's bytes, read once per pass; ok is false
+	// while storage has not been measured since start.
+	StorageByOrg() (byOrg map[string]int64, ok bool)
 }
 
 // Options are Billing's collaborators.
@@ -84,6 +88,9 @@ type Billing struct {
 
 	mu    sync.Mutex                 // serializes evaluations
 	usage map[string]int64           // org → egress of the current period, from the last evaluation
+	// storage is org → bytes stored, from the last evaluation; nil while
+	// not measured yet (compliance.go).
+	storage map[string]int64
 	prev  map[string]access.Decision // decisions of the last evaluation, for hooks on changes
 	fired map[string]bool            // ids of once-per-period hooks already emitted (cache of bucketFired)
 

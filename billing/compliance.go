@@ -38,9 +38,11 @@ import (
 //     excess. Of the kept sites' domains, the oldest are kept. Nothing is
 //     deleted.
 //
-// The storage an org stores is what this node measures (StorageReader): in
-// a cluster each node decides from its own measure, and the first node to
-// see the org over the quota writes StorageOverSince for all.
+// The storage an org stores is what this node measures (StorageReader),
+// read once per pass: in a cluster each node decides from its own measure,
+// and the first node to see the org over the quota writes StorageOverSince
+// for all. Until the node has measured storage once since start, marks
+// wait and the records decide.
 
 // OverPlan is what an org owns beyond its plan's limits (GET /v1/orgs/{id}:
 // over_plan).
@@ -152,20 +154,26 @@ func (b *Billing) excluded(s *sites.Snapshot, o *sites.Org, p *sites.Plan, now t
 	return ex
 }
 
-// storageOf is the bytes org stores as this node measures them; 0 without
-// a StorageReader.
-func (b *Billing) storageOf(org string) int64 {
+// readStorage takes every org's storage for this pass (b.mu held); it
+// stays nil while the node has not measured storage since start.
+func (b *Billing) readStorage() {
 	if b.opts.Storage == nil {
-		return 0
+		return
 	}
-	return b.opts.Storage.OrgStorage(org)
+	if byOrg, ok := b.opts.Storage.StorageByOrg(); ok {
+		b.storage = byOrg
+	}
 }
 
 // storageBlocked reports whether org o is blocked for its storage: over
-// its plan's quota now and since longer than storage_grace.
+// its plan's quota since longer than storage_grace and, as last measured,
+// still over it. Before the first measurement since start the record
+// decides (a restart does not lift a block).
 func (b *Billing) storageBlocked(o *sites.Org, p *sites.Plan, now time.Time) bool {
-	return p != nil && p.StorageBytes > 0 && !o.StorageOverSince.IsZero() &&
-		!now.Before(o.StorageOverSince.Add(b.cfg.StorageGrace)) && b.storageOf(o.ID) > p.StorageBytes
+	if p == nil || p.StorageBytes <= 0 || o.StorageOverSince.IsZero() || now.Before(o.StorageOverSince.Add(b.cfg.StorageGrace)) {
+		return false
+	}
+	return b.storage == nil || b.storage[o.ID] > p.StorageBytes
 }
 
 // mark is a change of an org's StorageOverSince or OverPlanSince that a
@@ -181,8 +189,8 @@ type mark struct {
 // differs from what its record says.
 func (b *Billing) marksFor(s *sites.Snapshot, o *sites.Org, p *sites.Plan) []mark {
 	var out []mark
-	if p != nil && b.opts.Storage != nil {
-		used := b.storageOf(o.ID)
+	if p != nil && b.storage != nil {
+		used := b.storage[o.ID]
 		if over := p.StorageBytes > 0 && used > p.StorageBytes; over == o.StorageOverSince.IsZero() {
 			out = append(out, mark{org: o.ID, field: "storage_quota", over: over,
 				detail: fmt.Sprintf("storing %d bytes, plan %q allows %d", used, p.Name, p.StorageBytes)})

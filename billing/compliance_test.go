@@ -2,8 +2,8 @@ package billing
 
 import (
 	"context"
+	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,30 +12,12 @@ import (
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
-// fakeStorage is a StorageReader with set figures.
-type fakeStorage struct {
-	mu    sync.Mutex
-	bytes map[string]int64
-}
-
-func (f *fakeStorage) set(org string, n int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.bytes[org] = n
-}
-
-func (f *fakeStorage) OrgStorage(org string) int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.bytes[org]
-}
-
 // newComplianceFixture is newFixture with plans that limit storage, sites
 // and domains, graces of ten seconds and a StorageReader.
-func newComplianceFixture(t *testing.T) (*fixture, *fakeStorage) {
+func newComplianceFixture(t *testing.T) (*fixture, *orgStorage) {
 	t.Helper()
 	f := newFixture(t)
-	storage := &fakeStorage{bytes: map[string]int64{}}
+	storage := &orgStorage{m: map[string]int64{}}
 	cfg := Config{StorageGrace: 10 * time.Second, DowngradeGrace: 10 * time.Second, Plans: []PlanConfig{
 		{Name: "small", Rank: 1, EgressBytes: 1000, StorageBytes: 1000, Sites: 1, Domains: 1},
 		{Name: "big", Rank: 2, EgressBytes: 1_000_000, StorageBytes: 1_000_000, Sites: 10, Domains: 10},
@@ -200,5 +182,51 @@ func TestDowngradeExcessAfterGrace(t *testing.T) {
 	}
 	if got, want := eventsOf(t, f, "plan_limits"), []string{"within→over", "over→within"}; !slices.Equal(got, want) {
 		t.Fatalf("plan_limits events %v, want %v", got, want)
+	}
+}
+
+// TestStorageReadOncePerPass: a pass reads every org's storage in one call,
+// never once per org (which walked every counter for each org: quadratic
+// in the registry), and a restarted node that has not measured storage yet
+// neither lifts a block nor clears storage_over_since.
+func TestStorageReadOncePerPass(t *testing.T) {
+	f, storage := newComplianceFixture(t)
+	ctx := context.Background()
+	for i := range 50 {
+		if _, err := f.reg.CreateOrg(ctx, sites.Org{ID: fmt.Sprintf("org-%d", i), Plan: "small", State: sites.StateActive}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	storage.set("acme", 3000)
+	f.b.Evaluate(ctx)
+	f.now = f.now.Add(11 * time.Second)
+	f.b.Evaluate(ctx)
+	if storage.single != 0 || storage.all != 2 {
+		t.Fatalf("two passes over 51 orgs: %d OrgStorage and %d StorageByOrg calls, want 0 and 2", storage.single, storage.all)
+	}
+	if d := f.b.Gate("acme").Decision(); d != access.BlockStorage {
+		t.Fatalf("past the grace: %v", d)
+	}
+
+	// A restart: a new Billing on the same registry, storage not measured.
+	storage.unmeasured = true
+	cfg := Config{StorageGrace: 10 * time.Second, DowngradeGrace: 10 * time.Second}
+	b, err := New(ctx, cfg, Options{Sites: f.reg, Store: f.st, Usage: f.usage, Storage: storage,
+		Metrics: prometheus.NewRegistry(), Now: func() time.Time { return f.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Evaluate(ctx)
+	if d := b.Gate("acme").Decision(); d != access.BlockStorage {
+		t.Fatalf("after a restart, before storage is measured: %v", d)
+	}
+	if f.reg.Snapshot().Orgs.Get("acme").StorageOverSince.IsZero() {
+		t.Fatal("storage_over_since cleared before storage was measured")
+	}
+	storage.unmeasured = false
+	storage.set("acme", 10)
+	b.Evaluate(ctx)
+	if d := b.Gate("acme").Decision(); d != access.Allow {
+		t.Fatalf("measured under the quota: %v", d)
 	}
 }

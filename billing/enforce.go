@@ -100,6 +100,7 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	if usage != nil {
 		b.usage = usage
 	}
+	b.readStorage()
 	counts := make(map[access.Decision]float64)
 	next := make(map[string]access.Decision, len(b.prev)) // orgs not allowed only: allow is the zero value
 	n := 0
@@ -196,8 +197,8 @@ func (b *Billing) quotaHooks(ctx context.Context, o *sites.Org, p *sites.Plan, p
 		}
 	}
 	check("egress", b.usage[o.ID], p.EgressBytes)
-	if b.opts.Storage != nil {
-		check("storage", b.opts.Storage.OrgStorage(o.ID), p.StorageBytes)
+	if b.storage != nil {
+		check("storage", b.storage[o.ID], p.StorageBytes)
 	}
 }
 

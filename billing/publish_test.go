@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -17,12 +18,33 @@ import (
 type orgStorage struct {
 	mu sync.Mutex
 	m  map[string]int64
+	// unmeasured: StorageByOrg answers not ok (a node just started).
+	unmeasured bool
+	// single and all count the calls of OrgStorage and StorageByOrg.
+	single, all int
 }
 
 func (s *orgStorage) OrgStorage(org string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.single++
 	return s.m[org]
+}
+
+func (s *orgStorage) StorageByOrg() (map[string]int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.all++
+	if s.unmeasured {
+		return nil, false
+	}
+	return maps.Clone(s.m), true
+}
+
+func (s *orgStorage) set(org string, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[org] = n
 }
 
 // TestPublishGuard: the decision (org storage − published + new against

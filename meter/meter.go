@@ -86,6 +86,8 @@ type Meter struct {
 	// all holds the same counters in creation order, append-only, so a
 	// flush walks them without copying a million pointers every second.
 	all []*Counters
+	// storageMeasured: ReplaceStorage has run once (StorageByOrg).
+	storageMeasured bool
 
 	flushMu   sync.Mutex // one flush at a time; guards the fields below
 	seq       uint64

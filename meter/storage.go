@@ -28,6 +28,7 @@ func (m *Meter) ReplaceStorage(s StorageMap) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.storageMeasured = true
 	for k, c := range m.counters {
 		if _, ok := s[k]; !ok {
 			c.storage.Store(0)
@@ -56,4 +57,22 @@ func (m *Meter) OrgStorage(org string) int64 {
 		}
 	}
 	return n
+}
+
+// StorageByOrg returns the bytes every org stores, as last measured, in one
+// pass over the counters; ok is false until storage has been measured once
+// since start (ReplaceStorage), when the figures are not known yet.
+func (m *Meter) StorageByOrg() (byOrg map[string]int64, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.storageMeasured {
+		return nil, false
+	}
+	byOrg = map[string]int64{}
+	for k, c := range m.counters {
+		if n := c.storage.Load(); n != 0 {
+			byOrg[k[0]] += n
+		}
+	}
+	return byOrg, true
 }
