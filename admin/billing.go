@@ -57,10 +57,19 @@ func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) error {
 // its actor; it clears them from patch. force lets the plan move down the
 // ladder.
 func (s *Server) applyAccount(ctx context.Context, id string, patch *sites.OrgPatch, force bool) error {
-	if s.accounts == nil || (patch.State == nil && patch.Plan == nil && patch.StripeCustomer == nil) {
+	if s.accounts == nil && patch.TrialEndsAt != nil {
+		return fmt.Errorf("%w: trial_ends_at needs billing", errNotConfig)
+	}
+	if s.accounts == nil || (patch.State == nil && patch.Plan == nil && patch.StripeCustomer == nil && patch.TrialEndsAt == nil) {
 		return nil
 	}
 	var c billing.Change
+	if patch.TrialEndsAt != nil {
+		if patch.TrialEndsAt.IsZero() {
+			return fmt.Errorf("%w: trial_ends_at: a time is required", sites.ErrInvalid)
+		}
+		c.TrialEndsAt, patch.TrialEndsAt = *patch.TrialEndsAt, nil
+	}
 	if patch.State != nil {
 		c.State = *patch.State
 		if c.State == "" || !sites.ValidState(c.State) {

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"flag"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -154,8 +155,17 @@ func orgSet(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&state, "state", "", "new state: trialing, active, past_due, expired or suspended (recorded with you as the actor)")
 	fs.StringVar(&customer, "stripe-customer", "", "link a Stripe customer (cus_…); \"\" unlinks")
 	fs.BoolVar(&force, "force", false, "let --plan move the org down the plan ladder (a plan of equal or lower rank); refused without it")
+	var trialEnds string
+	fs.StringVar(&trialEnds, "trial-ends", "", "move the end of a trialing org's trial: an RFC 3339 time, or a duration from now such as 72h")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
 		var patch sites.OrgPatch
+		if trialEnds != "" {
+			at, err := timeOrFromNow(trialEnds, time.Now())
+			if err != nil {
+				return output{}, usagef("--trial-ends: %v", err)
+			}
+			patch.TrialEndsAt = &at
+		}
 		fs.Visit(func(f *flag.Flag) {
 			switch f.Name {
 			case "name":
@@ -169,11 +179,23 @@ func orgSet(fs *flag.FlagSet) runFunc {
 			}
 		})
 		if patch == (sites.OrgPatch{}) {
-			return output{}, usagef("nothing to change: pass --name, --plan, --state or --stripe-customer")
+			return output{}, usagef("nothing to change: pass --name, --plan, --state, --stripe-customer or --trial-ends")
 		}
 		o, err := c.PatchOrg(ctx, args[0], OrgUpdate{OrgPatch: patch, Force: force})
 		return orgOutput(o, o), err
 	}
+}
+
+// timeOrFromNow reads an RFC 3339 time, or a duration from now.
+func timeOrFromNow(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration", s)
+	}
+	return now.Add(d), nil
 }
 
 func siteSet(fs *flag.FlagSet) runFunc {

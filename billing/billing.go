@@ -86,13 +86,13 @@ type Billing struct {
 	gates sync.Map    // org id → *access.Gate, for orgs in the registry
 	noOrg access.Gate // the shared gate of ids that are no org: always Allow
 
-	mu    sync.Mutex                 // serializes evaluations
-	usage map[string]int64           // org → egress of the current period, from the last evaluation
+	mu    sync.Mutex       // serializes evaluations
+	usage map[string]int64 // org → egress of the current period, from the last evaluation
 	// storage is org → bytes stored, from the last evaluation; nil while
 	// not measured yet (compliance.go).
 	storage map[string]int64
-	prev  map[string]access.Decision // decisions of the last evaluation, for hooks on changes
-	fired map[string]bool            // ids of once-per-period hooks already emitted (cache of bucketFired)
+	prev    map[string]access.Decision // decisions of the last evaluation, for hooks on changes
+	fired   map[string]bool            // ids of once-per-period hooks already emitted (cache of bucketFired)
 
 	decisions *prometheus.GaugeVec
 	evalErrs  prometheus.Counter

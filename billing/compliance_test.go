@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -228,5 +229,28 @@ func TestStorageReadOncePerPass(t *testing.T) {
 	b.Evaluate(ctx)
 	if d := b.Gate("acme").Decision(); d != access.Allow {
 		t.Fatalf("measured under the quota: %v", d)
+	}
+}
+
+// TestTrialEndMovedByOperator: the operator moves a trialing org's trial end
+// (recorded as an event); an org that is not trialing is refused.
+func TestTrialEndMovedByOperator(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.b.Apply(ctx, "acme", Change{TrialEndsAt: f.now.Add(time.Hour), Actor: ActorOperator, Cause: "test"}); !errors.Is(err, ErrTransition) {
+		t.Fatalf("an active org's trial end moved: %v", err)
+	}
+	f.apply(Change{State: sites.StateTrialing, Actor: ActorOperator, Cause: "test"})
+	at := f.now.Add(48 * time.Hour)
+	if o := f.apply(Change{TrialEndsAt: at, Actor: ActorOperator, Cause: "extended"}); !o.TrialEndsAt.Equal(at) {
+		t.Fatalf("trial_ends_at %v, want %v", o.TrialEndsAt, at)
+	}
+	events, err := f.b.Events(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := events[len(events)-1]
+	if last.Field != "trial_ends_at" || last.To != at.UTC().Format(time.RFC3339) || last.Cause != "extended" {
+		t.Fatalf("event %+v", last)
 	}
 }

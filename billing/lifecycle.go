@@ -72,6 +72,10 @@ type Change struct {
 	// Force lets the operator move an org down the plan ladder; without it
 	// such a change returns ErrDowngrade and changes nothing.
 	Force bool
+	// TrialEndsAt moves the end of a trialing org's trial (the operator
+	// extends or shortens it; a time past ends it at the next pass). Zero:
+	// unchanged. An org that is not trialing returns ErrTransition.
+	TrialEndsAt time.Time
 }
 
 // Errors of Apply.
@@ -157,6 +161,13 @@ func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change
 				}
 				o.State = c.State
 			}
+		}
+		if !c.TrialEndsAt.IsZero() {
+			if o.State != sites.StateTrialing {
+				return fmt.Errorf("%w: trial_ends_at: the org is %s, not trialing", ErrTransition, o.State)
+			}
+			record("trial_ends_at", stamp(o.TrialEndsAt), stamp(c.TrialEndsAt), c.Cause)
+			o.TrialEndsAt = c.TrialEndsAt.UTC()
 		}
 		return nil
 	})

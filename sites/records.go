@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/tollgate-edge/tollgate/internal/cowmap"
 )
@@ -86,6 +87,9 @@ type OrgPatch struct {
 	GiteaOwners *[]string `json:"gitea_owners"`
 	// StripeCustomer links the org to a Stripe customer ("" unlinks).
 	StripeCustomer *string `json:"stripe_customer"`
+	// TrialEndsAt moves the end of a trialing org's trial; it goes through
+	// billing (the admin API), the registry itself leaves it alone.
+	TrialEndsAt *time.Time `json:"trial_ends_at"`
 }
 
 // UpdateOrg applies patch to the org.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -186,5 +187,45 @@ func TestPerIPRateLimitE2E(t *testing.T) {
 	}
 	if s, r := in.getFrom(t, "127.0.0.3", "www.acme.test"); s != http.StatusOK {
 		t.Fatalf("another client of the same site: %d %s", s, r)
+	}
+}
+
+// TestTrialEndsE2E: on the built binary, an org created on a plan with a
+// trial is trialing; the operator moves the trial's end two seconds ahead;
+// trial.ending and trial.ended reach a real receiver once each and the org
+// ends on the default plan, active.
+func TestTrialEndsE2E(t *testing.T) {
+	hooks := newHookReceiver(t)
+	dir := t.TempDir()
+	in := startTollgateConf(t, dir, "", fmt.Sprintf(`[billing]
+enforce_interval = "100ms"
+trial_ending_notice = "1s"
+[[billing.plans]]
+name = "pro"
+rank = 2
+trial_days = 14
+[[billing.hooks]]
+url = %q
+secret = %q
+`, hooks.URL, e2eHookSecret))
+	defer in.stop(t)
+	if out, code := in.cli(t, "--json", "org", "create", "acme", "--plan", "pro"); code != 0 || !strings.Contains(out, `"trialing"`) || !strings.Contains(out, `"trial_ends_at"`) {
+		t.Fatalf("org on a trial plan: %d %s", code, out)
+	}
+	if out, code := in.cli(t, "org", "set", "acme", "--trial-ends", "2s"); code != 0 {
+		t.Fatalf("moving the trial's end: %s", out)
+	}
+	hooks.waitFor(t, "trial.ending")
+	hooks.waitFor(t, "trial.ended")
+	out, code := in.cli(t, "--json", "org", "get", "acme")
+	if code != 0 || !strings.Contains(out, `"plan": "free"`) || !strings.Contains(out, `"state": "active"`) || strings.Contains(out, "trial_ends_at") {
+		t.Fatalf("after the trial: %s", out)
+	}
+	time.Sleep(500 * time.Millisecond) // five more passes: nothing fires twice
+	if hooks.count("trial.ending") != 1 || hooks.count("trial.ended") != 1 {
+		t.Fatalf("trial.ending ×%d, trial.ended ×%d; want 1 each", hooks.count("trial.ending"), hooks.count("trial.ended"))
+	}
+	if out, code := in.cli(t, "org", "set", "acme", "--trial-ends", "72h"); code == 0 || !strings.Contains(out, "not trialing") {
+		t.Fatalf("moving the trial of an org that is not trialing: %d %s", code, out)
 	}
 }
