@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/billing"
@@ -19,24 +20,8 @@ import (
 // through billing (recorded with the operator as actor, listed by
 // /events); bad values are clear problems.
 func TestAccountThroughBilling(t *testing.T) {
-	ctx := context.Background()
-	st := storetest.Open(t)
-	reg, err := sites.New(ctx, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bill, err := billing.New(ctx, billing.Config{}, billing.Options{Sites: reg, Store: st, Metrics: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{Token: testToken}, reg, Options{Metrics: prometheus.NewRegistry(), Accounts: bill,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(s.Handler())
-	t.Cleanup(srv.Close)
-	e := &testEnv{srv: srv, reg: reg}
+	e, bill := newBillingEnv(t, billing.Config{}, nil)
+	reg := e.reg
 
 	e.must(t, http.StatusCreated, "POST", "/v1/orgs", `{"id":"acme","plan":"free"}`)
 	e.must(t, http.StatusOK, "PATCH", "/v1/orgs/acme", `{"state":"suspended","stripe_customer":"cus_123","name":"Acme"}`)
@@ -71,4 +56,28 @@ func TestAccountThroughBilling(t *testing.T) {
 	if reg.Snapshot().Orgs.Get("acme").StripeCustomer != "" {
 		t.Fatal("customer not unlinked")
 	}
+}
+
+// newBillingEnv is the admin API over a real registry on bbolt and a real
+// Billing configured with cfg (now: its clock; nil, the wall clock).
+func newBillingEnv(t *testing.T, cfg billing.Config, now func() time.Time) (*testEnv, *billing.Billing) {
+	t.Helper()
+	ctx := context.Background()
+	st := storetest.Open(t)
+	reg, err := sites.New(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bill, err := billing.New(ctx, cfg, billing.Options{Sites: reg, Store: st, Metrics: prometheus.NewRegistry(), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Token: testToken}, reg, Options{Metrics: prometheus.NewRegistry(), Accounts: bill,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return &testEnv{srv: srv, reg: reg}, bill
 }

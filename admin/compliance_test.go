@@ -1,17 +1,11 @@
 package admin
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/billing"
-	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
@@ -19,25 +13,8 @@ import (
 // beyond its plan; PATCH /v1/sites/{id} marks a site active, inactive or
 // unmarked, and the marks change the excess; bad marks are clear problems.
 func TestOverPlanAndSiteMarks(t *testing.T) {
-	ctx := context.Background()
-	st := storetest.Open(t)
-	reg, err := sites.New(ctx, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bill, err := billing.New(ctx, billing.Config{Plans: []billing.PlanConfig{{Name: "one", Sites: 1}, {Name: "many"}}},
-		billing.Options{Sites: reg, Store: st, Metrics: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{Token: testToken}, reg, Options{Metrics: prometheus.NewRegistry(), Accounts: bill,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(s.Handler())
-	t.Cleanup(srv.Close)
-	e := &testEnv{srv: srv, reg: reg}
+	e, _ := newBillingEnv(t, billing.Config{Plans: []billing.PlanConfig{{Name: "one", Sites: 1}, {Name: "many"}}}, nil)
+	reg := e.reg
 
 	e.must(t, http.StatusCreated, "POST", "/v1/orgs", `{"id":"acme","plan":"many"}`)
 	dir := t.TempDir()

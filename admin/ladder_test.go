@@ -1,19 +1,13 @@
 package admin
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/internal/clocktest"
-	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/reason"
 	"github.com/tollgate-edge/tollgate/sites"
 )
@@ -23,27 +17,10 @@ import (
 // (rank 3), and a fake clock for Billing.
 func newLadderEnv(t *testing.T) (*testEnv, *clocktest.Clock) {
 	t.Helper()
-	ctx := context.Background()
-	st := storetest.Open(t)
-	reg, err := sites.New(ctx, st)
-	if err != nil {
-		t.Fatal(err)
-	}
 	clock := clocktest.New(time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC))
-	bill, err := billing.New(ctx, billing.Config{Plans: []billing.PlanConfig{
-		{Name: "basic", Rank: 1}, {Name: "pro", Rank: 2, TrialDays: 14}, {Name: "business", Rank: 3}}},
-		billing.Options{Sites: reg, Store: st, Metrics: prometheus.NewRegistry(), Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{Token: testToken}, reg, Options{Metrics: prometheus.NewRegistry(), Accounts: bill,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(s.Handler())
-	t.Cleanup(srv.Close)
-	return &testEnv{srv: srv, reg: reg}, clock
+	e, _ := newBillingEnv(t, billing.Config{Plans: []billing.PlanConfig{
+		{Name: "basic", Rank: 1}, {Name: "pro", Rank: 2, TrialDays: 14}, {Name: "business", Rank: 3}}}, clock.Now)
+	return e, clock
 }
 
 // TestOperatorPlanLadder: the operator moves an org up freely; down (or
