@@ -33,10 +33,15 @@ import (
 //     evicted, both listeners retry with a back-off, and a client waiting
 //     meanwhile, and the admin request, are served once some of them close.
 //
-// After each, service is as before.
+// After each, service is as before. The page is checked against its file on
+// (almost) every request (sites.dir_revalidate 1ms): it is served from the
+// cache while descriptors are short, after one stat of the unchanged file,
+// or none when the site's directory cannot be opened. (Each check used to
+// read the file again, for want of its sub-second mtime, and a request that
+// found no descriptor for it was answered 500.)
 func TestOutOfDescriptorsKeepsServing(t *testing.T) {
 	const limit = 1024
-	in := startTollgateConf(t, t.TempDir(), "", "[limits]\nread_timeout = \"5m\"\n")
+	in := startTollgateConf(t, t.TempDir(), "", "[limits]\nread_timeout = \"5m\"\n[sites]\ndir_revalidate = \"1ms\"\n")
 	in.registerSite(t, in.siteDir(t, "<h1>still here</h1>"))
 	in.normalClients(t, "before", 1) // also puts index.html in the cache
 	pid := in.cmd.Process.Pid

@@ -51,7 +51,11 @@ type File struct {
 	Gzip, Brotli []byte
 
 	name string // under the source's root
-	open func() (io.ReadSeekCloser, error)
+	// mtime is the modification time as the source gave it, to the
+	// nanosecond (ModTime is rounded down to the second, as Last-Modified
+	// is): a directory source compares a new stat with it to revalidate.
+	mtime time.Time
+	open  func() (io.ReadSeekCloser, error)
 }
 
 // Open returns a reader over the whole file, for files whose Body is nil.
@@ -93,7 +97,7 @@ func NewStream(m Meta, open func() (io.ReadSeekCloser, error)) *File {
 // is given (a cached file), the compressed variants of compressible types.
 // Without body the caller sets open.
 func newFile(name string, size int64, modTime time.Time, tag string, body []byte) *File {
-	f := &File{Size: size, ModTime: modTime.UTC().Truncate(time.Second), Body: body, name: name}
+	f := &File{Size: size, ModTime: modTime.UTC().Truncate(time.Second), Body: body, name: name, mtime: modTime}
 	f.LastModified = fasthttp.AppendHTTPDate(nil, f.ModTime)
 	f.ETag, f.ETagGzip, f.ETagBrotli = []byte(`"`+tag+`"`), []byte(`"`+tag+`-gz"`), []byte(`"`+tag+`-br"`)
 	ctype := mime.TypeByExtension(path.Ext(name))

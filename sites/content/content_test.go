@@ -135,12 +135,26 @@ func TestDirSourceRevalidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	if f, _ := src.Get([]byte("/a.txt")); string(f.Body) != "one" {
-		t.Fatalf("body %q", f.Body)
+	first, _ := src.Get([]byte("/a.txt"))
+	if string(first.Body) != "one" {
+		t.Fatalf("body %q", first.Body)
 	}
-	// Same size, new mtime: the stat check must notice.
+	// Unchanged (its modification time has a fraction of a second, as
+	// almost every file's has): one stat, not a read. Each revalidation read
+	// the file again (and compressed it again), and failed with a 500 while
+	// the process was out of descriptors.
+	sub := time.Date(2026, 1, 2, 3, 4, 5, 678_000_000, time.UTC)
+	if err := os.Chtimes(filepath.Join(root, "a.txt"), sub, sub); err != nil {
+		t.Fatal(err)
+	}
+	first, _ = src.Get([]byte("/a.txt"))
+	misses := c.Stats().Misses
+	if f, _ := src.Get([]byte("/a.txt")); f != first || c.Stats().Misses != misses {
+		t.Fatalf("an unchanged file was read again on revalidation (%d misses, want %d)", c.Stats().Misses, misses)
+	}
+	// Same size, new mtime in the same second: the stat check must notice.
 	writeFiles(t, root, map[string]string{"a.txt": "two"})
-	later := time.Now().Add(time.Hour)
+	later := sub.Add(time.Millisecond)
 	os.Chtimes(filepath.Join(root, "a.txt"), later, later)
 	if f, _ := src.Get([]byte("/a.txt")); string(f.Body) != "two" {
 		t.Fatalf("after edit: body %q; want two", f.Body)

@@ -107,7 +107,7 @@ func (d *DirSource) unchanged(e *Entry) bool {
 	}
 	defer root.Close()
 	fi, err := root.Stat(e.name)
-	return err == nil && fi.Mode().IsRegular() && fi.Size() == e.file.Size && fi.ModTime().Equal(e.file.ModTime)
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == e.file.Size && fi.ModTime().Equal(e.file.mtime)
 }
 
 // dirTree is the directory as Resolve sees it, for one look-up. It
