@@ -66,7 +66,8 @@ func (d *DirSource) Get(urlPath []byte) (*File, error) { return d.GetAt(urlPath,
 // the request path reads the clock once.
 func (d *DirSource) GetAt(urlPath []byte, at time.Time) (*File, error) {
 	now := at.UnixNano()
-	if e := d.cache.Lookup(d.space, urlPath); e != nil {
+	e := d.cache.Lookup(d.space, urlPath)
+	if e != nil {
 		if now-e.checked.Load() < int64(d.cache.cfg.DirRevalidate) {
 			d.cache.hits.Add(1)
 			return e.file, e.err
@@ -86,6 +87,11 @@ func (d *DirSource) GetAt(urlPath []byte, at time.Time) (*File, error) {
 	defer root.Close()
 	f, err := Resolve(&dirTree{d: d, root: root}, key)
 	if err != nil && !errors.Is(err, ErrFileNotFound) && !errors.Is(err, ErrIsDir) {
+		if e != nil && e.file != nil && outOfDescriptors(err) {
+			// The file changed but cannot be read now: the cached copy is
+			// served, and read again at the next check.
+			return e.file, nil
+		}
 		return nil, err // an I/O error is not cached
 	}
 	name := ""
@@ -99,7 +105,9 @@ func (d *DirSource) GetAt(urlPath []byte, at time.Time) (*File, error) {
 // unchanged reports whether e's file is still what the cache holds. When
 // the directory cannot be opened for a reason other than its absence (out
 // of descriptors: EMFILE, ENFILE), the cached file is served as it is and
-// checked again next time, as it was while the directory stayed open.
+// checked again next time, as it was while the directory stayed open; so
+// is a changed file that cannot be read again for lack of descriptors
+// (GetAt).
 func (d *DirSource) unchanged(e *Entry) bool {
 	root, err := d.openRoot()
 	if err != nil {
@@ -108,6 +116,12 @@ func (d *DirSource) unchanged(e *Entry) bool {
 	defer root.Close()
 	fi, err := root.Stat(e.name)
 	return err == nil && fi.Mode().IsRegular() && fi.Size() == e.file.Size && fi.ModTime().Equal(e.file.mtime)
+}
+
+// outOfDescriptors reports whether err is the process (EMFILE) or the
+// system (ENFILE) out of file descriptors.
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // dirTree is the directory as Resolve sees it, for one look-up. It
