@@ -45,22 +45,44 @@ type PublishBlock struct {
 // PublishGuard holds new commits of Gitea sites to their org's storage
 // quota, and keeps each site's refused head. It is safe for concurrent use.
 //
-// Its state is this node's, in memory: in a cluster each node decides with
-// the storage it measured (Options.Storage) and shows its own refusals, and
-// a restart forgets them (a site's first publish after it is not held: its
-// org's measured storage then shows it over the quota).
+// Its state is this node's: in a cluster each node decides with the storage
+// it measured (Options.Storage) and shows its own refusals, as each node
+// serves the commits its own Gitea source published. The refused heads are
+// kept in memory and in the node's own store (Options.Store, bucket
+// billing_publish_blocked), read once at start: a restart shows them and
+// does not record a refusal of the same commit again. A site's record goes
+// when it publishes a commit or the site is deleted.
 type PublishGuard struct {
 	b *Billing
 
-	mu      sync.Mutex
+	mu      sync.Mutex              // guards blocked and orders its writes to the store
 	blocked map[string]PublishBlock // site → its refused head
 }
 
+// bucketPublishBlocked keeps each site's PublishBlock on this node (site →
+// JSON).
+const bucketPublishBlocked = "billing_publish_blocked"
+
 // NewPublishGuard returns the publish guard of b's orgs: it reads their
 // plans and stored bytes through b, records refusals in their events and
-// emits the hooks through b's Emitter.
-func NewPublishGuard(b *Billing) *PublishGuard {
-	return &PublishGuard{b: b, blocked: map[string]PublishBlock{}}
+// emits the hooks through b's Emitter. It reads the refused heads this node
+// recorded, and follows the registry to drop those of deleted sites.
+func NewPublishGuard(ctx context.Context, b *Billing) (*PublishGuard, error) {
+	g := &PublishGuard{b: b, blocked: map[string]PublishBlock{}}
+	err := b.opts.Store.Scan(ctx, bucketPublishBlocked, func(k, v []byte) error {
+		var blk PublishBlock
+		if err := json.Unmarshal(v, &blk); err != nil {
+			b.log.Warn("unreadable publish block ignored", slog.String("site", string(k)), slog.Any("err", err))
+			return nil
+		}
+		g.blocked[string(k)] = blk
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("billing: reading the publish blocks: %w", err)
+	}
+	b.opts.Sites.OnChange(g.sitesChanged)
+	return g, nil
 }
 
 // AllowPublish returns nil when the org may store c.Commit instead of
@@ -107,7 +129,9 @@ func (g *PublishGuard) refuse(ctx context.Context, c PublishCheck, reason string
 		g.mu.Unlock()
 		return
 	}
-	g.blocked[c.Site] = PublishBlock{Commit: c.Commit, Reason: reason, At: now}
+	blk := PublishBlock{Commit: c.Commit, Reason: reason, At: now}
+	g.blocked[c.Site] = blk
+	g.writeLocked(ctx, c.Site, &blk)
 	g.mu.Unlock()
 
 	e := Event{At: now, Org: c.Org, Field: "publish", From: c.Published, To: c.Commit,
@@ -127,10 +151,59 @@ func (g *PublishGuard) refuse(ctx context.Context, c PublishCheck, reason string
 }
 
 // Published drops the site's PublishBlock: it published a commit.
-func (g *PublishGuard) Published(site string) {
+func (g *PublishGuard) Published(ctx context.Context, site string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.blocked, site)
+	if _, ok := g.blocked[site]; ok {
+		delete(g.blocked, site)
+		g.writeLocked(ctx, site, nil)
+	}
+}
+
+// sitesChanged is a registry subscriber: it drops the blocks of registry
+// sites that are gone (those in d, or, on a full load, every block of a site
+// id). A pages repository without a registry site is blocked under its name
+// ("owner/repo"), which is no site id: Published drops it. Called with the
+// registry's write lock held; it writes only when a blocked site went.
+func (g *PublishGuard) sitesChanged(s *sites.Snapshot, d *sites.Delta) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gone := func(id string) bool {
+		_, ok := g.blocked[id]
+		return ok && sites.ValidID(id) && s.Sites.Get(id) == nil
+	}
+	var ids []string
+	if d == nil {
+		for id := range g.blocked {
+			ids = append(ids, id)
+		}
+	} else {
+		ids = d.Sites
+	}
+	for _, id := range ids {
+		if gone(id) {
+			delete(g.blocked, id)
+			g.writeLocked(context.Background(), id, nil)
+		}
+	}
+}
+
+// writeLocked stores the site's block (nil: deletes it) in this node's
+// store; g.mu is held, so writes reach the store in the order of the
+// changes. A failed write is logged: memory stays right until a restart.
+func (g *PublishGuard) writeLocked(ctx context.Context, site string, blk *PublishBlock) {
+	op := store.Delete(bucketPublishBlocked, site)
+	if blk != nil {
+		v, err := json.Marshal(blk)
+		if err != nil {
+			g.b.log.Error("publish block not stored", slog.String("site", site), slog.Any("err", err))
+			return
+		}
+		op = store.Put(bucketPublishBlocked, site, v)
+	}
+	if err := g.b.opts.Store.Apply(context.WithoutCancel(ctx), op); err != nil {
+		g.b.log.Error("publish block not stored", slog.String("site", site), slog.Any("err", err))
+	}
 }
 
 // PublishBlocked returns the site's refused head, if it has one.

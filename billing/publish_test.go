@@ -49,7 +49,8 @@ func (s *orgStorage) set(org string, n int64) {
 
 // TestPublishGuard: the decision (org storage − published + new against
 // storage_bytes), and what a refusal records: one event and one hook per
-// refused commit, the site's PublishBlock until it publishes.
+// refused commit, the site's PublishBlock until it publishes or the site is
+// deleted, kept in the store across a restart.
 func TestPublishGuard(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.Open(t)
@@ -71,7 +72,14 @@ func TestPublishGuard(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	g := NewPublishGuard(b)
+	blog := sites.Source{Type: sites.SourceGitea, Owner: "alice", Repo: "blog", Branch: "main"}
+	if _, err := reg.CreateSite(ctx, sites.Site{ID: "blog", Org: "acme", Source: blog}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewPublishGuard(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name string
@@ -128,8 +136,43 @@ func TestPublishGuard(t *testing.T) {
 	if !ok || blk.Commit != "c3" || !blk.At.Equal(now) || !strings.Contains(blk.Reason, "over the 1000 of plan tiny") {
 		t.Fatalf("PublishBlocked = %+v, %v", blk, ok)
 	}
-	g.Published("blog")
+
+	// A restart (a guard built again on the same store) shows the block
+	// and does not record the same refusal again.
+	g, err = NewPublishGuard(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blk2, ok := g.PublishBlocked("blog"); !ok || blk2 != blk {
+		t.Fatalf("PublishBlocked after a restart = %+v, %v; want %+v", blk2, ok, blk)
+	}
+	if err := g.AllowPublish(ctx, over); err == nil || hooks.count("quota.storage_exceeded") != 2 {
+		t.Fatalf("asked again after a restart: %v, %d hooks; want refused, still 2 hooks", err, hooks.count("quota.storage_exceeded"))
+	}
+	g.Published(ctx, "blog")
 	if blk, ok := g.PublishBlocked("blog"); ok {
 		t.Fatalf("after a publish: %+v", blk)
+	}
+	if g, _ = NewPublishGuard(ctx, b); g == nil || len(g.blocked) != 0 {
+		t.Fatalf("blocks after a publish and a restart: %v", g)
+	}
+
+	// A registry site's block goes with the site, on disk too.
+	shopSrc := sites.Source{Type: sites.SourceGitea, Owner: "alice", Repo: "shop", Branch: "main"}
+	if _, err := reg.CreateSite(ctx, sites.Site{ID: "shop", Org: "acme", Source: shopSrc}); err != nil {
+		t.Fatal(err)
+	}
+	shop := PublishCheck{Org: "acme", Site: "shop", Commit: "s2", Published: "s1", Bytes: 5000}
+	if err := g.AllowPublish(ctx, shop); err == nil {
+		t.Fatal("shop over the quota: allowed")
+	}
+	if err := reg.DeleteSite(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if blk, ok := g.PublishBlocked("shop"); ok {
+		t.Fatalf("block of a deleted site: %+v", blk)
+	}
+	if g, _ = NewPublishGuard(ctx, b); g == nil || len(g.blocked) != 0 {
+		t.Fatalf("blocks after a site deletion and a restart: %v", g)
 	}
 }

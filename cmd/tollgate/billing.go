@@ -38,10 +38,13 @@ func (n *node) startBilling(ctx context.Context) error {
 		return err
 	}
 	n.proxy.Gates, n.admin.Accounts = bill, bill
-	guard := billing.NewPublishGuard(bill)
+	guard, err := billing.NewPublishGuard(ctx, bill)
+	if err != nil {
+		return err
+	}
 	n.admin.Publishing = guard
 	if n.publish != nil {
-		n.publish.guard.Store(guard)
+		n.publish.setGuard(guard)
 	}
 	if !n.cfg.Billing.Stripe.Enabled() {
 		return nil

@@ -12,7 +12,10 @@ import (
 
 // startContent builds the content cache and, with [sites] gitea_url, the
 // Gitea pages source, whose new commits are held to their org's storage
-// quota once billing starts (publishGate). Site tending (tendSites) runs when there is a meter
+// quota once billing starts (publishGate). The source keeps the commit a
+// repository serves while a newer head is refused in the node's bbolt file,
+// also in a cluster: like the decision (each node measures the storage it
+// serves) it is this node's. Site tending (tendSites) runs when there is a meter
 // to tell what sites store or pages repositories to give custom domains.
 func (n *node) startContent(ctx context.Context) error {
 	cache := content.NewCache(n.cfg.Sites)
@@ -20,7 +23,7 @@ func (n *node) startContent(ctx context.Context) error {
 	var claim func(context.Context, *gitea.Repo)
 	if n.cfg.Sites.GiteaURL != "" {
 		n.publish = newPublishGate(n.reg)
-		g, err := gitea.New(cache, n.cfg.Sites, gitea.Options{Gate: n.publish})
+		g, err := gitea.New(cache, n.cfg.Sites, gitea.Options{Gate: n.publish, Store: n.st})
 		if err != nil {
 			return err
 		}

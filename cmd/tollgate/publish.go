@@ -18,27 +18,54 @@ import (
 // paying for its owner), and holds each to its org's storage quota
 // (billing.PublishGuard). A commit is published only if every one of them
 // may store it.
+//
+// The Gitea source starts before billing, and site tending looks its
+// repositories up at once: a repository whose refusal was recorded before a
+// restart asks the gate then. So the gate waits for its guard (bounded by
+// the caller's ctx) instead of letting that head through.
 type publishGate struct {
 	reg   *sites.Registry
-	guard atomic.Pointer[billing.PublishGuard] // nil until billing starts: every commit publishes
+	guard atomic.Pointer[billing.PublishGuard] // set once billing starts (setGuard)
+	ready chan struct{}                        // closed by setGuard
 	index giteaSites
 }
 
 var _ gitea.PublishGate = (*publishGate)(nil)
 
+// errNoGuard refuses a head asked before billing started within the
+// caller's deadline: the served commit stays until the next check.
+var errNoGuard = errors.New("billing has not started: the storage quota cannot be checked yet")
+
 // newPublishGate returns the gate of reg's sites; its guard is set once
 // billing is built.
 func newPublishGate(reg *sites.Registry) *publishGate {
-	g := &publishGate{reg: reg}
+	g := &publishGate{reg: reg, ready: make(chan struct{})}
 	reg.OnChange(g.index.update)
 	return g
 }
 
+// setGuard gives the gate billing's guard; call it once.
+func (g *publishGate) setGuard(guard *billing.PublishGuard) {
+	g.guard.Store(guard)
+	close(g.ready)
+}
+
+// waitGuard returns the guard once billing has started, or nil when ctx
+// ends first.
+func (g *publishGate) waitGuard(ctx context.Context) *billing.PublishGuard {
+	select {
+	case <-g.ready:
+		return g.guard.Load()
+	case <-ctx.Done():
+		return nil
+	}
+}
+
 // AllowPublish asks the guard for each site the repository is served as.
 func (g *publishGate) AllowPublish(ctx context.Context, p gitea.Publish) error {
-	guard := g.guard.Load()
+	guard := g.waitGuard(ctx)
 	if guard == nil {
-		return nil
+		return errNoGuard
 	}
 	var errs []error
 	for _, t := range g.targets(p) {
@@ -48,12 +75,21 @@ func (g *publishGate) AllowPublish(ctx context.Context, p gitea.Publish) error {
 	return errors.Join(errs...)
 }
 
-// Published clears the refusals of each site the repository is served as.
-func (g *publishGate) Published(_ context.Context, p gitea.Publish) {
-	if guard := g.guard.Load(); guard != nil {
-		for _, t := range g.targets(p) {
-			guard.Published(t.site)
-		}
+// Published clears the refusals of each site the repository is served as,
+// and of its pages name (p.Name), which it was refused under while it had
+// no registry site of its own.
+func (g *publishGate) Published(ctx context.Context, p gitea.Publish) {
+	guard := g.waitGuard(ctx)
+	if guard == nil {
+		return
+	}
+	named := false
+	for _, t := range g.targets(p) {
+		guard.Published(ctx, t.site)
+		named = named || t.site == p.Name
+	}
+	if !named {
+		guard.Published(ctx, p.Name)
 	}
 }
 

@@ -13,8 +13,10 @@ import (
 // push whose tree would take the org over its plan's storage_bytes is not
 // published (the last published commit is served byte for byte), the
 // refusal is an org event, a quota.storage_exceeded hook and publish_blocked
-// on GET /v1/sites/{id}; a push back under the quota is published and
-// clears it.
+// on GET /v1/sites/{id}; a restart on the same store keeps all of it (the
+// refused head is asked again, not published as a first publish, and not
+// recorded twice); a push back under the quota is published and clears it,
+// for good across the next restart.
 func TestPublishOverStorageQuota(t *testing.T) {
 	gs := giteatest.Start(t)
 	gs.CreateUser(t, "alice")
@@ -25,7 +27,8 @@ func TestPublishOverStorageQuota(t *testing.T) {
 	hooks := newHookReceiver(t)
 	const secret = "hook-secret-0123456789"
 	t.Setenv("E2E_GITEA_TOKEN", gs.Token())
-	in := startTollgateConf(t, t.TempDir(), "", fmt.Sprintf(`[sites]
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`[sites]
 gitea_url = %q
 gitea_token = "env:E2E_GITEA_TOKEN"
 gitea_webhook_secret = %q
@@ -41,8 +44,9 @@ storage_bytes = 20000
 [[billing.hooks]]
 url = %q
 secret = %q
-`, gs.URL(), secret, hooks.URL, e2eHookSecret))
-	defer in.stop(t)
+`, gs.URL(), secret, hooks.URL, e2eHookSecret)
+	in := startTollgateConf(t, dir, "", conf)
+	defer func() { in.stop(t) }() // the instance running at the end
 	for _, c := range []struct{ method, path, body string }{
 		{"POST", "/v1/orgs", `{"id":"acme","plan":"tiny"}`},
 		{"POST", "/v1/orgs/acme/sites", `{"id":"alicesite","source":{"type":"gitea","owner":"alice","repo":"site","branch":"main"}}`},
@@ -98,6 +102,30 @@ secret = %q
 		t.Fatalf("org events: %s", events)
 	}
 
+	// Restarted on the same store once the head is refused: publish_blocked
+	// is shown before the repository is looked up again, the published
+	// commit is served byte for byte, the head is refused again without a
+	// second event. The webhook follows the new admin address.
+	waitFor(t, func() bool { readSite(); return site.PublishBlocked != nil && site.PublishBlocked.Commit == refused })
+	blocked := *site.PublishBlocked
+	_, events = in.adminCall(t, "GET", "/v1/orgs/acme/events", "")
+	before := strings.Count(events, `"field":"publish"`)
+	in.stop(t)
+	in = startTollgateConf(t, dir, "", conf)
+	readSite()
+	if site.PublishBlocked == nil || *site.PublishBlocked != blocked {
+		t.Fatalf("publish_blocked after a restart: %+v; want %+v", site.PublishBlocked, blocked)
+	}
+	if !serves("/", 200, "<p>v1</p>") || !serves("/big.bin", 404, "") {
+		t.Fatal("the refused commit is served after a restart")
+	}
+	readSite()
+	_, events = in.adminCall(t, "GET", "/v1/orgs/acme/events", "")
+	if site.PublishBlocked == nil || *site.PublishBlocked != blocked || strings.Count(events, `"field":"publish"`) != before {
+		t.Fatalf("after the head was asked again: publish_blocked %+v, events %s", site.PublishBlocked, events)
+	}
+	gs.AddWebhook(t, "alice", "site", "http://"+in.admin+"/hooks/gitea", secret)
+
 	// Back under the quota: published at once, the block cleared.
 	gs.DeleteFile(t, "alice", "site", "main", "big.bin")
 	waitFor(t, func() bool { return serves("/", 200, "<p>v2</p>") })
@@ -114,5 +142,13 @@ secret = %q
 	waitFor(t, func() bool { return hooks.count("quota.storage_exceeded") >= n })
 	if got := hooks.count("quota.storage_exceeded"); got != n {
 		t.Fatalf("%d quota.storage_exceeded hooks for %d refused commits", got, n)
+	}
+
+	// Nothing refused is left on disk: the next start serves the head.
+	in.stop(t)
+	in = startTollgateConf(t, dir, "", conf)
+	readSite()
+	if site.PublishBlocked != nil || !serves("/", 200, "<p>v2</p>") {
+		t.Fatalf("after a publish and a restart: publish_blocked %+v, or v2 not served", site.PublishBlocked)
 	}
 }

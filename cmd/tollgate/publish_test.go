@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -68,9 +70,12 @@ func TestPublishTargets(t *testing.T) {
 	if got := g.targets(tests[0].p); !sameTargets(got, want) {
 		t.Fatalf("after a delete: %v; want %v", got, want)
 	}
-	// Without a guard (billing not started) every commit publishes.
-	if err := g.AllowPublish(ctx, tests[0].p); err != nil {
-		t.Fatalf("AllowPublish without a guard: %v", err)
+	// Without a guard (billing not started) a head waits for it until its
+	// deadline, then is refused: the served commit stays.
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := g.AllowPublish(wctx, tests[0].p); !errors.Is(err, errNoGuard) {
+		t.Fatalf("AllowPublish without a guard: %v; want errNoGuard", err)
 	}
 }
 

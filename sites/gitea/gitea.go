@@ -40,7 +40,8 @@ var ErrUpstream = errors.New("gitea unavailable")
 // in the background every sites.Config.Revalidate, or at once on a push webhook
 // (Pushed). A head moves only if Options.Gate allows it (publish.go: a
 // commit over the org's storage quota is not published); otherwise the
-// served commit stays.
+// served commit stays, also across a restart with Options.Store
+// (published.go).
 // It is safe for concurrent use.
 type Source struct {
 	cfg   sites.Config
@@ -55,7 +56,8 @@ type Source struct {
 
 	owners *owners // KnownOwner's answers
 
-	gate PublishGate // Options.Gate; nil: every head is published
+	gate  PublishGate // Options.Gate; nil: every head is published
+	store Store       // Options.Store; nil: refusals are not kept across restarts
 
 	// now is the clock of every expiry decision: branch heads (Revalidate,
 	// NegativeTTL, BreakerRetry), remembered misses and owners.
@@ -96,6 +98,11 @@ type Options struct {
 	// Gate decides whether a repository moves to a new head commit
 	// (publish.go). Nil: every head is published.
 	Gate PublishGate
+	// Store keeps, per repository, the commit served while the gate
+	// refuses a newer head (published.go), so a restart serves the same
+	// commit. Nil: a restart forgets refusals, and each repository's first
+	// publish after it is not held.
+	Store Store
 }
 
 // New returns a Gitea source that caches content in c.
@@ -111,7 +118,7 @@ func New(c *content.Cache, cfg sites.Config, opts Options) (*Source, error) {
 		return nil, err
 	}
 	g := &Source{cfg: cfg, cache: c, base: strings.TrimSuffix(cfg.GiteaURL, "/"), repos: map[string]*Repo{},
-		owners: newOwners(cfg.OwnerLookupRate, opts.Now()), now: opts.Now, gate: opts.Gate}
+		owners: newOwners(cfg.OwnerLookupRate, opts.Now()), now: opts.Now, gate: opts.Gate, store: opts.Store}
 	rt := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: cfg.GiteaTimeout}).DialContext,
 		ResponseHeaderTimeout: cfg.GiteaTimeout,

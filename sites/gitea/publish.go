@@ -18,8 +18,10 @@ type PublishGate interface {
 	// the repository keeps serving p.Published and asks again at its next
 	// check of the head (Revalidate, or a push webhook), so a later head, a
 	// larger plan or less storage elsewhere publishes then. It is called
-	// off the request path with the repository's look-up lock held: it
-	// should be fast (memory, or one bounded write), and it must be safe for
+	// with the repository's look-up lock held, off the request path except
+	// at a repository's first look-up after a restart that found a refusal
+	// recorded (Options.Store), which waits on Gitea anyway: it should be
+	// fast (memory, or one bounded write), and it must be safe for
 	// concurrent use (repositories check their heads concurrently).
 	AllowPublish(ctx context.Context, p Publish) error
 	// Published tells that a repository the gate refused before has
@@ -56,17 +58,24 @@ type pendingHead struct {
 // one when the gate refuses it. Called by refresh, with r.lookup held.
 //
 // Without a gate, and for a first publish (nothing served yet on this node:
-// a repository seen for the first time, or after a restart, or one that
-// did not exist), the head is published as it is: serving nothing would be
-// worse than serving one tree over the quota, which the org's measured
-// storage then shows (GET /v1/orgs/{id}, the quota.exceeded hook). When the size of either tree
-// cannot be read (Gitea down or slow), neither is decided: the served
-// commit stays, the error is returned and the head is checked again at the
-// next recheck (BreakerRetry after a failed background check; the next
-// request after a failed webhook check), never published unmeasured.
+// a repository seen for the first time, or after a restart without a
+// refusal recorded, or one that did not exist), the head is published as it
+// is: serving nothing would be worse than serving one tree over the quota,
+// which the org's measured storage then shows (GET /v1/orgs/{id}, the
+// quota.exceeded hook). A repository whose record (published.go) says a
+// refusal stood when the node stopped is no first publish: the recorded
+// commit is served again and the head is asked of the gate. When the size
+// of either tree cannot be read (Gitea down or slow), neither is decided:
+// the served commit stays, the error is returned and the head is checked
+// again at the next recheck (BreakerRetry after a failed background check;
+// the next request after a failed webhook check), never published
+// unmeasured.
 func (r *Repo) publish(commit, branch string) (*repoState, error) {
 	old := r.state.Load()
 	gate := r.g.gate
+	if old == nil && gate != nil && r.record != nil {
+		old = r.restore()
+	}
 	served := old != nil && !old.missing
 	if gate == nil || !served || old.commit == commit {
 		if r.refused && gate != nil {
@@ -76,9 +85,12 @@ func (r *Repo) publish(commit, branch string) (*repoState, error) {
 			if served {
 				p.Published = old.commit
 			}
-			gate.Published(context.Background(), p)
+			ctx, cancel := context.WithTimeout(context.Background(), r.g.cfg.GiteaTimeout)
+			gate.Published(ctx, p)
+			cancel()
 		}
 		r.pending, r.refused = nil, false
+		r.dropRecord()
 		r.setHead(commit, branch, nil)
 		return r.state.Load(), nil
 	}
@@ -97,6 +109,7 @@ func (r *Repo) publish(commit, branch string) (*repoState, error) {
 	defer cancel()
 	if err := gate.AllowPublish(ctx, p); err != nil {
 		r.refused = true
+		r.saveRecord(old, commit)
 		r.g.log(fmt.Errorf("commit %s not published: %w", commit, err), r.Name())
 		st := *old // the served commit stays, checked again after Revalidate
 		st.checked = r.g.now()
@@ -105,6 +118,7 @@ func (r *Repo) publish(commit, branch string) (*repoState, error) {
 	}
 	extra, refused := r.pending.extra, r.refused
 	r.pending, r.refused = nil, false
+	r.dropRecord()
 	r.setHead(commit, branch, extra)
 	if refused {
 		gate.Published(ctx, p)

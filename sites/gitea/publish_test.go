@@ -2,6 +2,7 @@ package gitea
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tollgate-edge/tollgate/internal/clocktest"
 	"github.com/tollgate-edge/tollgate/internal/giteatest"
+	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/content"
 )
@@ -204,5 +206,100 @@ func waitServed(t *testing.T, clk *clocktest.Clock, r *Repo, path, want string) 
 			t.Fatalf("%s not served after the background recheck", path)
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+}
+
+// TestPublishRefusalSurvivesRestart runs against a real Gitea and a real
+// bbolt store: a head the gate refused stays unpublished when the Source is
+// built again on the same store (a restart): the recorded commit is served
+// byte for byte and the head is asked of the gate, not published as a
+// first publish. A push back under the limit publishes and drops the
+// record, so the next start is a first publish again.
+func TestPublishRefusalSurvivesRestart(t *testing.T) {
+	gs := giteatest.Start(t)
+	ctx := context.Background()
+	gs.CreateUser(t, "alice")
+	gs.CreateRepo(t, "alice", "site")
+	gs.CreateBranch(t, "alice", "site", "pages", "main")
+	c1 := gs.PutFile(t, "alice", "site", "pages", "index.html", []byte("<p>v1</p>"))
+	gs.WaitRaw(t, "alice", "site", "pages", "index.html")
+	st := storetest.Open(t)
+
+	// start builds a Source on st, as a process start does, with a gate of
+	// its own (its memory starts empty too).
+	start := func() (*Source, *Repo, *limitGate) {
+		t.Helper()
+		gate := &limitGate{}
+		gate.limit.Store(10_000)
+		cfg := sites.Config{GiteaURL: gs.URL(), GiteaToken: gs.Token(), Revalidate: time.Hour, NegativeTTL: time.Hour}
+		g, err := New(content.NewCache(cfg), cfg, Options{Gate: gate, Store: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g, g.Repo("alice", "site", "pages"), gate
+	}
+	serves := func(r *Repo, path, want string) {
+		t.Helper()
+		if body, err := get(t, r, path); body != want || err != nil {
+			t.Fatalf("GET %s = %q, %v; want %q", path, body, err, want)
+		}
+	}
+	record := func() *publishedRecord {
+		t.Helper()
+		v, err := st.Get(ctx, bucketPublished, "alice/site@pages")
+		if err != nil || v == nil {
+			return nil
+		}
+		var rec publishedRecord
+		mustNoErr(t, json.Unmarshal(v, &rec))
+		return &rec
+	}
+
+	g, r, _ := start()
+	serves(r, "/", "<p>v1</p>")
+	if rec := record(); rec != nil {
+		t.Fatalf("a publish without a refusal recorded %+v", rec)
+	}
+	big := strings.Repeat("x", 20_000)
+	gs.PutFile(t, "alice", "site", "pages", "big.bin", []byte(big))
+	c3 := gs.PutFile(t, "alice", "site", "pages", "index.html", []byte("<p>v2</p>"))
+	mustNoErr(t, g.Pushed(ctx, Push{Owner: "alice", Repo: "site", Branch: "pages", After: c3}))
+	serves(r, "/", "<p>v1</p>")
+	if rec := record(); rec == nil || rec.Commit != c1 || rec.Refused != c3 || rec.Branch != "pages" {
+		t.Fatalf("record after the refusal: %+v; want %s served, %s refused", rec, c1, c3)
+	}
+
+	// Restarted: the recorded commit is served, the head asked and refused.
+	_, r, gate := start()
+	serves(r, "/", "<p>v1</p>")
+	if _, err := r.Get([]byte("/big.bin")); !errors.Is(err, content.ErrFileNotFound) {
+		t.Fatalf("big.bin of the refused commit after a restart: %v; want not found", err)
+	}
+	if asked, _ := gate.counts(); asked != 1 {
+		t.Fatalf("gate asked %d times after the restart; want 1", asked)
+	}
+	if p := gate.last(); p.Commit != c3 || p.Published != c1 || p.PublishedBytes == 0 || p.Bytes < int64(len(big)) {
+		t.Fatalf("gate asked %+v; want %s over the recorded %s", p, c3, c1)
+	}
+
+	// Restarted again, then back under the limit: published, the gate is
+	// told, the record dropped.
+	g, r, gate = start()
+	serves(r, "/", "<p>v1</p>")
+	gs.DeleteFile(t, "alice", "site", "pages", "big.bin")
+	mustNoErr(t, g.Pushed(ctx, Push{Owner: "alice", Repo: "site", Branch: "pages"}))
+	serves(r, "/", "<p>v2</p>")
+	if _, published := gate.counts(); published != 1 {
+		t.Fatalf("gate told of %d publishes; want 1", published)
+	}
+	if rec := record(); rec != nil {
+		t.Fatalf("record after a publish: %+v", rec)
+	}
+
+	// No record: the next start is a first publish, not asked.
+	_, r, gate = start()
+	serves(r, "/", "<p>v2</p>")
+	if asked, _ := gate.counts(); asked != 0 {
+		t.Fatalf("a first publish asked the gate %d times; want 0", asked)
 	}
 }

@@ -29,6 +29,10 @@ type Repo struct {
 	// whether the gate refused a head since the last publish.
 	pending *pendingHead
 	refused bool
+	// Guarded by lookup (published.go): whether the repository's record
+	// was read from Options.Store, and the record (nil: none).
+	loaded bool
+	record *publishedRecord
 }
 
 // repoState is what is known of the branch head. Immutable; replaced whole.
@@ -113,6 +117,12 @@ func (r *Repo) current() (*repoState, error) {
 			return r.refresh()
 		})
 		if err != nil {
+			if st := r.state.Load(); st != nil {
+				// A restored commit (publish) whose new head could not
+				// be decided: served, and checked again in the background.
+				r.retryAt.Store(r.g.now().Add(BreakerRetry).UnixNano())
+				return st, nil
+			}
 			return nil, err
 		}
 		return v.(*repoState), nil
@@ -165,6 +175,7 @@ func (r *Repo) refresh() (*repoState, error) {
 	if err != nil {
 		return nil, upstreamError(err)
 	}
+	r.loadRecord()
 	if !found {
 		old := r.state.Load()
 		st := &repoState{missing: true, branch: branch, checked: r.g.now()}
