@@ -81,6 +81,16 @@ var commands = []command{
 		})},
 	{name: "org create", args: []string{"ID"}, help: "create an org", setup: orgCreate},
 	{name: "org set", args: []string{"ID"}, help: "change an org's name, plan or state; a move down the plan ladder needs --force", setup: orgSet},
+	{name: "org checkout", args: []string{"ID", "PLAN"}, help: "a Stripe Checkout link in which the org subscribes to a higher plan", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			link, err := c.Checkout(ctx, args[0], args[1])
+			return output{value: PaymentLink{URL: link}, msg: link}, err
+		})},
+	{name: "org portal", args: []string{"ID"}, help: "a Stripe customer-portal link for the org", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			link, err := c.Portal(ctx, args[0])
+			return output{value: PaymentLink{URL: link}, msg: link}, err
+		})},
 	{name: "org events", args: []string{"ID"}, help: "an org's account history (state, plan, Stripe customer changes)", setup: noFlags(orgEventsCmd)},
 	{name: "org delete", args: []string{"ID"}, help: "delete an org that owns no sites", setup: noFlags(
 		func(ctx context.Context, c *Client, args []string) (output, error) {

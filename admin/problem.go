@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/billing/stripe"
 	"github.com/tollgate-edge/tollgate/reason"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/gitea"
@@ -117,6 +118,9 @@ func problemFor(err error) (p *Problem, internal bool) {
 		return status(http.StatusNotFound, reason.RouteNotFound, errNoRoute.Error()), false
 	case errors.Is(err, errMethod):
 		return status(http.StatusMethodNotAllowed, reason.MethodNotAllowed, "see the Allow header for the methods of this path"), false
+	case errors.Is(err, stripe.ErrUpstream):
+		// Logged: the detail is Stripe's own message.
+		return status(http.StatusBadGateway, reason.UpstreamUnavailable, "Stripe could not be asked; try again"), true
 	case errors.Is(err, gitea.ErrUpstream):
 		// Logged: the detail would show internal addresses.
 		return status(http.StatusBadGateway, reason.UpstreamUnavailable, "Gitea could not be asked; the branch is rechecked on its next request"), true

@@ -60,6 +60,9 @@ type Options struct {
 	// Publishing tells GET /v1/sites/{id} which head commit of a Gitea
 	// site is not published (publish_blocked). Nil: none is shown.
 	Publishing PublishStatus
+	// Payments makes the Stripe Checkout and customer-portal links of
+	// POST /v1/orgs/{id}/checkout and /portal. Nil: they answer 503.
+	Payments Payments
 }
 
 // Check is one readiness check of GET /readyz.
@@ -101,6 +104,7 @@ type Server struct {
 	accounts    Accounts
 	backups     Backups
 	publishing  PublishStatus
+	payments    Payments
 }
 
 // StorageReader reports the bytes sites and orgs store.
@@ -140,6 +144,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		accounts:    opts.Accounts,
 		backups:     opts.Backups,
 		publishing:  opts.Publishing,
+		payments:    opts.Payments,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -176,6 +181,8 @@ func (s *Server) routes(metrics http.Handler) {
 	s.v1("PATCH /v1/orgs/{id}", s.updateOrg)
 	s.v1("DELETE /v1/orgs/{id}", s.deleteOrg)
 	s.v1("GET /v1/orgs/{id}/events", s.orgEvents)
+	s.v1("POST /v1/orgs/{id}/checkout", s.checkout)
+	s.v1("POST /v1/orgs/{id}/portal", s.portal)
 	s.v1("POST /v1/orgs/{id}/sites", s.createSite)
 
 	s.v1("GET /v1/sites/{id}", s.getSite)

@@ -259,6 +259,24 @@ func (b *Billing) Quota(org string) (int64, string) {
 	return 0, o.StripeCustomer
 }
 
+// PlanOf returns the org's plan and Stripe customer (for payment links).
+func (b *Billing) PlanOf(org string) (plan, customer string, ok bool) {
+	o := b.opts.Sites.Snapshot().Orgs.Get(org)
+	if o == nil {
+		return "", "", false
+	}
+	return o.Plan, o.StripeCustomer, true
+}
+
+// Rank returns the plan's rank on the ladder.
+func (b *Billing) Rank(plan string) (int, bool) {
+	p := b.opts.Sites.Snapshot().Plans.Get(plan)
+	if p == nil {
+		return 0, false
+	}
+	return p.Rank, true
+}
+
 // Orgs lists the org ids.
 func (b *Billing) Orgs() []string {
 	s := b.opts.Sites.Snapshot()

@@ -46,7 +46,19 @@ type StripeConfig struct {
 	// Tolerance is how far in the past a webhook's signature timestamp may
 	// be (replay protection). Default 5m, as Stripe's libraries.
 	Tolerance time.Duration `toml:"tolerance"`
+	// CheckoutSuccessURL and CheckoutCancelURL are where Stripe Checkout
+	// sends the tenant back after paying or giving up, "{org}" replaced by
+	// the org's id (e.g. "https://console.example/orgs/{org}/billing").
+	// Both are needed for POST /v1/orgs/{id}/checkout.
+	CheckoutSuccessURL string `toml:"checkout_success_url"`
+	CheckoutCancelURL  string `toml:"checkout_cancel_url"`
+	// PortalReturnURL is where the customer portal's "back" link goes,
+	// "{org}" replaced; needed for POST /v1/orgs/{id}/portal.
+	PortalReturnURL string `toml:"portal_return_url"`
 }
+
+// OrgURL is u with "{org}" replaced by org, path-escaped.
+func OrgURL(u, org string) string { return strings.ReplaceAll(u, "{org}", url.PathEscape(org)) }
 
 // Defaults of [billing.stripe]. The API base and the tolerance are
 // stripe-go's own (stripe.APIURL, webhook.DefaultTolerance), written out so
@@ -128,6 +140,15 @@ func (c StripeConfig) Validate() error {
 	}
 	if c.Tolerance < 0 {
 		bad("tolerance", "must not be negative")
+	}
+	for _, k := range []struct{ name, v string }{{"checkout_success_url", c.CheckoutSuccessURL},
+		{"checkout_cancel_url", c.CheckoutCancelURL}, {"portal_return_url", c.PortalReturnURL}} {
+		if k.v == "" {
+			continue
+		}
+		if u, err := url.Parse(OrgURL(k.v, "org")); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(k.name, "%q must be an http:// or https:// URL with a host", k.v)
+		}
 	}
 	return errors.Join(errs...)
 }

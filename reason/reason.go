@@ -94,7 +94,7 @@ func All() []Entry {
 		{Invalid, 422, SentByAdmin, "A field is malformed or refers to something that does not exist."},
 		{SiteNotInOrg, 422, SentByAdmin, "The site named in a usage query belongs to another org than the one named."},
 		{Internal, 500, SentByAdmin, "An internal error; the server log has the details."},
-		{UpstreamUnavailable, 502, SentByAdmin, "Gitea could not be asked; the branch is rechecked on its next request."},
+		{UpstreamUnavailable, 502, SentByAdmin, "Gitea or Stripe could not be asked (a push webhook: the branch is rechecked on its next request; a payment link: try again)."},
 		{NotConfigured, 503, SentByAdmin, "The feature is not configured on this node (metering, billing, TLS, backups)."},
 		{NotReady, 503, SentByAdmin, "The server is not ready: a fatal readiness check fails (GET /readyz)."},
 		{RegistryUnavailable, 503, SentByAdmin, "The registry's store was lost; writes are refused until it is back."},

@@ -58,6 +58,9 @@ type Options struct {
 	// cluster sees them (*store.RedisKV), so a redelivery to another node
 	// is a duplicate too. Nil: the node's own Store.
 	EventIDs EventIDs
+	// Plans lets Checkout and Portal make payment links (checkout.go);
+	// nil: they answer ErrNotConfigured.
+	Plans Plans
 }
 
 // Store is what Stripe keeps on this node: the meter event outbox, each
@@ -95,6 +98,9 @@ type Stripe struct {
 	// events posts meter events; nil when reporting is off (no secret key
 	// or no usage reader).
 	events *meterevent.Client
+	// links makes Checkout and portal sessions; nil without a secret key
+	// or Options.Plans.
+	links *links
 
 	hookMu   sync.Mutex // serializes webhook processing: check id, apply, record
 	webhooks *prometheus.CounterVec
@@ -149,18 +155,22 @@ func New(cfg billing.StripeConfig, opts Options) (*Stripe, error) {
 	}
 	s := &Stripe{cfg: cfg, acc: opts.Accounts, st: opts.Store, ids: opts.EventIDs, usage: opts.Usage, log: opts.Logger, now: opts.Now,
 		baseBackoff: cfg.ReportInterval, maxRetry: time.Hour, done: make(chan struct{})}
-	if cfg.SecretKey != "" && opts.Usage != nil {
+	if cfg.SecretKey != "" {
 		backend := stripego.GetBackendWithConfig(stripego.APIBackend, &stripego.BackendConfig{
 			URL:        stripego.String(cfg.APIBase),
 			HTTPClient: opts.HTTPClient,
 			// The outbox retries with backoff and survives restarts; the
-			// library's own immediate retries would only delay a pass.
+			// library's own immediate retries would only delay a pass (and
+			// a tenant waiting for a payment link retries itself).
 			MaxNetworkRetries: stripego.Int64(0),
 			LeveledLogger:     stripeLogger{opts.Logger},
 		})
-		s.events = &meterevent.Client{B: backend, Key: cfg.SecretKey}
-	} else if cfg.SecretKey != "" {
-		s.log.Warn("billing.stripe: no usage reader (meter off); overage is not reported to Stripe")
+		s.links = newLinks(opts.Plans, backend, cfg.SecretKey)
+		if opts.Usage != nil {
+			s.events = &meterevent.Client{B: backend, Key: cfg.SecretKey}
+		} else {
+			s.log.Warn("billing.stripe: no usage reader (meter off); overage is not reported to Stripe")
+		}
 	}
 
 	ob, err := outbox.New[meterEntry](outbox.Config{Store: opts.Store, Box: meterBox, Queues: []string{meterQueue},

@@ -50,10 +50,11 @@ func (n *node) startBilling(ctx context.Context) error {
 		return nil
 	}
 	s, err := stripe.New(n.cfg.Billing.Stripe, stripe.Options{Accounts: bill, Store: n.st, Usage: opts.Usage,
-		Metrics: n.metrics, Logger: n.log, EventIDs: n.eventIDs})
+		Metrics: n.metrics, Logger: n.log, EventIDs: n.eventIDs, Plans: bill})
 	if err != nil {
 		return err
 	}
+	n.admin.Payments = s
 	if err := n.ps.start(ctx, "stripe", s); err != nil {
 		return err
 	}
