@@ -151,4 +151,5 @@ func (s *Stripe) priceOf(ctx context.Context, plan string) (string, error) {
 	}
 	return "", fmt.Errorf("%w: no active Stripe price has lookup_key %q", sites.ErrInvalid, plan)
 }
+
 var _ Plans = (*billing.Billing)(nil)
