@@ -3,6 +3,8 @@ package billing
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/tollgate-edge/tollgate/sites"
@@ -43,6 +45,17 @@ type Config struct {
 	// TrialEndingNotice is how long before a trial ends the trial.ending
 	// hook fires. Default 72h.
 	TrialEndingNotice time.Duration `toml:"trial_ending_notice"`
+	// RenewalURL is where an org settles a refusal of its plan or payment:
+	// an absolute http(s) URL of the operator's console, each {org}
+	// replaced by the org's id (escaped), e.g.
+	// "https://console.example/orgs/{org}/billing". The pages of
+	// PAYMENT_REQUIRED (402), QUOTA_EXCEEDED and STORAGE_QUOTA_EXCEEDED
+	// (429) and UPGRADE_REQUIRED (402) link to it ("Is this your site?
+	// Manage its plan."), as the RenewalURL of [proxy] error_pages
+	// templates. Every visitor of the site sees the link: with {org} in
+	// it, the org's id is public; a URL without {org} (a console that
+	// knows who signs in) shows nothing of the org. Default "": no link.
+	RenewalURL string `toml:"renewal_url"`
 	// Stripe is [billing.stripe]; off unless secret_key or webhook_secret is set.
 	Stripe StripeConfig `toml:"stripe"`
 	// Hooks ([[billing.hooks]]) receive signed lifecycle events.
@@ -120,6 +133,9 @@ func (c Config) Validate() error {
 	if c.TrialEndingNotice < 0 {
 		errs = append(errs, errors.New("billing.trial_ending_notice: must not be negative"))
 	}
+	if err := validRenewalURL(c.RenewalURL); err != nil {
+		errs = append(errs, err)
+	}
 	seen := map[string]bool{}
 	for i, p := range c.Plans {
 		if err := p.Plan().Validate(); err != nil {
@@ -135,4 +151,17 @@ func (c Config) Validate() error {
 		errs = append(errs, h.Validate(i))
 	}
 	return errors.Join(errs...)
+}
+
+// validRenewalURL checks [billing] renewal_url: "" or an absolute http(s)
+// URL once {org} is replaced.
+func validRenewalURL(u string) error {
+	if u == "" {
+		return nil
+	}
+	p, err := url.Parse(strings.ReplaceAll(u, "{org}", "org"))
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return fmt.Errorf("billing.renewal_url: %q is not an absolute http or https URL", u)
+	}
+	return nil
 }

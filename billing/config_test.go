@@ -39,3 +39,28 @@ func TestPlanConfigRequestsPerSecond(t *testing.T) {
 		}
 	}
 }
+
+// TestRenewalURL: renewal_url is empty or an absolute http(s) URL, with
+// or without {org}.
+func TestRenewalURL(t *testing.T) {
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"", true},
+		{"https://console.example/orgs/{org}/billing", true},
+		{"http://console.example/billing?org={org}", true},
+		{"https://console.example/billing", true},
+		{"/orgs/{org}/billing", false},
+		{"javascript:alert({org})", false},
+		{"https://", false},
+	} {
+		var c Config
+		c.Defaults()
+		c.RenewalURL = tc.url
+		err := c.Validate()
+		if tc.ok != (err == nil) || err != nil && !strings.Contains(err.Error(), "billing.renewal_url") {
+			t.Errorf("%q: %v; want ok %v", tc.url, err, tc.ok)
+		}
+	}
+}

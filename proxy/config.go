@@ -235,6 +235,23 @@ type Config struct {
 	// AccessLog writes one structured log line per request at Info level.
 	// Default false (it costs about a microsecond per request).
 	AccessLog bool `toml:"access_log"`
+	// ErrorPages is a directory of Go html/template files that replace the
+	// built-in pages of errors and refusals: for a refusal the first there
+	// is of CODE.html (its Tollgate-Reason code, e.g.
+	// STORAGE_QUOTA_EXCEEDED.html), STATUS.html (402.html), 4xx.html or
+	// 5xx.html, default.html, else the built-in page; for a plain error
+	// (404, 502, …) the same without CODE.html. Variables: .Status,
+	// .StatusText, .Reason, .Text (the built-in sentence), .Org and
+	// .RenewalURL (README, "Error pages"; [billing] renewal_url). Pages are
+	// rendered at start; one that shows .Org or .RenewalURL is rendered for
+	// each org on its first refusal and kept (at most 512 such pages, about
+	// 2 KiB each for the built-in one). Each file is a whole page of at most
+	// 128 KiB rendered, without files of its own (inline CSS and images, or
+	// absolute URLs). A file that does not parse, fails with sample data,
+	// or whose name is no page's fails start-up and check-config, naming
+	// the file; files not ending in .html are ignored. Default "": the
+	// built-in pages.
+	ErrorPages string `toml:"error_pages"`
 }
 
 // Defaults fills unset fields.

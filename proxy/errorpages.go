@@ -1,7 +1,7 @@
 package proxy
 
 import (
-	"fmt"
+	"html/template"
 	"net/http"
 
 	"github.com/tollgate-edge/tollgate/reason"
@@ -30,61 +30,89 @@ var errorTexts = map[int]string{
 	fasthttp.StatusGatewayTimeout:               "The site's server took too long to answer.",
 }
 
-// Tollgate's own error pages: small, the same for every site, and without any
-// internal detail (no upstream address, no file path, no Go error). Every 4xx
-// and 5xx status that net/http names has one; those without a sentence in
-// errorTexts get a generic one.
-var errorPages = func() map[int][]byte {
-	m := map[int][]byte{}
-	for code := 400; code < 600; code++ {
-		if http.StatusText(code) == "" {
-			continue
-		}
-		text, ok := errorTexts[code]
-		switch {
-		case ok:
-		case code < 500:
-			text = "The request cannot be answered."
-		default:
-			text = "The server cannot answer this request."
-		}
-		m[code] = errorPage(code, text)
+// refusalTexts are the sentences of the refusals whose status is shared
+// with another refusal of other meaning, by code; the other refusals say
+// their status's sentence.
+var refusalTexts = map[reason.Code]string{
+	reason.StorageQuotaExceeded: "This site is paused: its owner stores more than their plan includes. It will be back as soon as that is settled.",
+	reason.UpgradeRequired:      "This site is not included in its owner's current plan.",
+}
+
+// orgCodes are the refusals about one org's account or site: their pages
+// get the org's id (PageData.Org).
+var orgCodes = map[reason.Code]bool{
+	reason.AccountSuspended:     true,
+	reason.PaymentRequired:      true,
+	reason.QuotaExceeded:        true,
+	reason.StorageQuotaExceeded: true,
+	reason.UpgradeRequired:      true,
+	reason.SiteInactive:         true,
+}
+
+// renewalCodes are the refusals an org settles through its plan or its
+// payment: their pages get [billing] renewal_url (PageData.RenewalURL).
+var renewalCodes = map[reason.Code]bool{
+	reason.PaymentRequired:      true,
+	reason.QuotaExceeded:        true,
+	reason.StorageQuotaExceeded: true,
+	reason.UpgradeRequired:      true,
+}
+
+// errorText is the sentence of status, or of the refusal code ("" for a
+// plain error).
+func errorText(status int, code reason.Code) string {
+	if text, ok := refusalTexts[code]; ok {
+		return text
 	}
-	return m
-}()
+	if text, ok := errorTexts[status]; ok {
+		return text
+	}
+	if status < 500 {
+		return "The request cannot be answered."
+	}
+	return "The server cannot answer this request."
+}
 
-// errorPage is tollgate's page for status, saying text.
-func errorPage(status int, text string) []byte {
-	title := fmt.Sprintf("%d %s", status, http.StatusText(status))
-	return fmt.Appendf(nil, `<!doctype html>
+// pageStatuses are the statuses with a page: every 4xx and 5xx status
+// net/http names.
+func pageStatuses() []int {
+	var out []int
+	for code := 400; code < 600; code++ {
+		if http.StatusText(code) != "" {
+			out = append(out, code)
+		}
+	}
+	return out
+}
+
+// builtinPage is the template of tollgate's own pages: small, without any
+// internal detail (no upstream address, no file path, no Go error), and
+// neutral in wording, since tollgate cannot tell a site's owner from its
+// visitors. A refusal in renewalCodes links to the org's renewal URL when
+// [billing] renewal_url is set; the org's id is not printed.
+const builtinPage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>%s</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:15vh auto;padding:0 1em;color:#222}h1{font-size:1.4em}small{color:#777}</style></head>
-<body><h1>%s</h1><p>%s</p><p><small>tollgate</small></p></body></html>
-`, title, title, text)
-}
+<title>{{.Status}} {{.StatusText}}</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:15vh auto;padding:0 1em;color:#222}h1{font-size:1.4em}small{color:#777}</style></head>
+<body><h1>{{.Status}} {{.StatusText}}</h1><p>{{.Text}}</p>{{with .RenewalURL}}<p><a href="{{.}}" rel="nofollow">Is this your site? Manage its plan.</a></p>{{end}}<p><small>tollgate</small></p></body></html>
+`
 
-// refusalPages are the pages of the refusals whose status is shared with
-// another refusal of other meaning, by code.
-var refusalPages = map[string][]byte{
-	string(reason.StorageQuotaExceeded): errorPage(fasthttp.StatusTooManyRequests,
-		"This site is paused: its owner stores more than their plan includes. It will be back as soon as that is settled."),
-	string(reason.UpgradeRequired): errorPage(fasthttp.StatusPaymentRequired,
-		"This site is not included in its owner's current plan."),
-}
+var builtinTemplate = template.Must(template.New("built-in").Parse(builtinPage))
 
 var contentTypeHTML = []byte("text/html; charset=utf-8")
 
-// writeError answers with tollgate's page for status, a 4xx or 5xx. It
-// discards any body or headers set so far, except those that describe the
-// error (Allow, Retry-After, Content-Range), and never allocates. A status
+// writeError answers with the page for status, a 4xx or 5xx. It discards
+// any body or headers set so far, except those that describe the error
+// (Allow, Retry-After, Content-Range), and never allocates. A status
 // without a page (a redirect, a success: the caller's mistake, which
-// TestWriteErrorStatuses looks for in every call) answers 500.
-func writeError(ctx *fasthttp.RequestCtx, status int) {
-	page, ok := errorPages[status]
-	if !ok {
-		status = fasthttp.StatusInternalServerError
-		page = errorPages[status]
-	}
+// TestWriteErrorStatuses looks for in every call) answers 500. A nil e
+// answers the built-in pages.
+func (e *ErrorPages) writeError(ctx *fasthttp.RequestCtx, status int) {
+	page := e.get().statusPage(status)
+	writePage(ctx, page.status, page.body)
+}
+
+// writePage answers status with body, a page.
+func writePage(ctx *fasthttp.RequestCtx, status int, body []byte) {
 	resp := &ctx.Response
 	resp.ResetBody()
 	resp.Header.Del(fasthttp.HeaderContentEncoding)
@@ -94,30 +122,39 @@ func writeError(ctx *fasthttp.RequestCtx, status int) {
 	resp.Header.SetStatusCode(status)
 	resp.Header.SetContentTypeBytes(contentTypeHTML)
 	resp.Header.SetCanonical(strCacheControl, strNoStore)
-	resp.SetBodyRaw(page)
+	resp.SetBodyRaw(body)
 }
 
 // writeRefusal is writeError for a refusal tollgate decided (a block for
-// the org's account, a misdirected request): the page, and code in the
-// Tollgate-Reason header, so a tenant's monitoring can tell a decision from
-// an outage (which has no Tollgate-Reason). code is one of the reason*
-// values below; it allocates nothing.
-func writeRefusal(ctx *fasthttp.RequestCtx, status int, code []byte) {
-	writeError(ctx, status)
-	if page, ok := refusalPages[string(code)]; ok {
-		ctx.Response.SetBodyRaw(page)
+// the org's account, a misdirected request): the code's page, and code in
+// the Tollgate-Reason header, so a tenant's monitoring can tell a decision
+// from an outage (which has no Tollgate-Reason). code is one of the
+// reason* values below. org is the org whose decision it is ("" for none):
+// a page that shows the org or its renewal URL is rendered once per org
+// and kept (orgPages), so a blocked org's visitors cost no allocation
+// after its first.
+func (e *ErrorPages) writeRefusal(ctx *fasthttp.RequestCtx, status int, code []byte, org string) {
+	e = e.get()
+	page := e.refusal[string(code)]
+	if page == nil || page.status != status {
+		page = e.statusPage(status)
 	}
+	body := page.body
+	if page.perOrg && org != "" {
+		body = e.orgs.get(e, page, org)
+	}
+	writePage(ctx, page.status, body)
 	ctx.Response.Header.SetCanonical(headerTollgateReason, code)
 }
 
 // writeRouteError answers a route's refusal: a 421 carries its reason, the
 // other statuses (400, 404, 502, 503) are plain error pages.
-func writeRouteError(ctx *fasthttp.RequestCtx, status int) {
+func (e *ErrorPages) writeRouteError(ctx *fasthttp.RequestCtx, status int) {
 	if status == fasthttp.StatusMisdirectedRequest {
-		writeRefusal(ctx, status, reasonMisdirected)
+		e.writeRefusal(ctx, status, reasonMisdirected, "")
 		return
 	}
-	writeError(ctx, status)
+	e.writeError(ctx, status)
 }
 
 // The Tollgate-Reason header and its values, as bytes once (package reason

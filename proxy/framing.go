@@ -200,12 +200,12 @@ func hasBody(h *fasthttp.RequestHeader) bool {
 
 // reject answers status for a request whose body must not be read, and
 // closes the connection after the answer (lingering, see meteredConn).
-func reject(ctx *fasthttp.RequestCtx, status int) {
+func (e *ErrorPages) reject(ctx *fasthttp.RequestCtx, status int) {
 	ctx.SetConnectionClose()
 	if mc := metered(ctx.Conn()); mc != nil && hasBody(&ctx.Request.Header) {
 		mc.linger.Store(true)
 	}
-	writeError(ctx, status)
+	e.writeError(ctx, status)
 }
 
 // finishBody makes sure the request body is not left on an HTTP/1.1

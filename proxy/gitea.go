@@ -70,11 +70,11 @@ var retryAfterGiteaDown = []byte(strconv.Itoa(int((gitea.BreakerRetry + time.Sec
 func (p *Proxy) giteaUnavailable(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, gitea.ErrDown) {
 		ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterGiteaDown)
-		writeError(ctx, fasthttp.StatusServiceUnavailable)
+		p.errPages.writeError(ctx, fasthttp.StatusServiceUnavailable)
 		return
 	}
 	p.log.Warn("gitea unavailable", slog.Any("err", err))
-	writeError(ctx, fasthttp.StatusBadGateway)
+	p.errPages.writeError(ctx, fasthttp.StatusBadGateway)
 }
 
 // giteaStatus is the status of a failed Gitea look-up on the request path:

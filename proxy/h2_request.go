@@ -283,7 +283,7 @@ func (c *h2Conn) endBlock() error {
 	}
 	c.mu.Unlock()
 	if b.tooBig {
-		writeError(&st.ctx, fasthttp.StatusRequestHeaderFieldsTooLarge)
+		c.p.errPages.writeError(&st.ctx, fasthttp.StatusRequestHeaderFieldsTooLarge)
 		c.respond(st, false)
 		return nil
 	}

@@ -46,7 +46,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx, redirect *RedirectOptions) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("panic serving request", slog.Any("panic", r), slog.String("host", string(ctx.Host())))
-			writeError(ctx, fasthttp.StatusInternalServerError)
+			p.errPages.writeError(ctx, fasthttp.StatusInternalServerError)
 		}
 		finishBody(ctx)
 		nextHead(ctx)
@@ -60,7 +60,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx, redirect *RedirectOptions) {
 	// 1. limits
 	if status := checkFraming(ctx); status != 0 {
 		charge(ctx.Conn(), nil)
-		reject(ctx, status)
+		p.errPages.reject(ctx, status)
 		return
 	}
 
@@ -73,7 +73,7 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx, redirect *RedirectOptions) {
 		if t.retryAfter != nil {
 			ctx.Response.Header.SetBytesKV(headerRetryAfter, t.retryAfter)
 		}
-		writeRouteError(ctx, status)
+		p.errPages.writeRouteError(ctx, status)
 		return
 	}
 
@@ -98,11 +98,11 @@ func (p *Proxy) handle(ctx *fasthttp.RequestCtx, redirect *RedirectOptions) {
 	case toSlash:
 		redirectSlash(ctx)
 	case toInternal:
-		serveInternal(ctx, t.internal)
+		p.serveInternal(ctx, t.internal)
 	case toRedirect:
 		redirectHTTPS(ctx, key, redirect.HTTPSPort)
 	case toChallenge:
-		serveChallenge(ctx, redirect.Challenge)
+		p.serveChallenge(ctx, redirect.Challenge)
 	}
 }
 
@@ -135,7 +135,7 @@ func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, t *target, key []byte) bool {
 		if status == fasthttp.StatusTooManyRequests {
 			ctx.Response.Header.SetBytesKV(headerRetryAfter, retryAfterQuota)
 		}
-		writeRefusal(ctx, status, code)
+		p.errPages.writeRefusal(ctx, status, code, orgID(t.org))
 		return false
 	}
 	if gate != nil {
@@ -144,6 +144,14 @@ func (p *Proxy) enforce(ctx *fasthttp.RequestCtx, t *target, key []byte) bool {
 		enforceWrites(ctx.Conn(), gate)
 	}
 	return true
+}
+
+// orgID is org's id, "" for none.
+func orgID(org *sites.Org) string {
+	if org == nil {
+		return ""
+	}
+	return org.ID
 }
 
 // refusal is the org's refusal, its status and reason code; 0 when the
@@ -220,7 +228,7 @@ func (p *Proxy) chargeTarget(ctx *fasthttp.RequestCtx, t *target) {
 func (p *Proxy) serveSite(ctx *fasthttp.RequestCtx, r *route) {
 	switch {
 	case r.rt.err != nil:
-		writeError(ctx, fasthttp.StatusServiceUnavailable)
+		p.errPages.writeError(ctx, fasthttp.StatusServiceUnavailable)
 	case r.rt.content != nil:
 		p.serveStatic(ctx, r.rt.content, ctx.Path())
 	case r.rt.up != nil:
@@ -259,21 +267,21 @@ func (p *Proxy) countUpstreamError(err error) {
 }
 
 // errorHandler answers requests fasthttp could not read.
-func errorHandler(ctx *fasthttp.RequestCtx, err error) {
+func (p *Proxy) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	charge(ctx.Conn(), nil) // an unreadable request is nobody's usage
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
 	switch {
 	case errors.As(err, &small):
-		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge)
+		p.errPages.writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge)
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge)
+		p.errPages.writeError(ctx, fasthttp.StatusRequestEntityTooLarge)
 	case errors.Is(err, fasthttp.ErrUnsupportedTransferEncoding):
 		// A coding other than chunked: tollgate decodes none (RFC 9112 §6.1).
-		writeError(ctx, fasthttp.StatusNotImplemented)
+		p.errPages.writeError(ctx, fasthttp.StatusNotImplemented)
 	case errors.As(err, &netErr) && netErr.Timeout():
-		writeError(ctx, fasthttp.StatusRequestTimeout)
+		p.errPages.writeError(ctx, fasthttp.StatusRequestTimeout)
 	default:
-		writeError(ctx, fasthttp.StatusBadRequest)
+		p.errPages.writeError(ctx, fasthttp.StatusBadRequest)
 	}
 }

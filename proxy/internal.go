@@ -25,8 +25,8 @@ func (p *Proxy) internalRoute(ctx *fasthttp.RequestCtx, key []byte) *InternalRou
 // serveInternal serves tollgate's own endpoint. Its body is read whole,
 // up to the route's MaxBody: a longer one gets 413 before (Content-Length)
 // or while (chunked) it is read, and closes the connection.
-func serveInternal(ctx *fasthttp.RequestCtx, ir *InternalRoute) {
-	if readBodyWithin(ctx, ir.MaxBody) {
+func (p *Proxy) serveInternal(ctx *fasthttp.RequestCtx, ir *InternalRoute) {
+	if p.errPages.readBodyWithin(ctx, ir.MaxBody) {
 		ir.Handler(ctx)
 	}
 }
@@ -34,13 +34,13 @@ func serveInternal(ctx *fasthttp.RequestCtx, ir *InternalRoute) {
 // readBodyWithin reads a streamed request body into the request, up to max
 // bytes (0: no body allowed). Past it, it answers 413, closes the
 // connection and returns false.
-func readBodyWithin(ctx *fasthttp.RequestCtx, max int) bool {
+func (e *ErrorPages) readBodyWithin(ctx *fasthttp.RequestCtx, max int) bool {
 	h := &ctx.Request.Header
 	if !hasBody(h) {
 		return true
 	}
 	if h.ContentLength() > max {
-		reject(ctx, fasthttp.StatusRequestEntityTooLarge)
+		e.reject(ctx, fasthttp.StatusRequestEntityTooLarge)
 		return false
 	}
 	stream := ctx.RequestBodyStream()
@@ -55,14 +55,14 @@ func readBodyWithin(ctx *fasthttp.RequestCtx, max int) bool {
 		n, err := stream.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
 		if len(b) > max {
-			reject(ctx, fasthttp.StatusRequestEntityTooLarge)
+			e.reject(ctx, fasthttp.StatusRequestEntityTooLarge)
 			return false
 		}
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			reject(ctx, fasthttp.StatusBadRequest)
+			e.reject(ctx, fasthttp.StatusBadRequest)
 			return false
 		}
 	}

@@ -83,6 +83,7 @@ func (p *Proxy) guard(ln net.Listener, name string) net.Listener {
 		capacity: capacity(p.limits.Concurrency, descriptorLimit()),
 		trusted:  p.trusted,
 		metrics:  p.metrics.listener(name),
+		pages:    p.errPages,
 		log:      p.log,
 	})
 }
@@ -103,6 +104,7 @@ type guardConfig struct {
 	capacity int            // connections open at once
 	trusted  []netip.Prefix // peers exempt from perIP: load balancers
 	metrics  listenerMetrics
+	pages    *ErrorPages // the pages of refusals on plain HTTP; nil: built-in
 	log      *slog.Logger
 	// now and wait replace the clock in tests; wait sleeps d and reports
 	// false when the listener was closed meanwhile.
@@ -323,15 +325,14 @@ func (l *guardListener) refuse(c net.Conn, reason int) {
 		// A new connection's send buffer is empty: the write does not wait;
 		// the deadline is a bound should it ever.
 		_ = c.SetWriteDeadline(l.cfg.now().Add(100 * time.Millisecond))
-		_, _ = c.Write(refusalResponse(status, l.cfg.now()))
+		_, _ = c.Write(refusalResponse(status, l.cfg.pages.get().statusPage(status).body, l.cfg.now()))
 	}
 	c.Close()
 }
 
-// refusalResponse is the whole answer to a refused plain connection:
-// tollgate's error page, then the connection closes.
-func refusalResponse(status int, now time.Time) []byte {
-	page := errorPages[status]
+// refusalResponse is the whole answer to a refused plain connection: the
+// error page of status, then the connection closes.
+func refusalResponse(status int, page []byte, now time.Time) []byte {
 	b := make([]byte, 0, 256+len(page))
 	b = fmt.Appendf(b, "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: ", status, http.StatusText(status), serverName)
 	b = now.UTC().AppendFormat(b, http.TimeFormat)

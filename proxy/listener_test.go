@@ -529,7 +529,7 @@ func TestCloseWriteReachesTCP(t *testing.T) {
 }
 
 func errorPagesText(status int) string {
-	page := string(errorPages[status])
+	page := string(defaultPages().status[status].body)
 	i := strings.Index(page, "<p>")
 	return page[i : i+strings.Index(page[i:], "</p>")]
 }

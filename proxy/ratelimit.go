@@ -170,7 +170,7 @@ func (p *Proxy) refuseRate(ctx *fasthttp.RequestCtx, kind int, r *ratelimit.Refu
 	h.SetCanonical(headerRetryAfter, r.RetryAfter)
 	h.SetCanonical(headerRateLimitPolicy, r.Policy)
 	h.SetCanonical(headerRateLimit, r.State)
-	writeRefusal(ctx, fasthttp.StatusTooManyRequests, reasonRateLimited)
+	p.errPages.writeRefusal(ctx, fasthttp.StatusTooManyRequests, reasonRateLimited, "")
 	p.metrics.rateLimited[kind].Inc()
 }
 

@@ -186,7 +186,7 @@ func TestRefusalPages(t *testing.T) {
 		{402, reasonPayment, "unpaid balance"},
 	} {
 		ctx := newCtx("www.example", "/")
-		writeRefusal(ctx, tc.status, tc.code)
+		defaultPages().writeRefusal(ctx, tc.status, tc.code, "acme")
 		if ctx.Response.StatusCode() != tc.status || !strings.Contains(string(ctx.Response.Body()), tc.want) {
 			t.Errorf("%s: %d %q, want %d with %q", tc.code, ctx.Response.StatusCode(), ctx.Response.Body(), tc.status, tc.want)
 		}

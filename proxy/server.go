@@ -59,6 +59,9 @@ type Options struct {
 	// Internal are tollgate's own endpoints on the public listeners (the
 	// Stripe webhook), by host and exact path. They are not metered.
 	Internal []InternalRoute
+	// ErrorPages are the pages of errors and refusals (LoadErrorPages);
+	// nil: the built-in ones, without a renewal link.
+	ErrorPages *ErrorPages
 }
 
 // InternalRoute is one of tollgate's own endpoints on the public listeners.
@@ -89,6 +92,7 @@ type Proxy struct {
 	// internal maps a host to its internal routes; immutable after New.
 	internal map[string][]InternalRoute
 	pages    Pages
+	errPages *ErrorPages // never nil
 	orgs     OrgMaker
 	plan     string
 	// pagesSuffix is "."+pages_domain, "" when pages are off.
@@ -166,7 +170,7 @@ func New(cfg Config, limits Limits, opts Options) (*Proxy, error) {
 	keys := ratelimit.NewKeys()
 	p := &Proxy{
 		cfg: cfg, limits: limits, trusted: trusted, cache: opts.Cache, log: opts.Logger, usage: opts.Usage, gates: opts.Gates,
-		pages: opts.Pages, orgs: opts.Orgs, plan: opts.DefaultPlan,
+		pages: opts.Pages, errPages: opts.ErrorPages.get(), orgs: opts.Orgs, plan: opts.DefaultPlan,
 		metrics: newMetrics(opts.Metrics, opts.Cache),
 		runtime: map[string]*siteRuntime{}, failed: map[string]bool{},
 		clientRates: newClientRates(limits, keys), rateKeys: keys,
@@ -205,7 +209,7 @@ func (p *Proxy) newServer(h fasthttp.RequestHandler, expect func(*fasthttp.Reque
 	return &fasthttp.Server{
 		Handler:        h,
 		ExpectHandler:  expect,
-		ErrorHandler:   errorHandler,
+		ErrorHandler:   p.errorHandler,
 		Name:           serverName,
 		ReadBufferSize: limits.MaxHeaderBytes,
 		// Large enough for the headers and a small file in one write(2):
@@ -253,6 +257,7 @@ func (p *Proxy) open(site *sites.Site) *siteRuntime {
 			// fasthttp does not enforce MaxRequestBodySize on streamed bodies:
 			// the upstream proxy counts them and answers 413.
 			rt.up.maxBody = p.limits.MaxBodyBytes
+			rt.up.pages = p.errPages
 		}
 	case sites.SourceGitea:
 		rt.kind = kindGitea

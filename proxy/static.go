@@ -57,7 +57,7 @@ var (
 func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath []byte) {
 	if !ctx.IsGet() && !ctx.IsHead() {
 		ctx.Response.Header.SetCanonical(hdrAllow, valGetHead)
-		writeError(ctx, fasthttp.StatusMethodNotAllowed)
+		p.errPages.writeError(ctx, fasthttp.StatusMethodNotAllowed)
 		return
 	}
 	f, err := src.GetAt(urlPath, requestTime(ctx))
@@ -75,14 +75,14 @@ func (p *Proxy) serveStatic(ctx *fasthttp.RequestCtx, src contentSource, urlPath
 			p.writeFile(ctx, nf, fasthttp.StatusNotFound)
 			return
 		}
-		writeError(ctx, fasthttp.StatusNotFound)
+		p.errPages.writeError(ctx, fasthttp.StatusNotFound)
 	case errors.Is(err, content.ErrBadPath):
-		writeError(ctx, fasthttp.StatusBadRequest)
+		p.errPages.writeError(ctx, fasthttp.StatusBadRequest)
 	case errors.Is(err, gitea.ErrUpstream):
 		p.giteaUnavailable(ctx, err)
 	default:
 		p.log.Error("reading site content", slog.String("path", string(urlPath)), slog.Any("err", err))
-		writeError(ctx, fasthttp.StatusInternalServerError)
+		p.errPages.writeError(ctx, fasthttp.StatusInternalServerError)
 	}
 }
 
@@ -122,7 +122,7 @@ func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *content.File, status int)
 	if status == fasthttp.StatusOK {
 		switch precondition(ctx, etag, f, fields) {
 		case fasthttp.StatusPreconditionFailed:
-			writeError(ctx, fasthttp.StatusPreconditionFailed)
+			p.errPages.writeError(ctx, fasthttp.StatusPreconditionFailed)
 			return
 		case fasthttp.StatusNotModified:
 			// Validators and Vary only (§15.4.5): no Content-Type (not even
@@ -143,7 +143,7 @@ func (p *Proxy) writeFile(ctx *fasthttp.RequestCtx, f *content.File, status int)
 		s, e, ok := byteRange(rangeSet, f.Size)
 		if !ok {
 			h.SetCanonical(hdrContentRange, fasthttp.AppendUint(append([]byte(nil), "bytes */"...), int(f.Size)))
-			writeError(ctx, fasthttp.StatusRequestedRangeNotSatisfiable)
+			p.errPages.writeError(ctx, fasthttp.StatusRequestedRangeNotSatisfiable)
 			return
 		}
 		start, end = s, e
@@ -167,13 +167,13 @@ func (p *Proxy) streamFile(ctx *fasthttp.RequestCtx, f *content.File, start, n i
 	rc, err := f.Open()
 	if err != nil {
 		p.log.Error("opening site file", slog.Any("err", err))
-		writeError(ctx, fasthttp.StatusInternalServerError)
+		p.errPages.writeError(ctx, fasthttp.StatusInternalServerError)
 		return
 	}
 	if start > 0 {
 		if _, err := rc.Seek(start, io.SeekStart); err != nil {
 			rc.Close()
-			writeError(ctx, fasthttp.StatusInternalServerError)
+			p.errPages.writeError(ctx, fasthttp.StatusInternalServerError)
 			return
 		}
 	}

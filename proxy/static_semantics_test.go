@@ -10,6 +10,7 @@ import (
 	"go/parser"
 	"go/printer"
 	"go/token"
+	"html"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -183,15 +184,15 @@ func TestErrorPages(t *testing.T) {
 		if name == "" {
 			continue
 		}
-		_, hasPage := errorPages[code]
+		_, hasPage := defaultPages().status[code]
 		isError := code >= 400
 		if hasPage != isError {
 			t.Errorf("status %d (%q): has a page %v; want %v", code, name, hasPage, isError)
 			continue
 		}
 		ctx := newCtx("www.example", "/")
-		writeError(ctx, code)
-		want, title := code, fmt.Sprintf("<title>%d %s</title>", code, name)
+		defaultPages().writeError(ctx, code)
+		want, title := code, fmt.Sprintf("<title>%d %s</title>", code, html.EscapeString(name))
 		if !isError {
 			want, title = 500, "<title>500 Internal Server Error</title>"
 		}
@@ -250,7 +251,7 @@ var reviewedStatuses = map[string][]int{}
 // to writeError fails here instead of answering 500.
 func TestWriteErrorStatuses(t *testing.T) {
 	for name, code := range errorStatusNames {
-		if _, ok := errorPages[code]; !ok {
+		if _, ok := defaultPages().status[code]; !ok {
 			t.Errorf("%s (%d) has no page", name, code)
 		}
 	}
@@ -371,7 +372,7 @@ func checkErrorStatuses(t *testing.T, dir string, reviewed map[string][]int) (ca
 			}
 		}
 		for _, code := range codes {
-			if _, ok := errorPages[code]; !ok {
+			if _, ok := defaultPages().status[code]; !ok {
 				problems = append(problems, fmt.Sprintf("%s: status %d has no page", at, code))
 			}
 		}

@@ -99,9 +99,9 @@ func (p *Proxy) ServeRedirect(ln net.Listener, opts RedirectOptions) error {
 }
 
 // serveChallenge answers an ACME HTTP-01 challenge; it takes no body.
-func serveChallenge(ctx *fasthttp.RequestCtx, challenge fasthttp.RequestHandler) {
+func (p *Proxy) serveChallenge(ctx *fasthttp.RequestCtx, challenge fasthttp.RequestHandler) {
 	if hasBody(&ctx.Request.Header) {
-		reject(ctx, fasthttp.StatusRequestEntityTooLarge)
+		p.errPages.reject(ctx, fasthttp.StatusRequestEntityTooLarge)
 		return
 	}
 	challenge(ctx)

@@ -66,6 +66,8 @@ type upstream struct {
 	// bodies, neither a larger Content-Length nor a longer chunked body.
 	// Past it the visitor gets 413 and the upstream a cut-off body.
 	maxBody int
+	// pages answer its errors (502, 504, 413, …); nil: the built-in ones.
+	pages *ErrorPages
 
 	mu      sync.Mutex
 	closed  bool
@@ -163,7 +165,7 @@ func (u *upstream) serve(ctx *fasthttp.RequestCtx, usage *meter.Counters) error 
 
 	if u.maxBody > 0 && ctx.Request.Header.ContentLength() > u.maxBody {
 		ctx.SetConnectionClose() // the body is still on the connection
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge)
+		u.pages.writeError(ctx, fasthttp.StatusRequestEntityTooLarge)
 		return nil
 	}
 
@@ -339,19 +341,19 @@ func (u *upstream) fail(ctx *fasthttp.RequestCtx, err error, body *requestBody) 
 	if body != nil && body.err != nil {
 		switch {
 		case body.err == fasthttp.ErrBodyTooLarge:
-			writeError(ctx, fasthttp.StatusRequestEntityTooLarge)
+			u.pages.writeError(ctx, fasthttp.StatusRequestEntityTooLarge)
 		case isTimeout(body.err):
-			writeError(ctx, fasthttp.StatusRequestTimeout)
+			u.pages.writeError(ctx, fasthttp.StatusRequestTimeout)
 		default:
-			writeError(ctx, fasthttp.StatusBadRequest)
+			u.pages.writeError(ctx, fasthttp.StatusBadRequest)
 		}
 		return nil
 	}
 	if isTimeout(err) {
-		writeError(ctx, fasthttp.StatusGatewayTimeout)
+		u.pages.writeError(ctx, fasthttp.StatusGatewayTimeout)
 		return fmt.Errorf("%w: %w", errUpstreamTimeout, err)
 	}
-	writeError(ctx, fasthttp.StatusBadGateway)
+	u.pages.writeError(ctx, fasthttp.StatusBadGateway)
 	return fmt.Errorf("%w: %w", errUpstreamUnavailable, err)
 }
 

@@ -659,7 +659,7 @@ func TestUpstreamErrors(t *testing.T) {
 			if resp.StatusCode != tt.status {
 				t.Errorf("status %d; want %d", resp.StatusCode, tt.status)
 			}
-			if !bytes.Equal(page, errorPages[tt.status]) {
+			if !bytes.Equal(page, defaultPages().status[tt.status].body) {
 				t.Errorf("body is not tollgate's %d page: %q", tt.status, page)
 			}
 			host := strings.TrimPrefix(target, "http://")

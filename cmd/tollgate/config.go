@@ -153,6 +153,11 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// pagesConfig is where the proxy's error pages come from.
+func (c Config) pagesConfig() proxy.PagesConfig {
+	return proxy.PagesConfig{Dir: c.Proxy.ErrorPages, RenewalURL: c.Billing.RenewalURL}
+}
+
 func (l LogConfig) level() (slog.Level, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(l.Level)); err != nil {
@@ -206,6 +211,9 @@ func LoadConfig(path string) (Config, error) {
 	c.Defaults()
 	if err := c.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := proxy.LoadErrorPages(c.pagesConfig()); err != nil {
+		errs = append(errs, err) // each template renders with sample data
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("%s: invalid configuration:\n%w", path, err)

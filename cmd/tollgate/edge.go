@@ -24,6 +24,11 @@ import (
 func (n *node) startEdge(ctx context.Context) error {
 	n.proxy.Registry, n.proxy.Orgs, n.proxy.DefaultPlan = n.reg, n.reg, n.cfg.Billing.DefaultPlan
 	n.proxy.Metrics, n.proxy.Logger = n.metrics, n.log
+	pages, err := proxy.LoadErrorPages(n.cfg.pagesConfig())
+	if err != nil {
+		return err
+	}
+	n.proxy.ErrorPages = pages
 	px, err := proxy.New(n.cfg.Proxy, n.cfg.Limits, n.proxy)
 	if err != nil {
 		return err
