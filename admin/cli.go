@@ -238,7 +238,7 @@ func (o output) print(w io.Writer, asJSON bool) error {
 }
 
 func planOutput(value any, ps ...sites.Plan) output {
-	o := output{value: value, header: []string{"NAME", "EGRESS", "STORAGE", "SITES", "DOMAINS", "THROTTLE", "HARD-LIMIT", "GRACE", "RANK", "TRIAL"}}
+	o := output{value: value, header: []string{"NAME", "EGRESS", "STORAGE", "SITES", "DOMAINS", "THROTTLE", "HARD-LIMIT", "GRACE", "RANK", "TRIAL", "PUBLIC"}}
 	for _, p := range ps {
 		throttle, hard := "off", "never"
 		if p.ThrottleBPS > 0 {
@@ -249,7 +249,7 @@ func planOutput(value any, ps ...sites.Plan) output {
 		}
 		o.rows = append(o.rows, []string{p.Name, limit(p.EgressBytes, formatSize), limit(p.StorageBytes, formatSize),
 			limit(p.Sites, itoa), limit(p.Domains, itoa), throttle, hard, time.Duration(p.GracePeriod).String(),
-			itoa(p.Rank), fmt.Sprintf("%dd", p.TrialDays)})
+			itoa(p.Rank), fmt.Sprintf("%dd", p.TrialDays), strconv.FormatBool(p.Public)})
 	}
 	return o
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/gitea"
 	"github.com/tollgate-edge/tollgate/store"
+	"github.com/tollgate-edge/tollgate/tokens"
 )
 
 // giteaDown is a Gitea that cannot be asked.
@@ -49,7 +50,12 @@ func codesEnv(t *testing.T, notReady bool) (e *testEnv, rs *redistest.Server, cl
 	rs = redistest.Start(t)
 	rc := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	t.Cleanup(func() { rc.Close() })
-	reg, err := sites.New(ctx, store.NewRedisKV(rc, nil))
+	kv := store.NewRedisKV(rc, nil)
+	reg, err := sites.New(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := tokens.New(kv, tokens.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +65,7 @@ func codesEnv(t *testing.T, notReady bool) (e *testEnv, rs *redistest.Server, cl
 	s, err := New(Config{Token: testToken, MaxBodyBytes: 1024}, reg, Options{
 		Metrics: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Checks: []Check{check}, Usage: usage, SiteUsage: usage,
-		Gitea: giteaDown{}, GiteaWebhookSecret: codesHookSecret,
+		Gitea: giteaDown{}, GiteaWebhookSecret: codesHookSecret, Tokens: ts,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +80,9 @@ func codesEnv(t *testing.T, notReady bool) (e *testEnv, rs *redistest.Server, cl
 	e.must(t, http.StatusCreated, "POST", "/v1/orgs/acme/sites", `{"id":"www","source":{"type":"upstream","url":"http://127.0.0.1:9"}}`)
 	e.must(t, http.StatusCreated, "POST", "/v1/orgs/beta/sites", `{"id":"blog","source":{"type":"upstream","url":"http://127.0.0.1:9"}}`)
 	if _, err := reg.Reserve(sites.ReservedName{Name: "pages.example", Subdomains: true, Key: "sites.pages_domain"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, e.readToken, err = ts.Create(ctx, tokens.Spec{Org: "acme", Name: "ci", Scopes: []tokens.Scope{tokens.Read}}); err != nil {
 		t.Fatal(err)
 	}
 	return e, rs, func() { usageDB.Close() }
@@ -108,6 +117,7 @@ func TestProblemCodes(t *testing.T) {
 		{reason.BadRequest, 400, request{"POST", "/v1/orgs", `{"id":`, auth}, nil},
 		{reason.Unauthorized, 401, request{"GET", "/v1/orgs", "", nil}, nil},
 		{reason.Unauthorized, 401, request{"POST", "/hooks/gitea", body, map[string]string{"X-Gitea-Signature": "00"}}, nil},
+		{reason.InsufficientScope, 403, request{"DELETE", "/v1/sites/www", "", map[string]string{"Authorization": "Bearer " + e.readToken}}, nil},
 		{reason.NotFound, 404, request{"GET", "/v1/orgs/nobody", "", auth}, nil},
 		{reason.RouteNotFound, 404, request{"GET", "/v1/nothing", "", auth}, nil},
 		{reason.MethodNotAllowed, 405, request{"PUT", "/v1/orgs/acme", "{}", auth}, nil},
@@ -174,7 +184,7 @@ func TestProblemCodesMatchReasons(t *testing.T) {
 		errBadRequest, errUnauthorized, sites.ErrNotFound, errNoRoute, errMethod, sites.ErrConflict,
 		&sites.LimitError{Limit: "sites", Max: 1}, sites.ErrReserved, &http.MaxBytesError{Limit: 1},
 		errMediaType, sites.ErrInvalid, errSiteNotInOrg, errors.New("boom"), gitea.ErrUpstream,
-		errNotConfig, errNotReady, sites.ErrRegistryLost,
+		errNotConfig, errNotReady, sites.ErrRegistryLost, errInsufficientScope,
 	} {
 		p, _ := problemFor(err)
 		if want, ok := status[p.Code]; !ok || want != p.Status {

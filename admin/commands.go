@@ -109,6 +109,10 @@ var commands = []command{
 			return output{msg: "deleted site " + args[0]}, c.DeleteSite(ctx, args[0])
 		})},
 
+	{name: "token create", args: []string{"ORG"}, help: "issue an org token with --scope read,write,billing,admin and --name; its secret is printed once", setup: tokenCreateCmd},
+	{name: "token list", args: []string{"ORG"}, help: "list an org's tokens (never their secrets)", setup: noFlags(tokenListCmd)},
+	{name: "token revoke", args: []string{"ORG", "ID"}, help: "revoke an org token: it is refused (401) from then on, on every node", setup: noFlags(tokenRevokeCmd)},
+
 	{name: "domain add", args: []string{"SITE", "DOMAIN"}, help: "attach a domain to a site", setup: noFlags(
 		func(ctx context.Context, c *Client, args []string) (output, error) {
 			d, err := c.AttachDomain(ctx, args[0], DomainAttach{Domain: args[1]})
@@ -137,6 +141,7 @@ func planPut(fs *flag.FlagSet) runFunc {
 	fs.DurationVar(&grace, "grace-period", 0, "how long a past-due org keeps being served, e.g. 72h")
 	fs.IntVar(&p.Rank, "rank", 0, "place on the plan ladder: a tenant moves to a higher rank at once, to an equal or lower one at the end of the paid period")
 	fs.IntVar(&p.TrialDays, "trial-days", 0, "length of the trial of an org created on (or moved by the operator to) this plan (0 = no trial)")
+	fs.BoolVar(&p.Public, "public", false, "list the plan in the public plan catalog (GET /v1/plans without a token)")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
 		p.Name = args[0]
 		p.GracePeriod = sites.Duration(grace)

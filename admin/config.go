@@ -3,8 +3,10 @@
 // and the `tollgate admin` command-line client that talks to it.
 //
 // The server does not listen by itself: the caller serves Handler with its own
-// http.Server on the admin address. Every /v1 route requires a bearer token;
-// errors are answered as RFC 7807 application/problem+json.
+// http.Server on the admin address, and APIHandler, the tenant API, on the
+// [server] api address. Every /v1 route but the plan catalog requires a
+// bearer token: the admin token, or an org-scoped token confined to its org
+// (access.go); errors are answered as RFC 7807 application/problem+json.
 package admin
 
 import (

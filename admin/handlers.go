@@ -44,6 +44,9 @@ type (
 		// OverPlan lists the sites and domains the org owns beyond its
 		// plan, and from when they are not served; absent when none.
 		OverPlan *billing.OverPlan `json:"over_plan,omitempty"`
+		// Limits is the org's plan: its limits; absent when the plan is
+		// not in the registry.
+		Limits *sites.Plan `json:"limits,omitempty"`
 	}
 	// SitePatch is the body of PATCH /v1/sites/{id}: "active": true keeps
 	// the site first when its org owns more sites than its plan allows,
@@ -62,7 +65,8 @@ type (
 		// absent once the site publishes a commit.
 		PublishBlocked *billing.PublishBlock `json:"publish_blocked,omitempty"`
 	}
-	// PlanList is GET /v1/plans, sorted by name.
+	// PlanList is GET /v1/plans, sorted by name: every plan for the
+	// operator, the public ones (the catalog) for anyone else.
 	PlanList struct {
 		Plans []sites.Plan `json:"plans"`
 	}
@@ -80,19 +84,27 @@ type (
 	}
 )
 
-func (s *Server) listPlans(w http.ResponseWriter, _ *http.Request) error {
+func (s *Server) listPlans(w http.ResponseWriter, r *http.Request) error {
 	snap := s.reg.Snapshot()
-	out := PlanList{Plans: make([]sites.Plan, 0, snap.Plans.Len())}
+	out := PlanList{Plans: []sites.Plan{}}
+	operator := callerOf(r) != nil && callerOf(r).operator
 	for _, p := range snap.Plans.All() {
-		out.Plans = append(out.Plans, *p)
+		if operator || p.Public {
+			out.Plans = append(out.Plans, *p)
+		}
 	}
 	slices.SortFunc(out.Plans, func(a, b sites.Plan) int { return cmp.Compare(a.Name, b.Name) })
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
+// getPlan answers a plan the caller may see (planVisible); another is
+// answered as one that does not exist.
 func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) error {
 	p, err := s.reg.Plan(r.PathValue("name"))
+	if err == nil && !s.planVisible(r, &p) {
+		err = fmt.Errorf("plan %q: %w", p.Name, sites.ErrNotFound)
+	}
 	if err != nil {
 		return err
 	}
@@ -174,6 +186,9 @@ func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) error {
 	if s.accounts != nil {
 		d.OverPlan = s.accounts.OverPlan(id)
 	}
+	if p := snap.Plans.Get(o.Plan); p != nil {
+		d.Limits = p
+	}
 	writeJSON(w, http.StatusOK, d)
 	return nil
 }
@@ -198,18 +213,29 @@ func (s *Server) updateOrg(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// deleteOrg deletes the org, then its tokens.
 func (s *Server) deleteOrg(w http.ResponseWriter, r *http.Request) error {
 	if err := s.reg.DeleteOrg(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	if err := s.revokeOrgTokens(r.Context(), r.PathValue("id")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
+// createSite adds a site; a tenant's only from the sources tenantSource
+// allows.
 func (s *Server) createSite(w http.ResponseWriter, r *http.Request) error {
 	var in SiteCreate
 	if err := s.decode(w, r, &in); err != nil {
 		return err
+	}
+	if tenantOf(r) != nil {
+		if err := tenantSource(in.Source, r.PathValue("id"), s.reg.Snapshot()); err != nil {
+			return err
+		}
 	}
 	site, err := s.reg.CreateSite(r.Context(), sites.Site{ID: in.ID, Org: r.PathValue("id"), Source: in.Source, HSTS: in.HSTS})
 	if err != nil {
@@ -269,26 +295,34 @@ func (s *Server) deleteSite(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// attachDomain attaches a domain: verified when the operator asks (trusted),
+// pending when a tenant does, with the DNS records that will prove it.
 func (s *Server) attachDomain(w http.ResponseWriter, r *http.Request) error {
 	var in DomainAttach
 	if err := s.decode(w, r, &in); err != nil {
 		return err
 	}
-	d, err := s.reg.AttachDomain(r.Context(), r.PathValue("id"), in.Domain)
+	via := sites.ViaOperator
+	if tenantOf(r) != nil {
+		via = sites.ViaTenant
+	}
+	d, err := s.reg.AttachDomainVia(r.Context(), r.PathValue("id"), in.Domain, via)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Location", "/v1/domains/"+url.PathEscape(d.Name))
-	writeJSON(w, http.StatusCreated, d)
+	writeJSON(w, http.StatusCreated, domainDetail(d))
 	return nil
 }
 
+// getDomain answers the domain and its DNS records; a pending one is
+// checked against DNS first (prove).
 func (s *Server) getDomain(w http.ResponseWriter, r *http.Request) error {
 	d, err := s.reg.Domain(r.PathValue("domain"))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, domainDetail(s.prove(r.Context(), d)))
 	return nil
 }
 

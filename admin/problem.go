@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-edge/tollgate/reason"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/gitea"
+	"github.com/tollgate-edge/tollgate/tokens"
 )
 
 // Problem is an RFC 7807 problem detail: the body of every error response of
@@ -114,6 +115,8 @@ func problemFor(err error) (p *Problem, internal bool) {
 		return status(http.StatusUnsupportedMediaType, reason.UnsupportedMediaType, detail(err, errMediaType)), false
 	case errors.Is(err, errUnauthorized):
 		return status(http.StatusUnauthorized, reason.Unauthorized, errUnauthorized.Error()), false
+	case errors.Is(err, errInsufficientScope):
+		return status(http.StatusForbidden, reason.InsufficientScope, detail(err, errInsufficientScope)), false
 	case errors.Is(err, errNoRoute):
 		return status(http.StatusNotFound, reason.RouteNotFound, errNoRoute.Error()), false
 	case errors.Is(err, errMethod):
@@ -134,6 +137,10 @@ func problemFor(err error) (p *Problem, internal bool) {
 		return status(http.StatusUnprocessableEntity, reason.SiteNotInOrg, detail(err, errSiteNotInOrg)), false
 	case errors.Is(err, sites.ErrNotFound):
 		return status(http.StatusNotFound, reason.NotFound, detail(err, sites.ErrNotFound)+" does not exist"), false
+	case errors.Is(err, tokens.ErrNotFound):
+		return status(http.StatusNotFound, reason.NotFound, detail(err, tokens.ErrNotFound)+" does not exist"), false
+	case errors.Is(err, tokens.ErrInvalid):
+		return status(http.StatusUnprocessableEntity, reason.Invalid, detail(err, tokens.ErrInvalid)), false
 	case errors.Is(err, sites.ErrConflict):
 		return status(http.StatusConflict, reason.Conflict, detail(err, sites.ErrConflict)), false
 	case errors.Is(err, sites.ErrInvalid):

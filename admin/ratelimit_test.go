@@ -24,11 +24,11 @@ func TestAdminRateLimit(t *testing.T) {
 		path   string
 		want   int
 	}{
-		{noToken, "/v1/plans", 401},
-		{wrongToken, "/v1/plans", 401},
-		{noToken, "/v1/plans", 401},
-		{wrongToken, "/v1/plans", 429}, // the address's budget, whatever the token
-		{nil, "/v1/plans", 200},        // the valid token has its own
+		{noToken, "/v1/orgs", 401},
+		{wrongToken, "/v1/orgs", 401},
+		{noToken, "/v1/orgs", 401},
+		{wrongToken, "/v1/orgs", 429}, // the address's budget, whatever the token
+		{nil, "/v1/plans", 200},       // the valid token has its own
 		{nil, "/v1/orgs", 200},
 		{nil, "/v1/plans", 200},
 		{nil, "/v1/plans", 429},

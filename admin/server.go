@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/tokens"
 )
 
 // Options are the server's collaborators. Nil fields take the default noted.
@@ -63,6 +63,15 @@ type Options struct {
 	// Payments makes the Stripe Checkout and customer-portal links of
 	// POST /v1/orgs/{id}/checkout and /portal. Nil: they answer 503.
 	Payments Payments
+	// Tokens keeps the org-scoped tokens: the /v1/orgs/{id}/tokens routes
+	// and the tenants' access to the other routes (access.go). Nil: those
+	// routes answer 503 and only the admin token is accepted.
+	Tokens Tokens
+	// DomainProof checks the DNS proof of a domain a tenant attached
+	// (pending until then): GET /v1/domains/{domain} asks it while the
+	// domain is pending. *gitea.DNSVerifier implements it. Nil: pending
+	// domains stay pending until the operator attaches them.
+	DomainProof DomainProof
 }
 
 // Check is one readiness check of GET /readyz.
@@ -92,8 +101,12 @@ type Server struct {
 	tokenSum [sha256.Size]byte
 	rates    *rates // nil: no request-rate limit
 	requests *prometheus.CounterVec
-	mux      *http.ServeMux
+	mux      *http.ServeMux // the private listener's routes
+	api      *http.ServeMux // the tenant API listener's
 	handler  http.Handler
+	apiHdl   http.Handler
+	// rules is each /v1 pattern's access rule (access.go).
+	rules map[string]rule
 
 	usageReader UsageReader
 	siteUsage   SiteUsageReader
@@ -105,6 +118,8 @@ type Server struct {
 	backups     Backups
 	publishing  PublishStatus
 	payments    Payments
+	tokens      Tokens
+	domainProof DomainProof
 }
 
 // StorageReader reports the bytes sites and orgs store.
@@ -134,6 +149,8 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		log:      opts.Logger,
 		tokenSum: sha256.Sum256([]byte(cfg.Token)),
 		mux:      http.NewServeMux(),
+		api:      http.NewServeMux(),
+		rules:    map[string]rule{},
 
 		usageReader: opts.Usage,
 		siteUsage:   opts.SiteUsage,
@@ -145,6 +162,8 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		backups:     opts.Backups,
 		publishing:  opts.Publishing,
 		payments:    opts.Payments,
+		tokens:      opts.Tokens,
+		domainProof: opts.DomainProof,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -156,49 +175,63 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 	s.rates = newRates(cfg, opts.Metrics)
 	s.routes(promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}))
 	s.handler = s.chain(s.mux)
+	s.apiHdl = s.chain(s.api)
 	return s, nil
 }
 
-// Handler returns the whole admin API: health, metrics and /v1.
+// Handler returns the whole admin API for the private listener: health,
+// readiness, metrics, the Gitea hook and /v1, which takes the admin token
+// and org tokens.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// routes registers every route. /v1 routes go through s.v1, which checks the
-// token; the others are public.
+// APIHandler returns the tenant API for the listener operators may expose
+// publicly ([server] api): /healthz and the /v1 routes, which take org
+// tokens only (the admin token is refused like an unknown one), and the
+// public plan catalog without a token.
+func (s *Server) APIHandler() http.Handler { return s.apiHdl }
+
+// routes registers every route. /v1 routes go through s.v1, on both
+// listeners, with their access rule (access.go); the others are the
+// private listener's, public.
 func (s *Server) routes(metrics http.Handler) {
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeText(w, "ok")
-	})
+	health := func(w http.ResponseWriter, _ *http.Request) { writeText(w, "ok") }
+	s.mux.HandleFunc("GET /healthz", health)
+	s.api.HandleFunc("GET /healthz", health)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", metrics)
 
-	s.v1("GET /v1/plans", s.listPlans)
-	s.v1("GET /v1/plans/{name}", s.getPlan)
-	s.v1("PUT /v1/plans/{name}", s.putPlan)
+	s.v1("GET /v1/plans", s.listPlans, publicRoute)
+	s.v1("GET /v1/plans/{name}", s.getPlan, publicRoute)
+	s.v1("PUT /v1/plans/{name}", s.putPlan, operatorOnly)
 
-	s.v1("GET /v1/orgs", s.listOrgs)
-	s.v1("POST /v1/orgs", s.createOrg)
-	s.v1("GET /v1/orgs/{id}", s.getOrg)
-	s.v1("PATCH /v1/orgs/{id}", s.updateOrg)
-	s.v1("DELETE /v1/orgs/{id}", s.deleteOrg)
-	s.v1("GET /v1/orgs/{id}/events", s.orgEvents)
-	s.v1("POST /v1/orgs/{id}/checkout", s.checkout)
-	s.v1("POST /v1/orgs/{id}/portal", s.portal)
-	s.v1("POST /v1/orgs/{id}/sites", s.createSite)
+	s.v1("GET /v1/orgs", s.listOrgs, operatorOnly)
+	s.v1("POST /v1/orgs", s.createOrg, operatorOnly)
+	s.v1("GET /v1/orgs/{id}", s.getOrg, tenant(tokens.Read, orgInPath))
+	s.v1("PATCH /v1/orgs/{id}", s.updateOrg, operatorOnly)
+	s.v1("DELETE /v1/orgs/{id}", s.deleteOrg, operatorOnly)
+	s.v1("GET /v1/orgs/{id}/events", s.orgEvents, tenant(tokens.Read, orgInPath))
+	s.v1("POST /v1/orgs/{id}/checkout", s.checkout, tenant(tokens.Billing, orgInPath))
+	s.v1("POST /v1/orgs/{id}/portal", s.portal, tenant(tokens.Billing, orgInPath))
+	s.v1("GET /v1/orgs/{id}/sites", s.listSites, tenant(tokens.Read, orgInPath))
+	s.v1("POST /v1/orgs/{id}/sites", s.createSite, tenant(tokens.Write, orgInPath))
+	s.v1("POST /v1/orgs/{id}/tokens", s.createToken, tenant(tokens.Admin, orgInPath))
+	s.v1("GET /v1/orgs/{id}/tokens", s.listTokens, tenant(tokens.Admin, orgInPath))
+	s.v1("DELETE /v1/orgs/{id}/tokens/{token_id}", s.revokeToken, tenant(tokens.Admin, orgInPath))
 
-	s.v1("GET /v1/sites/{id}", s.getSite)
-	s.v1("PATCH /v1/sites/{id}", s.updateSite)
-	s.v1("DELETE /v1/sites/{id}", s.deleteSite)
-	s.v1("POST /v1/sites/{id}/domains", s.attachDomain)
+	s.v1("GET /v1/sites/{id}", s.getSite, tenant(tokens.Read, siteInPath))
+	s.v1("PATCH /v1/sites/{id}", s.updateSite, tenant(tokens.Write, siteInPath))
+	s.v1("DELETE /v1/sites/{id}", s.deleteSite, tenant(tokens.Write, siteInPath))
+	s.v1("POST /v1/sites/{id}/domains", s.attachDomain, tenant(tokens.Write, siteInPath))
 
-	s.v1("GET /v1/domains/{domain}", s.getDomain)
-	s.v1("DELETE /v1/domains/{domain}", s.detachDomain)
+	s.v1("GET /v1/domains/{domain}", s.getDomain, tenant(tokens.Read, domainInPath))
+	s.v1("DELETE /v1/domains/{domain}", s.detachDomain, tenant(tokens.Write, domainInPath))
 
-	s.v1("GET /v1/usage", s.usage)
-	s.v1("GET /v1/certs", s.certs)
-	s.v1("GET /v1/backup", s.backup)
-	s.v1("POST /v1/import", s.importRecords)
-	s.v1("GET /v1/export", s.export)
-	s.v1("GET /debug/pprof/{name}", s.pprofProfile)
+	s.v1("GET /v1/usage", s.usage, tenant(tokens.Read, orgInQuery))
+	s.v1("GET /v1/certs", s.certs, operatorOnly)
+	s.v1("GET /v1/backup", s.backup, operatorOnly)
+	s.v1("POST /v1/import", s.importRecords, operatorOnly)
+	s.v1("GET /v1/export", s.export, operatorOnly)
+	s.v1("GET /debug/pprof/{name}", s.pprofProfile, operatorOnly)
 
 	s.mux.HandleFunc("POST /hooks/gitea", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.giteaHook(w, r); err != nil {
@@ -207,23 +240,37 @@ func (s *Server) routes(metrics http.Handler) {
 	})
 }
 
-// v1 registers an authenticated, rate-limited route whose handler returns
-// its error; the error is answered by s.fail.
-func (s *Server) v1(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		sum, valid := s.authorized(r)
-		if !s.rates.allow(w, r, valid, &sum) {
-			return
-		}
-		if !valid {
-			w.Header().Set("WWW-Authenticate", realm)
-			s.fail(w, r, errUnauthorized)
-			return
-		}
-		if err := h(w, r); err != nil {
-			s.fail(w, r, err)
-		}
-	})
+// v1 registers an authenticated, rate-limited route on both listeners;
+// its handler returns its error, answered by s.fail.
+func (s *Server) v1(pattern string, h func(w http.ResponseWriter, r *http.Request) error, a rule) {
+	s.rules[pattern] = a
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { s.serveV1(w, r, h, a, false) })
+	s.api.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { s.serveV1(w, r, h, a, true) })
+}
+
+// serveV1 authenticates r (api: on the tenant API listener), takes its
+// token from the rate limit, confines a tenant's request to its org, and
+// runs h.
+func (s *Server) serveV1(w http.ResponseWriter, r *http.Request, h func(w http.ResponseWriter, r *http.Request) error, a rule, api bool) {
+	c, sum, err := s.authenticate(r, api)
+	if !s.rates.allow(w, r, c != nil, &sum) {
+		return
+	}
+	if err == nil && c == nil && !a.public {
+		err = errUnauthorized
+	}
+	if errors.Is(err, errUnauthorized) {
+		w.Header().Set("WWW-Authenticate", realm)
+	}
+	if err == nil && c != nil && !c.operator {
+		err = s.confine(r, &c.token, a)
+	}
+	if err == nil {
+		err = h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
+	}
+	if err != nil {
+		s.fail(w, r, err)
+	}
 }
 
 // chain wraps the mux in the steps every request takes, outermost first.
@@ -273,18 +320,6 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
 	}
 	writeProblem(w, p)
-}
-
-// authorized checks the bearer token in constant time. Both sides are hashed
-// first so the comparison does not reveal the token's length either; sum is
-// the hash of the token sent.
-func (s *Server) authorized(r *http.Request) (sum [sha256.Size]byte, ok bool) {
-	scheme, tok, found := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !found || !strings.EqualFold(scheme, "Bearer") {
-		return sum, false
-	}
-	sum = sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	return sum, subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

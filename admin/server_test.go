@@ -26,6 +26,9 @@ type testEnv struct {
 	srv     *httptest.Server
 	reg     *sites.Registry
 	metrics *prometheus.Registry
+	// readToken is an org token with the read scope, where the fixture
+	// makes one.
+	readToken string
 }
 
 // newTestEnv serves the admin API over a fresh registry on a temp bbolt file.
@@ -253,9 +256,9 @@ func TestErrors(t *testing.T) {
 		wantLimit string
 		wantAllow string
 	}{
-		{name: "no token", method: "GET", path: "/v1/plans", want: 401},
-		{name: "wrong token", method: "GET", path: "/v1/plans", header: map[string]string{"Authorization": "Bearer " + testToken + "x"}, want: 401},
-		{name: "basic auth", method: "GET", path: "/v1/plans", header: map[string]string{"Authorization": "Basic " + testToken}, want: 401},
+		{name: "no token", method: "GET", path: "/v1/orgs", want: 401},
+		{name: "wrong token", method: "GET", path: "/v1/orgs", header: map[string]string{"Authorization": "Bearer " + testToken + "x"}, want: 401},
+		{name: "basic auth", method: "GET", path: "/v1/orgs", header: map[string]string{"Authorization": "Basic " + testToken}, want: 401},
 		{name: "no token on write", method: "POST", path: "/v1/orgs", body: orgAcme.body, want: 401},
 		{name: "invalid JSON", method: "POST", path: "/v1/orgs", body: `{"id":`, header: auth, want: 400},
 		{name: "not an object", method: "POST", path: "/v1/orgs", body: `[1]`, header: auth, want: 400},
@@ -377,7 +380,7 @@ func TestMetrics(t *testing.T) {
 	e := newTestEnv(t, Config{}, nil)
 	e.must(t, 200, "GET", "/v1/plans", "")
 	e.must(t, 200, "GET", "/v1/plans/free", "")
-	e.callWith(t, "GET", "/v1/plans/free", "", nil)
+	e.callWith(t, "GET", "/v1/plans/free", "", nil) // not public: 404 without a token
 	e.call(t, "GET", "/v1/orgs/some-raw-id", "")
 	e.call(t, "GET", "/nope", "")
 	r := e.callWith(t, "GET", "/metrics", "", nil)
@@ -388,7 +391,7 @@ func TestMetrics(t *testing.T) {
 	for _, want := range []string{
 		`tollgate_admin_requests_total{code="200",route="GET /v1/plans"} 1`,
 		`tollgate_admin_requests_total{code="200",route="GET /v1/plans/{name}"} 1`,
-		`tollgate_admin_requests_total{code="401",route="GET /v1/plans/{name}"} 1`,
+		`tollgate_admin_requests_total{code="404",route="GET /v1/plans/{name}"} 1`,
 		`tollgate_admin_requests_total{code="404",route="GET /v1/orgs/{id}"} 1`,
 		`tollgate_admin_requests_total{code="404",route="unmatched"} 1`,
 	} {

@@ -99,7 +99,7 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) error {
 	if site == "" {
 		hourly, err = s.usageReader.Hourly(r.Context(), org, from, to)
 	} else {
-		hourly, err = s.siteHourly(r.Context(), org, site, from, to)
+		hourly, err = s.siteHourly(r.Context(), org, site, from, to, tenantOf(r) != nil)
 	}
 	if err != nil {
 		return err

@@ -40,9 +40,10 @@ type UsageSites struct {
 // siteHourly reads one site's hourly usage. A site with usage under org in
 // the range is answered whether or not the registry still has it (billing
 // reads the usage of deleted sites); without usage, the registry explains:
-// a site of another org is 422, one that does not exist 404, and one of org
-// an empty series.
-func (s *Server) siteHourly(ctx context.Context, org, site string, from, to time.Time) ([]meter.Point, error) {
+// a site of another org is 422 (404, as one that does not exist, when
+// confined to org: a tenant's request), one that does not exist 404, and
+// one of org an empty series.
+func (s *Server) siteHourly(ctx context.Context, org, site string, from, to time.Time, confined bool) ([]meter.Point, error) {
 	if s.siteUsage == nil {
 		return nil, fmt.Errorf("%w: per-site usage is not configured", errNotConfig)
 	}
@@ -51,7 +52,7 @@ func (s *Server) siteHourly(ctx context.Context, org, site string, from, to time
 		return hourly, err
 	}
 	switch st := s.reg.Snapshot().Sites.Get(site); {
-	case st == nil:
+	case st == nil, confined && st.Org != org:
 		return nil, fmt.Errorf("site %q (no usage in org %q in this range, and not in the registry): %w", site, org, sites.ErrNotFound)
 	case st.Org != org:
 		return nil, fmt.Errorf("%w: site %q belongs to org %q, not %q", errSiteNotInOrg, site, st.Org, org)

@@ -80,13 +80,17 @@ type PlanConfig struct {
 	RequestsPerSecond int64 `toml:"requests_per_second"`
 	Rank              int   `toml:"rank"`
 	TrialDays         int   `toml:"trial_days"`
+	// Public lists the plan in the public plan catalog: GET /v1/plans
+	// without a token (the tenant API's listener among others). Default
+	// false: only the operator sees it.
+	Public bool `toml:"public"`
 }
 
 // Plan converts the entry.
 func (p PlanConfig) Plan() sites.Plan {
 	return sites.Plan{Name: p.Name, EgressBytes: p.EgressBytes, StorageBytes: p.StorageBytes, Sites: p.Sites, Domains: p.Domains,
 		ThrottleBPS: p.ThrottleBPS, HardLimitPercent: p.HardLimitPercent, GracePeriod: sites.Duration(p.GracePeriod),
-		RequestsPerSecond: p.RequestsPerSecond, Rank: p.Rank, TrialDays: p.TrialDays}
+		RequestsPerSecond: p.RequestsPerSecond, Rank: p.Rank, TrialDays: p.TrialDays, Public: p.Public}
 }
 
 // Defaults fills unset fields.

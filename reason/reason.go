@@ -16,6 +16,7 @@ type Code string
 const (
 	BadRequest           Code = "BAD_REQUEST"            // 400: malformed JSON, an unknown field, a bad query parameter
 	Unauthorized         Code = "UNAUTHORIZED"           // 401: no valid bearer token, or a bad webhook signature
+	InsufficientScope    Code = "INSUFFICIENT_SCOPE"     // 403: the org token lacks the scope the route needs
 	NotFound             Code = "NOT_FOUND"              // 404: the named plan, org, site or domain does not exist
 	RouteNotFound        Code = "ROUTE_NOT_FOUND"        // 404: no route has this path
 	MethodNotAllowed     Code = "METHOD_NOT_ALLOWED"     // 405: the path exists, the method does not (Allow lists them)
@@ -83,7 +84,8 @@ func All() []Entry {
 	return []Entry{
 		{BadRequest, 400, SentByAdmin, "Malformed JSON, an unknown field, or a bad query parameter (the detail names it)."},
 		{Unauthorized, 401, SentByAdmin, "No valid bearer token, or a Gitea webhook without a valid signature."},
-		{NotFound, 404, SentByAdmin, "The named plan, org, site or domain does not exist."},
+		{InsufficientScope, 403, SentByAdmin, "The org token lacks the scope the route needs (read, write, billing or admin); the detail names it."},
+		{NotFound, 404, SentByAdmin, "The named plan, org, site, domain or token does not exist, or belongs to another org than the token's."},
 		{RouteNotFound, 404, SentByAdmin, "No route has this path (check the base URL and the API version)."},
 		{MethodNotAllowed, 405, SentByAdmin, "The path exists but not with this method; Allow lists its methods."},
 		{Conflict, 409, SentByAdmin, "The write clashes with existing state: an id or a domain taken, an org that still owns sites."},

@@ -218,8 +218,8 @@ func (r *Registry) importDomain(t *tx, d Domain, now time.Time) (string, Change,
 	d.Name = host
 	d.Status = cmp.Or(d.Status, DomainVerified)
 	d.Via = cmp.Or(d.Via, ViaOperator)
-	if d.Status != DomainVerified {
-		return "", Change{}, invalid(fmt.Errorf("status: %q; imported domains are %q", d.Status, DomainVerified))
+	if d.Status != DomainVerified && d.Status != DomainPending {
+		return "", Change{}, invalid(fmt.Errorf("status: %q; imported domains are %q or %q", d.Status, DomainVerified, DomainPending))
 	}
 	cur := t.Domains.Get(host)
 	d.CreatedAt = createdAt(d.CreatedAt, cur, func(c *Domain) time.Time { return c.CreatedAt }, now)

@@ -59,7 +59,7 @@ func TestImport(t *testing.T) {
 		{Org: &Org{ID: "o2", Plan: "missing"}},                                               // plan not found
 		{Plan: &Plan{Name: "p"}, Org: &Org{ID: "o3", Plan: "two"}},                           // two kinds
 		{}, // none
-		{Domain: &Domain{Name: "pending.example", Site: "s2", Status: "pending"}},       // not verified
+		{Domain: &Domain{Name: "odd.example", Site: "s2", Status: "claimed"}},           // neither verified nor pending
 		{Org: &Org{ID: "o4", Plan: "two", GiteaOwners: []string{"alice"}}},              // created
 		{Org: &Org{ID: "o5", Plan: "two", GiteaOwners: []string{"alice"}}},              // owner taken by o4
 		{Site: &Site{ID: "www", Org: "o4", Source: Source{Type: SourceDir, Path: dir}}}, // belongs to acme

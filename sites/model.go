@@ -100,6 +100,9 @@ type Plan struct {
 	// RequestsPerSecond caps the requests an org's sites are served each
 	// second (a token bucket per org); 0: no cap.
 	RequestsPerSecond int64 `json:"requests_per_second,omitempty"`
+	// Public lists the plan in the public plan catalog (GET /v1/plans
+	// without a token), which tenants choose from.
+	Public bool `json:"public"`
 }
 
 // Validate reports every bad field of p.
@@ -353,6 +356,10 @@ const (
 	// DomainVerified: the domain may be routed and may get a certificate. Domains
 	// attached by an operator through the admin API are trusted and verified.
 	DomainVerified = "verified"
+	// DomainPending: attached by a tenant, not yet proven by DNS (a TXT
+	// record at _tollgate.{domain} naming the site). Neither routed nor
+	// given a certificate.
+	DomainPending = "pending"
 )
 
 // Ways a domain is proven (Domain.Via).
@@ -360,6 +367,7 @@ const (
 	ViaOperator = "operator"  // attached through the admin API: trusted
 	ViaCNAME    = "dns-cname" // a CNAME to the pages host
 	ViaTXT      = "dns-txt"   // a TXT record at _tollgate.{domain} naming the site
+	ViaTenant   = "tenant"    // attached by a tenant's token: pending until DNS proves it
 )
 
 // Domain is a hostname attached to one site.

@@ -254,8 +254,8 @@ func (r *Registry) AttachDomain(ctx context.Context, siteID, name string) (Domai
 }
 
 // AttachDomainVia attaches a domain proven by via (ViaOperator, ViaCNAME,
-// ViaTXT). One of tollgate's own names (Reserve) is refused with
-// ErrReserved, whoever asks.
+// ViaTXT), verified; ViaTenant attaches it pending (VerifyDomain). One of
+// tollgate's own names (Reserve) is refused with ErrReserved, whoever asks.
 func (r *Registry) AttachDomainVia(ctx context.Context, siteID, name, via string) (Domain, error) {
 	host, err := NormalizeDomain(name)
 	if err != nil {
@@ -264,7 +264,11 @@ func (r *Registry) AttachDomainVia(ctx context.Context, siteID, name, via string
 	if err := r.CheckReserved(host); err != nil {
 		return Domain{}, err
 	}
-	d := Domain{Name: host, Site: siteID, Status: DomainVerified, Via: via, CreatedAt: r.now().UTC()}
+	status := DomainVerified
+	if via == ViaTenant {
+		status = DomainPending
+	}
+	d := Domain{Name: host, Site: siteID, Status: status, Via: via, CreatedAt: r.now().UTC()}
 	err = r.update(ctx, func(next *tx) ([]Change, error) {
 		site := next.Sites.Get(siteID)
 		if site == nil {
@@ -276,6 +280,30 @@ func (r *Registry) AttachDomainVia(ctx context.Context, siteID, name, via string
 		if err := next.domainLimit(next.Orgs.Get(site.Org)); err != nil {
 			return nil, err
 		}
+		next.putDomain(&d)
+		return []Change{putOp(bucketDomains, host, &d)}, nil
+	})
+	return d, err
+}
+
+// VerifyDomain marks a pending domain verified, proven by via (ViaCNAME,
+// ViaTXT); a verified one is left as it is.
+func (r *Registry) VerifyDomain(ctx context.Context, name, via string) (Domain, error) {
+	host, err := NormalizeDomain(name)
+	if err != nil {
+		return Domain{}, invalid(fmt.Errorf("domain: %w", err))
+	}
+	var d Domain
+	err = r.update(ctx, func(next *tx) ([]Change, error) {
+		cur := next.Domains.Get(host)
+		if cur == nil {
+			return nil, fmt.Errorf("domain %q: %w", host, ErrNotFound)
+		}
+		d = *cur
+		if d.Status == DomainVerified {
+			return nil, nil
+		}
+		d.Status, d.Via = DomainVerified, via
 		next.putDomain(&d)
 		return []Change{putOp(bucketDomains, host, &d)}, nil
 	})

@@ -144,3 +144,16 @@ func (s *RedisKV) Marked(ctx context.Context, ns, id string) (bool, error) {
 func (s *RedisKV) Mark(ctx context.Context, ns, id string, value []byte, ttl time.Duration) error {
 	return s.rc.Set(ctx, kvPrefix+"mark:"+ns+":"+id, value, ttl).Err()
 }
+
+// Get returns the value of key in bucket, nil when either is missing (the
+// org tokens read one record per request with it).
+func (s *RedisKV) Get(ctx context.Context, bucket, key string) ([]byte, error) {
+	b, err := s.rc.HGet(ctx, kvPrefix+"b:"+bucket, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: redis get %s/%s: %w", bucket, key, err)
+	}
+	return b, nil
+}

@@ -51,6 +51,21 @@ type ServerConfig struct {
 	// /readyz). Keep it on loopback or a private network. Default
 	// "127.0.0.1:9180".
 	Admin string `toml:"admin"`
+	// API is the tenant API listener, host:port (e.g. "0.0.0.0:9443"):
+	// the /v1 routes an org token may use, confined to its org, and the
+	// public plan catalog (GET /v1/plans), safe to expose publicly. The
+	// admin token is refused there; operators use the admin listener,
+	// which serves org tokens too. Default "": off.
+	API string `toml:"api"`
+	// APITLS serves the API listener over TLS, with certificates from the
+	// same manager as the public HTTPS listener (so it needs server.https
+	// and server.api_host). Default false: plain HTTP, for a listener
+	// behind a TLS-terminating load balancer, or on loopback.
+	APITLS bool `toml:"api_tls"`
+	// APIHost is the hostname tenants reach the API at; with api_tls it
+	// gets a certificate like tollgate's own names (the Stripe webhook
+	// host). Default "".
+	APIHost string `toml:"api_host"`
 	// AdminToken is the bearer token of the admin API, at least 16 characters.
 	// Give it as "env:NAME" or "file:PATH" to keep it out of the file; the
 	// environment variable TOLLGATE_ADMIN_TOKEN overrides it. Required.
@@ -77,6 +92,30 @@ type ServerConfig struct {
 func (s ServerConfig) adminConfig() admin.Config {
 	return admin.Config{Token: s.AdminToken, MaxBodyBytes: s.AdminMaxBodyBytes,
 		RequestsPerSecond: s.AdminRequestsPerSecond, Burst: s.AdminBurst}
+}
+
+// validateAPI checks the keys of the tenant API listener.
+func (s ServerConfig) validateAPI() error {
+	var errs []error
+	if s.API != "" {
+		if _, _, err := net.SplitHostPort(s.API); err != nil {
+			errs = append(errs, fmt.Errorf("server.api: %q is not host:port", s.API))
+		}
+	}
+	if s.APITLS {
+		if s.API == "" || s.HTTPS == "" {
+			errs = append(errs, errors.New("server.api_tls: needs server.api and server.https (the certificates come from the HTTPS listener's manager)"))
+		}
+		if s.APIHost == "" {
+			errs = append(errs, errors.New("server.api_tls: needs server.api_host, the name the certificate is for"))
+		}
+	}
+	if s.APIHost != "" {
+		if _, err := sites.NormalizeDomain(s.APIHost); err != nil {
+			errs = append(errs, fmt.Errorf("server.api_host: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // LogConfig is the [log] section.
@@ -136,6 +175,7 @@ func (c Config) Validate() error {
 		}
 		errs = append(errs, c.ACME.Validate())
 	}
+	errs = append(errs, c.Server.validateAPI())
 	if c.Server.HTTPSPublicPort < 0 || c.Server.HTTPSPublicPort > 65535 {
 		errs = append(errs, fmt.Errorf("server.https_public_port: %d is not a port", c.Server.HTTPSPublicPort))
 	}

@@ -111,6 +111,8 @@ x = 1
 		{name: "unknown key in section", body: "[server]\nadmin_token = \"literal-token-0123456789\"\nhtpp = \":80\"\n", wantErrs: []string{"server.htpp: unknown key"}},
 		{name: "bad https and acme", body: "[server]\nadmin_token = \"literal-token-0123456789\"\nhttps = \"443\"\n[acme]\nca = \"ftp://ca\"\nwildcard_key = \"k.pem\"\nowner_ttl = \"-1s\"\n",
 			wantErrs: []string{"server.https", "acme.ca", "acme.wildcard_cert", "acme.owner_ttl"}},
+		{name: "api_tls without https and api_host", body: "[server]\nadmin_token = \"literal-token-0123456789\"\napi = \"nohostport\"\napi_tls = true\n",
+			wantErrs: []string{"server.api:", "server.api_tls: needs server.api and server.https", "server.api_tls: needs server.api_host"}},
 		{name: "bad toml", body: "[server\n", wantErrs: []string{"toml"}},
 		{name: "bad duration", body: "[server]\nadmin_token = \"literal-token-0123456789\"\nshutdown_timeout = \"soon\"\n", wantErrs: []string{"soon"}},
 	}

@@ -47,6 +47,7 @@ type instance struct {
 	cmd          *exec.Cmd
 	http, admin  string // host:port
 	https        string // host:port when [server] https is set
+	api          string // host:port when [server] api is set
 	stderr       *proctest.Output
 	exited       chan error
 	configPath   string
@@ -117,9 +118,9 @@ upstream_timeout = "2s"
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			var line struct{ Msg, HTTP, HTTPS, Admin string }
+			var line struct{ Msg, HTTP, HTTPS, Admin, API string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "tollgate started" {
-				inst.http, inst.https, inst.admin = line.HTTP, line.HTTPS, line.Admin
+				inst.http, inst.https, inst.admin, inst.api = line.HTTP, line.HTTPS, line.Admin, line.API
 				close(started)
 				break
 			}

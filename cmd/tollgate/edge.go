@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate-edge/tollgate/acme"
 	"github.com/tollgate-edge/tollgate/admin"
 	"github.com/tollgate-edge/tollgate/proxy"
+	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
@@ -39,7 +40,7 @@ func (n *node) startEdge(ctx context.Context) error {
 		return err
 	}
 	n.ps.adopt("listeners", closes(ln.close))
-	s := &serving{px: px, ln: ln, bound: &n.bound, failed: make(chan error, 3)}
+	s := &serving{px: px, ln: ln, bound: &n.bound, failed: make(chan error, 4)}
 	if ln.https != nil {
 		certs, err := n.newCerts(ln)
 		if err != nil {
@@ -61,6 +62,14 @@ func (n *node) startEdge(ctx context.Context) error {
 	}
 	s.admin = &http.Server{Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
+	if ln.api != nil {
+		s.api = &http.Server{Handler: adm.APIHandler(), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
+		if n.cfg.Server.APITLS {
+			s.api.TLSConfig = s.tls.Clone()
+			s.api.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
+		}
+	}
 	n.serving = s
 	return n.ps.start(ctx, "serving", stopWithin(n.cfg.Server.ShutdownTimeout, s))
 }
@@ -80,6 +89,10 @@ func (n *node) newCerts(ln *listeners) (*acme.Manager, error) {
 	for _, ir := range n.proxy.Internal {
 		opts.Names = append(opts.Names, ir.Host)
 	}
+	if n.cfg.Server.APITLS {
+		host, _ := sites.NormalizeDomain(n.cfg.Server.APIHost) // valid: Config.Validate
+		opts.Names = append(opts.Names, host)
+	}
 	opts.HTTPAddr, opts.HTTPSAddr = ln.http.Addr().String(), ln.https.Addr().String()
 	opts.Metrics, opts.Logger = n.metrics, n.log
 	m, err := acme.New(n.cfg.ACME, opts)
@@ -95,9 +108,10 @@ func (n *node) newCerts(ln *listeners) (*acme.Manager, error) {
 }
 
 // listeners are the node's bound sockets: public HTTP, HTTPS when [server]
-// https is set (else nil), and the admin API's.
+// https is set (else nil), the admin API's, and the tenant API's when
+// [server] api is set (else nil).
 type listeners struct {
-	http, https, admin net.Listener
+	http, https, admin, api net.Listener
 }
 
 // listen binds the listeners of [server], or none.
@@ -117,12 +131,18 @@ func listen(cfg ServerConfig) (*listeners, error) {
 		ln.close()
 		return nil, fmt.Errorf("server.admin: %w", err)
 	}
+	if cfg.API != "" {
+		if ln.api, err = net.Listen("tcp", cfg.API); err != nil {
+			ln.close()
+			return nil, fmt.Errorf("server.api: %w", err)
+		}
+	}
 	return ln, nil
 }
 
 // close closes the sockets that serving did not already close.
 func (ln *listeners) close() error {
-	for _, l := range []net.Listener{ln.http, ln.https, ln.admin} {
+	for _, l := range []net.Listener{ln.http, ln.https, ln.admin, ln.api} {
 		if l != nil {
 			l.Close()
 		}
@@ -130,8 +150,8 @@ func (ln *listeners) close() error {
 	return nil
 }
 
-// serving is the proxy on the public listeners and the admin API on its
-// own. Stopping it is the graceful part of a shutdown: readiness turns
+// serving is the proxy on the public listeners, the admin API on its
+// own, and the tenant API on its own when [server] api is set. Stopping it is the graceful part of a shutdown: readiness turns
 // false, every listener stops accepting, and in-flight requests finish
 // until ctx ends (server.shutdown_timeout), public ones first.
 type serving struct {
@@ -140,6 +160,7 @@ type serving struct {
 	tls      *tls.Config // nil without HTTPS
 	redirect proxy.RedirectOptions
 	admin    *http.Server
+	api      *http.Server // nil without [server] api; TLSConfig set with api_tls
 	bound    *atomic.Bool // read by the "listeners" readiness check
 	failed   chan error   // a listener that stopped serving before Stop
 }
@@ -156,6 +177,19 @@ func (s *serving) Start(context.Context) error {
 			s.failed <- err
 		}
 	}()
+	if s.api != nil {
+		go func() {
+			var err error
+			if s.api.TLSConfig != nil {
+				err = s.api.ServeTLS(s.ln.api, "", "")
+			} else {
+				err = s.api.Serve(s.ln.api)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				s.failed <- err
+			}
+		}()
+	}
 	s.bound.Store(true)
 	return nil
 }
@@ -164,7 +198,11 @@ func (s *serving) Stop(ctx context.Context) error {
 	s.bound.Store(false)
 	perr := s.px.Shutdown(ctx)
 	aerr := s.admin.Shutdown(ctx)
-	if err := errors.Join(perr, aerr); err != nil {
+	var terr error
+	if s.api != nil {
+		terr = s.api.Shutdown(ctx)
+	}
+	if err := errors.Join(perr, aerr, terr); err != nil {
 		return fmt.Errorf("shutdown did not finish cleanly: %w", err)
 	}
 	return nil

@@ -14,11 +14,13 @@ import (
 	"github.com/tollgate-edge/tollgate/acme"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
+	"github.com/tollgate-edge/tollgate/tokens"
 )
 
-// migratedBuckets are the registry's records and the account history: what
-// a node needs to serve and what billing must keep.
-var migratedBuckets = []string{"plans", "orgs", "sites", "domains", "org_events"}
+// migratedBuckets are the registry's records, the account history and the
+// org tokens (with their last use): what a node needs to serve, what
+// billing must keep, and what tenants sign in with.
+var migratedBuckets = append([]string{"plans", "orgs", "sites", "domains", "org_events"}, tokens.Buckets...)
 
 // endpoint is one side of a migration: a bbolt file or a Redis.
 type endpoint struct {

@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/gitea"
 	"github.com/tollgate-edge/tollgate/store"
+	"github.com/tollgate-edge/tollgate/tokens"
 )
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -200,6 +201,9 @@ func (n *node) openRegistry(ctx context.Context) error {
 		}
 	}
 	n.admin.Backups = &nodeBackups{st: n.st, reg: reg, rc: n.rc}
+	if err := n.openTokens(); err != nil {
+		return err
+	}
 	if n.kv == nil {
 		return nil
 	}
@@ -208,13 +212,33 @@ func (n *node) openRegistry(ctx context.Context) error {
 	return n.ps.start(ctx, "registry watch", watch)
 }
 
+// openTokens keeps the org tokens where the registry lives (the bbolt
+// file, or the cluster's Redis), and checks the DNS proof of the domains
+// tenants attach with the [sites] resolver.
+func (n *node) openTokens() error {
+	var st tokens.Store = n.st
+	if n.kv != nil {
+		st = n.kv
+	}
+	ts, err := tokens.New(st, tokens.Options{})
+	if err != nil {
+		return err
+	}
+	n.admin.Tokens = ts
+	n.admin.DomainProof = gitea.NewDNSVerifier(n.cfg.Sites.DNSResolver, n.cfg.Sites.DNSCache, gitea.DNSOptions{})
+	return nil
+}
+
 // announce logs the bound addresses (the e2e tests and operators read
 // them) and, with --demo, where to look.
 func (n *node) announce(stdout io.Writer) {
 	ln := n.serving.ln
-	httpsAddr := ""
+	httpsAddr, apiAddr := "", ""
 	if ln.https != nil {
 		httpsAddr = ln.https.Addr().String()
+	}
+	if ln.api != nil {
+		apiAddr = ln.api.Addr().String()
 	}
 	if n.demoDir != "" {
 		// Before the log line: whoever waits for "tollgate started" finds
@@ -223,7 +247,8 @@ func (n *node) announce(stdout io.Writer) {
 		fmt.Fprintf(stdout, "\n  demo site: http://demo.localhost:%s/\n  admin API: http://%s/v1/ (token in the config file)\n\n", port, ln.admin.Addr())
 	}
 	n.log.Info("tollgate started", slog.String("version", version), slog.String("http", ln.http.Addr().String()),
-		slog.String("https", httpsAddr), slog.String("admin", ln.admin.Addr().String()), slog.String("store", n.cfg.Store.Path))
+		slog.String("https", httpsAddr), slog.String("admin", ln.admin.Addr().String()), slog.String("api", apiAddr),
+		slog.String("store", n.cfg.Store.Path))
 }
 
 // seedDemo registers org "demo", site "demo" serving dir and the domain

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestTenantAPIListener runs the binary with [server] api on loopback: an
+// org token made with `tollgate admin token create` reads its org there
+// and nothing of another; the admin token is refused there and accepted
+// on the admin listener; the plan catalog answers without a token.
+func TestTenantAPIListener(t *testing.T) {
+	in := startTollgateFull(t, t.TempDir(), `api = "127.0.0.1:0"`, "", "")
+	if in.api == "" {
+		t.Fatal("the start line names no api listener")
+	}
+	for _, args := range [][]string{
+		{"plan", "put", "starter", "--sites", "2", "--public"},
+		{"org", "create", "acme", "--plan", "starter"},
+		{"org", "create", "beta", "--plan", "starter"},
+	} {
+		if out, code := in.cli(t, args...); code != 0 {
+			t.Fatalf("%v: %d %s", args, code, out)
+		}
+	}
+	out, code := in.cli(t, "token", "create", "acme", "--scope", "read,write", "--name", "ci", "--expires", "90d")
+	secret := regexp.MustCompile(`tgt_[0-9a-f]{16}_[0-9a-f]{64}`).FindString(out)
+	if code != 0 || secret == "" {
+		t.Fatalf("token create: %d %s", code, out)
+	}
+	call := func(addr, token, path string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, tt := range []struct {
+		addr, token, path string
+		want              int
+		wantIn            string
+	}{
+		{in.api, secret, "/v1/orgs/acme", 200, `"id":"acme"`},
+		{in.api, secret, "/v1/orgs/beta", 404, "NOT_FOUND"},
+		{in.api, secret, "/v1/orgs", 404, "ROUTE_NOT_FOUND"},
+		{in.api, e2eToken, "/v1/orgs/acme", 401, "UNAUTHORIZED"},
+		{in.admin, e2eToken, "/v1/orgs/acme", 200, `"id":"acme"`},
+		{in.admin, secret, "/v1/orgs/acme", 200, `"id":"acme"`},
+		{in.api, "", "/v1/plans", 200, `"name":"starter"`},
+		{in.api, "", "/metrics", 404, ""},
+	} {
+		got, body := call(tt.addr, tt.token, tt.path)
+		if got != tt.want || !strings.Contains(body, tt.wantIn) {
+			t.Errorf("GET %s%s: %d %s; want %d with %q", tt.addr, tt.path, got, body, tt.want, tt.wantIn)
+		}
+	}
+	if out, code := in.cli(t, "token", "list", "acme"); code != 0 || !strings.Contains(out, "ci") || strings.Contains(out, secret) {
+		t.Fatalf("token list: %d %s", code, out)
+	}
+}
