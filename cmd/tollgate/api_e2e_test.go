@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -65,5 +66,33 @@ func TestTenantAPIListener(t *testing.T) {
 	}
 	if out, code := in.cli(t, "token", "list", "acme"); code != 0 || !strings.Contains(out, "ci") || strings.Contains(out, secret) {
 		t.Fatalf("token list: %d %s", code, out)
+	}
+
+	// The console on the same listener: the token signs in (a session
+	// cookie, never the token), the overview names the org.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.PostForm("http://"+in.api+"/console/signin", url.Values{"token": {secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var session *http.Cookie
+	for _, c := range resp.Cookies() {
+		session = c
+	}
+	if resp.StatusCode != http.StatusSeeOther || session == nil || !session.HttpOnly || !session.Secure ||
+		session.SameSite != http.SameSiteStrictMode || strings.Contains(session.Value, secret) {
+		t.Fatalf("console sign-in: %d, cookie %+v", resp.StatusCode, session)
+	}
+	req, _ := http.NewRequest("GET", "http://"+in.api+"/console/", nil)
+	req.AddCookie(&http.Cookie{Name: session.Name, Value: session.Value})
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "acme") || strings.Contains(string(page), secret) {
+		t.Fatalf("console overview: %d\n%s", resp.StatusCode, page)
 	}
 }

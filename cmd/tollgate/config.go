@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-edge/tollgate/acme"
 	"github.com/tollgate-edge/tollgate/admin"
 	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/console"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/proxy"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -31,6 +32,8 @@ type Config struct {
 	Meter   meter.Config   `toml:"meter"`
 	Billing billing.Config `toml:"billing"`
 	ACME    acme.Config    `toml:"acme"`
+	// Console is the tenant console, served at /console/ on [server] api.
+	Console console.Config `toml:"console"`
 }
 
 // ServerConfig is the [server] section: listeners and the operator's token.
@@ -159,6 +162,7 @@ func (c *Config) Defaults() {
 	c.Meter.Defaults()
 	c.Billing.Defaults()
 	c.ACME.Defaults()
+	c.Console.Defaults()
 }
 
 // Validate names every bad key of the file.
@@ -189,7 +193,8 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		errs = append(errs, fmt.Errorf("log.format: %q must be \"text\" or \"json\"", c.Log.Format))
 	}
-	errs = append(errs, c.Store.Validate(), c.Limits.Validate(), c.Proxy.Validate(), c.Sites.Validate(), c.Meter.Validate(), c.Billing.Validate())
+	errs = append(errs, c.Store.Validate(), c.Limits.Validate(), c.Proxy.Validate(), c.Sites.Validate(), c.Meter.Validate(), c.Billing.Validate(),
+		c.Console.Validate())
 	return errors.Join(errs...)
 }
 

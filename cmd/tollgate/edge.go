@@ -63,7 +63,11 @@ func (n *node) startEdge(ctx context.Context) error {
 	s.admin = &http.Server{Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
 	if ln.api != nil {
-		s.api = &http.Server{Handler: adm.APIHandler(), ReadHeaderTimeout: 10 * time.Second,
+		h, err := n.tenantHandler(adm.APIHandler())
+		if err != nil {
+			return err
+		}
+		s.api = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
 		if n.cfg.Server.APITLS {
 			s.api.TLSConfig = s.tls.Clone()

@@ -88,6 +88,7 @@ type node struct {
 	meter   *meter.Meter  // nil with [meter] disabled
 	gitea   *gitea.Source // nil without [sites] gitea_url
 	publish *publishGate  // the gate of gitea's new commits; nil without gitea
+	tokens  *tokens.Tokens
 
 	bound   atomic.Bool // the public and admin listeners serve (readiness)
 	serving *serving
@@ -224,7 +225,7 @@ func (n *node) openTokens() error {
 	if err != nil {
 		return err
 	}
-	n.admin.Tokens = ts
+	n.admin.Tokens, n.tokens = ts, ts
 	n.admin.DomainProof = gitea.NewDNSVerifier(n.cfg.Sites.DNSResolver, n.cfg.Sites.DNSCache, gitea.DNSOptions{})
 	return nil
 }
