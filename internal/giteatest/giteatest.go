@@ -120,11 +120,11 @@ func start(dir string, t testing.TB) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	// As root, every gitea command first logs a warning line to stdout: the
-	// token is the last line.
-	lines := strings.Split(strings.TrimSpace(token), "\n")
-	if s.token = strings.TrimSpace(lines[len(lines)-1]); s.token == "" || strings.ContainsAny(s.token, " \t") {
-		return nil, fmt.Errorf("generate-access-token printed %q, want the token on the last line", token)
+	// As root, every gitea command also logs a warning line, before or
+	// after the token (two streams, interleaved): the token is the line of
+	// 40 hex digits.
+	if s.token = accessToken(token); s.token == "" {
+		return nil, fmt.Errorf("generate-access-token printed %q, want a line with the token (40 hex digits)", token)
 	}
 	for attempt := 1; ; attempt++ {
 		err := s.startWeb()
@@ -286,4 +286,16 @@ func randomJWTSecret() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// accessToken is the line of out that is a Gitea access token (40
+// lower-case hex digits), "" when none is.
+func accessToken(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if len(line) == 40 && strings.Trim(line, "0123456789abcdef") == "" {
+			return line
+		}
+	}
+	return ""
 }
