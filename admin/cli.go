@@ -238,7 +238,7 @@ func (o output) print(w io.Writer, asJSON bool) error {
 }
 
 func planOutput(value any, ps ...sites.Plan) output {
-	o := output{value: value, header: []string{"NAME", "EGRESS", "STORAGE", "SITES", "DOMAINS", "THROTTLE", "HARD-LIMIT", "GRACE", "RANK", "TRIAL", "PUBLIC"}}
+	o := output{value: value, header: []string{"NAME", "EGRESS", "STORAGE", "SITES", "DOMAINS", "THROTTLE", "HARD-LIMIT", "GRACE", "RANK", "TRIAL", "PUBLIC", "PRICE"}}
 	for _, p := range ps {
 		throttle, hard := "off", "never"
 		if p.ThrottleBPS > 0 {
@@ -247,9 +247,13 @@ func planOutput(value any, ps ...sites.Plan) output {
 		if p.HardLimitPercent > 0 {
 			hard = fmt.Sprintf("%d%%", p.HardLimitPercent)
 		}
+		price := "-"
+		if p.Price != nil {
+			price = fmt.Sprintf("%d %s/%s", p.Price.Amount, p.Price.Currency, p.Price.Interval)
+		}
 		o.rows = append(o.rows, []string{p.Name, limit(p.EgressBytes, formatSize), limit(p.StorageBytes, formatSize),
 			limit(p.Sites, itoa), limit(p.Domains, itoa), throttle, hard, time.Duration(p.GracePeriod).String(),
-			itoa(p.Rank), fmt.Sprintf("%dd", p.TrialDays), strconv.FormatBool(p.Public)})
+			itoa(p.Rank), fmt.Sprintf("%dd", p.TrialDays), strconv.FormatBool(p.Public), price})
 	}
 	return o
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -142,12 +143,33 @@ func planPut(fs *flag.FlagSet) runFunc {
 	fs.IntVar(&p.Rank, "rank", 0, "place on the plan ladder: a tenant moves to a higher rank at once, to an equal or lower one at the end of the paid period")
 	fs.IntVar(&p.TrialDays, "trial-days", 0, "length of the trial of an org created on (or moved by the operator to) this plan (0 = no trial)")
 	fs.BoolVar(&p.Public, "public", false, "list the plan in the public plan catalog (GET /v1/plans without a token)")
+	var price string
+	fs.StringVar(&price, "price", "", "the price the catalog shows: AMOUNT CURRENCY/INTERVAL in minor units, e.g. \"1900 eur/month\"")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
 		p.Name = args[0]
 		p.GracePeriod = sites.Duration(grace)
+		if price != "" {
+			pr, err := parsePrice(price)
+			if err != nil {
+				return output{}, usagef("--price: %v", err)
+			}
+			p.Price = &pr
+		}
 		out, _, err := c.PutPlan(ctx, p)
 		return planOutput(out, out), err
 	}
+}
+
+// parsePrice reads "1900 eur/month".
+func parsePrice(s string) (sites.Price, error) {
+	amount, rest, ok := strings.Cut(strings.TrimSpace(s), " ")
+	currency, interval, ok2 := strings.Cut(strings.TrimSpace(rest), "/")
+	n, err := strconv.ParseInt(amount, 10, 64)
+	if !ok || !ok2 || err != nil {
+		return sites.Price{}, fmt.Errorf("%q is not AMOUNT CURRENCY/INTERVAL, such as \"1900 eur/month\"", s)
+	}
+	p := sites.Price{Amount: n, Currency: strings.ToLower(currency), Interval: interval}
+	return p, p.Validate()
 }
 
 func orgCreate(fs *flag.FlagSet) runFunc {

@@ -84,13 +84,23 @@ type PlanConfig struct {
 	// without a token (the tenant API's listener among others). Default
 	// false: only the operator sees it.
 	Public bool `toml:"public"`
+	// PriceAmount, PriceCurrency and PriceInterval are the price the public
+	// catalog shows (amount in minor units, e.g. 1900 with "eur" and
+	// "month"); all three or none. Stripe charges its own price.
+	PriceAmount   int64  `toml:"price_amount"`
+	PriceCurrency string `toml:"price_currency"`
+	PriceInterval string `toml:"price_interval"`
 }
 
 // Plan converts the entry.
 func (p PlanConfig) Plan() sites.Plan {
-	return sites.Plan{Name: p.Name, EgressBytes: p.EgressBytes, StorageBytes: p.StorageBytes, Sites: p.Sites, Domains: p.Domains,
+	plan := sites.Plan{Name: p.Name, EgressBytes: p.EgressBytes, StorageBytes: p.StorageBytes, Sites: p.Sites, Domains: p.Domains,
 		ThrottleBPS: p.ThrottleBPS, HardLimitPercent: p.HardLimitPercent, GracePeriod: sites.Duration(p.GracePeriod),
 		RequestsPerSecond: p.RequestsPerSecond, Rank: p.Rank, TrialDays: p.TrialDays, Public: p.Public}
+	if p.PriceAmount != 0 || p.PriceCurrency != "" || p.PriceInterval != "" {
+		plan.Price = &sites.Price{Amount: p.PriceAmount, Currency: p.PriceCurrency, Interval: p.PriceInterval}
+	}
+	return plan
 }
 
 // Defaults fills unset fields.

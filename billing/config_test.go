@@ -3,6 +3,8 @@ package billing
 import (
 	"strings"
 	"testing"
+
+	"github.com/tollgate-edge/tollgate/sites"
 )
 
 func TestConfig(t *testing.T) {
@@ -62,5 +64,22 @@ func TestRenewalURL(t *testing.T) {
 		if tc.ok != (err == nil) || err != nil && !strings.Contains(err.Error(), "billing.renewal_url") {
 			t.Errorf("%q: %v; want ok %v", tc.url, err, tc.ok)
 		}
+	}
+}
+
+// TestPlanConfigPrice: the price_* keys make the plan's Price; a partial
+// price is refused by name.
+func TestPlanConfigPrice(t *testing.T) {
+	p := PlanConfig{Name: "pro", PriceAmount: 1900, PriceCurrency: "eur", PriceInterval: "month"}.Plan()
+	if p.Price == nil || *p.Price != (sites.Price{Amount: 1900, Currency: "eur", Interval: "month"}) {
+		t.Fatalf("price %+v", p.Price)
+	}
+	if (PlanConfig{Name: "free"}).Plan().Price != nil {
+		t.Fatal("a plan without price keys has a price")
+	}
+	cfg := Config{Plans: []PlanConfig{{Name: "pro", PriceAmount: 1900}}}
+	cfg.Defaults()
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "price.currency") {
+		t.Fatalf("a partial price: %v", err)
 	}
 }

@@ -103,6 +103,35 @@ type Plan struct {
 	// Public lists the plan in the public plan catalog (GET /v1/plans
 	// without a token), which tenants choose from.
 	Public bool `json:"public"`
+	// Price is what the plan costs, as the catalog shows it; nil: not
+	// shown. It is the operator's statement: Stripe charges the price whose
+	// lookup_key is the plan's name, and tollgate computes no money.
+	Price *Price `json:"price,omitempty"`
+}
+
+// Price is a plan's price: Amount in the currency's minor units (cents)
+// per Interval.
+type Price struct {
+	Amount int64 `json:"amount"`
+	// Currency is an ISO 4217 code in lower case, as Stripe writes it ("eur").
+	Currency string `json:"currency"`
+	// Interval is "month" or "year".
+	Interval string `json:"interval"`
+}
+
+// Validate reports every bad field of p.
+func (p Price) Validate() error {
+	var errs []error
+	if p.Amount < 0 {
+		errs = append(errs, errors.New("price.amount: must not be negative"))
+	}
+	if len(p.Currency) != 3 || strings.Trim(p.Currency, "abcdefghijklmnopqrstuvwxyz") != "" {
+		errs = append(errs, fmt.Errorf("price.currency: %q must be an ISO 4217 code in lower case, such as \"eur\"", p.Currency))
+	}
+	if p.Interval != "month" && p.Interval != "year" {
+		errs = append(errs, fmt.Errorf("price.interval: %q must be \"month\" or \"year\"", p.Interval))
+	}
+	return errors.Join(errs...)
 }
 
 // Validate reports every bad field of p.
@@ -120,6 +149,9 @@ func (p Plan) Validate() error {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative", f.name))
 		}
+	}
+	if p.Price != nil {
+		errs = append(errs, p.Price.Validate())
 	}
 	if p.TrialDays > 3660 {
 		errs = append(errs, fmt.Errorf("trial_days: %d is more than ten years", p.TrialDays))
