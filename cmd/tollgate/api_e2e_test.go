@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tollgate-edge/tollgate/internal/pebbletest"
 )
 
 // TestTenantAPIListener runs the binary with [server] api on loopback: an
@@ -94,5 +96,34 @@ func TestTenantAPIListener(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(page), "acme") || strings.Contains(string(page), secret) {
 		t.Fatalf("console overview: %d\n%s", resp.StatusCode, page)
+	}
+}
+
+// TestTenantAPIOverTLS: with api_tls the tenant listener serves the API and
+// the console with a certificate for api_host from the same manager (a
+// Pebble CA), over h2 and HTTP/1.1.
+func TestTenantAPIOverTLS(t *testing.T) {
+	ca := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true})
+	roots, err := ca.IssuerRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := httpsServer + "\napi = \"127.0.0.1:0\"\napi_tls = true\napi_host = \"api.tollgate.test\""
+	in := startTollgateFull(t, t.TempDir(), server, "", acmeSection(ca, ""))
+	defer in.stop(t)
+	for _, tc := range []struct{ proto, path, want string }{
+		{"h2", "/v1/plans", `"plans"`},
+		{"http/1.1", "/console/signin", "<form"},
+	} {
+		resp, body, err := httpsGetAt(in.api, roots, "api.tollgate.test", tc.path, tc.proto)
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", tc.proto, tc.path, err, in.stderr)
+		}
+		if resp.StatusCode != 200 || !strings.Contains(body, tc.want) || resp.TLS.PeerCertificates[0].VerifyHostname("api.tollgate.test") != nil {
+			t.Fatalf("%s %s: %d %q", tc.proto, tc.path, resp.StatusCode, body)
+		}
+		if tc.proto == "h2" && resp.ProtoMajor != 2 {
+			t.Fatalf("negotiated %s, want h2", resp.Proto)
+		}
 	}
 }

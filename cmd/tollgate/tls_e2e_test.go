@@ -52,11 +52,16 @@ func startHTTPS(t *testing.T, tail string) (*instance, *x509.CertPool) {
 // httpsGet fetches https://host/path from the instance's HTTPS listener on a
 // new connection, trusting only roots; proto is "h2" or "http/1.1".
 func (in *instance) httpsGet(roots *x509.CertPool, host, path, proto string) (*http.Response, string, error) {
+	return httpsGetAt(in.https, roots, host, path, proto)
+}
+
+// httpsGetAt is httpsGet on the listener at addr.
+func httpsGetAt(addr string, roots *x509.CertPool, host, path, proto string) (*http.Response, string, error) {
 	cfg := &tls.Config{RootCAs: roots, ServerName: host, NextProtos: []string{proto}}
 	tr := &http.Transport{
 		TLSClientConfig: cfg, DisableKeepAlives: true, ForceAttemptHTTP2: proto == "h2",
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, in.https)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
 		},
 	}
 	if proto != "h2" {
