@@ -293,6 +293,14 @@ func TestUsageChart(t *testing.T) {
 	if !strings.Contains(body, `<th scope="row">web</th><td>19.5 KiB</td><td>30</td>`) || !strings.Contains(body, `<th scope="row">blog</th><td>100 B</td><td>1</td>`) {
 		t.Errorf("per-site table:\n%s", body)
 	}
+	// A bar per site, in percent of the busiest (web: 19.5 KiB = 19,968 B;
+	// blog: 100 B, 0 %).
+	for _, want := range []string{`<title>web: 100 % of the busiest site's egress</title><rect class="bar" x="0" y="0" width="100"`,
+		`<title>blog: 0 % of the busiest site's egress</title><rect class="bar" x="0" y="0" width="0"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("per-site bars lack %q", want)
+		}
+	}
 	if resp, _ := b.get("/console/usage?period=March"); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("a bad period: %d", resp.StatusCode)
 	}

@@ -116,8 +116,30 @@ func (c *Console) usage(w http.ResponseWriter, r *http.Request, s *session) erro
 	}
 	c.render(w, s, http.StatusOK, "usage", "Usage", map[string]any{
 		"Period": period, "Prev": meter.Period(from.AddDate(0, -1, 0)), "Next": meter.Period(to),
-		"Chart": chartOf(period, days), "Days": days, "Sites": bySite, "Total": total})
+		"Chart": chartOf(period, days), "Days": days, "Sites": siteBarsOf(bySite), "Total": total})
 	return nil
+}
+
+// siteBar is a site's row of the per-site table: its totals and the width
+// of its bar, in percent of the site with the most egress.
+type siteBar struct {
+	meter.SiteTotal
+	Percent int
+}
+
+func siteBarsOf(totals []meter.SiteTotal) []siteBar {
+	var peak int64
+	for _, t := range totals {
+		peak = max(peak, t.EgressBytes)
+	}
+	out := make([]siteBar, len(totals))
+	for i, t := range totals {
+		out[i].SiteTotal = t
+		if peak > 0 {
+			out[i].Percent = int(t.EgressBytes * 100 / peak)
+		}
+	}
+	return out
 }
 
 // usageCSV downloads the month per day (default) or per site (by=site).
