@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -326,41 +328,70 @@ func IsFailover(err error) bool {
 // PingRedis reports whether rc can serve tollgate: PING on a standalone or
 // sentinel-managed master; in cluster mode a read of the registry's slot and
 // PING on every master that the slot map (CLUSTER SLOTS) names, since usage
-// counters are spread over all slots. The error names each shard that fails.
-// Each probe gets at most probeTimeout.
+// counters are spread over all slots. The error names each shard that fails,
+// the registry's too. The probes run at once, each within probeTimeout: the
+// read of the registry's slot retries a dead master until its timeout, and
+// the slot map read after it could already name the promoted replica, so
+// that a check asked while a shard had no master would not say which. A
+// cluster's answer takes at most twice probeTimeout (the slot map, then the
+// pings).
 func PingRedis(ctx context.Context, rc RedisClient) error {
 	c, ok := rc.(*redis.ClusterClient)
 	if !ok {
 		return rc.Ping(ctx).Err()
 	}
-	probe := func(f func(ctx context.Context) error) error {
-		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		defer cancel()
-		return f(pctx)
+	registry := make(chan error, 1)
+	go func() { registry <- pingRegistrySlot(ctx, c) }()
+	shards := pingShards(ctx, c)
+	return errors.Join(<-registry, shards)
+}
+
+// pingRegistrySlot reads the registry's slot through the cluster client, as
+// the registry does, within probeTimeout. Its error names the shard the
+// client sent it to.
+func pingRegistrySlot(ctx context.Context, c *redis.ClusterClient) error {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	where := "registry slot"
+	if m, err := c.MasterForKey(ctx, kvVersion); err == nil {
+		where += " on shard " + m.Options().Addr
 	}
-	var errs []error
-	if err := probe(func(ctx context.Context) error { return c.Exists(ctx, kvVersion).Err() }); err != nil {
-		errs = append(errs, fmt.Errorf("registry slot: %w", err))
+	if err := c.Exists(ctx, kvVersion).Err(); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
 	}
+	return nil
+}
+
+// pingShards sends PING to every master the slot map names, at once, each
+// within probeTimeout on a connection of its own. The errors come in the
+// order of the slot map.
+func pingShards(ctx context.Context, c *redis.ClusterClient) error {
 	slots, err := clusterSlots(ctx, c)
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("slot map: %w", err))...)
+		return fmt.Errorf("slot map: %w", err)
+	}
+	var masters []string
+	for _, r := range slots {
+		if len(r.Nodes) > 0 && !slices.Contains(masters, r.Nodes[0].Addr) {
+			masters = append(masters, r.Nodes[0].Addr)
+		}
 	}
 	opt := c.Options()
-	seen := map[string]bool{}
-	for _, r := range slots {
-		if len(r.Nodes) == 0 || seen[r.Nodes[0].Addr] {
-			continue
-		}
-		addr := r.Nodes[0].Addr
-		seen[addr] = true
-		n := redis.NewClient(&redis.Options{Addr: addr, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig,
-			DialTimeout: probeTimeout, ReadTimeout: probeTimeout, MaxRetries: -1, DialerRetries: 1, PoolSize: 1})
-		if err := probe(func(ctx context.Context) error { return n.Ping(ctx).Err() }); err != nil {
-			errs = append(errs, fmt.Errorf("shard %s: %w", addr, err))
-		}
-		n.Close()
+	errs := make([]error, len(masters))
+	var wg sync.WaitGroup
+	for i, addr := range masters {
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			defer cancel()
+			n := redis.NewClient(&redis.Options{Addr: addr, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig,
+				DialTimeout: probeTimeout, ReadTimeout: probeTimeout, MaxRetries: -1, DialerRetries: 1, PoolSize: 1})
+			defer n.Close()
+			if err := n.Ping(pctx).Err(); err != nil {
+				errs[i] = fmt.Errorf("shard %s: %w", addr, err)
+			}
+		})
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
