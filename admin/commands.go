@@ -92,6 +92,10 @@ var commands = []command{
 			link, err := c.Portal(ctx, args[0])
 			return output{value: PaymentLink{URL: link}, msg: link}, err
 		})},
+	{name: "invoice create", args: []string{"ORG"}, help: "bill the org's Stripe customer: --item \"Setup fee:5000\" (repeat), --due 14d to send it (else charged automatically)", setup: invoiceCreateCmd},
+	{name: "invoice list", args: []string{"ORG"}, help: "the org's newest Stripe invoices (number, amount, status, hosted and PDF links)", setup: noFlags(invoiceListCmd)},
+	{name: "coupon create", args: []string{"CODE"}, help: "a Stripe coupon (--percent-off or --amount-off with --currency, --duration) and its promotion code CODE", setup: couponCreateCmd},
+	{name: "coupon list", help: "the newest promotion codes and their coupons", setup: noFlags(couponListCmd)},
 	{name: "org events", args: []string{"ID"}, help: "an org's account history (state, plan, Stripe customer changes)", setup: noFlags(orgEventsCmd)},
 	{name: "org delete", args: []string{"ID"}, help: "delete an org that owns no sites", setup: noFlags(
 		func(ctx context.Context, c *Client, args []string) (output, error) {

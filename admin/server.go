@@ -63,6 +63,12 @@ type Options struct {
 	// Payments makes the Stripe Checkout and customer-portal links of
 	// POST /v1/orgs/{id}/checkout and /portal. Nil: they answer 503.
 	Payments Payments
+	// Invoicing creates operator invoices (POST /v1/orgs/{id}/invoices)
+	// and lists an org's invoices. Nil: those routes answer 503.
+	Invoicing Invoicing
+	// Coupons creates Stripe coupons and promotion codes (/v1/coupons).
+	// Nil: those routes answer 503.
+	Coupons Coupons
 	// Tokens keeps the org-scoped tokens: the /v1/orgs/{id}/tokens routes
 	// and the tenants' access to the other routes (access.go). Nil: those
 	// routes answer 503 and only the admin token is accepted.
@@ -118,6 +124,8 @@ type Server struct {
 	backups     Backups
 	publishing  PublishStatus
 	payments    Payments
+	invoicing   Invoicing
+	coupons     Coupons
 	tokens      Tokens
 	domainProof DomainProof
 }
@@ -162,6 +170,8 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		backups:     opts.Backups,
 		publishing:  opts.Publishing,
 		payments:    opts.Payments,
+		invoicing:   opts.Invoicing,
+		coupons:     opts.Coupons,
 		tokens:      opts.Tokens,
 		domainProof: opts.DomainProof,
 	}
@@ -212,6 +222,8 @@ func (s *Server) routes(metrics http.Handler) {
 	s.v1("GET /v1/orgs/{id}/events", s.orgEvents, tenant(tokens.Read, orgInPath))
 	s.v1("POST /v1/orgs/{id}/checkout", s.checkout, tenant(tokens.Billing, orgInPath))
 	s.v1("POST /v1/orgs/{id}/portal", s.portal, tenant(tokens.Billing, orgInPath))
+	s.v1("POST /v1/orgs/{id}/invoices", s.createInvoice, operatorOnly)
+	s.v1("GET /v1/orgs/{id}/invoices", s.listInvoices, tenant(tokens.Read, orgInPath))
 	s.v1("GET /v1/orgs/{id}/sites", s.listSites, tenant(tokens.Read, orgInPath))
 	s.v1("POST /v1/orgs/{id}/sites", s.createSite, tenant(tokens.Write, orgInPath))
 	s.v1("POST /v1/orgs/{id}/tokens", s.createToken, tenant(tokens.Admin, orgInPath))
@@ -225,6 +237,9 @@ func (s *Server) routes(metrics http.Handler) {
 
 	s.v1("GET /v1/domains/{domain}", s.getDomain, tenant(tokens.Read, domainInPath))
 	s.v1("DELETE /v1/domains/{domain}", s.detachDomain, tenant(tokens.Write, domainInPath))
+
+	s.v1("POST /v1/coupons", s.createCoupon, operatorOnly)
+	s.v1("GET /v1/coupons", s.listCoupons, operatorOnly)
 
 	s.v1("GET /v1/usage", s.usage, tenant(tokens.Read, orgInQuery))
 	s.v1("GET /v1/certs", s.certs, operatorOnly)

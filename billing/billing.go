@@ -281,6 +281,11 @@ func (b *Billing) hooksFor(ctx context.Context, before, after *sites.Org, e Even
 	}
 	data := map[string]any{"from": e.From, "to": e.To, "cause": e.Cause, "actor": e.Actor}
 	id := func(typ string) string { return fmt.Sprintf("%s:%s:%d", typ, e.Org, e.At.UnixNano()) }
+	if e.From == sites.StatePastDue {
+		// The grace period ends: paid (active), expired or suspended.
+		ended := map[string]any{"from": e.From, "to": e.To, "cause": e.Cause, "actor": e.Actor, "outcome": e.To}
+		b.emit(ctx, HookEvent{ID: id("grace.ended"), Type: "grace.ended", Org: e.Org, At: e.At, Data: ended})
+	}
 	switch e.To {
 	case sites.StatePastDue:
 		data["grace_ends_at"] = after.GraceEndsAt

@@ -42,12 +42,15 @@ func (c HookConfig) Validate(i int) error {
 	return errors.Join(errs...)
 }
 
-// HookTypes lists every event type, for [[billing.hooks]] events and docs.
+// HookTypes lists every event type, for [[billing.hooks]] events and docs
+// (docs/hooks.md describes each with a sample payload; a test keeps the two
+// in step).
 var HookTypes = []string{
 	"quota.warning", "quota.exceeded", "quota.storage_exceeded", "org.throttled", "org.blocked",
 	"grace.started", "grace.ending", "org.expired",
 	"payment.succeeded", "payment.failed", "org.restored",
 	"trial.ending", "trial.ended",
+	"grace.ended", "coupon.cashed",
 }
 
 // hookTypeSet is HookTypes as a set (built once: changing HookTypes later

@@ -61,6 +61,9 @@ type Options struct {
 	// Plans lets Checkout and Portal make payment links (checkout.go);
 	// nil: they answer ErrNotConfigured.
 	Plans Plans
+	// Hooks queues coupon.cashed when a Stripe discount is created
+	// (discounts.go); nil: no hook.
+	Hooks Emitter
 }
 
 // Store is what Stripe keeps on this node: the meter event outbox, each
@@ -101,6 +104,10 @@ type Stripe struct {
 	// links makes Checkout and portal sessions; nil without a secret key
 	// or Options.Plans.
 	links *links
+	// api creates operator invoices and coupons (invoices.go, coupons.go);
+	// nil without a secret key.
+	api   *api
+	hooks Emitter // nil: no coupon.cashed
 
 	hookMu   sync.Mutex // serializes webhook processing: check id, apply, record
 	webhooks *prometheus.CounterVec
@@ -154,7 +161,7 @@ func New(cfg billing.StripeConfig, opts Options) (*Stripe, error) {
 		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
 	s := &Stripe{cfg: cfg, acc: opts.Accounts, st: opts.Store, ids: opts.EventIDs, usage: opts.Usage, log: opts.Logger, now: opts.Now,
-		baseBackoff: cfg.ReportInterval, maxRetry: time.Hour, done: make(chan struct{})}
+		hooks: opts.Hooks, baseBackoff: cfg.ReportInterval, maxRetry: time.Hour, done: make(chan struct{})}
 	if cfg.SecretKey != "" {
 		backend := stripego.GetBackendWithConfig(stripego.APIBackend, &stripego.BackendConfig{
 			URL:        stripego.String(cfg.APIBase),
@@ -166,6 +173,7 @@ func New(cfg billing.StripeConfig, opts Options) (*Stripe, error) {
 			LeveledLogger:     stripeLogger{opts.Logger},
 		})
 		s.links = newLinks(opts.Plans, backend, cfg.SecretKey)
+		s.api = newAPI(opts.Plans, backend, cfg.SecretKey)
 		if opts.Usage != nil {
 			s.events = &meterevent.Client{B: backend, Key: cfg.SecretKey}
 		} else {

@@ -101,6 +101,7 @@ func unprocessable(outcome, format string, args ...any) *webhookError {
 //	customer.subscription.deleted    default plan, state active
 //	invoice.paid                     state active
 //	invoice.payment_failed           state past_due
+//	customer.discount.created        hook coupon.cashed (discounts.go), no change
 //
 // The org of a subscription or invoice is the one linked to its customer,
 // else (subscriptions) its metadata tollgate_org, which links it. A state
@@ -190,21 +191,12 @@ func (s *Stripe) process(ctx context.Context, ev *stripego.Event) (string, *webh
 		return outcomeDuplicate, nil
 	}
 
-	org, c, skip, werr := s.change(ev)
-	if werr != nil {
-		log.Warn("stripe webhook: event not applicable yet; Stripe will retry", slog.String("org", org),
-			slog.String("outcome", werr.outcome), slog.String("reason", werr.detail))
-		return "", werr
+	handle := s.account
+	if string(ev.Type) == eventDiscountCreated {
+		handle = s.couponCashed // discounts.go
 	}
-	outcome := outcomeApplied
-	if skip != "" {
-		outcome = outcomeIgnored
-		level := slog.LevelInfo
-		if skip == skipUnhandled {
-			level = slog.LevelDebug // the endpoint may be subscribed to more types than it needs
-		}
-		log.Log(ctx, level, "stripe webhook: event ignored", slog.String("org", org), slog.String("reason", skip))
-	} else if outcome, werr = s.apply(ctx, log, org, c); werr != nil {
+	org, outcome, werr := handle(ctx, log, ev)
+	if werr != nil {
 		return "", werr
 	}
 
@@ -215,6 +207,26 @@ func (s *Stripe) process(ctx context.Context, ev *stripego.Event) (string, *webh
 		return "", &webhookError{http.StatusInternalServerError, outcomeError, "internal error; the server log has the details"}
 	}
 	return outcome, nil
+}
+
+// account maps an event to an account change and applies it.
+func (s *Stripe) account(ctx context.Context, log *slog.Logger, ev *stripego.Event) (string, string, *webhookError) {
+	org, c, skip, werr := s.change(ev)
+	if werr != nil {
+		log.Warn("stripe webhook: event not applicable yet; Stripe will retry", slog.String("org", org),
+			slog.String("outcome", werr.outcome), slog.String("reason", werr.detail))
+		return "", "", werr
+	}
+	if skip != "" {
+		level := slog.LevelInfo
+		if skip == skipUnhandled {
+			level = slog.LevelDebug // the endpoint may be subscribed to more types than it needs
+		}
+		log.Log(ctx, level, "stripe webhook: event ignored", slog.String("org", org), slog.String("reason", skip))
+		return org, outcomeIgnored, nil
+	}
+	outcome, werr := s.apply(ctx, log, org, c)
+	return org, outcome, werr
 }
 
 // eventIDsNS is the namespace of webhook event ids in EventIDs.

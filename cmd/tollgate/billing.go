@@ -50,11 +50,11 @@ func (n *node) startBilling(ctx context.Context) error {
 		return nil
 	}
 	s, err := stripe.New(n.cfg.Billing.Stripe, stripe.Options{Accounts: bill, Store: n.st, Usage: opts.Usage,
-		Metrics: n.metrics, Logger: n.log, EventIDs: n.eventIDs, Plans: bill})
+		Metrics: n.metrics, Logger: n.log, EventIDs: n.eventIDs, Plans: bill, Hooks: opts.Hooks})
 	if err != nil {
 		return err
 	}
-	n.admin.Payments = s
+	n.admin.Payments, n.admin.Invoicing, n.admin.Coupons = s, s, s
 	if err := n.ps.start(ctx, "stripe", s); err != nil {
 		return err
 	}
