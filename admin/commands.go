@@ -97,6 +97,8 @@ var commands = []command{
 	{name: "coupon create", args: []string{"CODE"}, help: "a Stripe coupon (--percent-off or --amount-off with --currency, --duration) and its promotion code CODE", setup: couponCreateCmd},
 	{name: "coupon list", help: "the newest promotion codes and their coupons", setup: noFlags(couponListCmd)},
 	{name: "org events", args: []string{"ID"}, help: "an org's account history (state, plan, Stripe customer changes)", setup: noFlags(orgEventsCmd)},
+	{name: "credit grant", args: []string{"ORG", "AMOUNT"}, help: "add prepaid credit to an org (AMOUNT in minor units of [billing] currency)", setup: creditGrantCmd},
+	{name: "credit list", args: []string{"ORG"}, help: "an org's prepaid credit: balance and entries", setup: noFlags(creditListCmd)},
 	{name: "org delete", args: []string{"ID"}, help: "delete an org that owns no sites", setup: noFlags(
 		func(ctx context.Context, c *Client, args []string) (output, error) {
 			return output{msg: "deleted org " + args[0]}, c.DeleteOrg(ctx, args[0])
@@ -147,6 +149,9 @@ func planPut(fs *flag.FlagSet) runFunc {
 	fs.IntVar(&p.Rank, "rank", 0, "place on the plan ladder: a tenant moves to a higher rank at once, to an equal or lower one at the end of the paid period")
 	fs.IntVar(&p.TrialDays, "trial-days", 0, "length of the trial of an org created on (or moved by the operator to) this plan (0 = no trial)")
 	fs.BoolVar(&p.Public, "public", false, "list the plan in the public plan catalog (GET /v1/plans without a token)")
+	fs.BoolVar(&p.Prepaid, "prepaid", false, "bill the plan's orgs from prepaid credit, hour by hour, with the two prices below")
+	fs.Int64Var(&p.OveragePricePerGiB, "overage-price-per-gib", 0, "prepaid: minor units per GiB of egress beyond --egress-bytes in a period")
+	fs.Int64Var(&p.StoragePricePerGiBMonth, "storage-price-per-gib-month", 0, "prepaid: minor units per GiB stored beyond --storage-bytes for 30 days")
 	var price string
 	fs.StringVar(&price, "price", "", "the price the catalog shows: AMOUNT CURRENCY/INTERVAL in minor units, e.g. \"1900 eur/month\"")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {

@@ -78,6 +78,12 @@ type Options struct {
 	// domain is pending. *gitea.DNSVerifier implements it. Nil: pending
 	// domains stay pending until the operator attaches them.
 	DomainProof DomainProof
+	// Credits keeps the prepaid credit of /v1/orgs/{id}/credits. Nil:
+	// those routes answer 503.
+	Credits Credits
+	// TopUps makes the links of POST /v1/orgs/{id}/credits/checkout. Nil:
+	// it answers 503.
+	TopUps TopUps
 }
 
 // Check is one readiness check of GET /readyz.
@@ -128,6 +134,8 @@ type Server struct {
 	coupons     Coupons
 	tokens      Tokens
 	domainProof DomainProof
+	credits     Credits
+	topUps      TopUps
 }
 
 // StorageReader reports the bytes sites and orgs store.
@@ -174,6 +182,8 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		coupons:     opts.Coupons,
 		tokens:      opts.Tokens,
 		domainProof: opts.DomainProof,
+		credits:     opts.Credits,
+		topUps:      opts.TopUps,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -224,6 +234,9 @@ func (s *Server) routes(metrics http.Handler) {
 	s.v1("POST /v1/orgs/{id}/portal", s.portal, tenant(tokens.Billing, orgInPath))
 	s.v1("POST /v1/orgs/{id}/invoices", s.createInvoice, operatorOnly)
 	s.v1("GET /v1/orgs/{id}/invoices", s.listInvoices, tenant(tokens.Read, orgInPath))
+	s.v1("POST /v1/orgs/{id}/credits", s.grantCredit, operatorOnly)
+	s.v1("GET /v1/orgs/{id}/credits", s.listCredits, tenant(tokens.Read, orgInPath))
+	s.v1("POST /v1/orgs/{id}/credits/checkout", s.creditCheckout, tenant(tokens.Billing, orgInPath))
 	s.v1("GET /v1/orgs/{id}/sites", s.listSites, tenant(tokens.Read, orgInPath))
 	s.v1("POST /v1/orgs/{id}/sites", s.createSite, tenant(tokens.Write, orgInPath))
 	s.v1("POST /v1/orgs/{id}/tokens", s.createToken, tenant(tokens.Admin, orgInPath))

@@ -72,6 +72,9 @@ type Options struct {
 	Usage   meter.Reader
 	Storage StorageReader // nil: storage quotas are not watched
 	Hooks   Emitter       // nil: no hooks
+	// Credits is the prepaid credit ledger (credit.go). Nil: orgs on
+	// prepaid plans are not drawn down and Credit answers ErrNoLedger.
+	Credits Credits
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
 	Now     func() time.Time // default time.Now; tests inject a clock
@@ -93,6 +96,9 @@ type Billing struct {
 	storage map[string]int64
 	prev    map[string]access.Decision // decisions of the last evaluation, for hooks on changes
 	fired   map[string]bool            // ids of once-per-period hooks already emitted (cache of bucketFired)
+
+	creditMu sync.Mutex           // serializes drawdowns (credit.go)
+	drawn    map[string]time.Time // org → end of the last hour drawn from its credit
 
 	decisions *prometheus.GaugeVec
 	evalErrs  prometheus.Counter
@@ -131,7 +137,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Billing, error) {
 	}
 	f := promauto.With(opts.Metrics)
 	b := &Billing{cfg: cfg, opts: opts, log: opts.Logger, now: opts.Now,
-		usage: map[string]int64{}, prev: map[string]access.Decision{}, fired: map[string]bool{},
+		usage: map[string]int64{}, drawn: map[string]time.Time{}, prev: map[string]access.Decision{}, fired: map[string]bool{},
 		decisions: f.NewGaugeVec(prometheus.GaugeOpts{Name: "tollgate_billing_orgs",
 			Help: "Orgs by current enforcement decision (allow, throttle, block_*)."}, []string{"decision"}),
 		evalErrs: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_billing_evaluation_errors_total",
@@ -229,8 +235,8 @@ func decide(o *sites.Org, p *sites.Plan, egress int64) (access.Decision, int64) 
 	case sites.StateExpired:
 		return access.BlockExpired, 0
 	}
-	if p == nil || p.EgressBytes <= 0 {
-		return access.Allow, 0
+	if p == nil || p.EgressBytes <= 0 || p.Prepaid {
+		return access.Allow, 0 // a prepaid plan's egress beyond its quota is drawn from credit
 	}
 	if p.HardLimitPercent > 0 && egress*100 >= p.EgressBytes*int64(p.HardLimitPercent) {
 		return access.BlockQuota, 0
@@ -289,7 +295,9 @@ func (b *Billing) hooksFor(ctx context.Context, before, after *sites.Org, e Even
 	switch e.To {
 	case sites.StatePastDue:
 		data["grace_ends_at"] = after.GraceEndsAt
-		b.emit(ctx, HookEvent{ID: id("payment.failed"), Type: "payment.failed", Org: e.Org, At: e.At, Data: data})
+		if e.Cause != causeCreditExhausted { // credit.exhausted said it already: no payment failed
+			b.emit(ctx, HookEvent{ID: id("payment.failed"), Type: "payment.failed", Org: e.Org, At: e.At, Data: data})
+		}
 		b.emit(ctx, HookEvent{ID: id("grace.started"), Type: "grace.started", Org: e.Org, At: e.At, Data: data})
 	case sites.StateExpired:
 		b.emit(ctx, HookEvent{ID: id("org.expired"), Type: "org.expired", Org: e.Org, At: e.At, Data: data})

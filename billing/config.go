@@ -56,6 +56,18 @@ type Config struct {
 	// it, the org's id is public; a URL without {org} (a console that
 	// knows who signs in) shows nothing of the org. Default "": no link.
 	RenewalURL string `toml:"renewal_url"`
+	// Currency is the ISO 4217 code (lower case) of the prepaid credit
+	// ledger's amounts and of credit top-ups through Stripe Checkout.
+	// Default "eur".
+	Currency string `toml:"currency"`
+	// CreditLowThreshold is the balance (minor units) at or below which a
+	// draw from an org's prepaid credit fires credit.low. Default 0: only
+	// credit.exhausted fires.
+	CreditLowThreshold int64 `toml:"credit_low_threshold"`
+	// CreditSettle is how long after an hour ends its usage is priced and
+	// drawn from prepaid credit: the nodes' counters of the hour are
+	// flushed by then. Usage flushed later is not charged. Default 5m.
+	CreditSettle time.Duration `toml:"credit_settle"`
 	// Stripe is [billing.stripe]; off unless secret_key or webhook_secret is set.
 	Stripe StripeConfig `toml:"stripe"`
 	// Hooks ([[billing.hooks]]) receive signed lifecycle events.
@@ -90,13 +102,25 @@ type PlanConfig struct {
 	PriceAmount   int64  `toml:"price_amount"`
 	PriceCurrency string `toml:"price_currency"`
 	PriceInterval string `toml:"price_interval"`
+	// Prepaid bills the plan's orgs from their prepaid credit: each
+	// completed hour's usage beyond egress_bytes and storage_bytes is
+	// priced with the two prices below and drawn from the balance; out of
+	// credit, the org goes past_due, then expired. Default false.
+	Prepaid bool `toml:"prepaid"`
+	// OveragePricePerGiB is the price of a GiB of egress beyond
+	// egress_bytes in a period, in minor units of [billing] currency.
+	OveragePricePerGiB int64 `toml:"overage_price_per_gib"`
+	// StoragePricePerGiBMonth is the price of a GiB stored beyond
+	// storage_bytes for 30 days, in minor units, charged per hour.
+	StoragePricePerGiBMonth int64 `toml:"storage_price_per_gib_month"`
 }
 
 // Plan converts the entry.
 func (p PlanConfig) Plan() sites.Plan {
 	plan := sites.Plan{Name: p.Name, EgressBytes: p.EgressBytes, StorageBytes: p.StorageBytes, Sites: p.Sites, Domains: p.Domains,
 		ThrottleBPS: p.ThrottleBPS, HardLimitPercent: p.HardLimitPercent, GracePeriod: sites.Duration(p.GracePeriod),
-		RequestsPerSecond: p.RequestsPerSecond, Rank: p.Rank, TrialDays: p.TrialDays, Public: p.Public}
+		RequestsPerSecond: p.RequestsPerSecond, Rank: p.Rank, TrialDays: p.TrialDays, Public: p.Public,
+		Prepaid: p.Prepaid, OveragePricePerGiB: p.OveragePricePerGiB, StoragePricePerGiBMonth: p.StoragePricePerGiBMonth}
 	if p.PriceAmount != 0 || p.PriceCurrency != "" || p.PriceInterval != "" {
 		plan.Price = &sites.Price{Amount: p.PriceAmount, Currency: p.PriceCurrency, Interval: p.PriceInterval}
 	}
@@ -123,6 +147,12 @@ func (c *Config) Defaults() {
 	if c.TrialEndingNotice == 0 {
 		c.TrialEndingNotice = 72 * time.Hour
 	}
+	if c.Currency == "" {
+		c.Currency = "eur"
+	}
+	if c.CreditSettle == 0 {
+		c.CreditSettle = 5 * time.Minute
+	}
 	c.Stripe.Defaults()
 }
 
@@ -146,6 +176,15 @@ func (c Config) Validate() error {
 	}
 	if c.TrialEndingNotice < 0 {
 		errs = append(errs, errors.New("billing.trial_ending_notice: must not be negative"))
+	}
+	if len(c.Currency) != 3 || strings.Trim(c.Currency, "abcdefghijklmnopqrstuvwxyz") != "" {
+		errs = append(errs, fmt.Errorf("billing.currency: %q must be an ISO 4217 code in lower case, such as \"eur\"", c.Currency))
+	}
+	if c.CreditLowThreshold < 0 {
+		errs = append(errs, errors.New("billing.credit_low_threshold: must not be negative"))
+	}
+	if c.CreditSettle < 0 || c.CreditSettle >= time.Hour {
+		errs = append(errs, fmt.Errorf("billing.credit_settle: %s must be between 0 and 1h", c.CreditSettle))
 	}
 	if err := validRenewalURL(c.RenewalURL); err != nil {
 		errs = append(errs, err)

@@ -147,6 +147,7 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	for _, m := range marks {
 		b.applyMark(ctx, m, now)
 	}
+	b.drawCredits(ctx, snap, now) // prepaid orgs: completed hours drawn from credit (credit.go)
 	for _, id := range expire {
 		_, err := b.Apply(ctx, id, Change{State: sites.StateExpired, Cause: "grace period over", Actor: ActorBilling})
 		if err != nil {

@@ -51,6 +51,7 @@ var HookTypes = []string{
 	"payment.succeeded", "payment.failed", "org.restored",
 	"trial.ending", "trial.ended",
 	"grace.ended", "coupon.cashed",
+	"credit.low", "credit.exhausted", "credit.topped_up",
 }
 
 // hookTypeSet is HookTypes as a set (built once: changing HookTypes later

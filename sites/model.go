@@ -107,6 +107,21 @@ type Plan struct {
 	// shown. It is the operator's statement: Stripe charges the price whose
 	// lookup_key is the plan's name, and tollgate computes no money.
 	Price *Price `json:"price,omitempty"`
+	// Prepaid bills the plan's orgs from their prepaid credit (package
+	// credit): each completed hour's egress beyond EgressBytes and storage
+	// beyond StorageBytes (0 includes none) is priced with the two prices
+	// below and drawn from the org's balance; the egress quota neither
+	// throttles nor blocks them; at a balance of zero or less the org goes
+	// past_due (GracePeriod), then expired, until a top-up.
+	Prepaid bool `json:"prepaid,omitempty"`
+	// OveragePricePerGiB is the price of a GiB (2^30 bytes) of egress
+	// beyond EgressBytes in a period, in minor units of [billing] currency
+	// (prepaid plans).
+	OveragePricePerGiB int64 `json:"overage_price_per_gib,omitempty"`
+	// StoragePricePerGiBMonth is the price of a GiB stored beyond
+	// StorageBytes for 30 days, in minor units, charged pro rata per hour
+	// (prepaid plans).
+	StoragePricePerGiBMonth int64 `json:"storage_price_per_gib_month,omitempty"`
 }
 
 // Price is a plan's price: Amount in the currency's minor units (cents)
@@ -145,7 +160,8 @@ func (p Plan) Validate() error {
 		v    int64
 	}{{"egress_bytes", p.EgressBytes}, {"storage_bytes", p.StorageBytes}, {"sites", int64(p.Sites)},
 		{"domains", int64(p.Domains)}, {"throttle_bps", p.ThrottleBPS}, {"grace_period", int64(p.GracePeriod)},
-		{"rank", int64(p.Rank)}, {"trial_days", int64(p.TrialDays)}, {"requests_per_second", p.RequestsPerSecond}} {
+		{"rank", int64(p.Rank)}, {"trial_days", int64(p.TrialDays)}, {"requests_per_second", p.RequestsPerSecond},
+		{"overage_price_per_gib", p.OveragePricePerGiB}, {"storage_price_per_gib_month", p.StoragePricePerGiBMonth}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative", f.name))
 		}

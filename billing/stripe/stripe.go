@@ -64,6 +64,9 @@ type Options struct {
 	// Hooks queues coupon.cashed when a Stripe discount is created
 	// (discounts.go); nil: no hook.
 	Hooks Emitter
+	// Credits receives prepaid credit top-ups (topup.go); nil: TopUp
+	// answers ErrNotConfigured and a paid top-up answers 500 (retried).
+	Credits Credits
 }
 
 // Store is what Stripe keeps on this node: the meter event outbox, each
@@ -108,6 +111,8 @@ type Stripe struct {
 	// nil without a secret key.
 	api   *api
 	hooks Emitter // nil: no coupon.cashed
+	// credits is the prepaid credit ledger; nil without Options.Credits.
+	credits Credits
 
 	hookMu   sync.Mutex // serializes webhook processing: check id, apply, record
 	webhooks *prometheus.CounterVec
@@ -161,7 +166,7 @@ func New(cfg billing.StripeConfig, opts Options) (*Stripe, error) {
 		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
 	s := &Stripe{cfg: cfg, acc: opts.Accounts, st: opts.Store, ids: opts.EventIDs, usage: opts.Usage, log: opts.Logger, now: opts.Now,
-		hooks: opts.Hooks, baseBackoff: cfg.ReportInterval, maxRetry: time.Hour, done: make(chan struct{})}
+		hooks: opts.Hooks, credits: opts.Credits, baseBackoff: cfg.ReportInterval, maxRetry: time.Hour, done: make(chan struct{})}
 	if cfg.SecretKey != "" {
 		backend := stripego.GetBackendWithConfig(stripego.APIBackend, &stripego.BackendConfig{
 			URL:        stripego.String(cfg.APIBase),

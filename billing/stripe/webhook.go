@@ -102,6 +102,9 @@ func unprocessable(outcome, format string, args ...any) *webhookError {
 //	invoice.paid                     state active
 //	invoice.payment_failed           state past_due
 //	customer.discount.created        hook coupon.cashed (discounts.go), no change
+//	checkout.session.completed,      a top-up (mode payment, metadata tollgate_credit):
+//	checkout.session.async_payment_    amount_total credited to the org's prepaid
+//	succeeded                          credit once per session (topup.go)
 //
 // The org of a subscription or invoice is the one linked to its customer,
 // else (subscriptions) its metadata tollgate_org, which links it. A state
@@ -189,6 +192,10 @@ func (s *Stripe) process(ctx context.Context, ev *stripego.Event) (string, *webh
 	if seen {
 		log.Debug("stripe webhook: duplicate delivery")
 		return outcomeDuplicate, nil
+	}
+
+	if outcome, ok, werr := s.topUp(ctx, log, ev); ok { // prepaid credit (topup.go)
+		return outcome, werr
 	}
 
 	handle := s.account

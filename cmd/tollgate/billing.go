@@ -6,8 +6,10 @@ import (
 	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/billing/hooks"
 	"github.com/tollgate-edge/tollgate/billing/stripe"
+	"github.com/tollgate-edge/tollgate/credit"
 	"github.com/tollgate-edge/tollgate/proxy"
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/store"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
@@ -30,6 +32,11 @@ func (n *node) startBilling(ctx context.Context) error {
 		}
 		opts.Hooks = h
 	}
+	ledger, err := credit.New(credit.Config{Store: n.creditStore(), Currency: n.cfg.Billing.Currency, Now: opts.Now})
+	if err != nil {
+		return err
+	}
+	opts.Credits = ledger
 	bill, err := billing.New(ctx, n.cfg.Billing, opts)
 	if err != nil {
 		return err
@@ -37,7 +44,7 @@ func (n *node) startBilling(ctx context.Context) error {
 	if err := n.ps.start(ctx, "billing", bill); err != nil {
 		return err
 	}
-	n.proxy.Gates, n.admin.Accounts = bill, bill
+	n.proxy.Gates, n.admin.Accounts, n.admin.Credits = bill, bill, bill
 	guard, err := billing.NewPublishGuard(ctx, bill)
 	if err != nil {
 		return err
@@ -50,11 +57,11 @@ func (n *node) startBilling(ctx context.Context) error {
 		return nil
 	}
 	s, err := stripe.New(n.cfg.Billing.Stripe, stripe.Options{Accounts: bill, Store: n.st, Usage: opts.Usage,
-		Metrics: n.metrics, Logger: n.log, EventIDs: n.eventIDs, Plans: bill, Hooks: opts.Hooks})
+		Metrics: n.metrics, Logger: n.log, EventIDs: n.eventIDs, Plans: bill, Hooks: opts.Hooks, Credits: bill})
 	if err != nil {
 		return err
 	}
-	n.admin.Payments, n.admin.Invoicing, n.admin.Coupons = s, s, s
+	n.admin.Payments, n.admin.Invoicing, n.admin.Coupons, n.admin.TopUps = s, s, s, s
 	if err := n.ps.start(ctx, "stripe", s); err != nil {
 		return err
 	}
@@ -62,4 +69,13 @@ func (n *node) startBilling(ctx context.Context) error {
 	n.proxy.Internal = append(n.proxy.Internal, proxy.InternalRoute{Host: host, Path: n.cfg.Billing.Stripe.WebhookPath,
 		MaxBody: stripe.MaxWebhookBody, Handler: fasthttpadaptor.NewFastHTTPHandler(s)})
 	return nil
+}
+
+// creditStore is where the prepaid credit ledgers live: with the registry,
+// in the cluster's Redis or the bbolt file.
+func (n *node) creditStore() credit.Store {
+	if n.rc != nil {
+		return store.NewRedisCredit(n.rc)
+	}
+	return store.NewBoltCredit(n.st)
 }
