@@ -34,9 +34,13 @@ func TestClusterOfThree(t *testing.T) {
 	os.WriteFile(filepath.Join(siteDir, "index.html"), []byte(strings.Repeat("cluster ", 200)), 0o644)
 	in := startTollgate(t, single)
 	in.registerSite(t, siteDir)
+	if out, code := in.cli(t, "credit", "grant", "acme", "5000"); code != 0 {
+		t.Fatalf("credit grant: %s", out)
+	}
 	in.stop(t)
 	out, err := exec.Command(binary, "store", "migrate", "--from", "bbolt:"+filepath.Join(single, "tollgate.db"), "--to", redisURL).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "orgs            1 records copied and verified") {
+	if err != nil || !strings.Contains(string(out), "orgs            1 records copied and verified") ||
+		!strings.Contains(string(out), "credit          1 entries of 1 orgs copied, balances verified") {
 		t.Fatalf("store migrate: %v\n%s", err, out)
 	}
 	t.Logf("migrate:\n%s", out)
@@ -58,6 +62,9 @@ func TestClusterOfThree(t *testing.T) {
 	var nodes []*instance
 	for range 3 {
 		nodes = append(nodes, start3(t.TempDir()))
+	}
+	if out, code := nodes[2].cli(t, "--json", "credit", "list", "acme"); code != 0 || !strings.Contains(out, `"balance": 5000`) {
+		t.Fatalf("the migrated credit on a cluster node: %d %s", code, out)
 	}
 	defer func() {
 		for _, n := range nodes { // the current ones: node B is replaced below

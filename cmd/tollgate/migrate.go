@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/tollgate-edge/tollgate/acme"
+	"github.com/tollgate-edge/tollgate/credit"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
 	"github.com/tollgate-edge/tollgate/tokens"
@@ -24,10 +25,11 @@ var migratedBuckets = append([]string{"plans", "orgs", "sites", "domains", "org_
 
 // endpoint is one side of a migration: a bbolt file or a Redis.
 type endpoint struct {
-	name  string
-	kv    sites.Store
-	certs certmagic.Storage
-	close func()
+	name    string
+	kv      sites.Store
+	certs   certmagic.Storage
+	credits credit.Store
+	close   func()
 }
 
 // openEndpoint opens spec: bbolt:PATH, or a Redis URL (or "env:NAME" /
@@ -48,7 +50,7 @@ func openEndpoint(spec, mode string) (*endpoint, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w (is a tollgate still running on it?)", spec, err)
 		}
-		return &endpoint{name: spec, kv: st, certs: acme.NewBoltStorage(st), close: func() { st.Close() }}, nil
+		return &endpoint{name: spec, kv: st, certs: acme.NewBoltStorage(st), credits: store.NewBoltCredit(st), close: func() { st.Close() }}, nil
 	case strings.HasPrefix(spec, "redis://"), strings.HasPrefix(spec, "rediss://"):
 		rc, err := store.NewRedis(store.Config{Redis: spec, RedisMode: mode})
 		if err != nil {
@@ -61,7 +63,8 @@ func openEndpoint(spec, mode string) (*endpoint, error) {
 			rc.Close()
 			return nil, fmt.Errorf("%s: %w", redactURL(spec), err)
 		}
-		return &endpoint{name: redactURL(spec), kv: kv, certs: acme.NewRedisStorage(rc, acme.RedisStorageOptions{}), close: func() { rc.Close() }}, nil
+		return &endpoint{name: redactURL(spec), kv: kv, certs: acme.NewRedisStorage(rc, acme.RedisStorageOptions{}),
+			credits: store.NewRedisCredit(rc), close: func() { rc.Close() }}, nil
 	}
 	return nil, fmt.Errorf("%q: give bbolt:PATH or redis://HOST:PORT[/DB] (with --from-redis-mode/--to-redis-mode for sentinel or cluster URLs)", redactURL(spec))
 }
@@ -169,6 +172,11 @@ func migrate(ctx context.Context, from, to endpointSpec, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "%-10s %6d records copied and verified\n", b, n)
 	}
+	entries, orgs, err := copyCredits(ctx, src, dst)
+	if err != nil {
+		return fmt.Errorf("prepaid credit: %w", err)
+	}
+	fmt.Fprintf(out, "%-10s %6d entries of %d orgs copied, balances verified\n", "credit", entries, orgs)
 	n, err := copyCerts(ctx, src.certs, dst.certs)
 	if err != nil {
 		return fmt.Errorf("certificates: %w", err)
@@ -213,4 +221,42 @@ func copyCerts(ctx context.Context, src, dst certmagic.Storage) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// copyCredits copies the prepaid credit ledger of every org of src's
+// registry into dst, entry by entry (an entry whose source dst holds
+// already is not added twice), and checks that each org's balance is the
+// same on both sides.
+func copyCredits(ctx context.Context, src, dst *endpoint) (entries, orgs int, err error) {
+	var ids []string
+	if err := src.kv.Scan(ctx, "orgs", func(k, _ []byte) error {
+		ids = append(ids, string(k))
+		return nil
+	}); err != nil {
+		return 0, 0, err
+	}
+	for _, org := range ids {
+		es, err := src.credits.Entries(ctx, org)
+		if err != nil {
+			return entries, orgs, fmt.Errorf("%s: %w", org, err)
+		}
+		if len(es) == 0 {
+			continue
+		}
+		for _, e := range es {
+			if _, _, _, err := dst.credits.Append(ctx, e); err != nil {
+				return entries, orgs, fmt.Errorf("%s: entry %s: %w", org, e.ID, err)
+			}
+		}
+		want, err := src.credits.Balance(ctx, org)
+		if err != nil {
+			return entries, orgs, err
+		}
+		if got, err := dst.credits.Balance(ctx, org); err != nil || got != want {
+			return entries, orgs, fmt.Errorf("%s: balance %d in %s but %d in %s after the copy (%v)", org, want, src.name, got, dst.name, err)
+		}
+		entries += len(es)
+		orgs++
+	}
+	return entries, orgs, nil
 }
