@@ -293,6 +293,9 @@ func exportShared(ctx context.Context, path string, rc store.RedisClient, snap *
 	if err := copyBuckets(ctx, dst, kv, historyBucket); err != nil {
 		return err
 	}
+	if _, _, err := copyCredits(ctx, kv, store.NewRedisCredit(rc), store.NewBoltCredit(dst), false); err != nil {
+		return fmt.Errorf("prepaid credit: %w", err)
+	}
 	if _, err := copyCerts(ctx, acme.NewRedisStorage(rc, acme.RedisStorageOptions{}), acme.NewBoltStorage(dst)); err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}

@@ -237,6 +237,9 @@ func TestBackupRestoreRedis(t *testing.T) {
 	if out, code := in.cli(t, "org", "set", "acme", "--plan", "bigger"); code != 0 { // an account event
 		t.Fatal(out)
 	}
+	if out, code := in.cli(t, "credit", "grant", "acme", "5000"); code != 0 { // a prepaid credit entry
+		t.Fatal(out)
+	}
 	rc := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	t.Cleanup(func() { rc.Close() })
 	certs := acme.NewRedisStorage(rc, acme.RedisStorageOptions{})
@@ -317,8 +320,12 @@ func TestBackupRestoreRedis(t *testing.T) {
 	// 3. With --force: the backup's registry exactly (org "after" goes),
 	// the account history and the certificate back.
 	out, code = tollgateCmd(t, fmt.Sprintf("tollgate store restore --force --config %s %s", in.configPath, file))
-	if code != 0 || !strings.Contains(out, "certificates: 1 written") {
+	if code != 0 || !strings.Contains(out, "certificates: 1 written") || !strings.Contains(out, "1 credit entries merged") {
 		t.Fatalf("restore --force: exit %d\n%s", code, out)
+	}
+	// The ledger came back once, though both restores merged it.
+	if out, code := in.cli(t, "--json", "credit", "list", "acme"); code != 0 || !strings.Contains(out, `"balance": 5000`) {
+		t.Fatalf("credit after the restores: %d %s", code, out)
 	}
 	// The history is merged, not replaced: it keeps the two creation
 	// events (plan, state) of org "after".

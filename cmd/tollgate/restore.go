@@ -96,6 +96,10 @@ func restoreRedis(ctx context.Context, bk *store.Bolt, sum summary, rc store.Red
 	if err := copyBuckets(ctx, kv, bk, historyBucket); err != nil {
 		return err
 	}
+	credits, _, err := copyCredits(ctx, bk, store.NewBoltCredit(bk), store.NewRedisCredit(rc), false)
+	if err != nil {
+		return fmt.Errorf("prepaid credit: %w", err)
+	}
 	written, kept, err := restoreCerts(ctx, acme.NewBoltStorage(bk), acme.NewRedisStorage(rc, acme.RedisStorageOptions{}))
 	if err != nil {
 		return fmt.Errorf("certificates: %w", err)
@@ -107,8 +111,8 @@ func restoreRedis(ctx context.Context, bk *store.Bolt, sum summary, rc store.Red
 			return fmt.Errorf("%s: %d records in the backup but %d in redis after the restore", b, sum.counts[b], n)
 		}
 	}
-	fmt.Fprintf(w, "restored into redis: registry replaced and verified, %d account events merged, certificates: %d written, %d kept (already in redis)\n",
-		sum.counts[historyBucket], written, kept)
+	fmt.Fprintf(w, "restored into redis: registry replaced and verified, %d account events and %d credit entries merged, certificates: %d written, %d kept (already in redis)\n",
+		sum.counts[historyBucket], credits, written, kept)
 	return nil
 }
 
