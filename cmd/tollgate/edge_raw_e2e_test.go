@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -124,6 +125,22 @@ func exchange(t *testing.T, addr, send string, max int, methods ...string) rawRe
 	defer c.Close()
 	if _, err := io.WriteString(c, send); err != nil {
 		t.Fatal(err)
+	}
+	return readResponses(c, max, methods...)
+}
+
+// exchange is exchange on the fixture's public listener; a refused or
+// failed connection reports whether the tollgate process is still running,
+// its exit status and its log.
+func (e *rawEdge) exchange(t *testing.T, send string, max int, methods ...string) rawResult {
+	t.Helper()
+	c, err := net.Dial("tcp", e.in.http)
+	if err != nil {
+		t.Fatalf("dial %s: %v\n%s", e.in.http, err, e.in.state())
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, send); err != nil {
+		t.Fatalf("write: %v\n%s", err, e.in.state())
 	}
 	return readResponses(c, max, methods...)
 }
@@ -256,7 +273,7 @@ func TestRawFraming(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			res := exchange(t, e.in.http, tt.send, tt.max)
+			res := e.exchange(t, tt.send, tt.max)
 			if res.err != nil {
 				t.Errorf("read: %v", res.err)
 			}
@@ -413,4 +430,19 @@ func TestRawExpectContinue(t *testing.T) {
 	if e.up.body[got[0]] != "hello" {
 		t.Fatalf("upstream body %q", e.up.body[got[0]])
 	}
+}
+
+// state says whether the instance's process still runs (else its exit
+// status), what its public listener's socket looks like, and its log.
+func (in *instance) state() string {
+	status := "running"
+	select {
+	case err := <-in.exited:
+		in.exited <- err
+		status = fmt.Sprintf("exited: %v", err)
+	default:
+	}
+	_, port, _ := net.SplitHostPort(in.http)
+	ss, _ := exec.Command("ss", "-ltnp", "sport = :"+port).CombinedOutput()
+	return fmt.Sprintf("tollgate pid %d %s; sockets on %s:\n%s\nlog:\n%s", in.cmd.Process.Pid, status, in.http, ss, in.stderr)
 }
