@@ -21,6 +21,7 @@ import (
 
 	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/billing/access"
+	"github.com/tollgate-edge/tollgate/credit"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 )
@@ -118,6 +119,14 @@ type Verifier interface {
 	Verify(ctx context.Context, domain, proof string, targets ...string) (string, error)
 }
 
+// Credits reads the prepaid credit ledger. *billing.Billing implements it.
+type Credits interface {
+	// CreditHistory is the org's balance and entries, oldest first.
+	CreditHistory(ctx context.Context, org string) (int64, []credit.Entry, error)
+	// Currency is the currency of the amounts (ISO 4217, lower case).
+	Currency() string
+}
+
 // Options are the console's collaborators. Tokens and Registry are
 // required; each other one left nil hides what it provides and says so on
 // the page.
@@ -131,7 +140,10 @@ type Options struct {
 	// Verifier checks the DNS records of a domain a tenant adds; nil: the
 	// console cannot add domains.
 	Verifier Verifier
-	Logger   *slog.Logger
+	// Credits shows the org's prepaid credit; nil: the page says there is
+	// none here.
+	Credits Credits
+	Logger  *slog.Logger
 	// Now is the clock (default time.Now): session expiry and the current
 	// month. Tests inject one.
 	Now func() time.Time
@@ -210,6 +222,7 @@ func (c *Console) routes() {
 	m.Handle("POST "+Prefix+"domains", c.page(ScopeWrite, c.addDomain))
 	m.Handle("GET "+Prefix+"domains/{domain}", c.page(ScopeRead, c.domainPage))
 	m.Handle("GET "+Prefix+"events", c.page(ScopeRead, c.events))
+	m.Handle("GET "+Prefix+"credit", c.page(ScopeRead, c.credit))
 	m.Handle("GET "+Prefix+"billing", c.page(ScopeRead, c.billingPage))
 	m.Handle("POST "+Prefix+"checkout", c.page(ScopeBilling, c.checkout))
 	m.Handle("POST "+Prefix+"portal", c.page(ScopeBilling, c.portal))

@@ -390,3 +390,28 @@ func TestAddDomain(t *testing.T) {
 		t.Errorf("a bad name: %d\n%s", resp.StatusCode, body)
 	}
 }
+
+// TestCreditPage: the org's prepaid credit, balance and entries newest
+// first with the balance after each, in the ledger's currency; another
+// org's entries never show.
+func TestCreditPage(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser(t)
+	b.signIn(tokRead)
+	resp, body := b.get("/console/credit")
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d\n%s", resp.StatusCode, body)
+	}
+	for _, want := range []string{"Balance: <strong>37.66 EUR</strong>", "<td>usage</td><td>-12.34 EUR</td><td>37.66 EUR</td>",
+		"<td>grant</td><td>50.00 EUR</td><td>50.00 EUR</td><td>welcome credit</td>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("credit page lacks %q", want)
+		}
+	}
+	if strings.Index(body, "-12.34 EUR") > strings.Index(body, "welcome credit") {
+		t.Error("entries are not newest first")
+	}
+	if strings.Contains(body, "7.77 EUR") {
+		t.Error("another org's credit shows")
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-edge/tollgate/billing"
 	"github.com/tollgate-edge/tollgate/console"
+	"github.com/tollgate-edge/tollgate/credit"
 	"github.com/tollgate-edge/tollgate/internal/dnstest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
 	"github.com/tollgate-edge/tollgate/meter"
@@ -135,9 +136,17 @@ func newFixture(t *testing.T) *fixture {
 		_, err = reg.UpdateOrg(ctx, o, sites.OrgPatch{Plan: &small})
 		must(err)
 	}
-	bill, err := billing.New(ctx, billing.Config{}, billing.Options{Sites: reg, Store: st, Metrics: prometheus.NewRegistry(),
-		Now: func() time.Time { return testNow }})
+	ledger, err := credit.New(credit.Config{Store: store.NewBoltCredit(st), Currency: "eur"})
 	must(err)
+	bill, err := billing.New(ctx, billing.Config{}, billing.Options{Sites: reg, Store: st, Metrics: prometheus.NewRegistry(),
+		Credits: ledger, Now: func() time.Time { return testNow }})
+	must(err)
+	for _, e := range []credit.Entry{{Org: "acme", Amount: 5000, Kind: credit.Grant, Source: "welcome", Note: "welcome credit"},
+		{Org: "acme", Amount: -1234, Kind: credit.Usage, Source: "usage:acme:2025031700"},
+		{Org: "other", Amount: 777, Kind: credit.Grant, Source: "theirs"}} {
+		_, _, _, err = bill.Credit(ctx, e)
+		must(err)
+	}
 	usage := store.NewBoltUsage(st)
 	recordUsage(t, usage)
 	dns := dnstest.Start(t)
@@ -149,7 +158,7 @@ func newFixture(t *testing.T) *fixture {
 		tokOther:   {Org: "other", Scopes: []string{"admin"}},
 	}, e: map[string]error{tokRevoked: console.ErrTokenRevoked, tokExpired: console.ErrTokenExpired}}}
 	c, err := console.New(console.Config{CNAMETarget: cnameHost}, console.Options{Tokens: f.tokens, Registry: reg,
-		Usage: usage, Accounts: bill, Payments: f.payments, Verifier: gitea.NewDNSVerifier(dns.Addr(), 0, gitea.DNSOptions{}),
+		Usage: usage, Accounts: bill, Payments: f.payments, Verifier: gitea.NewDNSVerifier(dns.Addr(), 0, gitea.DNSOptions{}), Credits: bill,
 		Now: func() time.Time { return testNow }})
 	must(err)
 	mux := http.NewServeMux()

@@ -31,7 +31,8 @@ type navItem struct {
 }
 
 var navPages = []navItem{{Prefix, "Overview", false}, {Prefix + "usage", "Usage", false},
-	{Prefix + "sites", "Sites and domains", false}, {Prefix + "events", "Events", false}, {Prefix + "billing", "Plan and billing", false}}
+	{Prefix + "sites", "Sites and domains", false}, {Prefix + "events", "Events", false}, {Prefix + "credit", "Prepaid credit", false},
+	{Prefix + "billing", "Plan and billing", false}}
 
 var funcs = template.FuncMap{
 	"bytes": humanBytes,
@@ -51,6 +52,13 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04 UTC")
 	},
 	"join":  strings.Join,
+	"money": func(minor int64, currency string) string {
+		sign := ""
+		if minor < 0 {
+			sign, minor = "-", -minor
+		}
+		return fmt.Sprintf("%s%d.%02d %s", sign, minor/100, minor%100, strings.ToUpper(currency))
+	},
 	"int64": func(n int) int64 { return int64(n) },
 }
 

@@ -30,6 +30,9 @@ func (n *node) tenantHandler(api http.Handler) (http.Handler, error) {
 	if v, ok := n.admin.DomainProof.(console.Verifier); ok {
 		opts.Verifier = v
 	}
+	if cr, ok := n.admin.Credits.(console.Credits); ok {
+		opts.Credits = cr
+	}
 	con, err := console.New(n.cfg.Console, opts)
 	if err != nil {
 		return nil, err
