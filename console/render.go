@@ -51,7 +51,7 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04 UTC")
 	},
-	"join":  strings.Join,
+	"join": strings.Join,
 	"money": func(minor int64, currency string) string {
 		sign := ""
 		if minor < 0 {
