@@ -3,7 +3,6 @@ package billing
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/sites"
-	"github.com/tollgate-edge/tollgate/store"
 )
 
 // Entitlements beyond egress: the storage quota and the plan's site and
@@ -212,13 +210,13 @@ func (b *Billing) marksFor(s *sites.Snapshot, o *sites.Org, p *sites.Plan) []mar
 // re-checked in the write: a mark another node (or an earlier pass) wrote
 // already changes nothing.
 func (b *Billing) applyMark(ctx context.Context, m mark, now time.Time) {
-	_, err := b.opts.Sites.ModifyOrg(ctx, m.org, func(o *sites.Org, _ *sites.Snapshot) ([]store.Op, error) {
+	_, _, err := b.changeAsBilling(ctx, m.org, now, func(o *sites.Org, _ *sites.Snapshot, record recordFunc) error {
 		since := &o.StorageOverSince
 		if m.field == "plan_limits" {
 			since = &o.OverPlanSince
 		}
 		if m.over != since.IsZero() {
-			return nil, nil
+			return errUnchanged
 		}
 		from, to := "over", "within"
 		*since = time.Time{}
@@ -226,11 +224,8 @@ func (b *Billing) applyMark(ctx context.Context, m mark, now time.Time) {
 			from, to = "within", "over"
 			*since = now
 		}
-		e, err := json.Marshal(Event{At: now, Org: m.org, Field: m.field, From: from, To: to, Cause: m.detail, Actor: ActorBilling})
-		if err != nil {
-			return nil, err
-		}
-		return []store.Op{store.Put(bucketEvents, eventKey(m.org, now), e)}, nil
+		record(m.field, from, to, m.detail)
+		return nil
 	})
 	if err != nil {
 		b.log.Warn("plan compliance not recorded", slog.String("org", m.org), slog.String("field", m.field), slog.Any("err", err))

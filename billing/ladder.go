@@ -138,8 +138,7 @@ func (b *Billing) due(ctx context.Context, snap *sites.Snapshot, now time.Time) 
 // applyPending moves the org to its pending plan if that is still plan and
 // due.
 func (b *Billing) applyPending(ctx context.Context, id, plan string, now time.Time) error {
-	before := b.opts.Sites.Snapshot().Orgs.Get(id)
-	o, events, err := modify(ctx, b.opts.Sites, Event{At: now, Org: id, Actor: ActorBilling}, func(o *sites.Org, snap *sites.Snapshot, record recordFunc) error {
+	_, _, err := b.changeAsBilling(ctx, id, now, func(o *sites.Org, snap *sites.Snapshot, record recordFunc) error {
 		if o.PendingPlan != plan || now.Before(o.PendingPlanAt) {
 			return errUnchanged
 		}
@@ -152,14 +151,25 @@ func (b *Billing) applyPending(ctx context.Context, id, plan string, now time.Ti
 		o.Plan, o.PendingPlan, o.PendingPlanAt = plan, "", time.Time{}
 		return nil
 	})
+	return err
+}
+
+// changeAsBilling changes org id with fn as billing's own change (modify,
+// actor billing), then logs the plan changes among its events and emits
+// their hooks (logged). A fn that returns errUnchanged writes nothing:
+// changed is false and the error nil.
+func (b *Billing) changeAsBilling(ctx context.Context, id string, now time.Time,
+	fn func(o *sites.Org, snap *sites.Snapshot, record recordFunc) error) (o sites.Org, changed bool, err error) {
+	before := b.opts.Sites.Snapshot().Orgs.Get(id)
+	o, events, err := modify(ctx, b.opts.Sites, Event{At: now, Org: id, Actor: ActorBilling}, fn)
 	if errors.Is(err, errUnchanged) {
-		return nil
+		return o, false, nil
 	}
 	if err != nil {
-		return err
+		return o, false, err
 	}
 	b.logged(ctx, before, &o, events)
-	return nil
+	return o, true, nil
 }
 
 // logged logs the plan changes among events and emits their hooks.

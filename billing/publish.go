@@ -134,15 +134,11 @@ func (g *PublishGuard) refuse(ctx context.Context, c PublishCheck, reason string
 	g.writeLocked(ctx, c.Site, &blk)
 	g.mu.Unlock()
 
-	e := Event{At: now, Org: c.Org, Field: "publish", From: c.Published, To: c.Commit,
-		Cause: "site " + c.Site + " not published: " + reason, Actor: ActorBilling, Ref: c.Site}
-	_, err := g.b.opts.Sites.ModifyOrg(ctx, c.Org, func(*sites.Org, *sites.Snapshot) ([]store.Op, error) {
-		v, err := json.Marshal(e)
-		if err != nil {
-			return nil, err
-		}
-		return []store.Op{store.Put(bucketEvents, eventKey(c.Org, now), v)}, nil
-	})
+	_, _, err := modify(ctx, g.b.opts.Sites, Event{At: now, Org: c.Org, Actor: ActorBilling, Ref: c.Site},
+		func(_ *sites.Org, _ *sites.Snapshot, record recordFunc) error {
+			record("publish", c.Published, c.Commit, "site "+c.Site+" not published: "+reason)
+			return nil
+		})
 	if err != nil {
 		g.b.log.Error("publish refusal not recorded", slog.String("org", c.Org), slog.String("site", c.Site), slog.Any("err", err))
 	}

@@ -2,7 +2,6 @@ package billing
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -93,9 +92,8 @@ func (b *Billing) CreateOrg(ctx context.Context, o sites.Org) (sites.Org, error)
 // endTrial ends the org's trial if it still ends at ends and is over, then
 // sends trial.ended.
 func (b *Billing) endTrial(ctx context.Context, id string, ends, now time.Time) error {
-	before := b.opts.Sites.Snapshot().Orgs.Get(id)
 	outcome := ""
-	o, events, err := modify(ctx, b.opts.Sites, Event{At: now, Org: id, Actor: ActorBilling},
+	o, changed, err := b.changeAsBilling(ctx, id, now,
 		func(o *sites.Org, snap *sites.Snapshot, record recordFunc) error {
 			if !o.TrialEndsAt.Equal(ends) || now.Before(ends) {
 				return errUnchanged
@@ -112,13 +110,9 @@ func (b *Billing) endTrial(ctx context.Context, id string, ends, now time.Time) 
 			o.TrialEndsAt = time.Time{}
 			return nil
 		})
-	if errors.Is(err, errUnchanged) {
-		return nil
-	}
-	if err != nil {
+	if err != nil || !changed {
 		return err
 	}
-	b.logged(ctx, before, &o, events)
 	b.mu.Lock() // b.fired
 	defer b.mu.Unlock()
 	b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("trial.ended:%s:%d", id, ends.Unix()), Type: "trial.ended", Org: id, At: now,

@@ -95,14 +95,21 @@ func (s *Stripe) Checkout(ctx context.Context, org, plan string) (string, error)
 	if err != nil {
 		return "", err
 	}
-	params := &stripego.CheckoutSessionParams{
+	return s.newCheckout(ctx, org, customer, &stripego.CheckoutSessionParams{
 		Mode:                stripego.String(string(stripego.CheckoutSessionModeSubscription)),
 		LineItems:           []*stripego.CheckoutSessionLineItemParams{{Price: stripego.String(priceID), Quantity: stripego.Int64(1)}},
-		ClientReferenceID:   stripego.String(org),
-		SuccessURL:          stripego.String(billing.OrgURL(s.cfg.CheckoutSuccessURL, org)),
-		CancelURL:           stripego.String(billing.OrgURL(s.cfg.CheckoutCancelURL, org)),
 		AllowPromotionCodes: stripego.Bool(true),
-	}
+	})
+}
+
+// newCheckout opens the Checkout session params describe (mode, line
+// items) with what every tollgate session carries: the org as
+// client_reference_id, its Stripe customer when it has one, and the return
+// URLs of [billing.stripe]. It returns the session's URL.
+func (s *Stripe) newCheckout(ctx context.Context, org, customer string, params *stripego.CheckoutSessionParams) (string, error) {
+	params.ClientReferenceID = stripego.String(org)
+	params.SuccessURL = stripego.String(billing.OrgURL(s.cfg.CheckoutSuccessURL, org))
+	params.CancelURL = stripego.String(billing.OrgURL(s.cfg.CheckoutCancelURL, org))
 	if customer != "" {
 		params.Customer = stripego.String(customer)
 	}

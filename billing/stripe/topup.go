@@ -71,20 +71,9 @@ func (s *Stripe) TopUp(ctx context.Context, org string, amount int64) (string, e
 			PriceData: &stripego.CheckoutSessionLineItemPriceDataParams{Currency: stripego.String(s.credits.Currency()),
 				UnitAmount:  stripego.Int64(amount),
 				ProductData: &stripego.CheckoutSessionLineItemPriceDataProductDataParams{Name: stripego.String("Prepaid credit")}}}},
-		ClientReferenceID: stripego.String(org),
-		SuccessURL:        stripego.String(billing.OrgURL(s.cfg.CheckoutSuccessURL, org)),
-		CancelURL:         stripego.String(billing.OrgURL(s.cfg.CheckoutCancelURL, org)),
 	}
 	params.AddMetadata(metaCredit, string(credit.TopUp))
-	if customer != "" {
-		params.Customer = stripego.String(customer)
-	}
-	params.Context = ctx
-	sess, err := s.links.checkout.New(params)
-	if err != nil {
-		return "", fmt.Errorf("%w: checkout session: %w", ErrUpstream, err)
-	}
-	return sess.URL, nil
+	return s.newCheckout(ctx, org, customer, params)
 }
 
 // topUp handles ev when it is a top-up's session (ok true): it credits
