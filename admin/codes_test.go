@@ -148,8 +148,10 @@ func TestProblemCodes(t *testing.T) {
 			return e
 		}},
 	}
-	// PLAN_DOWNGRADE_NOT_ALLOWED needs billing's ladder: TestOperatorPlanLadder.
-	covered := []reason.Code{reason.PlanDowngradeNotAllowed}
+	// PLAN_DOWNGRADE_NOT_ALLOWED needs billing's ladder (TestOperatorPlanLadder),
+	// the CREDIT_CODE_* codes its credit codes (TestCreditCodeRoutes).
+	covered := []reason.Code{reason.PlanDowngradeNotAllowed, reason.CreditCodeInvalid, reason.CreditCodeExpired,
+		reason.CreditCodeUsedUp, reason.CreditCodeAlreadyRedeemed}
 	for _, tt := range tests {
 		t.Run(string(tt.code)+" "+tt.req.method+" "+tt.req.path, func(t *testing.T) {
 			env := e

@@ -99,6 +99,14 @@ var commands = []command{
 	{name: "org events", args: []string{"ID"}, help: "an org's account history (state, plan, Stripe customer changes)", setup: noFlags(orgEventsCmd)},
 	{name: "credit grant", args: []string{"ORG", "AMOUNT"}, help: "add prepaid credit to an org (AMOUNT in minor units of [billing] currency)", setup: creditGrantCmd},
 	{name: "credit list", args: []string{"ORG"}, help: "an org's prepaid credit: balance and entries", setup: noFlags(creditListCmd)},
+	{name: "credit redeem", args: []string{"ORG", "CODE"}, help: "redeem a credit code for an org (once per org)", setup: noFlags(creditRedeemCmd)},
+	{name: "credit-code create", args: []string{"CODE", "AMOUNT"}, help: "a code any org may redeem once for AMOUNT of credit (minor units); --max-redemptions, --expires", setup: creditCodeCreateCmd},
+	{name: "credit-code list", help: "every credit code and its redemptions", setup: noFlags(creditCodeListCmd)},
+	{name: "credit-code disable", args: []string{"CODE"}, help: "withdraw a credit code: refused from now on, its redemptions kept", setup: noFlags(
+		func(ctx context.Context, c *Client, args []string) (output, error) {
+			code, err := c.DisableCreditCode(ctx, args[0])
+			return creditCodeOutput(code, code), err
+		})},
 	{name: "org delete", args: []string{"ID"}, help: "delete an org that owns no sites", setup: noFlags(
 		func(ctx context.Context, c *Client, args []string) (output, error) {
 			return output{msg: "deleted org " + args[0]}, c.DeleteOrg(ctx, args[0])

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tollgate-edge/tollgate/billing/stripe"
-	"github.com/tollgate-edge/tollgate/tokens"
 )
 
 // Coupons creates Stripe coupons with a promotion code and lists the
@@ -85,13 +84,9 @@ func couponCreateCmd(fs *flag.FlagSet) runFunc {
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
 		in.Code = args[0]
 		if *expires != "" {
-			at, err := time.Parse(time.RFC3339, *expires)
+			at, err := expiryFlag(*expires)
 			if err != nil {
-				d, derr := tokens.Expiry(*expires)
-				if derr != nil {
-					return output{}, usagef("--expires: %q is neither an RFC 3339 time nor a lifetime such as 30d", *expires)
-				}
-				at = time.Now().Add(d).UTC().Truncate(time.Second)
+				return output{}, err
 			}
 			in.ExpiresAt = &at
 		}

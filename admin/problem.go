@@ -80,6 +80,9 @@ func badRequest(format string, args ...any) error {
 func problemFor(err error) (p *Problem, internal bool) {
 	var limit *sites.LimitError
 	var tooBig *http.MaxBytesError
+	if p := codeProblem(err); p != nil {
+		return p, false
+	}
 	switch {
 	case errors.As(err, &limit):
 		return &Problem{

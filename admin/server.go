@@ -84,6 +84,9 @@ type Options struct {
 	// TopUps makes the links of POST /v1/orgs/{id}/credits/checkout. Nil:
 	// it answers 503.
 	TopUps TopUps
+	// CreditCodes keeps the redeemable credit codes of /v1/credit-codes
+	// and POST /v1/orgs/{id}/credits/redeem. Nil: those answer 503.
+	CreditCodes CreditCodes
 }
 
 // Check is one readiness check of GET /readyz.
@@ -135,6 +138,7 @@ type Server struct {
 	tokens      Tokens
 	domainProof DomainProof
 	credits     Credits
+	codes       CreditCodes
 	topUps      TopUps
 }
 
@@ -183,6 +187,7 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		tokens:      opts.Tokens,
 		domainProof: opts.DomainProof,
 		credits:     opts.Credits,
+		codes:       opts.CreditCodes,
 		topUps:      opts.TopUps,
 	}
 	if s.log == nil {
@@ -237,6 +242,10 @@ func (s *Server) routes(metrics http.Handler) {
 	s.v1("POST /v1/orgs/{id}/credits", s.grantCredit, operatorOnly)
 	s.v1("GET /v1/orgs/{id}/credits", s.listCredits, tenant(tokens.Read, orgInPath))
 	s.v1("POST /v1/orgs/{id}/credits/checkout", s.creditCheckout, tenant(tokens.Billing, orgInPath))
+	s.v1("POST /v1/orgs/{id}/credits/redeem", s.redeemCreditCode, tenant(tokens.Billing, orgInPath))
+	s.v1("POST /v1/credit-codes", s.createCreditCode, operatorOnly)
+	s.v1("GET /v1/credit-codes", s.listCreditCodes, operatorOnly)
+	s.v1("DELETE /v1/credit-codes/{code}", s.disableCreditCode, operatorOnly)
 	s.v1("GET /v1/orgs/{id}/sites", s.listSites, tenant(tokens.Read, orgInPath))
 	s.v1("POST /v1/orgs/{id}/sites", s.createSite, tenant(tokens.Write, orgInPath))
 	s.v1("POST /v1/orgs/{id}/tokens", s.createToken, tenant(tokens.Admin, orgInPath))

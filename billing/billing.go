@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/tollgate-edge/tollgate/billing/access"
+	"github.com/tollgate-edge/tollgate/credit"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
@@ -75,6 +76,9 @@ type Options struct {
 	// Credits is the prepaid credit ledger (credit.go). Nil: orgs on
 	// prepaid plans are not drawn down and Credit answers ErrNoLedger.
 	Credits Credits
+	// Codes keeps the redeemable credit codes (codes.go). Nil: no codes
+	// (ErrNoLedger).
+	Codes   credit.CodeStore
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
 	Now     func() time.Time // default time.Now; tests inject a clock

@@ -54,10 +54,19 @@ const (
 	RateLimited Code = "RATE_LIMITED"
 )
 
-// Codes of refusals whose checks this build does not have (plan ranks):
-// nothing sends them; their names and statuses are fixed.
+// Codes of refusals of billing's rules in the admin API.
 const (
 	PlanDowngradeNotAllowed Code = "PLAN_DOWNGRADE_NOT_ALLOWED" // 409: a tenant asked for a lower-ranked plan
+	// CreditCodeInvalid, 422: no credit code has this name, or it was
+	// withdrawn.
+	CreditCodeInvalid Code = "CREDIT_CODE_INVALID"
+	CreditCodeExpired Code = "CREDIT_CODE_EXPIRED" // 422: the credit code's expiry has passed
+	// CreditCodeUsedUp, 409: the credit code was redeemed as often as it
+	// may be.
+	CreditCodeUsedUp Code = "CREDIT_CODE_USED_UP"
+	// CreditCodeAlreadyRedeemed, 409: the org redeemed this credit code
+	// before (the answer names that grant).
+	CreditCodeAlreadyRedeemed Code = "CREDIT_CODE_ALREADY_REDEEMED"
 )
 
 // Sender says who answers with a code.
@@ -110,6 +119,10 @@ func All() []Entry {
 		{SiteInactive, 404, SentByProxy, "The site is deactivated by its org or the operator (active: false)."},
 		{RateLimited, 429, SentByProxy, "Past a request-rate limit: the org's requests_per_second, the client's limits.per_ip_rps, or the admin API's per-token limit (a problem with this code); Retry-After, RateLimit-Policy and RateLimit say when to retry."},
 		{PlanDowngradeNotAllowed, 409, SentByAdmin, "A move to a plan of equal or lower rank without force (PATCH /v1/orgs/{id} with \"force\": true moves down)."},
+		{CreditCodeInvalid, 422, SentByAdmin, "No credit code has this name (matched without regard to case), or the operator withdrew it."},
+		{CreditCodeExpired, 422, SentByAdmin, "The credit code's expiry has passed."},
+		{CreditCodeUsedUp, 409, SentByAdmin, "The credit code was redeemed by as many orgs as it allows."},
+		{CreditCodeAlreadyRedeemed, 409, SentByAdmin, "The org redeemed this credit code before; a code grants its credit once per org."},
 	}
 }
 

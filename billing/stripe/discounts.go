@@ -79,7 +79,7 @@ func (s *Stripe) couponCashed(ctx context.Context, log *slog.Logger, ev *stripeg
 		return org, "", &webhookError{http.StatusInternalServerError, outcomeError, "the promotion code could not be read from Stripe; retry"}
 	}
 	c := d.Coupon
-	data := map[string]any{"code": code, "coupon": c.ID, "discount": d.ID, "duration": c.Duration, "stripe_event": ev.ID}
+	data := map[string]any{"source": "stripe", "code": code, "coupon": c.ID, "discount": d.ID, "duration": c.Duration, "stripe_event": ev.ID}
 	if c.PercentOff != 0 {
 		data["percent_off"] = c.PercentOff
 	} else {

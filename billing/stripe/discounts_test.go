@@ -95,7 +95,7 @@ func TestCouponCashed(t *testing.T) {
 		t.Fatalf("%d hooks, want 1: %+v", len(got), got)
 	}
 	e := got[0]
-	want := map[string]any{"code": "SPRING25", "coupon": "co_25", "discount": "di_1", "percent_off": 25.0, "duration": "repeating",
+	want := map[string]any{"source": "stripe", "code": "SPRING25", "coupon": "co_25", "discount": "di_1", "percent_off": 25.0, "duration": "repeating",
 		"duration_in_months": int64(3), "promotion_code": "promo_1", "subscription": "sub_1", "stripe_event": "evt_disc"}
 	if e.ID != "coupon.cashed:di_1" || e.Type != "coupon.cashed" || e.Org != "acme" || !e.At.Equal(t0) || len(e.Data) != len(want) {
 		t.Fatalf("hook %+v", e)

@@ -32,11 +32,12 @@ func (n *node) startBilling(ctx context.Context) error {
 		}
 		opts.Hooks = h
 	}
-	ledger, err := credit.New(credit.Config{Store: n.creditStore(), Currency: n.cfg.Billing.Currency, Now: opts.Now})
+	cs := n.creditStore()
+	ledger, err := credit.New(credit.Config{Store: cs, Currency: n.cfg.Billing.Currency, Now: opts.Now})
 	if err != nil {
 		return err
 	}
-	opts.Credits = ledger
+	opts.Credits, opts.Codes = ledger, cs
 	bill, err := billing.New(ctx, n.cfg.Billing, opts)
 	if err != nil {
 		return err
@@ -44,7 +45,7 @@ func (n *node) startBilling(ctx context.Context) error {
 	if err := n.ps.start(ctx, "billing", bill); err != nil {
 		return err
 	}
-	n.proxy.Gates, n.admin.Accounts, n.admin.Credits = bill, bill, bill
+	n.proxy.Gates, n.admin.Accounts, n.admin.Credits, n.admin.CreditCodes = bill, bill, bill, bill
 	guard, err := billing.NewPublishGuard(ctx, bill)
 	if err != nil {
 		return err
@@ -71,9 +72,15 @@ func (n *node) startBilling(ctx context.Context) error {
 	return nil
 }
 
-// creditStore is where the prepaid credit ledgers live: with the registry,
-// in the cluster's Redis or the bbolt file.
-func (n *node) creditStore() credit.Store {
+// creditStores keeps the prepaid credit ledgers and the credit codes.
+type creditStores interface {
+	credit.Store
+	credit.CodeStore
+}
+
+// creditStore is where the prepaid credit ledgers and credit codes live:
+// with the registry, in the cluster's Redis or the bbolt file.
+func (n *node) creditStore() creditStores {
 	if n.rc != nil {
 		return store.NewRedisCredit(n.rc)
 	}

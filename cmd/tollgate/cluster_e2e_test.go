@@ -37,10 +37,16 @@ func TestClusterOfThree(t *testing.T) {
 	if out, code := in.cli(t, "credit", "grant", "acme", "5000"); code != 0 {
 		t.Fatalf("credit grant: %s", out)
 	}
+	if out, code := in.cli(t, "credit-code", "create", "welcome-7", "700", "--max-redemptions", "5", "--expires", "30d"); code != 0 || !strings.Contains(out, "WELCOME-7") {
+		t.Fatalf("credit-code create: %d %s", code, out)
+	}
+	if out, code := in.cli(t, "credit", "redeem", "acme", "Welcome-7"); code != 0 || !strings.Contains(out, "balance 5700") {
+		t.Fatalf("credit redeem: %d %s", code, out)
+	}
 	in.stop(t)
 	out, err := exec.Command(binary, "store", "migrate", "--from", "bbolt:"+filepath.Join(single, "tollgate.db"), "--to", redisURL).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "orgs            1 records copied and verified") ||
-		!strings.Contains(string(out), "credit          1 entries of 1 orgs copied, balances verified") {
+		!strings.Contains(string(out), "credit          2 entries of 1 orgs copied, balances verified") {
 		t.Fatalf("store migrate: %v\n%s", err, out)
 	}
 	t.Logf("migrate:\n%s", out)
@@ -63,8 +69,15 @@ func TestClusterOfThree(t *testing.T) {
 	for range 3 {
 		nodes = append(nodes, start3(t.TempDir()))
 	}
-	if out, code := nodes[2].cli(t, "--json", "credit", "list", "acme"); code != 0 || !strings.Contains(out, `"balance": 5000`) {
+	if out, code := nodes[2].cli(t, "--json", "credit", "list", "acme"); code != 0 || !strings.Contains(out, `"balance": 5700`) {
 		t.Fatalf("the migrated credit on a cluster node: %d %s", code, out)
+	}
+	// The code came with its redemption: acme cannot redeem it twice.
+	if out, code := nodes[2].cli(t, "--json", "credit-code", "list"); code != 0 || !strings.Contains(out, `"redeemed": 1`) {
+		t.Fatalf("the migrated credit code: %d %s", code, out)
+	}
+	if out, code := nodes[1].cli(t, "credit", "redeem", "acme", "WELCOME-7"); code == 0 || !strings.Contains(out, "already redeemed") {
+		t.Fatalf("a second redemption after the migration: %d %s", code, out)
 	}
 	defer func() {
 		for _, n := range nodes { // the current ones: node B is replaced below

@@ -12,7 +12,6 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/tollgate-edge/tollgate/acme"
-	"github.com/tollgate-edge/tollgate/credit"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
 	"github.com/tollgate-edge/tollgate/tokens"
@@ -28,7 +27,7 @@ type endpoint struct {
 	name    string
 	kv      sites.Store
 	certs   certmagic.Storage
-	credits credit.Store
+	credits creditStores
 	close   func()
 }
 
@@ -221,45 +220,4 @@ func copyCerts(ctx context.Context, src, dst certmagic.Storage) (int, error) {
 		n++
 	}
 	return n, nil
-}
-
-// copyCredits copies the prepaid credit ledger of every org that orgs
-// (a registry store) lists from src into dst, entry by entry: an entry
-// whose source dst holds already is not added twice, so copying into a
-// ledger that has newer entries merges. With sameBalance, each org's
-// balance must then be the same on both sides (a copy into an empty dst).
-func copyCredits(ctx context.Context, orgs sites.Store, src, dst credit.Store, sameBalance bool) (entries, withCredit int, err error) {
-	var ids []string
-	if err := orgs.Scan(ctx, "orgs", func(k, _ []byte) error {
-		ids = append(ids, string(k))
-		return nil
-	}); err != nil {
-		return 0, 0, err
-	}
-	for _, org := range ids {
-		es, err := src.Entries(ctx, org)
-		if err != nil {
-			return entries, withCredit, fmt.Errorf("%s: %w", org, err)
-		}
-		if len(es) == 0 {
-			continue
-		}
-		for _, e := range es {
-			if _, _, _, err := dst.Append(ctx, e); err != nil {
-				return entries, withCredit, fmt.Errorf("%s: entry %s: %w", org, e.ID, err)
-			}
-		}
-		if sameBalance {
-			want, err := src.Balance(ctx, org)
-			if err != nil {
-				return entries, withCredit, err
-			}
-			if got, err := dst.Balance(ctx, org); err != nil || got != want {
-				return entries, withCredit, fmt.Errorf("%s: balance %d before the copy but %d after it (%v)", org, want, got, err)
-			}
-		}
-		entries += len(es)
-		withCredit++
-	}
-	return entries, withCredit, nil
 }
