@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -16,10 +17,10 @@ import (
 // lateBilling is a Billing set after the tenant env made its registry.
 type lateBilling struct{ *billing.Billing }
 
-// TestCreditCodeRoutes: the operator makes, lists and withdraws credit
-// codes; tenants redeem them on the API listener, once per org, within the
-// code's bound and expiry, with the CREDIT_CODE_* problems otherwise.
-func TestCreditCodeRoutes(t *testing.T) {
+// newCodeEnv is the tenant env with a real Billing and ledger on its
+// bbolt file, in euros, on the env's clock.
+func newCodeEnv(t *testing.T) (*tenantEnv, *credit.Ledger) {
+	t.Helper()
 	lb := &lateBilling{}
 	e := newTenantEnvWith(t, func(o *Options) { o.Credits, o.CreditCodes = lb, lb })
 	cs := store.NewBoltCredit(e.st)
@@ -32,6 +33,14 @@ func TestCreditCodeRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e, ledger
+}
+
+// TestCreditCodeRoutes: the operator makes, lists and withdraws credit
+// codes; tenants redeem them on the API listener, once per org, within the
+// code's bound and expiry, with the CREDIT_CODE_* problems otherwise.
+func TestCreditCodeRoutes(t *testing.T) {
+	e, ledger := newCodeEnv(t)
 	var c credit.Code
 	e.admin.must(t, http.StatusCreated, "POST", "/v1/credit-codes", `{"code":"welcome-25","amount":2500,"max_redemptions":2,"note":"launch"}`).json(t, &c)
 	if c.Code != "WELCOME-25" || c.Amount != 2500 || c.MaxRedemptions != 2 || c.Redeemed != 0 {
@@ -103,6 +112,27 @@ func TestCreditCodeRoutes(t *testing.T) {
 	for org, want := range map[string]int64{"acme": 2500, "beta": 2500, "gamma": 0} {
 		if bal, _ := ledger.Balance(context.Background(), org); bal != want {
 			t.Errorf("%s: balance %d, want %d", org, bal, want)
+		}
+	}
+}
+
+// TestCreditCodeGuessing: a tenant trying codes for its org is refused
+// (429 RATE_LIMITED, Retry-After) after codeTriesBurst tries, whether they
+// were refused or not; another org and the operator are not.
+func TestCreditCodeGuessing(t *testing.T) {
+	e, _ := newCodeEnv(t)
+	e.admin.must(t, http.StatusCreated, "POST", "/v1/credit-codes", `{"code":"REAL-CODE-1","amount":100}`)
+	for i := range codeTriesBurst {
+		checkProblem(t, e.as(t, e.api, "all", "POST", "/v1/orgs/acme/credits/redeem", fmt.Sprintf(`{"code":"GUESS-%04d"}`, i)), 422)
+	}
+	r := e.as(t, e.api, "all", "POST", "/v1/orgs/acme/credits/redeem", `{"code":"REAL-CODE-1"}`)
+	if p := checkProblem(t, r, http.StatusTooManyRequests); p.Code != reason.RateLimited || r.header.Get("Retry-After") != "10" {
+		t.Fatalf("try %d: %+v, Retry-After %q", codeTriesBurst+1, p, r.header.Get("Retry-After"))
+	}
+	for who, env := range map[string]*testEnv{"beta": e.api, "admin": e.admin} {
+		org := map[string]string{"beta": "beta", "admin": "acme"}[who]
+		if r := e.as(t, env, who, "POST", "/v1/orgs/"+org+"/credits/redeem", `{"code":"REAL-CODE-1"}`); r.status != http.StatusCreated {
+			t.Fatalf("%s redeeming for %s while acme's tenant is limited: %d %s", who, org, r.status, r.body)
 		}
 	}
 }
