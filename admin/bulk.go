@@ -131,7 +131,7 @@ func (s *Server) export(w http.ResponseWriter, _ *http.Request) error {
 // Import sends one batch of NDJSON records (POST /v1/import).
 func (c *Client) Import(ctx context.Context, ndjson []byte) (ImportSummary, error) {
 	var out ImportSummary
-	_, err := c.doRaw(ctx, http.MethodPost, "/v1/import", contentTypeNDJSON, bytes.NewReader(ndjson), &out)
+	_, err := c.doRaw(ctx, http.MethodPost, "/v1/import", http.Header{"Content-Type": {contentTypeNDJSON}}, bytes.NewReader(ndjson), &out)
 	return out, err
 }
 

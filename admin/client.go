@@ -149,20 +149,31 @@ func (c *Client) DetachDomain(ctx context.Context, name string) error {
 // do sends in (if not nil) as JSON and decodes a 2xx body into out (if not
 // nil). A 4xx or 5xx answer is returned as a *Problem.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {
+	return c.doWith(ctx, method, path, nil, in, out)
+}
+
+// doWith is do with the request headers h (nil: none) added.
+func (c *Client) doWith(ctx context.Context, method, path string, h http.Header, in, out any) (int, error) {
 	if in == nil {
-		return c.doRaw(ctx, method, path, "", nil, out)
+		return c.doRaw(ctx, method, path, h, nil, out)
 	}
 	b, err := json.Marshal(in)
 	if err != nil {
 		return 0, fmt.Errorf("admin client: %w", err)
 	}
-	return c.doRaw(ctx, method, path, contentTypeJSON, bytes.NewReader(b), out)
+	h = h.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set("Content-Type", contentTypeJSON)
+	return c.doRaw(ctx, method, path, h, bytes.NewReader(b), out)
 }
 
-// doRaw sends body (if not nil) as contentType and decodes a 2xx JSON body
-// into out (if not nil). A 4xx or 5xx answer is returned as a *Problem.
-func (c *Client) doRaw(ctx context.Context, method, path, contentType string, body io.Reader, out any) (int, error) {
-	resp, err := c.send(ctx, method, path, contentType, body)
+// doRaw sends body (if not nil) with the headers h (its Content-Type, say)
+// and decodes a 2xx JSON body into out (if not nil). A 4xx or 5xx answer
+// is returned as a *Problem.
+func (c *Client) doRaw(ctx context.Context, method, path string, h http.Header, body io.Reader, out any) (int, error) {
+	resp, err := c.send(ctx, method, path, h, body)
 	if err != nil {
 		return 0, err
 	}
@@ -185,7 +196,7 @@ func (c *Client) doRaw(ctx context.Context, method, path, contentType string, bo
 // stream copies the 2xx body of GET path to w, whatever its size and
 // however long it takes (no clientTimeout: ctx bounds it).
 func (c *Client) stream(ctx context.Context, path string, w io.Writer) error {
-	resp, err := c.sendWith(ctx, &http.Client{Transport: c.hc.Transport}, http.MethodGet, path, "", nil)
+	resp, err := c.sendWith(ctx, &http.Client{Transport: c.hc.Transport}, http.MethodGet, path, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -200,16 +211,17 @@ func (c *Client) stream(ctx context.Context, path string, w io.Writer) error {
 	return nil
 }
 
-func (c *Client) send(ctx context.Context, method, path, contentType string, body io.Reader) (*http.Response, error) {
-	return c.sendWith(ctx, c.hc, method, path, contentType, body)
+func (c *Client) send(ctx context.Context, method, path string, h http.Header, body io.Reader) (*http.Response, error) {
+	return c.sendWith(ctx, c.hc, method, path, h, body)
 }
 
-// sendWith sends the request; one answered 429 (the admin API's rate limit
-// refuses before doing anything) is sent again after its Retry-After, up to
-// maxRateRetries times, when its body can be read again.
-func (c *Client) sendWith(ctx context.Context, hc *http.Client, method, path, contentType string, body io.Reader) (*http.Response, error) {
+// sendWith sends the request with the headers h; one answered 429 (the
+// admin API's rate limit refuses before doing anything) is sent again, with
+// the same headers, after its Retry-After, up to maxRateRetries times, when
+// its body can be read again.
+func (c *Client) sendWith(ctx context.Context, hc *http.Client, method, path string, h http.Header, body io.Reader) (*http.Response, error) {
 	for retries := 0; ; retries++ {
-		resp, err := c.sendOnce(ctx, hc, method, path, contentType, body)
+		resp, err := c.sendOnce(ctx, hc, method, path, h, body)
 		if err != nil || resp.StatusCode != http.StatusTooManyRequests || retries == maxRateRetries {
 			return resp, err
 		}
@@ -250,16 +262,16 @@ func retryAfter(v string) (time.Duration, bool) {
 	return time.Duration(n) * time.Second, true
 }
 
-func (c *Client) sendOnce(ctx context.Context, hc *http.Client, method, path, contentType string, body io.Reader) (*http.Response, error) {
+func (c *Client) sendOnce(ctx context.Context, hc *http.Client, method, path string, h http.Header, body io.Reader) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("admin client: %w", err)
 	}
+	for k, vs := range h {
+		req.Header[k] = vs
+	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", contentTypeJSON+", "+contentTypeProblem+", "+contentTypeNDJSON)
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("admin client: %w", err)

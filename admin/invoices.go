@@ -2,6 +2,8 @@ package admin
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +46,14 @@ func (s *Server) invoicingFor(r *http.Request) (string, error) {
 	return org, nil
 }
 
+// headerIdempotencyKey is the request header of an idempotent creation,
+// as in Stripe's API.
+const headerIdempotencyKey = "Idempotency-Key"
+
+// createInvoice is POST /v1/orgs/{id}/invoices. With an Idempotency-Key
+// header (1 to 255 printable ASCII characters, else 400) a retry bills
+// once: it answers 200 with the invoice the first creation made (see
+// billing/stripe/invoicekeys.go); a creation answers 201.
 func (s *Server) createInvoice(w http.ResponseWriter, r *http.Request) error {
 	org, err := s.invoicingFor(r)
 	if err != nil {
@@ -53,6 +63,15 @@ func (s *Server) createInvoice(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decode(w, r, &in); err != nil {
 		return err
 	}
+	if keys, ok := r.Header[headerIdempotencyKey]; ok {
+		if len(keys) != 1 {
+			return badRequest("Idempotency-Key: sent %d times, want once", len(keys))
+		}
+		if err := stripe.CheckIdempotencyKey(keys[0]); err != nil {
+			return badRequest("%v", err)
+		}
+		in.IdempotencyKey = keys[0]
+	}
 	if err := in.Validate(); err != nil {
 		return badRequest("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
@@ -60,7 +79,11 @@ func (s *Server) createInvoice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return stripeError(err)
 	}
-	writeJSON(w, http.StatusCreated, inv)
+	code := http.StatusCreated
+	if inv.Replayed {
+		code = http.StatusOK
+	}
+	writeJSON(w, code, inv)
 	return nil
 }
 
@@ -86,10 +109,16 @@ func stripeError(err error) error {
 	return err
 }
 
-// CreateInvoice bills org with r's items.
+// CreateInvoice bills org with r's items, sending r.IdempotencyKey (if
+// set) as the Idempotency-Key header: the same key again answers the
+// invoice made the first time, with Replayed set.
 func (c *Client) CreateInvoice(ctx context.Context, org string, r stripe.InvoiceRequest) (stripe.Invoice, error) {
 	var out stripe.Invoice
-	_, err := c.do(ctx, http.MethodPost, "/v1/orgs/"+url.PathEscape(org)+"/invoices", r, &out)
+	var h http.Header
+	if r.IdempotencyKey != "" {
+		h = http.Header{headerIdempotencyKey: {r.IdempotencyKey}}
+	}
+	_, err := c.doWith(ctx, http.MethodPost, "/v1/orgs/"+url.PathEscape(org)+"/invoices", h, r, &out)
 	return out, err
 }
 
@@ -132,6 +161,8 @@ func invoiceCreateCmd(fs *flag.FlagSet) runFunc {
 	fs.Var(itemFlag{&in.Items}, "item", `a line "DESCRIPTION:AMOUNT", the amount in minor units (cents); repeat for each line`)
 	due := fs.String("due", "", "days to pay, e.g. 14d: the invoice is sent (default: charged to the default payment method)")
 	fs.StringVar(&in.Currency, "currency", "", "three-letter currency (default: the customer's)")
+	fs.StringVar(&in.IdempotencyKey, "idempotency-key", "", "the same key again bills once and shows the first invoice: "+
+		"pass one to make a script's retries safe (default: a new random key for this invocation)")
 	return func(ctx context.Context, c *Client, args []string) (output, error) {
 		if len(in.Items) == 0 {
 			return output{}, usagef("pass at least one --item DESCRIPTION:AMOUNT")
@@ -143,9 +174,24 @@ func invoiceCreateCmd(fs *flag.FlagSet) runFunc {
 			}
 			in.DueDays = n
 		}
+		if in.IdempotencyKey == "" {
+			in.IdempotencyKey = newIdempotencyKey()
+		}
 		inv, err := c.CreateInvoice(ctx, args[0], in)
-		return invoiceOutput(inv, inv), err
+		o := invoiceOutput(inv, inv)
+		if inv.Replayed {
+			o.msg = "created before with this idempotency key; nothing new was billed"
+		}
+		return o, err
 	}
+}
+
+// newIdempotencyKey is a random key of one CLI invocation: the client's
+// own resends (a 429, sendWith) carry it.
+func newIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return "cli-" + hex.EncodeToString(b[:])
 }
 
 func invoiceListCmd(ctx context.Context, c *Client, args []string) (output, error) {

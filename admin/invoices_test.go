@@ -30,8 +30,15 @@ type stripeEnv struct {
 
 func newStripeEnv(t *testing.T) *stripeEnv {
 	t.Helper()
-	ctx := context.Background()
 	sm := stripetest.Start(t)
+	return newStripeEnvAt(t, sm, sm.URL())
+}
+
+// newStripeEnvAt is newStripeEnv with Stripe's API at apiBase (a proxy to
+// sm).
+func newStripeEnvAt(t *testing.T, sm *stripetest.Mock, apiBase string) *stripeEnv {
+	t.Helper()
+	ctx := context.Background()
 	st := storetest.Open(t)
 	reg, err := sites.New(ctx, st)
 	if err != nil {
@@ -42,7 +49,7 @@ func newStripeEnv(t *testing.T) *stripeEnv {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := billing.StripeConfig{SecretKey: "sk_test_123", WebhookSecret: "whsec_test", WebhookHost: "billing.test", APIBase: sm.URL()}
+	cfg := billing.StripeConfig{SecretKey: "sk_test_123", WebhookSecret: "whsec_test", WebhookHost: "billing.test", APIBase: apiBase}
 	pay, err := stripe.New(cfg, stripe.Options{Accounts: bill, Store: st, Metrics: prometheus.NewRegistry(), Plans: bill, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)

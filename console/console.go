@@ -1,7 +1,8 @@
 // Package console is the tenant's HTML console: an http.Handler, mounted at
 // /console/, where a tenant signs in with an org-scoped token and reads its
 // org's usage, limits, current decision, sites, domains and account
-// history, adds domains and goes to Stripe to upgrade or manage billing.
+// history and prepaid credit, adds domains and goes to Stripe to upgrade,
+// manage billing or top up its credit.
 //
 // Pages are rendered on the server with html/template and a little embedded
 // CSS; none needs JavaScript. The org shown is always the signed-in token's:
@@ -30,7 +31,7 @@ import (
 const (
 	ScopeRead    = "read"    // usage, limits, sites, domains, events
 	ScopeWrite   = "write"   // add domains
-	ScopeBilling = "billing" // checkout and portal links
+	ScopeBilling = "billing" // checkout, portal and top-up links
 	ScopeAdmin   = "admin"   // every scope of the org
 )
 
@@ -105,6 +106,17 @@ type Payments interface {
 	Portal(ctx context.Context, org string) (string, error)
 }
 
+// TopUps sells prepaid credit through Stripe Checkout. *stripe.Stripe
+// implements it.
+type TopUps interface {
+	// TopUp returns a Stripe Checkout URL in which org pays amount (minor
+	// units of the ledger's currency) for credit; an amount it does not
+	// take is sites.ErrInvalid.
+	TopUp(ctx context.Context, org string, amount int64) (string, error)
+	// CanTopUp reports whether TopUp is configured; it must be fast.
+	CanTopUp() bool
+}
+
 // Storage tells how many bytes an org's sites store. *meter.Meter
 // implements it.
 type Storage interface {
@@ -143,7 +155,10 @@ type Options struct {
 	// Credits shows the org's prepaid credit; nil: the page says there is
 	// none here.
 	Credits Credits
-	Logger  *slog.Logger
+	// TopUps adds a top-up form to the credit page (with Credits, for a
+	// token with the billing scope); nil, or not CanTopUp: none.
+	TopUps TopUps
+	Logger *slog.Logger
 	// Now is the clock (default time.Now): session expiry and the current
 	// month. Tests inject one.
 	Now func() time.Time
@@ -223,6 +238,7 @@ func (c *Console) routes() {
 	m.Handle("GET "+Prefix+"domains/{domain}", c.page(ScopeRead, c.domainPage))
 	m.Handle("GET "+Prefix+"events", c.page(ScopeRead, c.events))
 	m.Handle("GET "+Prefix+"credit", c.page(ScopeRead, c.credit))
+	m.Handle("POST "+Prefix+"credit/top-up", c.page(ScopeBilling, c.topUp))
 	m.Handle("GET "+Prefix+"billing", c.page(ScopeRead, c.billingPage))
 	m.Handle("POST "+Prefix+"checkout", c.page(ScopeBilling, c.checkout))
 	m.Handle("POST "+Prefix+"portal", c.page(ScopeBilling, c.portal))

@@ -102,6 +102,13 @@ type fixture struct {
 // theirs, domain theirs.example), real billing, and recorded usage.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil)
+}
+
+// newFixtureWith is newFixture with more collaborators: more, when not
+// nil, changes the console's options and gets the fixture's billing.
+func newFixtureWith(t *testing.T, more func(*console.Options, *billing.Billing)) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	st := storetest.Open(t)
 	reg, err := sites.New(ctx, st)
@@ -157,9 +164,13 @@ func newFixture(t *testing.T) *fixture {
 		tokAdmin:   {Org: "acme", Scopes: []string{"admin"}},
 		tokOther:   {Org: "other", Scopes: []string{"admin"}},
 	}, e: map[string]error{tokRevoked: console.ErrTokenRevoked, tokExpired: console.ErrTokenExpired}}}
-	c, err := console.New(console.Config{CNAMETarget: cnameHost}, console.Options{Tokens: f.tokens, Registry: reg,
+	opts := console.Options{Tokens: f.tokens, Registry: reg,
 		Usage: usage, Accounts: bill, Payments: f.payments, Verifier: gitea.NewDNSVerifier(dns.Addr(), 0, gitea.DNSOptions{}), Credits: bill,
-		Now: func() time.Time { return testNow }})
+		Now: func() time.Time { return testNow }}
+	if more != nil {
+		more(&opts, bill)
+	}
+	c, err := console.New(console.Config{CNAMETarget: cnameHost}, opts)
 	must(err)
 	mux := http.NewServeMux()
 	mux.Handle(console.Prefix, c)

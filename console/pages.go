@@ -156,22 +156,6 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request, s *session) err
 	return nil
 }
 
-// credit shows the org's prepaid credit: the balance and the entries,
-// newest first.
-func (c *Console) credit(w http.ResponseWriter, r *http.Request, s *session) error {
-	data := map[string]any{"Configured": c.opts.Credits != nil}
-	if c.opts.Credits != nil {
-		balance, entries, err := c.opts.Credits.CreditHistory(r.Context(), s.tenant.Org)
-		if err != nil {
-			return err
-		}
-		slices.Reverse(entries)
-		data["Balance"], data["Entries"], data["Currency"] = balance, entries, c.opts.Credits.Currency()
-	}
-	c.render(w, s, http.StatusOK, "credit", "Prepaid credit", data)
-	return nil
-}
-
 // billingPage shows the plan, the plans ranked above it (one upgrade form
 // each) and the manage-billing button.
 func (c *Console) billingPage(w http.ResponseWriter, r *http.Request, s *session) error {

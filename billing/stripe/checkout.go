@@ -105,7 +105,9 @@ func (s *Stripe) Checkout(ctx context.Context, org, plan string) (string, error)
 // newCheckout opens the Checkout session params describe (mode, line
 // items) with what every tollgate session carries: the org as
 // client_reference_id, its Stripe customer when it has one, and the return
-// URLs of [billing.stripe]. It returns the session's URL.
+// URLs of [billing.stripe]. It returns the session's URL; a session Stripe
+// refuses as invalid (an amount above its limit) is sites.ErrInvalid with
+// Stripe's reason (upstream).
 func (s *Stripe) newCheckout(ctx context.Context, org, customer string, params *stripego.CheckoutSessionParams) (string, error) {
 	params.ClientReferenceID = stripego.String(org)
 	params.SuccessURL = stripego.String(billing.OrgURL(s.cfg.CheckoutSuccessURL, org))
@@ -116,7 +118,7 @@ func (s *Stripe) newCheckout(ctx context.Context, org, customer string, params *
 	params.Context = ctx
 	sess, err := s.links.checkout.New(params)
 	if err != nil {
-		return "", fmt.Errorf("%w: checkout session: %w", ErrUpstream, err)
+		return "", upstream(err, "checkout session")
 	}
 	return sess.URL, nil
 }

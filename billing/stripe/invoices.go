@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,7 +35,8 @@ import (
 // A draft whose items or finalization fail is deleted with its items, so a
 // retry does not leave a second one. An invoice finalized but not sent is
 // answered with Sent false: it is open and payable on its hosted page;
-// creating it again would bill twice.
+// creating it again would bill twice, unless with the same idempotency
+// key (invoicekeys.go).
 
 // Limits of an operator invoice.
 const (
@@ -61,6 +63,10 @@ type InvoiceRequest struct {
 	// Currency is a three-letter ISO code; "": the customer's currency
 	// (else the Stripe account's default).
 	Currency string `json:"currency,omitempty"`
+	// IdempotencyKey makes a retried creation bill once (see
+	// invoicekeys.go); "": none. The admin API reads it from the
+	// Idempotency-Key header, not the body.
+	IdempotencyKey string `json:"-"`
 }
 
 // Validate names every bad field; it does no I/O.
@@ -85,6 +91,11 @@ func (r InvoiceRequest) Validate() error {
 	}
 	if r.Currency != "" && !isCurrency(r.Currency) {
 		errs = append(errs, fmt.Errorf("currency: %q is not a three-letter ISO code", r.Currency))
+	}
+	if r.IdempotencyKey != "" {
+		if err := CheckIdempotencyKey(r.IdempotencyKey); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -117,6 +128,10 @@ type Invoice struct {
 	InvoicePDF       string     `json:"invoice_pdf"`
 	// Sent is set by CreateInvoice only: the invoice was sent (send_invoice).
 	Sent bool `json:"sent,omitempty"`
+	// Replayed is set by CreateInvoice only: an earlier creation with the
+	// same idempotency key made this invoice, and nothing was created
+	// (nor sent: Sent is false, whether or not the first creation sent it).
+	Replayed bool `json:"replayed,omitempty"`
 }
 
 func invoiceOf(in *stripego.Invoice) Invoice {
@@ -147,7 +162,8 @@ func (s *Stripe) customerOf(org string) (string, error) {
 
 // CreateInvoice creates, finalizes and (with DueDays) sends an invoice of
 // r's items for org's Stripe customer. See the comment at the top of the
-// file for the steps.
+// file for the steps, and invoicekeys.go for r.IdempotencyKey: a key an
+// earlier creation used answers that creation's invoice with Replayed set.
 func (s *Stripe) CreateInvoice(ctx context.Context, org string, r InvoiceRequest) (Invoice, error) {
 	if err := r.Validate(); err != nil {
 		return Invoice{}, fmt.Errorf("%w: %w", sites.ErrInvalid, err)
@@ -159,6 +175,50 @@ func (s *Stripe) CreateInvoice(ctx context.Context, org string, r InvoiceRequest
 	if customer == "" {
 		return Invoice{}, ErrNoInvoiceCustomer
 	}
+	if r.IdempotencyKey != "" {
+		if inv, found, err := s.replay(ctx, customer, r); err != nil || found {
+			return inv, err
+		}
+	}
+	keys := newInvoiceKeys(r.IdempotencyKey)
+	draft, err := s.newDraft(ctx, org, customer, r, keys)
+	if err != nil {
+		return Invoice{}, err
+	}
+	fin := &stripego.InvoiceFinalizeInvoiceParams{AutoAdvance: stripego.Bool(true)}
+	fin.Context = ctx
+	keys.set(&fin.Params, "finalize")
+	inv, err := s.api.invoices.FinalizeInvoice(draft.invoice, fin)
+	if err != nil {
+		s.dropDraft(ctx, draft.invoice, draft.items)
+		return Invoice{}, upstream(err, "finalizing invoice "+draft.invoice)
+	}
+	if r.DueDays == 0 {
+		return invoiceOf(inv), nil
+	}
+	send := &stripego.InvoiceSendInvoiceParams{}
+	send.Context = ctx
+	keys.set(&send.Params, "send")
+	sent, err := s.api.invoices.SendInvoice(inv.ID, send)
+	if err != nil {
+		s.log.Warn("stripe: invoice finalized but not sent; it is payable on its hosted page", slog.String("org", org),
+			slog.String("invoice", inv.ID), slog.Any("err", err))
+		return invoiceOf(inv), nil
+	}
+	out := invoiceOf(sent)
+	out.Sent = true
+	return out, nil
+}
+
+// draftInvoice is a draft and the ids of the items created on it.
+type draftInvoice struct {
+	invoice string
+	items   []string
+}
+
+// newDraft creates the draft of r for customer and r's items on it; on an
+// item's failure the draft is dropped.
+func (s *Stripe) newDraft(ctx context.Context, org, customer string, r InvoiceRequest, keys invoiceKeys) (draftInvoice, error) {
 	params := &stripego.InvoiceParams{Customer: stripego.String(customer), AutoAdvance: stripego.Bool(true),
 		PendingInvoiceItemsBehavior: stripego.String("exclude"),
 		CollectionMethod:            stripego.String(string(stripego.InvoiceCollectionMethodChargeAutomatically))}
@@ -170,47 +230,31 @@ func (s *Stripe) CreateInvoice(ctx context.Context, org string, r InvoiceRequest
 		params.Currency = stripego.String(strings.ToLower(r.Currency))
 	}
 	params.AddMetadata(metaOrg, org)
+	if r.IdempotencyKey != "" {
+		params.AddMetadata(metaIdemKey, r.IdempotencyKey)
+		params.AddMetadata(metaIdemRequest, r.fingerprint())
+	}
 	params.Context = ctx
+	keys.set(&params.Params, "invoice")
 	draft, err := s.api.invoices.New(params)
 	if err != nil {
-		return Invoice{}, upstream(err, "creating the invoice")
+		return draftInvoice{}, upstream(err, "creating the invoice")
 	}
-	var items []string
-	for _, it := range r.Items {
+	d := draftInvoice{invoice: draft.ID}
+	for i, it := range r.Items {
 		p := &stripego.InvoiceItemParams{Customer: stripego.String(customer), Invoice: stripego.String(draft.ID),
 			Amount: stripego.Int64(it.Amount), Description: stripego.String(strings.TrimSpace(it.Description))}
-		if r.Currency != "" {
-			p.Currency = params.Currency
-		}
+		p.Currency = params.Currency
 		p.Context = ctx
+		keys.set(&p.Params, "item:"+strconv.Itoa(i))
 		item, err := s.api.items.New(p)
 		if err != nil {
-			s.dropDraft(ctx, draft.ID, items)
-			return Invoice{}, upstream(err, "adding an item to invoice "+draft.ID)
+			s.dropDraft(ctx, draft.ID, d.items)
+			return draftInvoice{}, upstream(err, "adding an item to invoice "+draft.ID)
 		}
-		items = append(items, item.ID)
+		d.items = append(d.items, item.ID)
 	}
-	fin := &stripego.InvoiceFinalizeInvoiceParams{AutoAdvance: stripego.Bool(true)}
-	fin.Context = ctx
-	inv, err := s.api.invoices.FinalizeInvoice(draft.ID, fin)
-	if err != nil {
-		s.dropDraft(ctx, draft.ID, items)
-		return Invoice{}, upstream(err, "finalizing invoice "+draft.ID)
-	}
-	if r.DueDays == 0 {
-		return invoiceOf(inv), nil
-	}
-	send := &stripego.InvoiceSendInvoiceParams{}
-	send.Context = ctx
-	sent, err := s.api.invoices.SendInvoice(inv.ID, send)
-	if err != nil {
-		s.log.Warn("stripe: invoice finalized but not sent; it is payable on its hosted page", slog.String("org", org),
-			slog.String("invoice", inv.ID), slog.Any("err", err))
-		return invoiceOf(inv), nil
-	}
-	out := invoiceOf(sent)
-	out.Sent = true
-	return out, nil
+	return d, nil
 }
 
 // dropDraft deletes a draft invoice that could not be completed and the
@@ -255,11 +299,17 @@ func (s *Stripe) Invoices(ctx context.Context, org string) ([]Invoice, error) {
 
 // upstream maps an error of Stripe's API: a request Stripe refused as
 // invalid (a code already taken, a currency the customer cannot use) is
-// sites.ErrInvalid with Stripe's message; anything else is ErrUpstream.
+// sites.ErrInvalid with Stripe's message; an idempotency key reused with
+// other parameters (idempotency_error) or still in use by a concurrent
+// request (409) is sites.ErrConflict with Stripe's message; anything else
+// is ErrUpstream.
 func upstream(err error, what string) error {
 	var se *stripego.Error
 	if errors.As(err, &se) && se.Type == stripego.ErrorTypeInvalidRequest && se.HTTPStatusCode == 400 && se.Msg != "" {
 		return fmt.Errorf("%w: %s: Stripe: %s", sites.ErrInvalid, what, se.Msg)
+	}
+	if errors.As(err, &se) && (se.Type == stripego.ErrorTypeIdempotency || se.HTTPStatusCode == 409) && se.Msg != "" {
+		return fmt.Errorf("%s: Stripe: %s: %w", what, se.Msg, sites.ErrConflict)
 	}
 	return fmt.Errorf("%w: %s: %w", ErrUpstream, what, err)
 }

@@ -33,6 +33,7 @@ type apiRecorder struct {
 type apiRequest struct {
 	method, path string
 	form         url.Values
+	key          string // the Idempotency-Key header
 }
 
 func (r *apiRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -43,7 +44,7 @@ func (r *apiRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		form, _ = url.ParseQuery(string(b))
 	}
 	r.mu.Lock()
-	r.reqs = append(r.reqs, apiRequest{req.Method, req.URL.Path, form})
+	r.reqs = append(r.reqs, apiRequest{req.Method, req.URL.Path, form, req.Header.Get("Idempotency-Key")})
 	failing := false
 	for k := range r.fail {
 		if m, p, _ := strings.Cut(k, " "); m == req.Method && strings.HasPrefix(req.URL.Path, p) {
@@ -78,6 +79,18 @@ func (r *apiRecorder) take() ([]string, []url.Values) {
 	}
 	r.reqs = nil
 	return names, forms
+}
+
+// keys returns the Idempotency-Key headers of the requests recorded since
+// the last take ("" for none), without taking them.
+func (r *apiRecorder) keys() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, q := range r.reqs {
+		out = append(out, q.key)
+	}
+	return out
 }
 
 // newAPIStripe is a Stripe on stripe-mock whose requests rec records.

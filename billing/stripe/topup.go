@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	stripego "github.com/stripe/stripe-go/v76"
@@ -52,10 +53,18 @@ type topUpSession struct {
 	Metadata          map[string]string `json:"metadata"`
 }
 
+// CanTopUp reports whether TopUp is configured: a secret key, the
+// checkout return URLs and a credit ledger. It does no I/O.
+func (s *Stripe) CanTopUp() bool {
+	return s.links != nil && s.credits != nil && s.cfg.CheckoutSuccessURL != "" && s.cfg.CheckoutCancelURL != ""
+}
+
 // TopUp returns the URL of a Stripe Checkout session in which org pays
-// amount (minor units of the ledger's currency) for prepaid credit.
+// amount (minor units of the ledger's currency) for prepaid credit. An
+// amount out of 1…credit.MaxAmount is sites.ErrInvalid, and so is one
+// Stripe refuses (with Stripe's reason).
 func (s *Stripe) TopUp(ctx context.Context, org string, amount int64) (string, error) {
-	if s.links == nil || s.credits == nil || s.cfg.CheckoutSuccessURL == "" || s.cfg.CheckoutCancelURL == "" {
+	if !s.CanTopUp() {
 		return "", fmt.Errorf("%w: [billing.stripe] secret_key, checkout_success_url and checkout_cancel_url", ErrNotConfigured)
 	}
 	_, customer, ok := s.links.plans.PlanOf(org)
@@ -63,7 +72,8 @@ func (s *Stripe) TopUp(ctx context.Context, org string, amount int64) (string, e
 		return "", fmt.Errorf("org %q: %w", org, sites.ErrNotFound)
 	}
 	if amount <= 0 || amount > credit.MaxAmount {
-		return "", fmt.Errorf("%w: amount: %d must be between 1 and %d", sites.ErrInvalid, amount, int64(credit.MaxAmount))
+		return "", fmt.Errorf("%w: amount: %d must be between 1 and %d (minor units of %s)", sites.ErrInvalid, amount,
+			int64(credit.MaxAmount), strings.ToUpper(s.credits.Currency()))
 	}
 	params := &stripego.CheckoutSessionParams{
 		Mode: stripego.String(string(stripego.CheckoutSessionModePayment)),

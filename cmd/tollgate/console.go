@@ -12,7 +12,8 @@ import (
 // tenantHandler is what the tenant API listener ([server] api) serves: the
 // tenant console at /console/ and the tenant API (api) for the rest. Each
 // collaborator of the console that this node lacks (metering off, no
-// billing, no Stripe) is left out, and the console says so on its pages.
+// billing, no Stripe) is left out, and the console says so on its pages;
+// without top-ups the credit page has no top-up form.
 func (n *node) tenantHandler(api http.Handler) (http.Handler, error) {
 	opts := console.Options{Tokens: consoleTokens{n.tokens}, Registry: n.reg, Logger: n.log}
 	if u, ok := n.admin.SiteUsage.(console.Usage); ok {
@@ -32,6 +33,9 @@ func (n *node) tenantHandler(api http.Handler) (http.Handler, error) {
 	}
 	if cr, ok := n.admin.Credits.(console.Credits); ok {
 		opts.Credits = cr
+	}
+	if t, ok := n.admin.TopUps.(console.TopUps); ok {
+		opts.TopUps = t
 	}
 	con, err := console.New(n.cfg.Console, opts)
 	if err != nil {
