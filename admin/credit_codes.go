@@ -61,16 +61,6 @@ type (
 	}
 )
 
-// A tenant may try codes for its org codeTriesBurst times at once, then one
-// more every 1/codeTriesPerSecond seconds (per node; every try counts,
-// redeemed or refused): a stranger holding a token guesses at most 8,640
-// codes a day and node, so codes of 8 random characters or more are not
-// found by guessing. The operator's redemptions are not limited.
-const (
-	codeTriesPerSecond = 0.1
-	codeTriesBurst     = 10
-)
-
 // codeProblem is the problem of a refused code; nil for other errors.
 func codeProblem(err error) *Problem {
 	for _, c := range []struct {
@@ -170,14 +160,15 @@ func (s *Server) redeemCreditCode(w http.ResponseWriter, r *http.Request) error 
 	actor := billing.ActorOperator
 	if tenantOf(r) != nil {
 		actor = billing.ActorTenant
-		if !s.codeTries.Allow(s.codeKeys.String(r.PathValue("id")), time.Now()) {
-			w.Header().Set(ratelimit.HeaderRetryAfter, strconv.Itoa(ratelimit.RetryAfter(codeTriesPerSecond)))
-			writeProblem(w, &Problem{Type: ProblemTypeRateLimited, Code: reason.RateLimited, Title: "Too many requests", Status: http.StatusTooManyRequests,
-				Detail: fmt.Sprintf("more than %d credit codes tried for this org in a short time; retry after %d s", codeTriesBurst, ratelimit.RetryAfter(codeTriesPerSecond))})
-			return nil
-		}
 	}
 	res, err := s.codes.RedeemCode(r.Context(), r.PathValue("id"), in.Code, actor)
+	if errors.Is(err, billing.ErrCodeTries) {
+		wait := ratelimit.RetryAfter(billing.CodeTriesPerSecond)
+		w.Header().Set(ratelimit.HeaderRetryAfter, strconv.Itoa(wait))
+		writeProblem(w, &Problem{Type: ProblemTypeRateLimited, Code: reason.RateLimited, Title: "Too many requests", Status: http.StatusTooManyRequests,
+			Detail: fmt.Sprintf("more than %d credit codes tried for this org in a short time; retry after %d s", billing.CodeTriesBurst, wait)})
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -117,17 +117,17 @@ func TestCreditCodeRoutes(t *testing.T) {
 }
 
 // TestCreditCodeGuessing: a tenant trying codes for its org is refused
-// (429 RATE_LIMITED, Retry-After) after codeTriesBurst tries, whether they
+// (429 RATE_LIMITED, Retry-After) after billing.CodeTriesBurst tries, whether they
 // were refused or not; another org and the operator are not.
 func TestCreditCodeGuessing(t *testing.T) {
 	e, _ := newCodeEnv(t)
 	e.admin.must(t, http.StatusCreated, "POST", "/v1/credit-codes", `{"code":"REAL-CODE-1","amount":100}`)
-	for i := range codeTriesBurst {
+	for i := range billing.CodeTriesBurst {
 		checkProblem(t, e.as(t, e.api, "all", "POST", "/v1/orgs/acme/credits/redeem", fmt.Sprintf(`{"code":"GUESS-%04d"}`, i)), 422)
 	}
 	r := e.as(t, e.api, "all", "POST", "/v1/orgs/acme/credits/redeem", `{"code":"REAL-CODE-1"}`)
 	if p := checkProblem(t, r, http.StatusTooManyRequests); p.Code != reason.RateLimited || r.header.Get("Retry-After") != "10" {
-		t.Fatalf("try %d: %+v, Retry-After %q", codeTriesBurst+1, p, r.header.Get("Retry-After"))
+		t.Fatalf("try %d: %+v, Retry-After %q", billing.CodeTriesBurst+1, p, r.header.Get("Retry-After"))
 	}
 	for who, env := range map[string]*testEnv{"beta": e.api, "admin": e.admin} {
 		org := map[string]string{"beta": "beta", "admin": "acme"}[who]

@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tollgate-edge/tollgate/ratelimit"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/tokens"
 )
@@ -116,15 +115,11 @@ type Server struct {
 	log      *slog.Logger
 	tokenSum [sha256.Size]byte
 	rates    *rates // nil: no request-rate limit
-	// codeTries limits tenants' credit code redemptions per org
-	// (credit_codes.go).
-	codeTries *ratelimit.Table
-	codeKeys  ratelimit.Keys
-	requests  *prometheus.CounterVec
-	mux       *http.ServeMux // the private listener's routes
-	api       *http.ServeMux // the tenant API listener's
-	handler   http.Handler
-	apiHdl    http.Handler
+	requests *prometheus.CounterVec
+	mux      *http.ServeMux // the private listener's routes
+	api      *http.ServeMux // the tenant API listener's
+	handler  http.Handler
+	apiHdl   http.Handler
 	// rules is each /v1 pattern's access rule (access.go).
 	rules map[string]rule
 
@@ -203,7 +198,6 @@ func New(cfg Config, reg *sites.Registry, opts Options) (*Server, error) {
 		Help: "Admin API requests by route pattern (\"unmatched\" for none) and status code.",
 	}, []string{"route", "code"})
 	s.rates = newRates(cfg, opts.Metrics)
-	s.codeTries, s.codeKeys = ratelimit.NewTable(ratelimit.MinSize, codeTriesPerSecond, codeTriesBurst), ratelimit.NewKeys()
 	s.routes(promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}))
 	s.handler = s.chain(s.mux)
 	s.apiHdl = s.chain(s.api)

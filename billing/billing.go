@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-edge/tollgate/billing/access"
 	"github.com/tollgate-edge/tollgate/credit"
 	"github.com/tollgate-edge/tollgate/meter"
+	"github.com/tollgate-edge/tollgate/ratelimit"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
 )
@@ -101,8 +102,11 @@ type Billing struct {
 	prev    map[string]access.Decision // decisions of the last evaluation, for hooks on changes
 	fired   map[string]bool            // ids of once-per-period hooks already emitted (cache of bucketFired)
 
-	creditMu sync.Mutex           // serializes drawdowns (credit.go)
-	drawn    map[string]time.Time // org → end of the last hour drawn from its credit
+	creditMu sync.Mutex // serializes drawdowns (credit.go)
+	// codeTries limits tenants' credit code redemptions per org (codes.go).
+	codeTries *ratelimit.Table
+	codeKeys  ratelimit.Keys
+	drawn     map[string]time.Time // org → end of the last hour drawn from its credit
 
 	decisions *prometheus.GaugeVec
 	evalErrs  prometheus.Counter
@@ -142,6 +146,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Billing, error) {
 	f := promauto.With(opts.Metrics)
 	b := &Billing{cfg: cfg, opts: opts, log: opts.Logger, now: opts.Now,
 		usage: map[string]int64{}, drawn: map[string]time.Time{}, prev: map[string]access.Decision{}, fired: map[string]bool{},
+		codeTries: ratelimit.NewTable(ratelimit.MinSize, CodeTriesPerSecond, CodeTriesBurst), codeKeys: ratelimit.NewKeys(),
 		decisions: f.NewGaugeVec(prometheus.GaugeOpts{Name: "tollgate_billing_orgs",
 			Help: "Orgs by current enforcement decision (allow, throttle, block_*)."}, []string{"decision"}),
 		evalErrs: f.NewCounter(prometheus.CounterOpts{Name: "tollgate_billing_evaluation_errors_total",

@@ -2,7 +2,9 @@ package billing
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tollgate-edge/tollgate/credit"
 	"github.com/tollgate-edge/tollgate/sites"
@@ -20,6 +22,22 @@ import (
 
 // ActorTenant writes what a tenant asked for with its own token.
 const ActorTenant = "tenant"
+
+// A tenant (ActorTenant) may try codes for its org CodeTriesBurst times at
+// once, then one more every 1/CodeTriesPerSecond seconds, on each node,
+// whether the code was redeemed or refused (ErrCodeTries): a stranger
+// holding a token guesses at most 8,640 codes a day and node, so codes of 8
+// random characters or more are not found by guessing. The operator's
+// redemptions are not limited.
+const (
+	CodeTriesPerSecond = 0.1
+	CodeTriesBurst     = 10
+)
+
+// ErrCodeTries: the org's tenant tried more codes than CodeTriesBurst in a
+// short time; ratelimit.RetryAfter(CodeTriesPerSecond) seconds bring a try
+// back.
+var ErrCodeTries = errors.New("too many credit codes tried for this org")
 
 // CodeRedemption is the outcome of RedeemCode.
 type CodeRedemption struct {
@@ -66,15 +84,19 @@ func (b *Billing) DisableCode(ctx context.Context, code string) (credit.Code, er
 }
 
 // RedeemCode grants org the code's amount, once per org. Errors:
-// sites.ErrNotFound (org), credit.ErrCodeNotFound (also for a malformed
-// code), ErrCodeDisabled, ErrCodeExpired, ErrCodeUsedUp,
-// ErrCodeAlreadyRedeemed (with the redemption's entry), ErrNoLedger.
+// sites.ErrNotFound (org), ErrCodeTries (a tenant's), credit.ErrCodeNotFound
+// (also for a malformed code), ErrCodeDisabled, ErrCodeExpired,
+// ErrCodeUsedUp, ErrCodeAlreadyRedeemed (with the redemption's entry),
+// ErrNoLedger.
 func (b *Billing) RedeemCode(ctx context.Context, org, code, actor string) (CodeRedemption, error) {
 	if b.opts.Codes == nil || b.opts.Credits == nil {
 		return CodeRedemption{}, ErrNoLedger
 	}
 	if !b.OrgExists(org) {
 		return CodeRedemption{}, fmt.Errorf("org %q: %w", org, sites.ErrNotFound)
+	}
+	if actor == ActorTenant && !b.codeTries.Allow(b.codeKeys.String(org), time.Now()) {
+		return CodeRedemption{}, ErrCodeTries
 	}
 	code = credit.NormalizeCode(code)
 	if !credit.ValidCode(code) {

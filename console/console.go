@@ -139,6 +139,11 @@ type Credits interface {
 	Currency() string
 }
 
+// Codes redeems credit codes. *billing.Billing implements it.
+type Codes interface {
+	RedeemCode(ctx context.Context, org, code, actor string) (billing.CodeRedemption, error)
+}
+
 // Options are the console's collaborators. Tokens and Registry are
 // required; each other one left nil hides what it provides and says so on
 // the page.
@@ -158,6 +163,9 @@ type Options struct {
 	// TopUps adds a top-up form to the credit page (with Credits, for a
 	// token with the billing scope); nil, or not CanTopUp: none.
 	TopUps TopUps
+	// Codes adds a form that redeems credit codes to the credit page (with
+	// Credits, for a token with the billing scope); nil: none.
+	Codes  Codes
 	Logger *slog.Logger
 	// Now is the clock (default time.Now): session expiry and the current
 	// month. Tests inject one.
@@ -239,6 +247,7 @@ func (c *Console) routes() {
 	m.Handle("GET "+Prefix+"events", c.page(ScopeRead, c.events))
 	m.Handle("GET "+Prefix+"credit", c.page(ScopeRead, c.credit))
 	m.Handle("POST "+Prefix+"credit/top-up", c.page(ScopeBilling, c.topUp))
+	m.Handle("POST "+Prefix+"credit/redeem", c.page(ScopeBilling, c.redeem))
 	m.Handle("GET "+Prefix+"billing", c.page(ScopeRead, c.billingPage))
 	m.Handle("POST "+Prefix+"checkout", c.page(ScopeBilling, c.checkout))
 	m.Handle("POST "+Prefix+"portal", c.page(ScopeBilling, c.portal))

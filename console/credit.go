@@ -3,22 +3,39 @@ package console
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/credit"
+	"github.com/tollgate-edge/tollgate/ratelimit"
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
 // credit shows the org's prepaid credit: the balance, the entries newest
-// first and, when top-ups are configured, the top-up form.
+// first, the form that redeems a credit code (with Codes) and, when top-ups
+// are configured, the top-up form. After a redemption (?redeemed=CODE) it
+// says which code was redeemed.
 func (c *Console) credit(w http.ResponseWriter, r *http.Request, s *session) error {
-	return c.creditPage(w, r, s, http.StatusOK, "", "")
+	f := creditForms{}
+	if code := credit.NormalizeCode(r.URL.Query().Get("redeemed")); credit.ValidCode(code) {
+		f.Redeemed = code
+	}
+	return c.creditPage(w, r, s, http.StatusOK, f)
 }
 
-// creditPage renders the credit page with status; a failed top-up passes
-// its message and the amount typed, shown with the form.
-func (c *Console) creditPage(w http.ResponseWriter, r *http.Request, s *session, status int, topUpErr, amount string) error {
+// creditForms is what the credit page's forms show again: a refusal's
+// message and what was typed, or the code just redeemed.
+type creditForms struct {
+	TopUpError, Amount string
+	CodeError, Code    string
+	Redeemed           string
+}
+
+// creditPage renders the credit page with status and the forms' state.
+func (c *Console) creditPage(w http.ResponseWriter, r *http.Request, s *session, status int, f creditForms) error {
 	data := map[string]any{"Configured": c.opts.Credits != nil}
 	if c.opts.Credits != nil {
 		balance, entries, err := c.opts.Credits.CreditHistory(r.Context(), s.tenant.Org)
@@ -29,7 +46,7 @@ func (c *Console) creditPage(w http.ResponseWriter, r *http.Request, s *session,
 		data["Balance"], data["Entries"], data["Currency"] = balance, entries, strings.ToUpper(c.opts.Credits.Currency())
 		data["TopUps"] = c.topUpsReady()
 		data["CanPay"] = s.tenant.Has(ScopeBilling)
-		data["TopUpError"], data["Amount"] = topUpErr, amount
+		data["Forms"], data["Codes"] = f, c.opts.Codes != nil
 	}
 	c.render(w, s, status, "credit", "Prepaid credit", data)
 	return nil
@@ -49,20 +66,58 @@ func (c *Console) topUp(w http.ResponseWriter, r *http.Request, s *session) erro
 	typed := r.PostFormValue("amount")
 	amount, err := parseAmount(typed)
 	if err != nil {
-		return c.creditPage(w, r, s, http.StatusBadRequest, err.Error(), typed)
+		return c.creditPage(w, r, s, http.StatusBadRequest, creditForms{TopUpError: err.Error(), Amount: typed})
 	}
 	u, err := c.opts.TopUps.TopUp(r.Context(), s.tenant.Org, amount)
 	switch {
 	case errors.Is(err, sites.ErrInvalid):
 		msg := "This amount cannot be paid: " + strings.TrimPrefix(err.Error(), sites.ErrInvalid.Error()+": ") + "."
-		return c.creditPage(w, r, s, http.StatusBadRequest, msg, typed)
+		return c.creditPage(w, r, s, http.StatusBadRequest, creditForms{TopUpError: msg, Amount: typed})
 	case errors.Is(err, sites.ErrConflict), errors.Is(err, sites.ErrNotFound):
-		return c.creditPage(w, r, s, http.StatusConflict, "This cannot be done: "+err.Error()+".", typed)
+		return c.creditPage(w, r, s, http.StatusConflict, creditForms{TopUpError: "This cannot be done: " + err.Error() + ".", Amount: typed})
 	case err != nil:
 		c.log.Error("console: top-up link", "org", s.tenant.Org, "err", err)
-		return c.creditPage(w, r, s, http.StatusBadGateway, "The payment provider could not be reached. Try again in a moment.", typed)
+		return c.creditPage(w, r, s, http.StatusBadGateway, creditForms{TopUpError: "The payment provider could not be reached. Try again in a moment.", Amount: typed})
 	}
 	http.Redirect(w, r, u, http.StatusSeeOther)
+	return nil
+}
+
+// codeRefusals are the credit page's words for each refusal of a code.
+var codeRefusals = []struct {
+	err    error
+	status int
+	msg    string
+}{
+	{credit.ErrCodeNotFound, http.StatusUnprocessableEntity, "This code is not valid. Check it and try again."},
+	{credit.ErrCodeDisabled, http.StatusUnprocessableEntity, "This code is not valid. Check it and try again."},
+	{credit.ErrCodeExpired, http.StatusUnprocessableEntity, "This code has expired."},
+	{credit.ErrCodeUsedUp, http.StatusConflict, "This code has been redeemed as often as it may be."},
+	{credit.ErrCodeAlreadyRedeemed, http.StatusConflict, "This organization has redeemed this code already."},
+	{billing.ErrCodeTries, http.StatusTooManyRequests, "Too many codes tried in a short time. Wait a minute and try again."},
+}
+
+// redeem redeems the code typed for the org and redirects (303) to the
+// credit page, which names it; a refused code shows the page again with
+// the reason.
+func (c *Console) redeem(w http.ResponseWriter, r *http.Request, s *session) error {
+	if c.opts.Codes == nil || c.opts.Credits == nil {
+		return &pageError{status: http.StatusNotFound, msg: "Credit codes are not kept here."}
+	}
+	typed := r.PostFormValue("code")
+	res, err := c.opts.Codes.RedeemCode(r.Context(), s.tenant.Org, typed, billing.ActorTenant)
+	for _, ref := range codeRefusals {
+		if errors.Is(err, ref.err) {
+			if ref.status == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", strconv.Itoa(ratelimit.RetryAfter(billing.CodeTriesPerSecond)))
+			}
+			return c.creditPage(w, r, s, ref.status, creditForms{CodeError: ref.msg, Code: typed})
+		}
+	}
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, Prefix+"credit?redeemed="+url.QueryEscape(res.Code.Code), http.StatusSeeOther)
 	return nil
 }
 

@@ -146,7 +146,7 @@ func newFixtureWith(t *testing.T, more func(*console.Options, *billing.Billing))
 	ledger, err := credit.New(credit.Config{Store: store.NewBoltCredit(st), Currency: "eur"})
 	must(err)
 	bill, err := billing.New(ctx, billing.Config{}, billing.Options{Sites: reg, Store: st, Metrics: prometheus.NewRegistry(),
-		Credits: ledger, Now: func() time.Time { return testNow }})
+		Credits: ledger, Codes: store.NewBoltCredit(st), Now: func() time.Time { return testNow }})
 	must(err)
 	for _, e := range []credit.Entry{{Org: "acme", Amount: 5000, Kind: credit.Grant, Source: "welcome", Note: "welcome credit"},
 		{Org: "acme", Amount: -1234, Kind: credit.Usage, Source: "usage:acme:2025031700"},

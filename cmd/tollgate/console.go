@@ -37,6 +37,9 @@ func (n *node) tenantHandler(api http.Handler) (http.Handler, error) {
 	if t, ok := n.admin.TopUps.(console.TopUps); ok {
 		opts.TopUps = t
 	}
+	if cc, ok := n.admin.CreditCodes.(console.Codes); ok {
+		opts.Codes = cc
+	}
 	con, err := console.New(n.cfg.Console, opts)
 	if err != nil {
 		return nil, err
