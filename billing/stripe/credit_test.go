@@ -276,3 +276,29 @@ func TestTopUpWebhookRefusals(t *testing.T) {
 		t.Fatalf("balance %d after refused top-ups", bal)
 	}
 }
+
+// TestTopUpOutOfOrder: a delayed payment's success arrives before the
+// session's completion (still unpaid then, and older): the credit is
+// added once, by the success, and the completion changes nothing.
+func TestTopUpOutOfOrder(t *testing.T) {
+	f := newCreditFixture(t, time.Now().UTC())
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Second)
+	paid := topUpSessionObject("cs_late", 700)
+	unpaid := strings.Replace(paid, `"paid"`, `"unpaid"`, 1)
+	for _, d := range []struct {
+		id, typ, object string
+		at              time.Time
+		want            string
+	}{
+		{"evt_async", "checkout.session.async_payment_succeeded", paid, t0.Add(30 * time.Second), "applied"},
+		{"evt_done", "checkout.session.completed", unpaid, t0, "ignored"},
+		{"evt_async", "checkout.session.async_payment_succeeded", paid, t0.Add(30 * time.Second), "duplicate"},
+	} {
+		if code, out := f.deliver(t, d.id, d.typ, d.at, d.object); code != 200 || out != d.want {
+			t.Fatalf("%s %s: %d %s, want %s", d.id, d.typ, code, out, d.want)
+		}
+	}
+	if bal, _ := f.ledger.Balance(context.Background(), "acme"); bal != 700 {
+		t.Fatalf("balance %d, want 700 once", bal)
+	}
+}

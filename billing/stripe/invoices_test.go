@@ -245,7 +245,8 @@ func TestInvoiceRequestValidate(t *testing.T) {
 // TestOperatorInvoiceEvents: the events of an operator invoice (no
 // subscription, send_invoice, metadata tollgate_org) drive the lifecycle
 // like a subscription invoice's, through real Billing: a failed payment
-// starts the grace period, the payment ends it.
+// starts the grace period, the payment ends it; redelivered or out of
+// order they change nothing.
 func TestOperatorInvoiceEvents(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.Open(t)
@@ -291,5 +292,17 @@ func TestOperatorInvoiceEvents(t *testing.T) {
 		if strings.Join(types, ",") != strings.Join(step.hooks, ",") {
 			t.Fatalf("after %s: hooks %v, want %v", step.typ, types, step.hooks)
 		}
+	}
+	// Redelivered, the payment changes nothing; a failure older than it
+	// (delivered out of order) is stale: the org stays active, no hook.
+	hooks := len(rec.emitted())
+	if code, out := f.deliver(t, "evt_paid", "invoice.paid", t0, invoice); code != 200 || out != "duplicate" {
+		t.Fatalf("invoice.paid redelivered: %d %s", code, out)
+	}
+	if code, out := f.deliver(t, "evt_fail_old", "invoice.payment_failed", t0.Add(-30*time.Second), invoice); code != 200 || out != "stale" {
+		t.Fatalf("an older payment_failed after invoice.paid: %d %s, want stale", code, out)
+	}
+	if o := reg.Snapshot().Orgs.Get("acme"); o.State != sites.StateActive || len(rec.emitted()) != hooks {
+		t.Fatalf("after the redelivery and the stale failure: state %s, %d hooks (want active, %d)", o.State, len(rec.emitted()), hooks)
 	}
 }
