@@ -28,6 +28,9 @@ type Sites interface {
 	OnChange(fn func(*sites.Snapshot, *sites.Delta))
 	PutPlan(ctx context.Context, p sites.Plan) (bool, error)
 	CreateOrg(ctx context.Context, o sites.Org) (sites.Org, error)
+	// CreateOrgWith creates o and writes extra's records with it, in one
+	// write.
+	CreateOrgWith(ctx context.Context, o sites.Org, extra func(created sites.Org) []store.Op) (sites.Org, error)
 }
 
 // Scanner reads a bucket of a store. *store.Bolt and *store.RedisKV

@@ -295,3 +295,22 @@ func TestUsageUnreadableKeepsDecisions(t *testing.T) {
 		t.Fatalf("decision after a failed read: %v", got)
 	}
 }
+
+// TestCreateOrgOneWrite: an org and its first account events are one
+// registry write (one commit: half the fsyncs of a create, and no org
+// without its history).
+func TestCreateOrgOneWrite(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	before := f.reg.Snapshot().Version
+	if _, err := f.b.CreateOrg(ctx, sites.Org{ID: "fresh", Plan: "big"}); err != nil {
+		t.Fatal(err)
+	}
+	if after := f.reg.Snapshot().Version; after != before+1 {
+		t.Fatalf("creating an org published %d snapshots, want 1", after-before)
+	}
+	events, err := f.b.Events(ctx, "fresh")
+	if err != nil || len(events) != 2 || events[0].Field != "plan" || events[0].To != "big" || events[1].Field != "state" {
+		t.Fatalf("events %+v (%v); want plan and state", events, err)
+	}
+}

@@ -80,7 +80,11 @@ func (b *Billing) DisableCode(ctx context.Context, code string) (credit.Code, er
 	if b.opts.Codes == nil {
 		return credit.Code{}, ErrNoLedger
 	}
-	return b.opts.Codes.DisableCode(ctx, credit.NormalizeCode(code))
+	code = credit.NormalizeCode(code)
+	if !credit.ValidCode(code) {
+		return credit.Code{}, fmt.Errorf("%w: %q", credit.ErrCodeNotFound, code)
+	}
+	return b.opts.Codes.DisableCode(ctx, code)
 }
 
 // RedeemCode grants org the code's amount, once per org. Errors:

@@ -190,20 +190,25 @@ func modify(ctx context.Context, reg Registry, tmpl Event,
 		if err := fn(o, snap, record); err != nil {
 			return nil, err
 		}
-		ops := make([]store.Op, 0, len(events))
-		for _, e := range events {
-			b, err := json.Marshal(e)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, store.Put(bucketEvents, eventKey(tmpl.Org, tmpl.At), b))
-		}
-		return ops, nil
+		return eventOps(tmpl.Org, tmpl.At, events), nil
 	})
 	if err != nil {
 		return sites.Org{}, nil, err
 	}
 	return org, events, nil
+}
+
+// eventOps are the writes of an org's account events of one instant.
+func eventOps(org string, at time.Time, events []Event) []store.Op {
+	ops := make([]store.Op, 0, len(events))
+	for _, e := range events {
+		b, err := json.Marshal(e)
+		if err != nil {
+			panic(err) // Event is a plain struct: Marshal cannot fail
+		}
+		ops = append(ops, store.Put(bucketEvents, eventKey(org, at), b))
+	}
+	return ops
 }
 
 // eventSeq orders events recorded at the same instant (a coarse or fake

@@ -3,10 +3,10 @@ package billing
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/tollgate-edge/tollgate/sites"
+	"github.com/tollgate-edge/tollgate/store"
 )
 
 // Trials. A plan may declare trial_days. An org gets a trial, state
@@ -70,23 +70,20 @@ func (b *Billing) CreateOrg(ctx context.Context, o sites.Org) (sites.Org, error)
 			trialCause = c
 		}, cause)
 	}
-	created, err := b.opts.Sites.CreateOrg(ctx, o)
-	if err != nil {
-		return created, err
-	}
-	_, _, err = modify(ctx, b.opts.Sites, Event{At: now, Org: o.ID, Actor: ActorOperator},
-		func(_ *sites.Org, _ *sites.Snapshot, record recordFunc) error {
-			record("plan", "", created.Plan, cause)
-			record("state", "", created.State, cause)
-			if !created.TrialEndsAt.IsZero() {
-				record("trial_ends_at", "", stamp(created.TrialEndsAt), trialCause)
-			}
-			return nil
-		})
-	if err != nil {
-		b.log.Error("org created, its first events not recorded", slog.String("org", o.ID), slog.Any("err", err))
-	}
-	return created, nil
+	var events []Event
+	created, err := b.opts.Sites.CreateOrgWith(ctx, o, func(created sites.Org) []store.Op {
+		events = events[:0]
+		record := func(field, to, cause string) {
+			events = append(events, Event{At: now, Org: o.ID, Actor: ActorOperator, Field: field, To: to, Cause: cause})
+		}
+		record("plan", created.Plan, cause)
+		record("state", created.State, cause)
+		if !created.TrialEndsAt.IsZero() {
+			record("trial_ends_at", stamp(created.TrialEndsAt), trialCause)
+		}
+		return eventOps(o.ID, now, events)
+	})
+	return created, err
 }
 
 // endTrial ends the org's trial if it still ends at ends and is over, then

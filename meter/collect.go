@@ -84,15 +84,23 @@ func (*Meter) storageDeltas(list []*Counters, deltas []Delta) []Delta {
 	return deltas
 }
 
-// appendBatch appends the deltas as one batch of time at, unless there are
-// none.
+// maxBatchDeltas bounds the deltas of one batch. The sink applies a batch
+// in one transaction (bbolt) or one round of scripts (Redis), which holds
+// the bbolt file's only writer for its length: the storage of a million
+// sites, written as one batch, would keep registry writes waiting for
+// seconds. Split into batches of at most this many deltas, each applied on
+// its own, a write waits for one of them at most.
+const maxBatchDeltas = 512
+
+// appendBatch appends the deltas as batches of time at (maxBatchDeltas at
+// most each, in (org, site) order), unless there are none.
 func (m *Meter) appendBatch(out []*Batch, at time.Time, deltas []Delta) []*Batch {
-	if len(deltas) == 0 {
-		return out
-	}
 	slices.SortFunc(deltas, func(a, b Delta) int {
 		return cmp.Or(strings.Compare(a.Org, b.Org), strings.Compare(a.Site, b.Site))
 	})
-	m.seq++
-	return append(out, &Batch{Node: m.node, Seq: m.seq, Time: at.UTC(), Deltas: deltas})
+	for chunk := range slices.Chunk(deltas, maxBatchDeltas) {
+		m.seq++
+		out = append(out, &Batch{Node: m.node, Seq: m.seq, Time: at.UTC(), Deltas: chunk})
+	}
+	return out
 }

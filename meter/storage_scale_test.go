@@ -106,3 +106,43 @@ func mustFlush(t *testing.T, m *Meter) {
 		t.Fatal(err)
 	}
 }
+
+// TestStorageWrittenInBoundedBatches: the minute's storage of many sites
+// goes out as batches of at most maxBatchDeltas, with consecutive
+// sequence numbers, each applied on its own (a registry write waits for
+// one of them, not for all), and nothing is lost or doubled by the split.
+func TestStorageWrittenInBoundedBatches(t *testing.T) {
+	sink := &recordingSink{}
+	clk := &clock{t: time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)}
+	m, _ := newMeter(t, Config{}, sink, nil, clk)
+	const sites = 5*maxBatchDeltas + 7
+	for i := range sites {
+		m.Counters(fmt.Sprintf("org%05d", i%1000), fmt.Sprintf("s%d", i), "dir").SetStorage(3)
+	}
+	m.Counters("org00001", "s1", "dir").AddEgress(99) // traffic rides in the same batches
+	clk.t = clk.t.Add(time.Minute)
+	mustFlush(t, m)
+	bs := sink.take()
+	if len(bs) != 6 {
+		t.Fatalf("%d batches for %d sites, want 6 of at most %d", len(bs), sites, maxBatchDeltas)
+	}
+	seen := map[[2]string]bool{}
+	var bytes, egress int64
+	for i, b := range bs {
+		if len(b.Deltas) > maxBatchDeltas || (i > 0 && b.Seq != bs[i-1].Seq+1) {
+			t.Fatalf("batch %d: %d deltas, seq %d after %d", i, len(b.Deltas), b.Seq, bs[max(i-1, 0)].Seq)
+		}
+		for _, d := range b.Deltas {
+			k := [2]string{d.Org, d.Site}
+			if seen[k] {
+				t.Fatalf("%v in two batches", k)
+			}
+			seen[k] = true
+			bytes += d.StorageByteSeconds
+			egress += d.EgressBytes
+		}
+	}
+	if len(seen) != sites || bytes != sites*3*60 || egress != 99 {
+		t.Fatalf("%d sites, %d byte-seconds, %d egress; want %d, %d, 99", len(seen), bytes, egress, sites, sites*3*60)
+	}
+}

@@ -32,6 +32,13 @@ func (r *Registry) Plan(name string) (Plan, error) {
 
 // CreateOrg adds an org. State defaults to active; the plan must exist.
 func (r *Registry) CreateOrg(ctx context.Context, o Org) (Org, error) {
+	return r.CreateOrgWith(ctx, o, nil)
+}
+
+// CreateOrgWith is CreateOrg that also writes what extra returns for the
+// org as created (its account history, say) in the same write: one commit,
+// all or nothing. extra may be nil.
+func (r *Registry) CreateOrgWith(ctx context.Context, o Org, extra func(created Org) []Change) (Org, error) {
 	if o.State == "" {
 		o.State = StateActive
 	}
@@ -52,7 +59,11 @@ func (r *Registry) CreateOrg(ctx context.Context, o Org) (Org, error) {
 			}
 		}
 		next.putOrg(&o)
-		return []Change{putOp(bucketOrgs, o.ID, &o)}, nil
+		ops := []Change{putOp(bucketOrgs, o.ID, &o)}
+		if extra != nil {
+			ops = append(ops, extra(o)...)
+		}
+		return ops, nil
 	})
 	return o, err
 }
