@@ -55,8 +55,12 @@ type PublishBlock struct {
 type PublishGuard struct {
 	b *Billing
 
-	mu      sync.Mutex              // guards blocked and orders its writes to the store
+	mu      sync.Mutex              // guards blocked and refusing, orders blocked's writes to the store
 	blocked map[string]PublishBlock // site → its refused head
+	// refusing is site → the head whose refusal is being recorded: its
+	// event is written before its block shows, so whoever sees the block
+	// finds the event.
+	refusing map[string]string
 }
 
 // bucketPublishBlocked keeps each site's PublishBlock on this node (site →
@@ -68,7 +72,7 @@ const bucketPublishBlocked = "billing_publish_blocked"
 // emits the hooks through b's Emitter. It reads the refused heads this node
 // recorded, and follows the registry to drop those of deleted sites.
 func NewPublishGuard(ctx context.Context, b *Billing) (*PublishGuard, error) {
-	g := &PublishGuard{b: b, blocked: map[string]PublishBlock{}}
+	g := &PublishGuard{b: b, blocked: map[string]PublishBlock{}, refusing: map[string]string{}}
 	err := b.opts.Store.Scan(ctx, bucketPublishBlocked, func(k, v []byte) error {
 		var blk PublishBlock
 		if err := json.Unmarshal(v, &blk); err != nil {
@@ -121,17 +125,18 @@ func (g *PublishGuard) AllowPublish(ctx context.Context, c PublishCheck) error {
 	return fmt.Errorf("%w: %s", ErrStorageQuota, reason)
 }
 
-// refuse records the refusal of c.Commit for c.Site, once per commit.
+// refuse records the refusal of c.Commit for c.Site, once per commit: the
+// org event first, then the block (a reader that sees the block finds the
+// event), then the hook. The registry write is made without g.mu: it calls
+// sitesChanged, which takes it.
 func (g *PublishGuard) refuse(ctx context.Context, c PublishCheck, reason string, data map[string]any) {
 	now := g.b.now()
 	g.mu.Lock()
-	if g.blocked[c.Site].Commit == c.Commit {
+	if g.blocked[c.Site].Commit == c.Commit || g.refusing[c.Site] == c.Commit {
 		g.mu.Unlock()
 		return
 	}
-	blk := PublishBlock{Commit: c.Commit, Reason: reason, At: now}
-	g.blocked[c.Site] = blk
-	g.writeLocked(ctx, c.Site, &blk)
+	g.refusing[c.Site] = c.Commit
 	g.mu.Unlock()
 
 	_, _, err := modify(ctx, g.b.opts.Sites, Event{At: now, Org: c.Org, Actor: ActorBilling, Ref: c.Site},
@@ -142,6 +147,14 @@ func (g *PublishGuard) refuse(ctx context.Context, c PublishCheck, reason string
 	if err != nil {
 		g.b.log.Error("publish refusal not recorded", slog.String("org", c.Org), slog.String("site", c.Site), slog.Any("err", err))
 	}
+	blk := PublishBlock{Commit: c.Commit, Reason: reason, At: now}
+	g.mu.Lock()
+	if g.refusing[c.Site] == c.Commit { // else the site published meanwhile (Published)
+		delete(g.refusing, c.Site)
+		g.blocked[c.Site] = blk
+		g.writeLocked(ctx, c.Site, &blk)
+	}
+	g.mu.Unlock()
 	g.b.emit(ctx, HookEvent{ID: fmt.Sprintf("quota.storage_exceeded:%s:%s:%s", c.Org, c.Site, c.Commit),
 		Type: "quota.storage_exceeded", Org: c.Org, At: now, Data: data})
 }
@@ -150,6 +163,7 @@ func (g *PublishGuard) refuse(ctx context.Context, c PublishCheck, reason string
 func (g *PublishGuard) Published(ctx context.Context, site string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	delete(g.refusing, site)
 	if _, ok := g.blocked[site]; ok {
 		delete(g.blocked, site)
 		g.writeLocked(ctx, site, nil)

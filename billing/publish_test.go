@@ -176,3 +176,50 @@ func TestPublishGuard(t *testing.T) {
 		t.Fatalf("blocks after a site deletion and a restart: %v", g)
 	}
 }
+
+// TestPublishRefusalEventBeforeBlock: a refusal's org event is written
+// before its block shows, so whoever sees publish_blocked finds the event
+// (a test that waited for the block read the events one too short).
+func TestPublishRefusalEventBeforeBlock(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	reg, err := sites.New(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(ctx, Config{Plans: []PlanConfig{{Name: "tiny", StorageBytes: 1000}}},
+		Options{Sites: reg, Store: st, Storage: &orgStorage{m: map[string]int64{"acme": 900}}, Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.CreateOrg(ctx, sites.Org{ID: "acme", Plan: "tiny"}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewPublishGuard(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blockedAtEvent []bool
+	reg.OnChange(func(_ *sites.Snapshot, d *sites.Delta) {
+		if d != nil && len(d.Orgs) > 0 { // the refusal's event is written with the org
+			g.mu.Lock() // as PublishBlocked would, without the registry's lock order
+			_, shown := g.blocked["blog"]
+			g.mu.Unlock()
+			blockedAtEvent = append(blockedAtEvent, shown)
+		}
+	})
+	c := PublishCheck{Org: "acme", Site: "blog", Commit: "c2", Published: "c1", Bytes: 5000, PublishedBytes: 100}
+	if err := g.AllowPublish(ctx, c); !errors.Is(err, ErrStorageQuota) {
+		t.Fatalf("AllowPublish: %v", err)
+	}
+	if len(blockedAtEvent) != 1 || blockedAtEvent[0] {
+		t.Fatalf("block shown when the event was written: %v; want [false]", blockedAtEvent)
+	}
+	if blk, ok := g.PublishBlocked("blog"); !ok || blk.Commit != "c2" {
+		t.Fatalf("after the refusal: block %+v %v", blk, ok)
+	}
+	events, err := b.Events(ctx, "acme")
+	if err != nil || events[len(events)-1].Field != "publish" {
+		t.Fatalf("events %+v (%v)", events, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/tollgate-edge/tollgate/meter"
@@ -15,8 +16,7 @@ import (
 // tendSites keeps the meter's picture of what every site stores, from now
 // until ctx ends (siteTender, on the wall clock).
 func tendSites(ctx context.Context, reg *sites.Registry, g *gitea.Source, m *meter.Meter, interval time.Duration, claim func(context.Context, *gitea.Repo), log *slog.Logger) {
-	t := &siteTender{reg: reg, gitea: g, meter: m, interval: interval, claim: claim, log: log, now: time.Now}
-	t.run(ctx)
+	newSiteTender(reg, g, m, interval, claim, log, time.Now).run(ctx)
 }
 
 // siteTender keeps the meter's picture of what every site stores; the meter
@@ -28,10 +28,14 @@ func tendSites(ctx context.Context, reg *sites.Registry, g *gitea.Source, m *met
 //     far): their tree at the served commit, measured once per commit, so
 //     looking every tick costs nothing until a push.
 //
-// Each round sets the whole picture (meter.ReplaceStorage): a site that was
-// deleted, or a Gitea owner whose pages now bill another org, stops
-// accruing storage for its former (org, site) at once. Upstream sites store
-// nothing here.
+// A round at a walk (and the first, and after the registry was reloaded)
+// sets the whole picture (meter.ReplaceStorage). In between, a round costs
+// what changed: the sites the registry wrote since the last round (a new
+// dir site gets the size its directory had at the last walk, or is walked
+// now; a deleted one, or one that moved to another org, stops accruing at
+// once), the gitea sites and the pages repositories. So registry writes,
+// hundreds a second on a million sites, do not each cost a pass over every
+// site. Upstream sites store nothing here.
 //
 // With the pages domain set, the same loop gives pages repositories the
 // custom domains their .domains files declare and DNS proves (claim).
@@ -44,17 +48,50 @@ type siteTender struct {
 	log      *slog.Logger
 	now      func() time.Time // the clock of interval; tests inject one
 
-	lastDirs    time.Time
-	lastVersion uint64           // the registry snapshot of the last picture
-	dirSizes    map[string]int64 // site id -> bytes, from the last walk
-	last        meter.StorageMap // the previous round, for repositories Gitea could not measure
+	mu      sync.Mutex      // guards changed and stale, written by registry writes
+	changed map[string]bool // ids of sites written since the last round
+	stale   bool            // the registry was loaded whole: every site may have changed
+
+	lastDirs time.Time
+	walked   map[string]int64    // dir path -> bytes, from the last walk
+	last     meter.StorageMap    // the picture: registry sites and pages repositories
+	sites    map[string]siteSize // the registry sites in last, by id
+	gitSites map[string]bool     // ids of the gitea sites among them
+	pages    meter.StorageMap    // the pages repositories' part of last
+	measured int                 // sites the last round measured (tests read it)
+}
+
+// siteSize is a registry site's entry in the picture.
+type siteSize struct {
+	org, kind string
+	n         int64
+}
+
+// newSiteTender returns a tender that follows reg's writes.
+func newSiteTender(reg *sites.Registry, g *gitea.Source, m *meter.Meter, interval time.Duration, claim func(context.Context, *gitea.Repo),
+	log *slog.Logger, now func() time.Time) *siteTender {
+	t := &siteTender{reg: reg, gitea: g, meter: m, interval: interval, claim: claim, log: log, now: now, changed: map[string]bool{}}
+	reg.OnChange(t.noteChange)
+	return t
+}
+
+// noteChange records the sites a registry write changed (nil: all).
+func (t *siteTender) noteChange(_ *sites.Snapshot, d *sites.Delta) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d == nil {
+		t.stale = true
+		return
+	}
+	for _, id := range d.Sites {
+		t.changed[id] = true
+	}
 }
 
 // run does a round now, then one every tick (the interval, at most 2 s), or,
 // when a round takes longer than a tenth of that, ten times as long as the
-// round took (a million sites: the tender stays under a tenth of a core),
-// until ctx ends. A round without a walk that is due, without Gitea
-// repositories and with the registry unchanged does nothing.
+// round took (a walk of a million sites: the tender stays under a tenth of
+// a core), until ctx ends.
 func (t *siteTender) run(ctx context.Context) {
 	tick := min(t.interval, 2*time.Second)
 	timer := time.NewTimer(0)
@@ -71,76 +108,174 @@ func (t *siteTender) run(ctx context.Context) {
 	}
 }
 
-// round measures what it is time to measure and hands the meter the whole
-// picture.
+// round measures what it is time to measure and hands the meter what
+// changed, or the whole picture.
 func (t *siteTender) round(ctx context.Context) {
+	t.mu.Lock()
+	changed, stale := t.changed, t.stale
+	t.changed, t.stale = map[string]bool{}, false
+	t.mu.Unlock()
+	// After taking the changes: a registry write publishes its snapshot
+	// before telling noteChange, so each change taken is in snap.
 	snap := t.reg.Snapshot()
-	n := 0
 	walk := t.now().Sub(t.lastDirs) >= t.interval
-	if !walk && t.gitea == nil && snap.Version == t.lastVersion && t.last != nil {
+	if walk || stale || t.last == nil {
+		t.whole(ctx, snap, walk)
+		return
+	}
+	if len(changed) == 0 && t.gitea == nil {
+		t.measured = 0
 		return // nothing to measure and the sites are the same: the picture stands
 	}
-	t.lastVersion = snap.Version
-	if walk {
-		t.lastDirs = t.now()
-		t.dirSizes = map[string]int64{}
-		walked := map[string]int64{} // path -> bytes: sites sharing a directory walk it once
-		for _, s := range snap.Sites.All() {
-			yield(&n)
-			if s.Source.Type != sites.SourceDir {
-				continue
-			}
-			n, ok := walked[s.Source.Path]
-			if !ok {
-				var err error
-				n, err = content.DirUsage(s.Source.Path)
-				if err != nil {
-					t.log.Warn("measuring site storage", slog.String("site", s.ID), slog.Any("err", err))
-				}
-				walked[s.Source.Path] = n
-			}
-			t.dirSizes[s.ID] = n
-		}
-	}
-	picture := meter.StorageMap{}
-	repo := func(r *gitea.Repo, org, site string) {
-		if n, ok := repoSize(ctx, r, t.log); ok {
-			picture.Set(org, site, sites.SourceGitea, n)
-		} else if _, n, ok := t.last.Get(org, site); ok {
-			picture.Set(org, site, sites.SourceGitea, n) // Gitea down: keep the last size
-		}
-	}
-	for _, s := range snap.Sites.All() {
-		yield(&n)
-		switch s.Source.Type {
-		case sites.SourceDir:
-			if n, ok := t.dirSizes[s.ID]; ok {
-				picture.Set(s.Org, s.ID, sites.SourceDir, n)
-			}
-		case sites.SourceGitea:
-			if t.gitea != nil {
-				repo(t.gitea.Repo(s.Source.Owner, s.Source.Repo, s.Source.Branch), s.Org, s.ID)
-			}
-		}
+	ids := make([]string, 0, len(changed))
+	for id := range changed {
+		ids = append(ids, id)
 	}
 	if t.gitea != nil {
-		for _, r := range t.gitea.Known() {
-			// A repository with custom domains has a registry site,
-			// measured above: count it once, not twice.
-			if snap.Sites.Get(gitea.PagesSiteID(r.Owner(), r.RepoName())) == nil {
-				// As the proxy counts pages: the org paying for the owner,
-				// the repository's name as the site.
-				repo(r, snap.OrgForGiteaOwner(r.Owner()), r.Name())
-			}
-			if t.claim != nil {
-				t.claim(ctx, r)
+		for id := range t.gitSites {
+			if !changed[id] {
+				ids = append(ids, id) // a push changes what it stores
 			}
 		}
 	}
-	if t.meter != nil {
-		t.meter.ReplaceStorage(picture)
+	n := 0
+	t.measured = len(ids)
+	for _, id := range ids {
+		yield(&n)
+		t.update(ctx, id, snap.Sites.Get(id))
 	}
-	t.last = picture
+	t.measurePages(ctx, snap, true)
+}
+
+// whole sets the whole picture: every site of snap, after walking every
+// dir site's directory when walk.
+func (t *siteTender) whole(ctx context.Context, snap *sites.Snapshot, walk bool) {
+	if walk || t.walked == nil {
+		t.lastDirs, t.walked = t.now(), map[string]int64{}
+	}
+	prev := t.sites
+	t.measured = snap.Sites.Len()
+	t.last, t.sites, t.gitSites, t.pages = meter.StorageMap{}, map[string]siteSize{}, map[string]bool{}, nil
+	n := 0
+	for _, s := range snap.Sites.All() {
+		yield(&n)
+		if e, ok := t.measure(ctx, s, prev[s.ID]); ok {
+			t.put(s.ID, e)
+		}
+	}
+	t.measurePages(ctx, snap, false)
+	if t.meter != nil {
+		t.meter.ReplaceStorage(t.last)
+	}
+}
+
+// measure is what site s stores (false: nothing to picture: an upstream
+// site, or a gitea one Gitea cannot measure and never could); prev is its
+// last entry, kept for a repository Gitea cannot measure now.
+func (t *siteTender) measure(ctx context.Context, s *sites.Site, prev siteSize) (siteSize, bool) {
+	e := siteSize{org: s.Org, kind: s.Source.Type}
+	switch s.Source.Type {
+	case sites.SourceDir:
+		var ok bool
+		if e.n, ok = t.walked[s.Source.Path]; !ok { // new since the last walk: sites sharing it walk it once
+			var err error
+			if e.n, err = content.DirUsage(s.Source.Path); err != nil {
+				t.log.Warn("measuring site storage", slog.String("site", s.ID), slog.Any("err", err))
+			}
+			t.walked[s.Source.Path] = e.n
+		}
+		return e, true
+	case sites.SourceGitea:
+		if t.gitea == nil {
+			return e, false
+		}
+		var ok bool
+		if e.n, ok = repoSize(ctx, t.gitea.Repo(s.Source.Owner, s.Source.Repo, s.Source.Branch), t.log); !ok {
+			e.n = prev.n // Gitea down: keep the last size
+			return e, prev.kind == sites.SourceGitea
+		}
+		return e, true
+	}
+	return e, false
+}
+
+// put makes e registry site id's entry in the picture.
+func (t *siteTender) put(id string, e siteSize) {
+	t.sites[id] = e
+	if e.kind == sites.SourceGitea {
+		t.gitSites[id] = true
+	}
+	t.last.Set(e.org, id, e.kind, e.n)
+}
+
+// update measures registry site id again (s nil: deleted) and tells the
+// meter what changed: a site deleted, or gone to another org, stops
+// accruing for the former one at once; one still there changes its bytes
+// in place (never passing through 0, which a flush in between would count
+// for its whole interval).
+func (t *siteTender) update(ctx context.Context, id string, s *sites.Site) {
+	prev, had := t.sites[id]
+	var e siteSize
+	var ok bool
+	if s != nil {
+		e, ok = t.measure(ctx, s, prev)
+	}
+	if had && (!ok || e.org != prev.org) {
+		delete(t.sites, id)
+		delete(t.gitSites, id)
+		delete(t.last, [2]string{prev.org, id})
+		if t.meter != nil {
+			t.meter.Counters(prev.org, id, prev.kind).SetStorage(0)
+		}
+	}
+	if ok {
+		t.put(id, e)
+		if t.meter != nil {
+			t.meter.Counters(e.org, id, e.kind).SetStorage(e.n)
+		}
+	}
+}
+
+// measurePages measures every pages repository served so far that has no
+// registry site (which measure covered), as the proxy counts pages: the org
+// paying for the owner, the repository's name as the site. With live
+// (between whole pictures) the meter follows: a repository whose org
+// changed stops accruing for the former one.
+func (t *siteTender) measurePages(ctx context.Context, snap *sites.Snapshot, live bool) {
+	if t.gitea == nil {
+		return
+	}
+	next := meter.StorageMap{}
+	for _, r := range t.gitea.Known() {
+		if snap.Sites.Get(gitea.PagesSiteID(r.Owner(), r.RepoName())) == nil {
+			org := snap.OrgForGiteaOwner(r.Owner())
+			if n, ok := repoSize(ctx, r, t.log); ok {
+				next.Set(org, r.Name(), sites.SourceGitea, n)
+			} else if _, n, ok := t.pages.Get(org, r.Name()); ok {
+				next.Set(org, r.Name(), sites.SourceGitea, n) // Gitea down: keep the last size
+			}
+		}
+		if t.claim != nil {
+			t.claim(ctx, r)
+		}
+	}
+	live = live && t.meter != nil
+	for k := range t.pages {
+		if _, ok := next[k]; !ok {
+			delete(t.last, k)
+			if live {
+				t.meter.Counters(k[0], k[1], sites.SourceGitea).SetStorage(0)
+			}
+		}
+	}
+	for k := range next {
+		kind, n, _ := next.Get(k[0], k[1])
+		t.last.Set(k[0], k[1], kind, n)
+		if live {
+			t.meter.Counters(k[0], k[1], kind).SetStorage(n)
+		}
+	}
+	t.pages = next
 }
 
 // yield gives up the core every 1,024 sites of a round: on one core,

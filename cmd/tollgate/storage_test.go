@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -38,8 +39,7 @@ func TestSiteTenderWalksDirsEveryInterval(t *testing.T) {
 	}
 	const interval = 5 * time.Minute
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	tender := &siteTender{reg: reg, interval: interval, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		now: func() time.Time { return now }}
+	tender := newSiteTender(reg, nil, nil, interval, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now })
 	stored := func() (int64, bool) {
 		_, n, ok := tender.last.Get("acme", "docs")
 		return n, ok
@@ -73,5 +73,86 @@ func TestSiteTenderWalksDirsEveryInterval(t *testing.T) {
 		if n != st.want {
 			t.Fatalf("%s: docs stores %d bytes in the picture; want %d", st.name, n, st.want)
 		}
+	}
+}
+
+// TestSiteTenderCostsWhatChanged: between walks a round measures the sites
+// the registry wrote since the last round, not every site: a write on a
+// registry of thousands costs one site's measure. A new site on a
+// directory walked before takes its size from that walk; one on a new
+// directory is walked at once; a site moved to another directory is
+// measured there; a deleted one leaves the picture.
+func TestSiteTenderCostsWhatChanged(t *testing.T) {
+	ctx := context.Background()
+	reg, err := sites.New(ctx, storetest.Open(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, other := t.TempDir(), t.TempDir()
+	for dir, n := range map[string]int{shared: 300, other: 7} {
+		if err := os.WriteFile(filepath.Join(dir, "index.html"), make([]byte, n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := reg.PutPlan(ctx, sites.Plan{Name: "big"}); err != nil { // no limits
+		t.Fatal(err)
+	}
+	if _, err := reg.CreateOrg(ctx, sites.Org{ID: "acme", Plan: "big"}); err != nil {
+		t.Fatal(err)
+	}
+	const many = 1000
+	dir := func(path string) sites.Source { return sites.Source{Type: sites.SourceDir, Path: path} }
+	for i := range many {
+		if _, err := reg.CreateSite(ctx, sites.Site{ID: fmt.Sprintf("s%d", i), Org: "acme", Source: dir(shared)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tender := newSiteTender(reg, nil, nil, time.Hour, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now })
+	tender.round(ctx)
+	if tender.measured != many || len(tender.last) != many {
+		t.Fatalf("the first round measured %d sites, pictured %d; want %d", tender.measured, len(tender.last), many)
+	}
+	steps := []struct {
+		name     string
+		write    func() error
+		site     string
+		want     int64 // -1: not in the picture
+		measured int
+	}{
+		{"no write: nothing measured", func() error { return nil }, "s0", 300, 0},
+		{"a new site on a walked directory", func() error {
+			_, err := reg.CreateSite(ctx, sites.Site{ID: "fresh", Org: "acme", Source: dir(shared)})
+			return err
+		}, "fresh", 300, 1},
+		{"a new site on a new directory", func() error {
+			_, err := reg.CreateSite(ctx, sites.Site{ID: "elsewhere", Org: "acme", Source: dir(other)})
+			return err
+		}, "elsewhere", 7, 1},
+		{"a site moved to another directory", func() error {
+			res, err := reg.Import(ctx, []sites.Record{{Site: &sites.Site{ID: "s2", Org: "acme", Source: dir(other)}}})
+			if err == nil && res[0].Err != nil {
+				err = res[0].Err
+			}
+			return err
+		}, "s2", 7, 1},
+		{"a site deleted", func() error { return reg.DeleteSite(ctx, "s1") }, "s1", -1, 1},
+	}
+	for _, st := range steps {
+		if err := st.write(); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Second)
+		tender.round(ctx)
+		_, n, ok := tender.last.Get("acme", st.site)
+		if !ok {
+			n = -1
+		}
+		if n != st.want || tender.measured != st.measured {
+			t.Fatalf("%s: %s stores %d bytes, %d sites measured; want %d, %d", st.name, st.site, n, tender.measured, st.want, st.measured)
+		}
+	}
+	if len(tender.last) != many+1 {
+		t.Fatalf("%d sites pictured, want %d", len(tender.last), many+1)
 	}
 }
