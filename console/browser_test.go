@@ -2,12 +2,17 @@ package console_test
 
 import (
 	"bytes"
+	"context"
 	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tollgate-edge/tollgate/billing"
+	"github.com/tollgate-edge/tollgate/console"
+	"github.com/tollgate-edge/tollgate/credit"
 )
 
 // TestBrowserConsole drives headless Chromium (Debian chromium) through
@@ -148,4 +153,37 @@ func startBrowser(t *testing.T, f *fixture) (c *cdp, base string, shot func(name
 		}
 	}
 	return c, f.srv.URL, shot, expect
+}
+
+// TestBrowserRedeem: in Chromium, a tenant types a credit code in lower
+// case on the credit page: the page that follows names it and shows the
+// new balance; the same code again shows why it is refused.
+func TestBrowserRedeem(t *testing.T) {
+	var bill *billing.Billing
+	f := newFixtureWith(t, func(o *console.Options, b *billing.Billing) { o.Codes, bill = b, b })
+	if _, err := bill.CreateCode(context.Background(), credit.Code{Code: "WELCOME-10", Amount: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	c, base, shot, expect := startBrowser(t, f)
+	c.navigate(base + "/console/signin")
+	c.submit(`document.getElementById('token').value = '` + tokAdmin + `'; document.querySelector('main form').submit()`)
+	c.navigate(base + "/console/credit")
+	expect("redeem form", "document.getElementById('redeem-form') !== null", "true")
+	c.submit(`document.getElementById('code').value = 'welcome-10'; document.getElementById('redeem-form').submit()`)
+	expect("notice", "document.getElementById('redeemed').textContent", "Code WELCOME-10 redeemed: its credit is in the balance above.")
+	expect("balance", "document.getElementById('credit-balance').textContent", "Balance: 47.66 EUR")
+	shot("redeem-1-done")
+	c.submit(`document.getElementById('code').value = 'WELCOME-10'; document.getElementById('redeem-form').submit()`)
+	expect("refusal", "document.getElementById('redeem-error').textContent", "This organization has redeemed this code already.")
+	expect("balance unchanged", "document.getElementById('credit-balance').textContent", "Balance: 47.66 EUR")
+	shot("redeem-2-again")
+	var errs []string
+	for _, e := range c.errors { // the refusal's own 409 is logged by Chromium; nothing else may be
+		if !strings.Contains(e, "status of 409") || !strings.Contains(e, "/console/credit/redeem") {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
+		t.Errorf("the console reported errors:\n%s", strings.Join(errs, "\n"))
+	}
 }
