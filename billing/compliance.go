@@ -152,15 +152,14 @@ func (b *Billing) excluded(s *sites.Snapshot, o *sites.Org, p *sites.Plan, now t
 	return ex
 }
 
-// readStorage takes every org's storage for this pass (b.mu held); it
-// stays nil while the node has not measured storage since start.
-func (b *Billing) readStorage() {
+// readStorage reads every org's storage for a pass; measured is false
+// while the node has not measured storage since start (b.storage then
+// stays nil).
+func (b *Billing) readStorage() (byOrg map[string]int64, measured bool) {
 	if b.opts.Storage == nil {
-		return
+		return nil, false
 	}
-	if byOrg, ok := b.opts.Storage.StorageByOrg(); ok {
-		b.storage = byOrg
-	}
+	return b.opts.Storage.StorageByOrg()
 }
 
 // storageBlocked reports whether org o is blocked for its storage: over

@@ -254,3 +254,52 @@ func TestTrialEndMovedByOperator(t *testing.T) {
 		t.Fatalf("event %+v", last)
 	}
 }
+
+// blockingStorage is a StorageReader whose StorageByOrg waits for release
+// (a pass over a million sites' counters).
+type blockingStorage struct {
+	entered, release chan struct{}
+}
+
+func (s *blockingStorage) OrgStorage(string) int64 { return 0 }
+
+func (s *blockingStorage) StorageByOrg() (map[string]int64, bool) {
+	close(s.entered)
+	<-s.release
+	return map[string]int64{}, true
+}
+
+// TestEvaluateReadsStorageUnlocked: while a pass reads every org's
+// storage, registry writes (which recompute their orgs' decisions under
+// billing's lock) go through: the read is not made under that lock. At a
+// million sites it took long enough to hold every write up.
+func TestEvaluateReadsStorageUnlocked(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	slow := &blockingStorage{entered: make(chan struct{}), release: make(chan struct{})}
+	b, err := New(ctx, Config{}, Options{Sites: f.reg, Store: f.st, Storage: slow, Metrics: prometheus.NewRegistry(),
+		Now: func() time.Time { return f.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Gate("acme") // a gate a write recomputes
+	passed := make(chan struct{})
+	go func() { b.Evaluate(ctx); close(passed) }()
+	<-slow.entered
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := f.reg.CreateOrg(ctx, sites.Org{ID: "during", Plan: "small"})
+		wrote <- err
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		close(slow.release)
+		t.Fatal("a registry write waited for the pass's storage read")
+	}
+	close(slow.release)
+	<-passed
+}

@@ -96,11 +96,14 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	var expire []string
 	var marks []mark
 
+	storage, measured := b.readStorage() // a pass over every site: not under b.mu, which registry writes take
 	b.mu.Lock()
 	if usage != nil {
 		b.usage = usage
 	}
-	b.readStorage()
+	if measured {
+		b.storage = storage
+	}
 	counts := make(map[access.Decision]float64)
 	next := make(map[string]access.Decision, len(b.prev)) // orgs not allowed only: allow is the zero value
 	n := 0

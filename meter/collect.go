@@ -28,9 +28,7 @@ func (m *Meter) collect(final bool) []*Batch {
 	prev := m.lastFlush
 	elapsed := now.Sub(prev)
 	m.lastFlush = now
-	m.mu.Lock()
-	list := m.all // append-only: the elements up to its length never change
-	m.mu.Unlock()
+	list := m.list()
 	var out []*Batch
 	if !now.Truncate(time.Hour).Equal(prev.Truncate(time.Hour)) {
 		out = m.appendBatch(out, prev, m.storageDeltas(list, nil))

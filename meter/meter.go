@@ -81,11 +81,13 @@ type Meter struct {
 	now       func() time.Time
 	m         *metrics
 
-	mu       sync.Mutex // guards counters
+	mu       sync.Mutex // guards counters, all and ofOrg
 	counters map[[2]string]*Counters
 	// all holds the same counters in creation order, append-only, so a
 	// flush walks them without copying a million pointers every second.
 	all []*Counters
+	// ofOrg holds them by org (append-only too), for OrgStorage.
+	ofOrg map[string][]*Counters
 	// storageMeasured: ReplaceStorage has run once (StorageByOrg).
 	storageMeasured bool
 
@@ -130,7 +132,7 @@ func New(cfg Config, opts Options) (*Meter, error) {
 	}
 	m := &Meter{
 		cfg: cfg, storeName: opts.StoreName, sink: opts.Sink, spool: opts.Spool, journal: opts.Journal, node: opts.Node, log: opts.Logger, now: opts.Now,
-		counters: map[[2]string]*Counters{},
+		counters: map[[2]string]*Counters{}, ofOrg: map[string][]*Counters{},
 		// Sequence numbers start at the clock so they keep growing across
 		// restarts: a node flushes far less than once per nanosecond.
 		seq:  uint64(opts.Now().UnixNano()),
@@ -172,6 +174,7 @@ func (m *Meter) Counters(org, site, kind string) *Counters {
 		c = &Counters{org: org, site: site, kind: kind}
 		m.counters[k] = c
 		m.all = append(m.all, c)
+		m.ofOrg[org] = append(m.ofOrg[org], c)
 	}
 	return c
 }

@@ -26,14 +26,24 @@ func (m *Meter) ReplaceStorage(s StorageMap) {
 	for k, e := range s {
 		m.Counters(k[0], k[1], e.kind).SetStorage(e.bytes)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.storageMeasured = true
-	for k, c := range m.counters {
-		if _, ok := s[k]; !ok {
+	for _, c := range m.list() {
+		if _, ok := s[[2]string{c.org, c.site}]; !ok {
 			c.storage.Store(0)
 		}
 	}
+	m.mu.Lock()
+	m.storageMeasured = true
+	m.mu.Unlock()
+}
+
+// list is every counter made so far. m.all is append-only and the elements
+// up to its length never change: the passes over a million sites below
+// read them without m.mu, which a request serving a site for the first
+// time takes (Counters).
+func (m *Meter) list() []*Counters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.all
 }
 
 // Storage returns the bytes (org, site) stores, as last measured.
@@ -49,12 +59,11 @@ func (m *Meter) Storage(org, site string) int64 {
 // OrgStorage returns the bytes all of org's sites store, as last measured.
 func (m *Meter) OrgStorage(org string) int64 {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	cs := m.ofOrg[org] // append-only, as m.all
+	m.mu.Unlock()
 	var n int64
-	for k, c := range m.counters {
-		if k[0] == org {
-			n += c.storage.Load()
-		}
+	for _, c := range cs {
+		n += c.storage.Load()
 	}
 	return n
 }
@@ -64,14 +73,15 @@ func (m *Meter) OrgStorage(org string) int64 {
 // since start (ReplaceStorage), when the figures are not known yet.
 func (m *Meter) StorageByOrg() (byOrg map[string]int64, ok bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.storageMeasured {
+	measured := m.storageMeasured
+	m.mu.Unlock()
+	if !measured {
 		return nil, false
 	}
 	byOrg = map[string]int64{}
-	for k, c := range m.counters {
+	for _, c := range m.list() {
 		if n := c.storage.Load(); n != 0 {
-			byOrg[k[0]] += n
+			byOrg[c.org] += n
 		}
 	}
 	return byOrg, true
