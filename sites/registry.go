@@ -17,6 +17,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +37,13 @@ type Store interface {
 	Scan(ctx context.Context, bucket string, fn func(key, value []byte) error) error
 	// Apply writes the changes in one transaction: all or none.
 	Apply(ctx context.Context, changes ...Change) error
+}
+
+// evicter is a Store whose full scan leaves what it read resident in the
+// process (a memory-mapped file): Evict releases it. *store.Bolt
+// implements it.
+type evicter interface {
+	Evict(ctx context.Context) error
 }
 
 // Change is one write of a batch: Value nil deletes Key from Bucket.
@@ -89,6 +98,7 @@ func New(ctx context.Context, st Store) (*Registry, error) {
 		return nil, err
 	}
 	r.snap.Store(snap)
+	r.evict(ctx)
 	if snap.Plans.Len() == 0 {
 		if _, err := r.PutPlan(ctx, FreePlan); err != nil {
 			return nil, fmt.Errorf("sites: creating the built-in free plan: %w", err)
@@ -100,17 +110,43 @@ func New(ctx context.Context, st Store) (*Registry, error) {
 // loadSnapshot reads every record of st into a new snapshot (Version 0),
 // the four buckets at once.
 func loadSnapshot(ctx context.Context, st Store) (*Snapshot, error) {
-	plans, orgs := cowmap.Map[*Plan]{}.Edit(), cowmap.Map[*Org]{}.Edit()
-	sites, domains := cowmap.Map[*Site]{}.Edit(), cowmap.Map[*Domain]{}.Edit()
-	var g errgroup.Group
-	g.Go(func() error { return load(ctx, st, bucketPlans, plans, func(p *Plan) string { return p.Name }) })
-	g.Go(func() error { return load(ctx, st, bucketOrgs, orgs, func(o *Org) string { return o.ID }) })
-	g.Go(func() error { return load(ctx, st, bucketSites, sites, func(s *Site) string { return s.ID }) })
-	g.Go(func() error { return load(ctx, st, bucketDomains, domains, func(d *Domain) string { return d.Name }) })
+	var (
+		plans   []*Plan
+		orgs    []*Org
+		sites   []*Site
+		domains []*Domain
+		g       errgroup.Group
+	)
+	g.Go(func() error { return load(ctx, st, bucketPlans, &plans) })
+	g.Go(func() error { return load(ctx, st, bucketOrgs, &orgs) })
+	g.Go(func() error { return load(ctx, st, bucketSites, &sites) })
+	g.Go(func() error { return load(ctx, st, bucketDomains, &domains) })
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	return snapshotOf(plans.Map(), orgs.Map(), sites.Map(), domains.Map()), nil
+	return snapshotOf(byKey(plans, planName), byKey(orgs, orgID), byKey(sites, siteID), byKey(domains, domainName)), nil
+}
+
+// byKey returns recs sorted by key without repeats: of records with the
+// same key (one stored under another key than its own), the last read
+// stays. They come sorted (the store's order of their own keys), and then
+// are returned as they are.
+func byKey[T any](recs []*T, key func(*T) string) []*T {
+	sorted := true
+	for i := 1; i < len(recs) && sorted; i++ {
+		sorted = key(recs[i-1]) < key(recs[i])
+	}
+	if sorted {
+		return recs
+	}
+	slices.SortStableFunc(recs, func(a, b *T) int { return strings.Compare(key(a), key(b)) })
+	last := recs[:0]
+	for i, rec := range recs {
+		if i+1 == len(recs) || key(recs[i+1]) != key(rec) {
+			last = append(last, rec)
+		}
+	}
+	return last
 }
 
 // Reload reads the whole registry from the store again and publishes it if
@@ -137,6 +173,7 @@ func (r *Registry) Reload(ctx context.Context) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	r.evict(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur := r.snap.Load()
@@ -188,16 +225,25 @@ func mapsEqual[T any](a, b cowmap.Map[*T]) bool {
 	return true
 }
 
-// load decodes every record of bucket into into, keyed by key.
-func load[T any](ctx context.Context, st Store, bucket string, into *cowmap.Editor[*T], key func(*T) string) error {
+// load decodes every record of bucket, appending them to into in the
+// store's order.
+func load[T any](ctx context.Context, st Store, bucket string, into *[]*T) error {
 	return st.Scan(ctx, bucket, func(k, v []byte) error {
 		rec := new(T)
 		if err := json.Unmarshal(v, rec); err != nil {
 			return fmt.Errorf("sites: corrupt record %s/%s: %w", bucket, k, err)
 		}
-		into.Set(key(rec), rec)
+		*into = append(*into, rec)
 		return nil
 	})
+}
+
+// evict releases what reading every record left resident, when the store
+// can (evicter). A failure leaves it resident, nothing worse.
+func (r *Registry) evict(ctx context.Context) {
+	if ev, ok := r.st.(evicter); ok {
+		_ = ev.Evict(ctx)
+	}
 }
 
 // Snapshot returns the current immutable view. It never blocks.

@@ -8,27 +8,27 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-
-	"github.com/tollgate-edge/tollgate/internal/cowmap"
 )
 
 // bigSnapshot is a registry of n sites with a domain each: in orgs of one
 // site each, or all in one org.
 func bigSnapshot(n int, oneOrg bool) *Snapshot {
-	plans := map[string]*Plan{"free": &FreePlan}
-	orgs, sites, domains := map[string]*Org{}, map[string]*Site{}, map[string]*Domain{}
+	plans := []*Plan{&FreePlan}
+	var orgs []*Org
+	var sites []*Site
+	var domains []*Domain
 	for i := range n {
 		org := "org"
 		if !oneOrg {
 			org = fmt.Sprintf("org-%d", i)
 		}
-		orgs[org] = &Org{ID: org, Plan: "free", State: StateActive}
+		orgs = append(orgs, &Org{ID: org, Plan: "free", State: StateActive})
 		id := fmt.Sprintf("site-%d", i)
-		sites[id] = &Site{ID: id, Org: org, Source: Source{Type: SourceDir, Path: "/srv"}}
+		sites = append(sites, &Site{ID: id, Org: org, Source: Source{Type: SourceDir, Path: "/srv"}})
 		name := fmt.Sprintf("www.site-%d.example", i)
-		domains[name] = &Domain{Name: name, Site: id, Status: DomainVerified}
+		domains = append(domains, &Domain{Name: name, Site: id, Status: DomainVerified})
 	}
-	return snapshotOf(cowmap.From(plans), cowmap.From(orgs), cowmap.From(sites), cowmap.From(domains))
+	return snapshotOf(plans, byKey(orgs, orgID), byKey(sites, siteID), byKey(domains, domainName))
 }
 
 // TestWriteCostIndependentOfSize: a write (a new org, site and domain, then

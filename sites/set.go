@@ -7,91 +7,117 @@ import (
 )
 
 // set is an immutable set of record keys (an org's sites, a site's
-// domains), shared between snapshots like the records. Most sets are small
-// and kept as a sorted slice; past setFew members they move to a cowmap, so
-// adding to an org of a million sites still copies one shard.
+// domains), shared between snapshots like the records. Most sets have one
+// member, held in the set itself (no allocation); larger ones are a sorted
+// slice, and past setFew members a cowmap, so adding to an org of a million
+// sites still copies one shard.
 type set struct {
-	few  []string              // sorted; nil when many holds the members
-	many *cowmap.Map[struct{}] // nil while few holds them
+	one  string   // the member of a set of one; "" otherwise
+	more *members // two members or more; nil otherwise
+}
+
+// members are the members of a set of two or more: few, or else many.
+type members struct {
+	few  []string // sorted; nil when many holds the members
+	many cowmap.Map[struct{}]
 }
 
 const setFew = 16
 
-func setOf(members map[string]struct{}) set {
-	if len(members) <= setFew {
-		few := make([]string, 0, len(members))
-		for k := range members {
-			few = append(few, k)
-		}
-		slices.Sort(few)
-		return set{few: few}
+// setOfSorted is the set of the sorted, distinct keys; it keeps keys.
+func setOfSorted(keys []string) set {
+	switch {
+	case len(keys) == 0:
+		return set{}
+	case len(keys) == 1:
+		return set{one: keys[0]}
+	case len(keys) <= setFew:
+		return set{more: &members{few: slices.Clip(keys)}}
 	}
-	m := cowmap.From(members)
-	return set{many: &m}
+	return set{more: &members{many: cowmap.Build(len(keys), func(yield func(string, struct{}) bool) {
+		for _, k := range keys {
+			if !yield(k, struct{}{}) {
+				return
+			}
+		}
+	})}}
 }
 
 // Len is the number of members.
 func (s set) Len() int {
-	if s.many != nil {
-		return s.many.Len()
+	switch {
+	case s.more == nil && s.one == "":
+		return 0
+	case s.more == nil:
+		return 1
+	case s.more.few != nil:
+		return len(s.more.few)
 	}
-	return len(s.few)
+	return s.more.many.Len()
+}
+
+// fewOf is the members of a set held as a slice (of one, few or none);
+// ok is false when a cowmap holds them.
+func (s set) fewOf() (few []string, ok bool) {
+	switch {
+	case s.more == nil && s.one == "":
+		return nil, true
+	case s.more == nil:
+		return []string{s.one}, true
+	case s.more.few != nil:
+		return s.more.few, true
+	}
+	return nil, false
 }
 
 // with returns the set with k added, and the entries it copied.
 func (s set) with(k string) (set, int) {
-	if s.many != nil {
-		e := s.many.Edit()
+	few, ok := s.fewOf()
+	if !ok {
+		e := s.more.many.Edit()
 		e.Set(k, struct{}{})
-		m := e.Map()
-		return set{many: &m}, e.Copied
+		return set{more: &members{many: e.Map()}}, e.Copied
 	}
-	i, found := slices.BinarySearch(s.few, k)
+	i, found := slices.BinarySearch(few, k)
 	if found {
 		return s, 0
 	}
-	if len(s.few) < setFew {
-		return set{few: slices.Insert(slices.Clip(s.few), i, k)}, len(s.few)
-	}
-	e := cowmap.Map[struct{}]{}.Edit()
-	for _, m := range s.few {
-		e.Set(m, struct{}{})
-	}
-	e.Set(k, struct{}{})
-	m := e.Map()
-	return set{many: &m}, len(s.few)
+	return setOfSorted(slices.Insert(slices.Clone(few), i, k)), len(few)
 }
 
 // without returns the set with k removed, and the entries it copied.
 func (s set) without(k string) (set, int) {
-	if s.many != nil {
-		if _, ok := s.many.Lookup(k); !ok {
+	few, ok := s.fewOf()
+	if !ok {
+		if _, ok := s.more.many.Lookup(k); !ok {
 			return s, 0
 		}
-		e := s.many.Edit()
+		e := s.more.many.Edit()
 		e.Delete(k)
-		m := e.Map()
-		return set{many: &m}, e.Copied
+		return set{more: &members{many: e.Map()}}, e.Copied
 	}
-	i, found := slices.BinarySearch(s.few, k)
+	i, found := slices.BinarySearch(few, k)
 	if !found {
 		return s, 0
 	}
-	return set{few: slices.Delete(slices.Clone(s.few), i, i+1)}, len(s.few)
+	return setOfSorted(slices.Delete(slices.Clone(few), i, i+1)), len(few)
 }
 
 // All yields the members, in no particular order.
 func (s set) All() func(yield func(string) bool) {
 	return func(yield func(string) bool) {
-		for _, k := range s.few {
+		if s.more == nil {
+			if s.one != "" {
+				yield(s.one)
+			}
+			return
+		}
+		for _, k := range s.more.few {
 			if !yield(k) {
 				return
 			}
 		}
-		if s.many == nil {
-			return
-		}
-		for k := range s.many.All() {
+		for k := range s.more.many.All() {
 			if !yield(k) {
 				return
 			}
@@ -101,11 +127,11 @@ func (s set) All() func(yield func(string) bool) {
 
 // sorted returns the members, sorted, in a new slice.
 func (s set) sorted() []string {
-	if s.many == nil {
-		return slices.Clone(s.few)
+	if few, ok := s.fewOf(); ok {
+		return slices.Clone(few)
 	}
-	keys := make([]string, 0, s.many.Len())
-	for k := range s.many.All() {
+	keys := make([]string, 0, s.Len())
+	for k := range s.more.many.All() {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)

@@ -1,6 +1,8 @@
 package sites
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"unique"
 
@@ -79,44 +81,112 @@ func (s *Snapshot) DomainCount(org string) int {
 }
 
 // snapshotOf builds a snapshot, and its indexes, from the records of a
-// load (not yet shared: their strings are interned in place).
-func snapshotOf(plans cowmap.Map[*Plan], orgs cowmap.Map[*Org], sites cowmap.Map[*Site], domains cowmap.Map[*Domain]) *Snapshot {
+// load, each slice sorted by key without repeats (byKey). The records are
+// not yet shared: their strings are interned in place.
+func snapshotOf(plans []*Plan, orgs []*Org, sites []*Site, domains []*Domain) *Snapshot {
 	owners := map[string]string{}
-	for id, o := range orgs.All() {
+	for _, o := range orgs {
 		o.intern()
 		for _, owner := range o.GiteaOwners {
-			owners[owner] = id
+			owners[owner] = o.ID
 		}
 	}
-	byOrg, bySite := map[string]map[string]struct{}{}, map[string]map[string]struct{}{}
-	add := func(index map[string]map[string]struct{}, k, v string) {
-		if index[k] == nil {
-			index[k] = map[string]struct{}{}
-		}
-		index[k][v] = struct{}{}
+	for _, site := range sites {
+		site.intern(nil) // its org's id: indexOf
 	}
-	for id, s := range sites.All() {
-		s.intern(orgs.Get(s.Org))
-		add(byOrg, s.Org, id)
+	for _, d := range domains {
+		d.intern(nil)
 	}
-	for name, d := range domains.All() {
-		d.intern(sites.Get(d.Site))
-		add(bySite, d.Site, name)
-	}
-	s := &Snapshot{Plans: plans, Orgs: orgs, Sites: sites, Domains: domains, owners: cowmap.From(owners)}
+	s := &Snapshot{owners: cowmap.From(owners)}
 	var wg sync.WaitGroup // independent: built at once
-	wg.Go(func() { s.sitesByOrg = setsOf(byOrg) })
-	wg.Go(func() { s.domainsBySite = setsOf(bySite) })
+	wg.Go(func() { s.Plans = mapOf(plans, planName) })
+	wg.Go(func() { s.Orgs = mapOf(orgs, orgID) })
+	wg.Go(func() { s.Sites = mapOf(sites, siteID) })
+	wg.Go(func() { s.Domains = mapOf(domains, domainName) })
+	wg.Go(func() { s.sitesByOrg = indexOf(sites, orgs, siteID, func(s *Site) *string { return &s.Org }, orgID) })
+	wg.Go(func() {
+		s.domainsBySite = indexOf(domains, sites, domainName, func(d *Domain) *string { return &d.Site }, siteID)
+	})
 	wg.Wait()
 	return s
 }
 
-func setsOf(index map[string]map[string]struct{}) cowmap.Map[set] {
-	e := cowmap.Map[set]{}.Edit()
-	for k, members := range index {
-		e.Set(k, setOf(members))
+func planName(p *Plan) string     { return p.Name }
+func orgID(o *Org) string         { return o.ID }
+func siteID(s *Site) string       { return s.ID }
+func domainName(d *Domain) string { return d.Name }
+
+// mapOf is the map of recs, sorted by key without repeats, by key.
+func mapOf[T any](recs []*T, key func(*T) string) cowmap.Map[*T] {
+	return cowmap.Build(len(recs), func(yield func(string, *T) bool) {
+		for _, rec := range recs {
+			if !yield(key(rec), rec) {
+				return
+			}
+		}
+	})
+}
+
+// link is one record (child) of a parent: a site of an org, a domain of a
+// site. field is the child's field naming the parent.
+type link struct {
+	parent, child string
+	field         *string
+}
+
+// indexOf maps the key of each parent of children to the set of its
+// children's keys. A child whose parent is among parents (sorted by key)
+// is given the parent's own key string, so the two share one copy: a
+// merge of the sorted links with parents, no look-up per child.
+func indexOf[C, P any](children []*C, parents []*P, key func(*C) string, parentOf func(*C) *string, parentKey func(*P) string) cowmap.Map[set] {
+	links := make([]link, len(children))
+	for i, c := range children {
+		links[i] = link{parent: *parentOf(c), child: key(c), field: parentOf(c)}
 	}
-	return e.Map()
+	slices.SortFunc(links, func(a, b link) int { return strings.Compare(a.parent, b.parent) })
+	type group struct {
+		parent  string
+		members set
+	}
+	var groups []group
+	p := 0
+	for i := 0; i < len(links); {
+		parent, j := links[i].parent, i+1
+		for j < len(links) && links[j].parent == parent {
+			j++
+		}
+		for p < len(parents) && parentKey(parents[p]) < parent {
+			p++
+		}
+		if p < len(parents) && parentKey(parents[p]) == parent {
+			parent = parentKey(parents[p])
+			for _, l := range links[i:j] {
+				*l.field = parent
+			}
+		}
+		groups = append(groups, group{parent: parent, members: membersOf(links[i:j])})
+		i = j
+	}
+	return cowmap.Build(len(groups), func(yield func(string, set) bool) {
+		for _, g := range groups {
+			if !yield(g.parent, g.members) {
+				return
+			}
+		}
+	})
+}
+
+// membersOf is the set of the children of links.
+func membersOf(links []link) set {
+	if len(links) == 1 {
+		return set{one: links[0].child}
+	}
+	keys := make([]string, 0, len(links))
+	for _, l := range links {
+		keys = append(keys, l.child)
+	}
+	slices.Sort(keys)
+	return setOfSorted(keys)
 }
 
 // edit is a lazily started cowmap edit: reads go to base until the first
@@ -204,8 +274,9 @@ func (t *tx) snapshot() *Snapshot {
 // Interning. Records hold few distinct values in some fields (plan
 // names, states, kinds); each decoded record would hold its own copy.
 // They are replaced by one shared copy (unique.Make), and a site's org id
-// and a domain's site id by the bytes of the org's and site's own id, so a
-// registry of a million records does not hold a million copies of "active".
+// and a domain's site id by the bytes of the org's and site's own id (at
+// a load, indexOf does that), so a registry of a million records does not
+// hold a million copies of "active".
 func intern(s string) string { return unique.Make(s).Value() }
 
 func (o *Org) intern() {

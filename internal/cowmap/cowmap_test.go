@@ -100,3 +100,29 @@ func BenchmarkSetIn1M(b *testing.B) {
 		m = e.Map()
 	}
 }
+
+// TestBuild: a Map built at once holds what one built by Set does, shard
+// for shard, and takes edits like any other.
+func TestBuild(t *testing.T) {
+	for _, n := range []int{0, 1, 31, 33, 5000} {
+		src := map[string]int{}
+		for i := range n {
+			src[fmt.Sprint("k", i)] = i
+		}
+		m := From(src)
+		if m.Len() != n || !maps.Equal(maps.Collect(m.All()), src) {
+			t.Fatalf("n=%d: Build holds %d entries, want the %d given", n, m.Len(), n)
+		}
+		for k, v := range src {
+			if m.Get(k) != v || m.GetBytes([]byte(k)) != v {
+				t.Fatalf("n=%d: Get(%q) = %d, GetBytes = %d; want %d", n, k, m.Get(k), m.GetBytes([]byte(k)), v)
+			}
+		}
+		e := m.Edit()
+		e.Set("new", -1)
+		e.Delete("k0")
+		if next := e.Map(); next.Get("new") != -1 || next.Get("k0") != 0 || (n > 0 && m.Get("k0") != 0) || m.Get("new") != 0 {
+			t.Fatalf("n=%d: an edit of a built map did not apply, or changed it", n)
+		}
+	}
+}
