@@ -37,6 +37,8 @@ type Counters struct {
 	ingress   atomic.Int64
 	requests  atomic.Int64
 	storage   atomic.Int64 // bytes stored now (a gauge, integrated at flush)
+	// storageGen is the ReplaceStorage that last set storage.
+	storageGen atomic.Uint32
 	// storageAcc is the storage integrated so far and not yet written, in
 	// byte-seconds; only collect touches it.
 	storageAcc float64
@@ -81,13 +83,13 @@ type Meter struct {
 	now       func() time.Time
 	m         *metrics
 
-	mu       sync.Mutex // guards counters, all and ofOrg
+	mu       sync.Mutex // guards counters, all and storageGen
 	counters map[[2]string]*Counters
 	// all holds the same counters in creation order, append-only, so a
 	// flush walks them without copying a million pointers every second.
 	all []*Counters
-	// ofOrg holds them by org (append-only too), for OrgStorage.
-	ofOrg map[string][]*Counters
+	// storageGen counts the ReplaceStorage calls.
+	storageGen uint32
 	// storageMeasured: ReplaceStorage has run once (StorageByOrg).
 	storageMeasured bool
 
@@ -132,7 +134,7 @@ func New(cfg Config, opts Options) (*Meter, error) {
 	}
 	m := &Meter{
 		cfg: cfg, storeName: opts.StoreName, sink: opts.Sink, spool: opts.Spool, journal: opts.Journal, node: opts.Node, log: opts.Logger, now: opts.Now,
-		counters: map[[2]string]*Counters{}, ofOrg: map[string][]*Counters{},
+		counters: map[[2]string]*Counters{},
 		// Sequence numbers start at the clock so they keep growing across
 		// restarts: a node flushes far less than once per nanosecond.
 		seq:  uint64(opts.Now().UnixNano()),
@@ -174,7 +176,6 @@ func (m *Meter) Counters(org, site, kind string) *Counters {
 		c = &Counters{org: org, site: site, kind: kind}
 		m.counters[k] = c
 		m.all = append(m.all, c)
-		m.ofOrg[org] = append(m.ofOrg[org], c)
 	}
 	return c
 }

@@ -314,14 +314,14 @@ func TestReplaceStorage(t *testing.T) {
 	s.Set("a", "x", "dir", 100)
 	s.Set("a", "z", "dir", 7)
 	s.Set("b", "y", "gitea", 50)
-	m.ReplaceStorage(s)
+	m.ReplaceStorage(s.Each)
 	if byOrg, ok := m.StorageByOrg(); !ok || !maps.Equal(byOrg, map[string]int64{"a": 107, "b": 50}) {
 		t.Fatalf("StorageByOrg: %v, %v", byOrg, ok)
 	}
 	s = StorageMap{}
 	s.Set("a", "x", "dir", 100)
 	s.Set("b", "y", "gitea", 50)
-	m.ReplaceStorage(s)
+	m.ReplaceStorage(s.Each)
 	if m.OrgStorage("a") != 100 || m.Storage("b", "y") != 50 {
 		t.Fatalf("storage a=%d b/y=%d", m.OrgStorage("a"), m.Storage("b", "y"))
 	}
@@ -329,7 +329,7 @@ func TestReplaceStorage(t *testing.T) {
 	s2 := StorageMap{}
 	s2.Set("a", "x", "dir", 100)
 	s2.Set("c", "y", "gitea", 50)
-	m.ReplaceStorage(s2)
+	m.ReplaceStorage(s2.Each)
 	if m.OrgStorage("b") != 0 || m.OrgStorage("c") != 50 {
 		t.Fatalf("after the move: b=%d c=%d", m.OrgStorage("b"), m.OrgStorage("c"))
 	}

@@ -19,15 +19,30 @@ func (s StorageMap) Set(org, site, kind string, n int64) {
 	s[[2]string{org, site}] = storageEntry{kind: kind, bytes: n}
 }
 
-// ReplaceStorage makes s the whole picture of storage: the sites in it
-// store what it says, every other site stores nothing from now on. A site
-// that could not be measured this time belongs in s with its last value.
-func (m *Meter) ReplaceStorage(s StorageMap) {
+// Each calls set with every entry of s, for ReplaceStorage.
+func (s StorageMap) Each(set func(org, site, kind string, n int64)) {
 	for k, e := range s {
-		m.Counters(k[0], k[1], e.kind).SetStorage(e.bytes)
+		set(k[0], k[1], e.kind, e.bytes)
 	}
+}
+
+// ReplaceStorage makes the sites each sets the whole picture of storage:
+// they store what it says, every other site stores nothing from now on. A
+// site that could not be measured this time belongs in it with its last
+// value. The picture is handed over entry by entry, not as a map: at a
+// million sites the map would be a hundred megabytes.
+func (m *Meter) ReplaceStorage(each func(set func(org, site, kind string, n int64))) {
+	m.mu.Lock()
+	m.storageGen++
+	gen := m.storageGen
+	m.mu.Unlock()
+	each(func(org, site, kind string, n int64) {
+		c := m.Counters(org, site, kind)
+		c.SetStorage(n)
+		c.storageGen.Store(gen)
+	})
 	for _, c := range m.list() {
-		if _, ok := s[[2]string{c.org, c.site}]; !ok {
+		if c.storageGen.Load() != gen {
 			c.storage.Store(0)
 		}
 	}
@@ -56,14 +71,15 @@ func (m *Meter) Storage(org, site string) int64 {
 	return 0
 }
 
-// OrgStorage returns the bytes all of org's sites store, as last measured.
+// OrgStorage returns the bytes all of org's sites store, as last measured:
+// a pass over every counter, without the meter's lock (an index by org
+// would cost a map entry per org, tens of megabytes at a million).
 func (m *Meter) OrgStorage(org string) int64 {
-	m.mu.Lock()
-	cs := m.ofOrg[org] // append-only, as m.all
-	m.mu.Unlock()
 	var n int64
-	for _, c := range cs {
-		n += c.storage.Load()
+	for _, c := range m.list() {
+		if c.org == org {
+			n += c.storage.Load()
+		}
 	}
 	return n
 }

@@ -53,12 +53,13 @@ type siteTender struct {
 	stale   bool            // the registry was loaded whole: every site may have changed
 
 	lastDirs time.Time
-	walked   map[string]int64    // dir path -> bytes, from the last walk
-	last     meter.StorageMap    // the picture: registry sites and pages repositories
-	sites    map[string]siteSize // the registry sites in last, by id
-	gitSites map[string]bool     // ids of the gitea sites among them
-	pages    meter.StorageMap    // the pages repositories' part of last
-	measured int                 // sites the last round measured (tests read it)
+	walked   map[string]int64 // dir path -> bytes, from the last walk
+	// The picture: the registry sites (nil before the first round) and the
+	// pages repositories without one.
+	sites    map[string]siteSize
+	pages    meter.StorageMap
+	gitSites map[string]bool // ids of the gitea sites among sites
+	measured int             // sites the last round measured (tests read it)
 }
 
 // siteSize is a registry site's entry in the picture.
@@ -119,7 +120,7 @@ func (t *siteTender) round(ctx context.Context) {
 	// before telling noteChange, so each change taken is in snap.
 	snap := t.reg.Snapshot()
 	walk := t.now().Sub(t.lastDirs) >= t.interval
-	if walk || stale || t.last == nil {
+	if walk || stale || t.sites == nil {
 		t.whole(ctx, snap, walk)
 		return
 	}
@@ -155,7 +156,7 @@ func (t *siteTender) whole(ctx context.Context, snap *sites.Snapshot, walk bool)
 	}
 	prev := t.sites
 	t.measured = snap.Sites.Len()
-	t.last, t.sites, t.gitSites, t.pages = meter.StorageMap{}, map[string]siteSize{}, map[string]bool{}, nil
+	t.sites, t.gitSites = map[string]siteSize{}, map[string]bool{}
 	n := 0
 	for _, s := range snap.Sites.All() {
 		yield(&n)
@@ -165,7 +166,12 @@ func (t *siteTender) whole(ctx context.Context, snap *sites.Snapshot, walk bool)
 	}
 	t.measurePages(ctx, snap, false)
 	if t.meter != nil {
-		t.meter.ReplaceStorage(t.last)
+		t.meter.ReplaceStorage(func(set func(org, site, kind string, n int64)) {
+			for id, e := range t.sites {
+				set(e.org, id, e.kind, e.n)
+			}
+			t.pages.Each(set)
+		})
 	}
 }
 
@@ -205,7 +211,16 @@ func (t *siteTender) put(id string, e siteSize) {
 	if e.kind == sites.SourceGitea {
 		t.gitSites[id] = true
 	}
-	t.last.Set(e.org, id, e.kind, e.n)
+}
+
+// stored is what the picture holds for site of org: a registry site's
+// entry, or a pages repository's.
+func (t *siteTender) stored(org, site string) (int64, bool) {
+	if e, ok := t.sites[site]; ok && e.org == org {
+		return e.n, true
+	}
+	_, n, ok := t.pages.Get(org, site)
+	return n, ok
 }
 
 // update measures registry site id again (s nil: deleted) and tells the
@@ -223,7 +238,6 @@ func (t *siteTender) update(ctx context.Context, id string, s *sites.Site) {
 	if had && (!ok || e.org != prev.org) {
 		delete(t.sites, id)
 		delete(t.gitSites, id)
-		delete(t.last, [2]string{prev.org, id})
 		if t.meter != nil {
 			t.meter.Counters(prev.org, id, prev.kind).SetStorage(0)
 		}
@@ -259,21 +273,13 @@ func (t *siteTender) measurePages(ctx context.Context, snap *sites.Snapshot, liv
 			t.claim(ctx, r)
 		}
 	}
-	live = live && t.meter != nil
-	for k := range t.pages {
-		if _, ok := next[k]; !ok {
-			delete(t.last, k)
-			if live {
+	if live && t.meter != nil {
+		for k := range t.pages {
+			if _, ok := next[k]; !ok {
 				t.meter.Counters(k[0], k[1], sites.SourceGitea).SetStorage(0)
 			}
 		}
-	}
-	for k := range next {
-		kind, n, _ := next.Get(k[0], k[1])
-		t.last.Set(k[0], k[1], kind, n)
-		if live {
-			t.meter.Counters(k[0], k[1], kind).SetStorage(n)
-		}
+		next.Each(func(org, site, kind string, n int64) { t.meter.Counters(org, site, kind).SetStorage(n) })
 	}
 	t.pages = next
 }

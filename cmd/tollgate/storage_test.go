@@ -41,8 +41,7 @@ func TestSiteTenderWalksDirsEveryInterval(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	tender := newSiteTender(reg, nil, nil, interval, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now })
 	stored := func() (int64, bool) {
-		_, n, ok := tender.last.Get("acme", "docs")
-		return n, ok
+		return tender.stored("acme", "docs")
 	}
 
 	steps := []struct {
@@ -110,8 +109,8 @@ func TestSiteTenderCostsWhatChanged(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	tender := newSiteTender(reg, nil, nil, time.Hour, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now })
 	tender.round(ctx)
-	if tender.measured != many || len(tender.last) != many {
-		t.Fatalf("the first round measured %d sites, pictured %d; want %d", tender.measured, len(tender.last), many)
+	if tender.measured != many || len(tender.sites) != many {
+		t.Fatalf("the first round measured %d sites, pictured %d; want %d", tender.measured, len(tender.sites), many)
 	}
 	steps := []struct {
 		name     string
@@ -144,7 +143,7 @@ func TestSiteTenderCostsWhatChanged(t *testing.T) {
 		}
 		now = now.Add(time.Second)
 		tender.round(ctx)
-		_, n, ok := tender.last.Get("acme", st.site)
+		n, ok := tender.stored("acme", st.site)
 		if !ok {
 			n = -1
 		}
@@ -152,7 +151,7 @@ func TestSiteTenderCostsWhatChanged(t *testing.T) {
 			t.Fatalf("%s: %s stores %d bytes, %d sites measured; want %d, %d", st.name, st.site, n, tender.measured, st.want, st.measured)
 		}
 	}
-	if len(tender.last) != many+1 {
-		t.Fatalf("%d sites pictured, want %d", len(tender.last), many+1)
+	if len(tender.sites) != many+1 {
+		t.Fatalf("%d sites pictured, want %d", len(tender.sites), many+1)
 	}
 }
