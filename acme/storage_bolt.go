@@ -19,13 +19,27 @@ import (
 // boltBucket is the bucket of the bbolt file that holds certmagic's keys.
 const boltBucket = "certmagic"
 
+// boltFillPercent is how full a write that splits a leaf page leaves it.
+// bbolt's default, one half, leaves pages half empty for good when keys
+// arrive in order, as certmagic writes a name's certificate, key and metadata
+// (and as a bulk copy writes everything). The pages a certificate was read
+// from stay resident, so empty halves cost memory. The tenth left free takes
+// a renewal's slightly longer value without a split.
+const boltFillPercent = 0.9
+
+// boltPacked, the top bit of a value's 8-byte header, marks a value stored
+// packed (packPEM); the modification time is in the other 63 bits. Values
+// written before packing existed have it clear and are read as they are.
+const boltPacked = 1 << 63
+
 // errStorageConflict is returned by Store for a key that would be both a file
 // and a directory, which certmagic.FileStorage cannot hold either.
 var errStorageConflict = errors.New("a key cannot be both a file and a directory")
 
 // BoltStorage is a certmagic.Storage in the bbolt file of a single node. Bucket
-// "certmagic" maps each certmagic key to its modification time (8 bytes,
-// big-endian Unix nanoseconds) followed by the stored bytes. Directories are
+// "certmagic" maps each certmagic key to an 8-byte big-endian header (its
+// modification time in Unix nanoseconds, and the boltPacked bit) followed by
+// the stored bytes, packed when they are PEM (packPEM). Directories are
 // implicit: the prefixes of keys up to a "/". The empty key is the root
 // directory, which always exists.
 //
@@ -65,14 +79,13 @@ func (s *BoltStorage) Store(ctx context.Context, key string, value []byte) error
 	if key == "" {
 		return errors.New("acme: store: empty key")
 	}
-	v := make([]byte, 8+len(value))
-	binary.BigEndian.PutUint64(v, uint64(time.Now().UnixNano()))
-	copy(v[8:], value)
+	v := boltValue(value, time.Now())
 	err := s.st.Update(ctx, func(tx *bolt.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists([]byte(boltBucket))
 		if err != nil {
 			return err
 		}
+		bk.FillPercent = boltFillPercent
 		for i := range len(key) {
 			if key[i] == '/' && bk.Get([]byte(key[:i])) != nil {
 				return fmt.Errorf("%s is a file: %w", key[:i], errStorageConflict)
@@ -96,8 +109,9 @@ func (s *BoltStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	err := s.st.View(ctx, func(tx *bolt.Tx) error {
 		if bk := tx.Bucket([]byte(boltBucket)); bk != nil {
 			if v := bk.Get([]byte(key)); v != nil {
-				value = bytes.Clone(v[8:])
-				return nil
+				var err error
+				value, err = boltContent(v)
+				return err
 			}
 		}
 		return fs.ErrNotExist
@@ -116,6 +130,7 @@ func (s *BoltStorage) Delete(ctx context.Context, key string) error {
 		if bk == nil {
 			return nil
 		}
+		bk.FillPercent = boltFillPercent
 		doomed := [][]byte{[]byte(key)}
 		dir := []byte(storageDir(key))
 		c := bk.Cursor()
@@ -199,7 +214,11 @@ func (s *BoltStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, 
 			return nil
 		}
 		if v := bk.Get([]byte(key)); v != nil {
-			found, info.IsTerminal, info.Size = true, true, int64(len(v)-8)
+			size, err := boltSize(v)
+			if err != nil {
+				return err
+			}
+			found, info.IsTerminal, info.Size = true, true, size
 			info.Modified = boltModTime(v)
 			return nil
 		}
@@ -310,8 +329,38 @@ func boltHasUnder(bk *bolt.Bucket, key string) bool {
 	return k != nil && bytes.HasPrefix(k, dir)
 }
 
+// boltValue is what Store writes for value at time now.
+func boltValue(value []byte, now time.Time) []byte {
+	header := uint64(now.UnixNano())
+	if packed := packPEM(value); packed != nil {
+		header |= boltPacked
+		value = packed
+	}
+	v := make([]byte, 8+len(value))
+	binary.BigEndian.PutUint64(v, header)
+	copy(v[8:], value)
+	return v
+}
+
+// boltContent is the value Store was given, read from v, a value of the
+// bucket; it does not alias v.
+func boltContent(v []byte) ([]byte, error) {
+	if binary.BigEndian.Uint64(v)&boltPacked == 0 {
+		return bytes.Clone(v[8:]), nil
+	}
+	return unpackPEM(v[8:])
+}
+
+// boltSize is the length of boltContent(v).
+func boltSize(v []byte) (int64, error) {
+	if binary.BigEndian.Uint64(v)&boltPacked == 0 {
+		return int64(len(v) - 8), nil
+	}
+	return unpackedPEMSize(v[8:])
+}
+
 func boltModTime(v []byte) time.Time {
-	return time.Unix(0, int64(binary.BigEndian.Uint64(v[:8])))
+	return time.Unix(0, int64(binary.BigEndian.Uint64(v[:8])&^boltPacked))
 }
 
 // storageDir is the prefix of the keys in directory path: path + "/", or ""

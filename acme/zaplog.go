@@ -3,14 +3,18 @@ package acme
 import (
 	"context"
 	"log/slog"
+	"slices"
 
 	"go.uber.org/zap/zapcore"
 )
 
 // slogCore sends certmagic's zap logs to tollgate's slog logger, so one
-// process has one log format and one level setting.
+// process has one log format and one level setting. The fields of With are
+// kept as zap fields and converted only when an entry is written: certmagic
+// makes a logger with fields in every handshake, and almost none logs.
 type slogCore struct {
-	l *slog.Logger
+	l      *slog.Logger
+	fields []zapcore.Field // from With, oldest first
 }
 
 var _ zapcore.Core = slogCore{}
@@ -33,7 +37,8 @@ func (c slogCore) Enabled(l zapcore.Level) bool {
 }
 
 func (c slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return slogCore{l: c.l.With(attrs(fields)...)}
+	// Clip: loggers made from the same parent never share an array.
+	return slogCore{l: c.l, fields: append(slices.Clip(c.fields), fields...)}
 }
 
 func (c slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -44,7 +49,7 @@ func (c slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Chec
 }
 
 func (c slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
-	args := attrs(fields)
+	args := append(attrs(c.fields), attrs(fields)...)
 	if e.LoggerName != "" {
 		args = append(args, slog.String("logger", e.LoggerName))
 	}

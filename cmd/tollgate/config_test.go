@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,7 @@ http = "nonsense"
 admin = "127.0.0.1"
 admin_token = "short"
 shutdown_timeout = "-1s"
+gc_percent = -1
 [log]
 level = "loud"
 format = "xml"
@@ -106,7 +108,7 @@ upstream_max_conns = -3
 cache_bytes = -1
 [typo]
 x = 1
-`, wantErrs: []string{"server.http", "server.admin:", "server.admin_token", "server.shutdown_timeout", "log.level", "log.format",
+`, wantErrs: []string{"server.http", "server.admin:", "server.admin_token", "server.shutdown_timeout", "server.gc_percent", "log.level", "log.format",
 			"limits.max_header_bytes", "limits.max_body_bytes", "proxy.trusted_proxies", "proxy.upstream_max_conns", "sites.cache_bytes", "typo.x: unknown key"}},
 		{name: "unknown key in section", body: "[server]\nadmin_token = \"literal-token-0123456789\"\nhtpp = \":80\"\n", wantErrs: []string{"server.htpp: unknown key"}},
 		{name: "bad https and acme", body: "[server]\nadmin_token = \"literal-token-0123456789\"\nhttps = \"443\"\n[acme]\nca = \"ftp://ca\"\nwildcard_key = \"k.pem\"\nowner_ttl = \"-1s\"\n",
@@ -127,7 +129,7 @@ x = 1
 				if cfg.Server.AdminToken != tt.wantToken {
 					t.Fatalf("token %q; want %q", cfg.Server.AdminToken, tt.wantToken)
 				}
-				if cfg.Server.ShutdownTimeout != 30*time.Second || cfg.Limits.MaxHeaderBytes != 16<<10 {
+				if cfg.Server.ShutdownTimeout != 30*time.Second || cfg.Server.GCPercent != defaultGCPercent || cfg.Limits.MaxHeaderBytes != 16<<10 {
 					t.Fatal("defaults not applied")
 				}
 				return
@@ -141,5 +143,22 @@ x = 1
 				}
 			}
 		})
+	}
+}
+
+// TestApplyGCPercent: server.gc_percent sets the collector's target, unless
+// the GOGC environment variable did.
+func TestApplyGCPercent(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+	t.Setenv("GOGC", "")
+	ServerConfig{GCPercent: 50}.applyGCPercent()
+	if got := debug.SetGCPercent(100); got != 50 {
+		t.Errorf("without GOGC: target %d, want 50", got)
+	}
+	t.Setenv("GOGC", "100")
+	ServerConfig{GCPercent: 50}.applyGCPercent()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC=100: target %d, want GOGC's 100", got)
 	}
 }

@@ -52,6 +52,7 @@ func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 func serve(ctx context.Context, cfg Config, demoDir string, stdout, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
+	cfg.Server.applyGCPercent()
 	ps := &parts{log: log}
 	n, err := startNode(ctx, cfg, ps, log, demoDir)
 	if err != nil {
