@@ -95,8 +95,11 @@ type ServerConfig struct {
 	// one kept. tollgate keeps certificates, routes and small files in
 	// memory, so it holds about 1 + gc_percent/100 times them; lower holds
 	// less, for more collector CPU on the paths that allocate (TLS
-	// handshakes above all). The GOGC environment variable, when set, wins.
-	// Default 50 (Go's own default is 100).
+	// handshakes above all), and a node of a million sites collects its
+	// gigabyte of registry twice as often as at 100 (a follower just started
+	// then applied another node's writes in 73 ms at p50 instead of 16).
+	// The GOGC environment variable, when set, wins. Default 50 (Go's own
+	// default is 100).
 	GCPercent int `toml:"gc_percent"`
 }
 
