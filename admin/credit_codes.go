@@ -89,7 +89,7 @@ func codeProblem(err error) *Problem {
 }
 
 func (s *Server) codesOrNotConfigured() error {
-	if s.codes == nil {
+	if s.codes == nil || s.credits == nil {
 		return fmt.Errorf("%w: prepaid credit", errNotConfig)
 	}
 	return nil
