@@ -164,9 +164,8 @@ func (s *Server) redeemCreditCode(w http.ResponseWriter, r *http.Request) error 
 	res, err := s.codes.RedeemCode(r.Context(), r.PathValue("id"), in.Code, actor)
 	if errors.Is(err, billing.ErrCodeTries) {
 		wait := ratelimit.RetryAfter(billing.CodeTriesPerSecond)
-		w.Header().Set(ratelimit.HeaderRetryAfter, strconv.Itoa(wait))
-		writeProblem(w, &Problem{Type: ProblemTypeRateLimited, Code: reason.RateLimited, Title: "Too many requests", Status: http.StatusTooManyRequests,
-			Detail: fmt.Sprintf("more than %d credit codes tried for this org in a short time; retry after %d s", billing.CodeTriesBurst, wait)})
+		writeRateLimited(w, strconv.Itoa(wait),
+			fmt.Sprintf("more than %d credit codes tried for this org in a short time; retry after %d s", billing.CodeTriesBurst, wait))
 		return nil
 	}
 	if err != nil {

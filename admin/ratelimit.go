@@ -65,17 +65,19 @@ func (l *rates) allow(w http.ResponseWriter, r *http.Request, valid bool, sum *[
 	}
 	l.refused.Inc()
 	h := w.Header()
-	h.Set(ratelimit.HeaderRetryAfter, string(l.refusal.RetryAfter))
 	h.Set(ratelimit.HeaderPolicy, string(l.refusal.Policy))
 	h.Set(ratelimit.HeaderState, string(l.refusal.State))
-	writeProblem(w, &Problem{
-		Type:   ProblemTypeRateLimited,
-		Code:   reason.RateLimited,
-		Title:  "Too many requests",
-		Status: http.StatusTooManyRequests,
-		Detail: fmt.Sprintf("more than %d requests per second (server.admin_requests_per_second); retry after %s s", l.rps, l.refusal.RetryAfter),
-	})
+	writeRateLimited(w, string(l.refusal.RetryAfter),
+		fmt.Sprintf("more than %d requests per second (server.admin_requests_per_second); retry after %s s", l.rps, l.refusal.RetryAfter))
 	return false
+}
+
+// writeRateLimited answers 429 RATE_LIMITED with Retry-After (whole
+// seconds) and detail.
+func writeRateLimited(w http.ResponseWriter, retryAfter, detail string) {
+	w.Header().Set(ratelimit.HeaderRetryAfter, retryAfter)
+	writeProblem(w, &Problem{Type: ProblemTypeRateLimited, Code: reason.RateLimited, Title: "Too many requests",
+		Status: http.StatusTooManyRequests, Detail: detail})
 }
 
 // remoteAddr is r's client address; the zero address (one key for all)

@@ -90,13 +90,18 @@ func chartOf(period string, days []day) chart {
 	return c
 }
 
+// usageMonth is the month r asks for (monthOf), when usage is metered here.
+func (c *Console) usageMonth(r *http.Request) (period string, from, to time.Time, err error) {
+	if c.opts.Usage == nil {
+		return "", from, to, &pageError{status: http.StatusNotFound, msg: "Usage is not metered here."}
+	}
+	return c.monthOf(r)
+}
+
 // usage: the month's chart, the per-day and per-site tables, and the CSV
 // links.
 func (c *Console) usage(w http.ResponseWriter, r *http.Request, s *session) error {
-	if c.opts.Usage == nil {
-		return &pageError{status: http.StatusNotFound, msg: "Usage is not metered here."}
-	}
-	period, from, to, err := c.monthOf(r)
+	period, from, to, err := c.usageMonth(r)
 	if err != nil {
 		return err
 	}
@@ -144,10 +149,7 @@ func siteBarsOf(totals []meter.SiteTotal) []siteBar {
 
 // usageCSV downloads the month per day (default) or per site (by=site).
 func (c *Console) usageCSV(w http.ResponseWriter, r *http.Request, s *session) error {
-	if c.opts.Usage == nil {
-		return &pageError{status: http.StatusNotFound, msg: "Usage is not metered here."}
-	}
-	period, from, to, err := c.monthOf(r)
+	period, from, to, err := c.usageMonth(r)
 	if err != nil {
 		return err
 	}
