@@ -109,7 +109,7 @@ func (c *Console) redeem(w http.ResponseWriter, r *http.Request, s *session) err
 	for _, ref := range codeRefusals {
 		if errors.Is(err, ref.err) {
 			if ref.status == http.StatusTooManyRequests {
-				w.Header().Set("Retry-After", strconv.Itoa(ratelimit.RetryAfter(billing.CodeTriesPerSecond)))
+				w.Header().Set(ratelimit.HeaderRetryAfter, strconv.Itoa(ratelimit.RetryAfter(billing.CodeTriesPerSecond)))
 			}
 			return c.creditPage(w, r, s, ref.status, creditForms{CodeError: ref.msg, Code: typed})
 		}
