@@ -261,7 +261,7 @@ func planOutput(value any, ps ...sites.Plan) output {
 func orgOutput(value any, orgs ...sites.Org) output {
 	o := output{value: value, header: []string{"ID", "NAME", "PLAN", "STATE", "CREATED"}}
 	for _, org := range orgs {
-		o.rows = append(o.rows, []string{org.ID, org.Name, org.Plan, org.State, stamp(org.CreatedAt)})
+		o.rows = append(o.rows, []string{org.ID, org.Name, org.Plan, org.State, stamp(org.CreatedAt.Time())})
 	}
 	return o
 }
@@ -269,13 +269,13 @@ func orgOutput(value any, orgs ...sites.Org) output {
 func orgDetailOutput(d OrgDetail) output {
 	trial, pending := "-", "-"
 	if !d.TrialEndsAt.IsZero() {
-		trial = stamp(d.TrialEndsAt)
+		trial = stamp(d.TrialEndsAt.Time())
 	}
 	if d.PendingPlan != "" {
-		pending = d.PendingPlan + " at " + stamp(d.PendingPlanAt)
+		pending = d.PendingPlan + " at " + stamp(d.PendingPlanAt.Time())
 	}
 	return output{value: d, header: []string{"ID", "NAME", "PLAN", "STATE", "CREATED", "SITES", "TRIAL-ENDS", "PENDING-PLAN"},
-		rows: [][]string{{d.ID, d.Name, d.Plan, d.State, stamp(d.CreatedAt), list(d.Sites), trial, pending}}}
+		rows: [][]string{{d.ID, d.Name, d.Plan, d.State, stamp(d.CreatedAt.Time()), list(d.Sites), trial, pending}}}
 }
 
 func siteOutput(value any, s sites.Site, domains []string) output {
@@ -284,7 +284,7 @@ func siteOutput(value any, s sites.Site, domains []string) output {
 		active = strconv.FormatBool(*s.Active)
 	}
 	o := output{value: value, header: []string{"ID", "ORG", "SOURCE", "ACTIVE", "CREATED"},
-		rows: [][]string{{s.ID, s.Org, source(s.Source), active, stamp(s.CreatedAt)}}}
+		rows: [][]string{{s.ID, s.Org, source(s.Source), active, stamp(s.CreatedAt.Time())}}}
 	if domains != nil {
 		o.header = append(o.header, "DOMAINS")
 		o.rows[0] = append(o.rows[0], list(domains))
@@ -294,7 +294,7 @@ func siteOutput(value any, s sites.Site, domains []string) output {
 
 func domainOutput(d sites.Domain) output {
 	return output{value: d, header: []string{"DOMAIN", "SITE", "STATUS", "CREATED"},
-		rows: [][]string{{d.Name, d.Site, d.Status, stamp(d.CreatedAt)}}}
+		rows: [][]string{{d.Name, d.Site, d.Status, stamp(d.CreatedAt.Time())}}}
 }
 
 func limit[T int | int64](v T, format func(T) string) string {

@@ -101,7 +101,7 @@ func TestCreateOrgTrial(t *testing.T) {
 		if tc.trial {
 			want = clock.Now().Add(14 * 24 * time.Hour)
 		}
-		if o.State != tc.state || !o.TrialEndsAt.Equal(want) {
+		if o.State != tc.state || !o.TrialEndsAt.Time().Equal(want) {
 			t.Errorf("%s: state %s, trial ends %v; want %s, %v", tc.body, o.State, o.TrialEndsAt, tc.state, want)
 		}
 	}

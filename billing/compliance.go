@@ -69,7 +69,7 @@ func (b *Billing) OverPlan(org string) *OverPlan {
 	if len(siteIDs) == 0 && len(domains) == 0 {
 		return nil
 	}
-	out := &OverPlan{Sites: siteIDs, Domains: domains, Since: o.OverPlanSince}
+	out := &OverPlan{Sites: siteIDs, Domains: domains, Since: o.OverPlanSince.Time()}
 	if !o.OverPlanSince.IsZero() {
 		out.EnforcedAt = o.OverPlanSince.Add(b.cfg.DowngradeGrace)
 		out.Enforced = !b.now().Before(out.EnforcedAt)
@@ -218,10 +218,10 @@ func (b *Billing) applyMark(ctx context.Context, m mark, now time.Time) {
 			return errUnchanged
 		}
 		from, to := "over", "within"
-		*since = time.Time{}
+		*since = sites.Instant{}
 		if m.over {
 			from, to = "within", "over"
-			*since = now
+			*since = sites.At(now)
 		}
 		record(m.field, from, to, m.detail)
 		return nil

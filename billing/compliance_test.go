@@ -67,7 +67,7 @@ func TestStorageQuotaBindsAfterGrace(t *testing.T) {
 	step(500, 0, access.Allow)
 	step(3000, time.Second, access.Allow)
 	over := f.reg.Snapshot().Orgs.Get("acme").StorageOverSince
-	if !over.Equal(f.now) {
+	if !over.Time().Equal(f.now) {
 		t.Fatalf("storage_over_since %v, want %v", over, f.now)
 	}
 	step(3000, 9*time.Second, access.Allow) // within the grace
@@ -148,7 +148,7 @@ func TestDowngradeExcessAfterGrace(t *testing.T) {
 	}
 	excluded() // nothing before the grace
 	f.b.Evaluate(ctx)
-	if since := f.reg.Snapshot().Orgs.Get("acme").OverPlanSince; !since.Equal(f.now) {
+	if since := f.reg.Snapshot().Orgs.Get("acme").OverPlanSince; !since.Time().Equal(f.now) {
 		t.Fatalf("over_plan_since %v, want %v", since, f.now)
 	}
 	f.now = f.now.Add(9 * time.Second)
@@ -242,7 +242,7 @@ func TestTrialEndMovedByOperator(t *testing.T) {
 	}
 	f.apply(Change{State: sites.StateTrialing, Actor: ActorOperator, Cause: "test"})
 	at := f.now.Add(48 * time.Hour)
-	if o := f.apply(Change{TrialEndsAt: at, Actor: ActorOperator, Cause: "extended"}); !o.TrialEndsAt.Equal(at) {
+	if o := f.apply(Change{TrialEndsAt: at, Actor: ActorOperator, Cause: "extended"}); !o.TrialEndsAt.Time().Equal(at) {
 		t.Fatalf("trial_ends_at %v, want %v", o.TrialEndsAt, at)
 	}
 	events, err := f.b.Events(ctx, "acme")

@@ -133,10 +133,10 @@ func (b *Billing) Evaluate(ctx context.Context) {
 		b.decisionHooks(ctx, id, b.prev[id], d, period, now)
 		if o.State == sites.StatePastDue && !o.GraceEndsAt.IsZero() {
 			switch {
-			case !now.Before(o.GraceEndsAt):
+			case !now.Before(o.GraceEndsAt.Time()):
 				expire = append(expire, id)
 			case !now.Before(o.GraceEndsAt.Add(-b.cfg.GraceEndingNotice)):
-				b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("grace.ending:%s:%d", id, o.GraceEndsAt.Unix()), Type: "grace.ending",
+				b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("grace.ending:%s:%d", id, o.GraceEndsAt.Time().Unix()), Type: "grace.ending",
 					Org: id, At: now, Data: map[string]any{"grace_ends_at": o.GraceEndsAt}})
 			}
 		}

@@ -61,17 +61,17 @@ func changePlan(o *sites.Org, snap *sites.Snapshot, c Change, now time.Time, rec
 	down := from != nil && to.Rank <= from.Rank
 	cause := c.Cause
 	switch {
-	case down && c.Tenant && o.PendingPlan == c.Plan && !now.Before(o.PendingPlanAt):
+	case down && c.Tenant && o.PendingPlan == c.Plan && !now.Before(o.PendingPlanAt.Time()):
 		cause += ": pending downgrade due"
 	case down && c.Tenant && c.PeriodEnd.After(now):
 		at := c.PeriodEnd
 		if o.PendingPlan == c.Plan && o.PendingPlanAt.Before(at) {
-			at = o.PendingPlanAt // a later event never postpones it
+			at = o.PendingPlanAt.Time() // a later event never postpones it
 		}
-		if o.PendingPlan != c.Plan || !o.PendingPlanAt.Equal(at) {
+		if o.PendingPlan != c.Plan || o.PendingPlanAt != sites.At(at) {
 			record("pending_plan", o.PendingPlan, c.Plan, fmt.Sprintf("%s: downgrade from %s at the end of the paid period, %s",
 				c.Cause, o.Plan, at.UTC().Format(time.RFC3339)))
-			o.PendingPlan, o.PendingPlanAt = c.Plan, at
+			o.PendingPlan, o.PendingPlanAt = c.Plan, sites.At(at)
 		}
 		return nil
 	case down && c.Tenant && c.PeriodEnd.IsZero():
@@ -94,7 +94,7 @@ func changePlan(o *sites.Org, snap *sites.Snapshot, c Change, now time.Time, rec
 
 func cancelPending(o *sites.Org, record recordFunc, cause string) {
 	record("pending_plan", o.PendingPlan, "", cause)
-	o.PendingPlan, o.PendingPlanAt = "", time.Time{}
+	o.PendingPlan, o.PendingPlanAt = "", sites.Instant{}
 }
 
 // due is the periodic part of the ladder and of trials, run by Evaluate
@@ -104,12 +104,12 @@ func cancelPending(o *sites.Org, record recordFunc, cause string) {
 func (b *Billing) due(ctx context.Context, snap *sites.Snapshot, now time.Time) {
 	var pending, ended, ending []*sites.Org
 	for _, o := range snap.Orgs.All() {
-		if o.PendingPlan != "" && !now.Before(o.PendingPlanAt) {
+		if o.PendingPlan != "" && !now.Before(o.PendingPlanAt.Time()) {
 			pending = append(pending, o)
 		}
 		switch {
 		case o.TrialEndsAt.IsZero():
-		case !now.Before(o.TrialEndsAt):
+		case !now.Before(o.TrialEndsAt.Time()):
 			ended = append(ended, o)
 		case !now.Before(o.TrialEndsAt.Add(-b.cfg.TrialEndingNotice)):
 			ending = append(ending, o)
@@ -118,7 +118,7 @@ func (b *Billing) due(ctx context.Context, snap *sites.Snapshot, now time.Time) 
 	if len(ending) > 0 {
 		b.mu.Lock() // b.fired
 		for _, o := range ending {
-			b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("trial.ending:%s:%d", o.ID, o.TrialEndsAt.Unix()), Type: "trial.ending",
+			b.emitOnce(ctx, HookEvent{ID: fmt.Sprintf("trial.ending:%s:%d", o.ID, o.TrialEndsAt.Time().Unix()), Type: "trial.ending",
 				Org: o.ID, At: now, Data: map[string]any{"plan": o.Plan, "trial_ends_at": o.TrialEndsAt}})
 		}
 		b.mu.Unlock()
@@ -129,7 +129,7 @@ func (b *Billing) due(ctx context.Context, snap *sites.Snapshot, now time.Time) 
 		}
 	}
 	for _, o := range ended {
-		if err := b.endTrial(ctx, o.ID, o.TrialEndsAt, now); err != nil {
+		if err := b.endTrial(ctx, o.ID, o.TrialEndsAt.Time(), now); err != nil {
 			b.log.Error("trial not ended", slog.String("org", o.ID), slog.Any("err", err))
 		}
 	}
@@ -139,16 +139,16 @@ func (b *Billing) due(ctx context.Context, snap *sites.Snapshot, now time.Time) 
 // due.
 func (b *Billing) applyPending(ctx context.Context, id, plan string, now time.Time) error {
 	_, _, err := b.changeAsBilling(ctx, id, now, func(o *sites.Org, snap *sites.Snapshot, record recordFunc) error {
-		if o.PendingPlan != plan || now.Before(o.PendingPlanAt) {
+		if o.PendingPlan != plan || now.Before(o.PendingPlanAt.Time()) {
 			return errUnchanged
 		}
 		if snap.Plans.Get(plan) == nil {
 			return fmt.Errorf("%w: pending plan %q does not exist", sites.ErrInvalid, plan)
 		}
-		at := o.PendingPlanAt.UTC().Format(time.RFC3339)
+		at := o.PendingPlanAt.Time().Format(time.RFC3339)
 		record("plan", o.Plan, plan, "tenant downgrade due: the paid period ended "+at)
 		record("pending_plan", plan, "", "applied")
-		o.Plan, o.PendingPlan, o.PendingPlanAt = plan, "", time.Time{}
+		o.Plan, o.PendingPlan, o.PendingPlanAt = plan, "", sites.Instant{}
 		return nil
 	})
 	return err

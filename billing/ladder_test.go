@@ -97,7 +97,7 @@ func TestPlanLadder(t *testing.T) {
 			if tc.pendTo != "" && o.PendingPlanAt.IsZero() {
 				t.Fatal("pending plan without a time")
 			}
-			if tc.pendAt != 0 && !o.PendingPlanAt.Equal(f.now.Add(tc.pendAt)) {
+			if tc.pendAt != 0 && !o.PendingPlanAt.Time().Equal(f.now.Add(tc.pendAt)) {
 				t.Fatalf("pending plan at %s, want %s", o.PendingPlanAt, f.now.Add(tc.pendAt))
 			}
 			after, _ := f.b.Events(ctx, "acme")

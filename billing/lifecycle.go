@@ -123,10 +123,10 @@ const bucketEvents = "org_events"
 func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change) (sites.Org, []Event, error) {
 	return modify(ctx, reg, Event{At: now, Org: id, Actor: c.Actor, Ref: c.Ref}, func(o *sites.Org, snap *sites.Snapshot, record recordFunc) error {
 		if !c.StripeEventAt.IsZero() {
-			if c.StripeEventAt.Before(o.StripeEventAt) {
-				return fmt.Errorf("%w: event of %s, org reflects %s", ErrStale, c.StripeEventAt.Format(time.RFC3339), o.StripeEventAt.Format(time.RFC3339))
+			if c.StripeEventAt.Before(o.StripeEventAt.Time()) {
+				return fmt.Errorf("%w: event of %s, org reflects %s", ErrStale, c.StripeEventAt.Format(time.RFC3339), o.StripeEventAt.Time().Format(time.RFC3339))
 			}
-			o.StripeEventAt = c.StripeEventAt
+			o.StripeEventAt = sites.At(c.StripeEventAt)
 		}
 		if c.StripeCustomer != "" && c.StripeCustomer != o.StripeCustomer {
 			record("stripe_customer", o.StripeCustomer, c.StripeCustomer, c.Cause)
@@ -155,9 +155,9 @@ func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change
 					if p := snap.Plans.Get(o.Plan); p != nil {
 						grace = time.Duration(p.GracePeriod)
 					}
-					o.GraceEndsAt = now.Add(grace)
+					o.GraceEndsAt = sites.At(now.Add(grace))
 				} else {
-					o.GraceEndsAt = time.Time{}
+					o.GraceEndsAt = sites.Instant{}
 				}
 				o.State = c.State
 			}
@@ -166,8 +166,8 @@ func apply(ctx context.Context, reg Registry, now time.Time, id string, c Change
 			if o.State != sites.StateTrialing {
 				return fmt.Errorf("%w: trial_ends_at: the org is %s, not trialing", ErrTransition, o.State)
 			}
-			record("trial_ends_at", stamp(o.TrialEndsAt), stamp(c.TrialEndsAt), c.Cause)
-			o.TrialEndsAt = c.TrialEndsAt.UTC()
+			record("trial_ends_at", stamp(o.TrialEndsAt.Time()), stamp(c.TrialEndsAt), c.Cause)
+			o.TrialEndsAt = sites.At(c.TrialEndsAt)
 		}
 		return nil
 	})

@@ -42,11 +42,11 @@ func startTrial(o *sites.Org, p *sites.Plan, now time.Time, record recordFunc, c
 	cause = fmt.Sprintf("%s: trial of %d days on plan %s", cause, p.TrialDays, p.Name)
 	if o.State != sites.StateTrialing {
 		record("state", o.State, sites.StateTrialing, cause)
-		o.State, o.GraceEndsAt = sites.StateTrialing, time.Time{}
+		o.State, o.GraceEndsAt = sites.StateTrialing, sites.Instant{}
 	}
 	ends := now.Add(time.Duration(p.TrialDays) * 24 * time.Hour).UTC()
-	record("trial_ends_at", stamp(o.TrialEndsAt), stamp(ends), cause)
-	o.TrialEndsAt = ends
+	record("trial_ends_at", stamp(o.TrialEndsAt.Time()), stamp(ends), cause)
+	o.TrialEndsAt = sites.At(ends)
 }
 
 // stamp is an event's text for a time: RFC 3339, "" for none.
@@ -79,7 +79,7 @@ func (b *Billing) CreateOrg(ctx context.Context, o sites.Org) (sites.Org, error)
 		record("plan", created.Plan, cause)
 		record("state", created.State, cause)
 		if !created.TrialEndsAt.IsZero() {
-			record("trial_ends_at", stamp(created.TrialEndsAt), trialCause)
+			record("trial_ends_at", stamp(created.TrialEndsAt.Time()), trialCause)
 		}
 		return eventOps(o.ID, now, events)
 	})
@@ -92,7 +92,7 @@ func (b *Billing) endTrial(ctx context.Context, id string, ends, now time.Time) 
 	outcome := ""
 	o, changed, err := b.changeAsBilling(ctx, id, now,
 		func(o *sites.Org, snap *sites.Snapshot, record recordFunc) error {
-			if !o.TrialEndsAt.Equal(ends) || now.Before(ends) {
+			if o.TrialEndsAt != sites.At(ends) || now.Before(ends) {
 				return errUnchanged
 			}
 			const cause = "trial ended"
@@ -103,8 +103,8 @@ func (b *Billing) endTrial(ctx context.Context, id string, ends, now time.Time) 
 					return err
 				}
 			}
-			record("trial_ends_at", stamp(o.TrialEndsAt), "", cause+" ("+outcome+")")
-			o.TrialEndsAt = time.Time{}
+			record("trial_ends_at", stamp(o.TrialEndsAt.Time()), "", cause+" ("+outcome+")")
+			o.TrialEndsAt = sites.Instant{}
 			return nil
 		})
 	if err != nil || !changed {
@@ -133,7 +133,7 @@ func (b *Billing) trialOver(o *sites.Org, snap *sites.Snapshot, record recordFun
 	}
 	if o.State != sites.StateSuspended {
 		record("state", o.State, sites.StateActive, cause)
-		o.State, o.GraceEndsAt = sites.StateActive, time.Time{}
+		o.State, o.GraceEndsAt = sites.StateActive, sites.Instant{}
 	}
 	return nil
 }

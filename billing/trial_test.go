@@ -120,7 +120,7 @@ func TestTrialEnds(t *testing.T) {
 				t.Fatal(err)
 			}
 			ends := env.clock.Now().Add(14 * 24 * time.Hour)
-			if o.State != sites.StateTrialing || !o.TrialEndsAt.Equal(ends) {
+			if o.State != sites.StateTrialing || !o.TrialEndsAt.Time().Equal(ends) {
 				t.Fatalf("created %+v, want trialing until %s", o, ends)
 			}
 			if tc.paid {
@@ -205,7 +205,7 @@ func TestTrialStarts(t *testing.T) {
 			if tc.trialDays > 0 {
 				want = env.clock.Now().Add(time.Duration(tc.trialDays) * 24 * time.Hour)
 			}
-			if o.State != tc.state || !o.TrialEndsAt.Equal(want) {
+			if o.State != tc.state || !o.TrialEndsAt.Time().Equal(want) {
 				t.Fatalf("org %s, trial ends %v; want %s, %v", o.State, o.TrialEndsAt, tc.state, want)
 			}
 			evs, _ := env.b.Events(ctx, "a")

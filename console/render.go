@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/sites"
 )
 
 // view is what every page template gets: the layout's fields and the
@@ -45,7 +47,11 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprint(n)
 	},
-	"date": func(t time.Time) string {
+	"date": func(v any) string {
+		t, _ := v.(time.Time) // a registry record's times are sites.Instant
+		if i, ok := v.(sites.Instant); ok {
+			t = i.Time()
+		}
 		if t.IsZero() {
 			return ""
 		}

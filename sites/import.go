@@ -165,7 +165,7 @@ func importOrg(t *tx, o Org, now time.Time) (string, Change, error) {
 		o.State = StateActive
 	}
 	cur := t.Orgs.Get(o.ID)
-	o.CreatedAt = createdAt(o.CreatedAt, cur, func(c *Org) time.Time { return c.CreatedAt }, now)
+	o.CreatedAt = createdAt(o.CreatedAt, cur, func(c *Org) Instant { return c.CreatedAt }, now)
 	o.GiteaOwners = slices.Compact(slices.Sorted(slices.Values(o.GiteaOwners)))
 	if err := o.Validate(); err != nil {
 		return "", Change{}, invalid(err)
@@ -187,7 +187,7 @@ func importOrg(t *tx, o Org, now time.Time) (string, Change, error) {
 
 func importSite(t *tx, s Site, now time.Time) (string, Change, error) {
 	cur := t.Sites.Get(s.ID)
-	s.CreatedAt = createdAt(s.CreatedAt, cur, func(c *Site) time.Time { return c.CreatedAt }, now)
+	s.CreatedAt = createdAt(s.CreatedAt, cur, func(c *Site) Instant { return c.CreatedAt }, now)
 	if err := s.Validate(); err != nil {
 		return "", Change{}, invalid(err)
 	}
@@ -225,7 +225,7 @@ func (r *Registry) importDomain(t *tx, d Domain, now time.Time) (string, Change,
 		return "", Change{}, invalid(fmt.Errorf("status: %q; imported domains are %q or %q", d.Status, DomainVerified, DomainPending))
 	}
 	cur := t.Domains.Get(host)
-	d.CreatedAt = createdAt(d.CreatedAt, cur, func(c *Domain) time.Time { return c.CreatedAt }, now)
+	d.CreatedAt = createdAt(d.CreatedAt, cur, func(c *Domain) Instant { return c.CreatedAt }, now)
 	site := t.Sites.Get(d.Site)
 	switch {
 	case site == nil:
@@ -247,14 +247,14 @@ func (r *Registry) importDomain(t *tx, d Domain, now time.Time) (string, Change,
 
 // createdAt is an imported record's creation time: its own, else the
 // existing record's, else now.
-func createdAt[T any](own time.Time, cur *T, of func(*T) time.Time, now time.Time) time.Time {
+func createdAt[T any](own Instant, cur *T, of func(*T) Instant, now time.Time) Instant {
 	switch {
 	case !own.IsZero():
-		return own.UTC()
+		return own
 	case cur != nil:
 		return of(cur)
 	default:
-		return now
+		return At(now)
 	}
 }
 

@@ -18,7 +18,7 @@ func TestImport(t *testing.T) {
 	dir := t.TempDir()
 	base := []Record{
 		{Plan: &Plan{Name: "two", Sites: 2, Domains: 3}},
-		{Org: &Org{ID: "acme", Name: "Acme", Plan: "two", CreatedAt: created}},
+		{Org: &Org{ID: "acme", Name: "Acme", Plan: "two", CreatedAt: At(created)}},
 		{Site: &Site{ID: "www", Org: "acme", Source: Source{Type: SourceDir, Path: dir}}},
 		{Domain: &Domain{Name: "WWW.Acme.Example.", Site: "www"}},
 	}
@@ -38,14 +38,14 @@ func TestImport(t *testing.T) {
 		return res
 	}
 	step("first import", base, Created, Created, Created, Created)
-	if o, _ := r.Org("acme"); !o.CreatedAt.Equal(created) || o.State != StateActive {
+	if o, _ := r.Org("acme"); !o.CreatedAt.Time().Equal(created) || o.State != StateActive {
 		t.Errorf("imported org: created_at %v, state %q; want the imported time and active", o.CreatedAt, o.State)
 	}
 	if d, _ := r.Domain("www.acme.example"); d.Site != "www" || d.Status != DomainVerified || d.Via != ViaOperator {
 		t.Errorf("imported domain: %+v", d)
 	}
 	step("the same again", base, Unchanged, Unchanged, Unchanged, Unchanged)
-	step("a changed org", []Record{{Org: &Org{ID: "acme", Name: "Acme Inc", Plan: "two", CreatedAt: created}}}, Updated)
+	step("a changed org", []Record{{Org: &Org{ID: "acme", Name: "Acme Inc", Plan: "two", CreatedAt: At(created)}}}, Updated)
 
 	refused := step("bad records", []Record{
 		{Site: &Site{ID: "s2", Org: "acme", Source: Source{Type: SourceDir, Path: dir}}},     // created: the plan's 2nd site

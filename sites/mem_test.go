@@ -23,7 +23,7 @@ import (
 func fillStore(t testing.TB, st Store, n int) {
 	t.Helper()
 	ctx := context.Background()
-	at := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	at := At(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC))
 	ops := []Change{putOp(bucketPlans, "big", &Plan{Name: "big"})}
 	for i := range n {
 		org, site, name := fmt.Sprintf("o-%d", i), fmt.Sprintf("s-%d", i), fmt.Sprintf("s-%d.scale.bench", i)

@@ -220,30 +220,30 @@ type Org struct {
 	// GiteaOwners are the Gitea users or orgs whose pages this org pays for.
 	// An owner served through the pages domain that no org lists gets a
 	// synthetic org of its own, "gitea-{owner}".
-	GiteaOwners []string  `json:"gitea_owners,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
+	GiteaOwners []string `json:"gitea_owners,omitempty"`
+	CreatedAt   Instant  `json:"created_at"`
 	// StripeCustomer links the org to a Stripe customer (cus_…).
 	StripeCustomer string `json:"stripe_customer,omitempty"`
 	// GraceEndsAt is when a past_due org expires.
-	GraceEndsAt time.Time `json:"grace_ends_at,omitzero"`
+	GraceEndsAt Instant `json:"grace_ends_at,omitzero"`
 	// StripeEventAt is the creation time of the newest Stripe event applied
 	// to the org; older events are ignored (Stripe does not deliver in order).
-	StripeEventAt time.Time `json:"stripe_event_at,omitzero"`
+	StripeEventAt Instant `json:"stripe_event_at,omitzero"`
 	// TrialEndsAt is when a trialing org's trial ends (package billing moves
 	// it on then); zero: no trial.
-	TrialEndsAt time.Time `json:"trial_ends_at,omitzero"`
+	TrialEndsAt Instant `json:"trial_ends_at,omitzero"`
 	// PendingPlan is a downgrade asked by the tenant, applied at
 	// PendingPlanAt (the end of the paid period); "" when none.
-	PendingPlan   string    `json:"pending_plan,omitempty"`
-	PendingPlanAt time.Time `json:"pending_plan_at,omitzero"`
+	PendingPlan   string  `json:"pending_plan,omitempty"`
+	PendingPlanAt Instant `json:"pending_plan_at,omitzero"`
 	// StorageOverSince is when billing first saw the org store more than its
 	// plan's storage_bytes; zero while it is within the quota. Past
 	// [billing] storage_grace the org is blocked.
-	StorageOverSince time.Time `json:"storage_over_since,omitzero"`
+	StorageOverSince Instant `json:"storage_over_since,omitzero"`
 	// OverPlanSince is when billing first saw the org own more sites or
 	// domains than its plan allows; zero while within. Past [billing]
 	// downgrade_grace the excess is not served.
-	OverPlanSince time.Time `json:"over_plan_since,omitzero"`
+	OverPlanSince Instant `json:"over_plan_since,omitzero"`
 }
 
 // Validate checks the org's own fields (not whether its plan exists).
@@ -357,8 +357,8 @@ type Site struct {
 	// than its plan allows: true keeps the site served before unmarked ones,
 	// false deactivates it (never served; it gives way first). nil: unmarked,
 	// kept oldest first.
-	Active    *bool     `json:"active,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
+	Active    *bool   `json:"active,omitempty"`
+	CreatedAt Instant `json:"created_at"`
 }
 
 // HSTS is a Strict-Transport-Security policy. Off unless a site opts in:
@@ -425,8 +425,8 @@ type Domain struct {
 	Status string `json:"status"`
 	// Via says how the domain was proven: "operator" (admin API),
 	// "dns-cname" or "dns-txt" (declared in a repository's .domains).
-	Via       string    `json:"via,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
+	Via       string  `json:"via,omitempty"`
+	CreatedAt Instant `json:"created_at"`
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

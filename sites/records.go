@@ -45,7 +45,7 @@ func (r *Registry) CreateOrgWith(ctx context.Context, o Org, extra func(created 
 	if err := o.Validate(); err != nil {
 		return Org{}, invalid(err)
 	}
-	o.CreatedAt = r.now().UTC()
+	o.CreatedAt = At(r.now())
 	err := r.update(ctx, func(next *tx) ([]Change, error) {
 		if next.Orgs.Get(o.ID) != nil {
 			return nil, fmt.Errorf("org %q already exists: %w", o.ID, ErrConflict)
@@ -196,7 +196,7 @@ func (r *Registry) CreateSite(ctx context.Context, s Site) (Site, error) {
 	if err := s.Validate(); err != nil {
 		return Site{}, invalid(err)
 	}
-	s.CreatedAt = r.now().UTC()
+	s.CreatedAt = At(r.now())
 	err := r.update(ctx, func(next *tx) ([]Change, error) {
 		org := next.Orgs.Get(s.Org)
 		if org == nil {
@@ -279,7 +279,7 @@ func (r *Registry) AttachDomainVia(ctx context.Context, siteID, name, via string
 	if via == ViaTenant {
 		status = DomainPending
 	}
-	d := Domain{Name: host, Site: siteID, Status: status, Via: via, CreatedAt: r.now().UTC()}
+	d := Domain{Name: host, Site: siteID, Status: status, Via: via, CreatedAt: At(r.now())}
 	err = r.update(ctx, func(next *tx) ([]Change, error) {
 		site := next.Sites.Get(siteID)
 		if site == nil {

@@ -63,7 +63,7 @@ func (a *stripeAccounts) Apply(_ context.Context, id string, c billing.Change) (
 	if o == nil {
 		return sites.Org{}, fmt.Errorf("org %q: %w", id, sites.ErrNotFound)
 	}
-	if !c.StripeEventAt.IsZero() && c.StripeEventAt.Before(o.StripeEventAt) {
+	if !c.StripeEventAt.IsZero() && c.StripeEventAt.Before(o.StripeEventAt.Time()) {
 		return *o, fmt.Errorf("%w: event of %s", billing.ErrStale, c.StripeEventAt)
 	}
 	if _, ok := a.quotas[c.Plan]; c.Plan != "" && !ok {
@@ -83,7 +83,7 @@ func (a *stripeAccounts) Apply(_ context.Context, id string, c billing.Change) (
 		next.StripeCustomer = c.StripeCustomer
 	}
 	if !c.StripeEventAt.IsZero() {
-		next.StripeEventAt = c.StripeEventAt
+		next.StripeEventAt = sites.At(c.StripeEventAt)
 	}
 	*o = next
 	a.applied = append(a.applied, stripeApplied{id, c})

@@ -269,7 +269,7 @@ func TestStripeWebhookOutOfOrder(t *testing.T) {
 	if code, out := f.deliver(t, "evt_paid", "invoice.paid", t0, invoice); code != 200 || out != "stale" {
 		t.Fatalf("older event: %d %s, want stale", code, out)
 	}
-	if o := f.acc.org("acme"); o.State != sites.StatePastDue || !o.StripeEventAt.Equal(t0.Add(time.Minute)) {
+	if o := f.acc.org("acme"); o.State != sites.StatePastDue || !o.StripeEventAt.Time().Equal(t0.Add(time.Minute)) {
 		t.Fatalf("org %+v, want past_due from the newer event", o)
 	}
 	// A stale event's id is remembered.
