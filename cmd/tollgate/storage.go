@@ -37,35 +37,37 @@ func tendSites(ctx context.Context, reg *sites.Registry, g *gitea.Source, m *met
 // hundreds a second on a million sites, do not each cost a pass over every
 // site. Upstream sites store nothing here.
 //
+// The picture holds no entry per registry site: it is the registry
+// snapshot of the last round (pic, which shares its structure with the
+// registry's current one), where a site's org and kind are, plus what a
+// site's bytes come from: its directory's size (walked) for a dir site,
+// the size Gitea measured (gitSites) for a gitea site. A round learns
+// what a changed site was pictured as from pic.
+//
 // With the pages domain set, the same loop gives pages repositories the
 // custom domains their .domains files declare and DNS proves (claim).
 type siteTender struct {
 	reg      *sites.Registry
 	gitea    *gitea.Source                      // nil: no Gitea source
-	meter    *meter.Meter                       // nil: the picture is only kept in last
+	meter    *meter.Meter                       // nil: the picture is only kept here
 	interval time.Duration                      // between walks of the dir sites
 	claim    func(context.Context, *gitea.Repo) // nil: no custom domains from .domains
 	log      *slog.Logger
 	now      func() time.Time // the clock of interval; tests inject one
 
-	mu      sync.Mutex      // guards changed and stale, written by registry writes
+	mu      sync.Mutex      // guards changed, stale and snap, written by registry writes
 	changed map[string]bool // ids of sites written since the last round
 	stale   bool            // the registry was loaded whole: every site may have changed
+	snap    *sites.Snapshot // the registry's snapshot with exactly the changes noted so far
 
 	lastDirs time.Time
-	walked   map[string]int64 // dir path -> bytes, from the last walk
-	// The picture: the registry sites (nil before the first round) and the
-	// pages repositories without one.
-	sites    map[string]siteSize
+	// The picture: the registry sites of pic (nil before the first round)
+	// and the pages repositories without one.
+	pic      *sites.Snapshot
+	walked   map[string]int64 // dir path -> bytes, from the last walk: every dir site of pic's
+	gitSites map[string]int64 // id -> bytes of the gitea sites of pic that Gitea measured
 	pages    meter.StorageMap
-	gitSites map[string]bool // ids of the gitea sites among sites
-	measured int             // sites the last round measured (tests read it)
-}
-
-// siteSize is a registry site's entry in the picture.
-type siteSize struct {
-	org, kind string
-	n         int64
+	measured int // sites the last round measured (tests read it)
 }
 
 // newSiteTender returns a tender that follows reg's writes.
@@ -76,10 +78,12 @@ func newSiteTender(reg *sites.Registry, g *gitea.Source, m *meter.Meter, interva
 	return t
 }
 
-// noteChange records the sites a registry write changed (nil: all).
-func (t *siteTender) noteChange(_ *sites.Snapshot, d *sites.Delta) {
+// noteChange records the sites a registry write changed (nil: all) and the
+// snapshot that has the changes.
+func (t *siteTender) noteChange(snap *sites.Snapshot, d *sites.Delta) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.snap = snap
 	if d == nil {
 		t.stale = true
 		return
@@ -112,31 +116,30 @@ func (t *siteTender) run(ctx context.Context) {
 // round measures what it is time to measure and hands the meter what
 // changed, or the whole picture.
 func (t *siteTender) round(ctx context.Context) {
+	// The changes and the snapshot that has exactly them, taken together:
+	// with a newer snapshot, a site written in between would enter pic
+	// with its new org before its round, which would then not know the
+	// former org the meter still counts it for.
 	t.mu.Lock()
-	changed, stale := t.changed, t.stale
+	changed, stale, snap := t.changed, t.stale, t.snap
 	t.changed, t.stale = map[string]bool{}, false
 	t.mu.Unlock()
-	// After taking the changes: a registry write publishes its snapshot
-	// before telling noteChange, so each change taken is in snap.
-	snap := t.reg.Snapshot()
 	walk := t.now().Sub(t.lastDirs) >= t.interval
-	if walk || stale || t.sites == nil {
+	if walk || stale || t.pic == nil {
 		t.whole(ctx, snap, walk)
 		return
 	}
 	if len(changed) == 0 && t.gitea == nil {
-		t.measured = 0
+		t.measured, t.pic = 0, snap
 		return // nothing to measure and the sites are the same: the picture stands
 	}
 	ids := make([]string, 0, len(changed))
 	for id := range changed {
 		ids = append(ids, id)
 	}
-	if t.gitea != nil {
-		for id := range t.gitSites {
-			if !changed[id] {
-				ids = append(ids, id) // a push changes what it stores
-			}
+	for id := range t.gitSites {
+		if !changed[id] {
+			ids = append(ids, id) // a push changes what it stores
 		}
 	}
 	n := 0
@@ -145,6 +148,7 @@ func (t *siteTender) round(ctx context.Context) {
 		yield(&n)
 		t.update(ctx, id, snap.Sites.Get(id))
 	}
+	t.pic = snap
 	t.measurePages(ctx, snap, true)
 }
 
@@ -154,70 +158,86 @@ func (t *siteTender) whole(ctx context.Context, snap *sites.Snapshot, walk bool)
 	if walk || t.walked == nil {
 		t.lastDirs, t.walked = t.now(), map[string]int64{}
 	}
-	prev := t.sites
+	last := t.gitSites
 	t.measured = snap.Sites.Len()
-	t.sites, t.gitSites = map[string]siteSize{}, map[string]bool{}
+	t.gitSites = map[string]int64{}
 	n := 0
 	for _, s := range snap.Sites.All() {
 		yield(&n)
-		if e, ok := t.measure(ctx, s, prev[s.ID]); ok {
-			t.put(s.ID, e)
-		}
+		b, known := last[s.ID]
+		t.measure(ctx, s, b, known)
 	}
+	t.pic = snap
 	t.measurePages(ctx, snap, false)
 	if t.meter != nil {
 		t.meter.ReplaceStorage(func(set func(org, site, kind string, n int64)) {
-			for id, e := range t.sites {
-				set(e.org, id, e.kind, e.n)
+			for id, s := range snap.Sites.All() {
+				if b, ok := t.pictured(s); ok {
+					set(s.Org, id, s.Source.Type, b)
+				}
 			}
 			t.pages.Each(set)
 		})
 	}
 }
 
-// measure is what site s stores (false: nothing to picture: an upstream
-// site, or a gitea one Gitea cannot measure and never could); prev is its
-// last entry, kept for a repository Gitea cannot measure now.
-func (t *siteTender) measure(ctx context.Context, s *sites.Site, prev siteSize) (siteSize, bool) {
-	e := siteSize{org: s.Org, kind: s.Source.Type}
+// measure measures site s into the picture and returns what it stores
+// (false: nothing to picture: an upstream site, or a gitea one Gitea cannot
+// measure and never could). A dir site's directory is walked unless it was
+// since the last walk; a gitea site's size goes to gitSites. last is the
+// size Gitea measured for s before, if known: kept while Gitea cannot
+// measure it.
+func (t *siteTender) measure(ctx context.Context, s *sites.Site, last int64, known bool) (int64, bool) {
 	switch s.Source.Type {
 	case sites.SourceDir:
-		var ok bool
-		if e.n, ok = t.walked[s.Source.Path]; !ok { // new since the last walk: sites sharing it walk it once
+		n, ok := t.walked[s.Source.Path]
+		if !ok { // new since the last walk: sites sharing it walk it once
 			var err error
-			if e.n, err = content.DirUsage(s.Source.Path); err != nil {
+			if n, err = content.DirUsage(s.Source.Path); err != nil {
 				t.log.Warn("measuring site storage", slog.String("site", s.ID), slog.Any("err", err))
 			}
-			t.walked[s.Source.Path] = e.n
+			t.walked[s.Source.Path] = n
 		}
-		return e, true
+		return n, true
 	case sites.SourceGitea:
 		if t.gitea == nil {
-			return e, false
+			return 0, false
 		}
-		var ok bool
-		if e.n, ok = repoSize(ctx, t.gitea.Repo(s.Source.Owner, s.Source.Repo, s.Source.Branch), t.log); !ok {
-			e.n = prev.n // Gitea down: keep the last size
-			return e, prev.kind == sites.SourceGitea
+		n, ok := repoSize(ctx, t.gitea.Repo(s.Source.Owner, s.Source.Repo, s.Source.Branch), t.log)
+		if !ok {
+			n, ok = last, known // Gitea down: keep the last size
 		}
-		return e, true
+		if ok {
+			t.gitSites[s.ID] = n
+		}
+		return n, ok
 	}
-	return e, false
+	return 0, false
 }
 
-// put makes e registry site id's entry in the picture.
-func (t *siteTender) put(id string, e siteSize) {
-	t.sites[id] = e
-	if e.kind == sites.SourceGitea {
-		t.gitSites[id] = true
+// pictured is what the picture holds for registry site s of pic: its
+// directory's size, or the size Gitea measured (false: not pictured).
+func (t *siteTender) pictured(s *sites.Site) (int64, bool) {
+	var n int64
+	var ok bool
+	switch s.Source.Type {
+	case sites.SourceDir:
+		n, ok = t.walked[s.Source.Path]
+	case sites.SourceGitea:
+		n, ok = t.gitSites[s.ID]
 	}
+	return n, ok
 }
 
 // stored is what the picture holds for site of org: a registry site's
-// entry, or a pages repository's.
+// bytes, or a pages repository's.
 func (t *siteTender) stored(org, site string) (int64, bool) {
-	if e, ok := t.sites[site]; ok && e.org == org {
-		return e.n, true
+	if t.pic != nil {
+		if s := t.pic.Sites.Get(site); s != nil && s.Org == org {
+			if n, ok := t.pictured(s); ok {
+				return n, true
+			}
+		}
 	}
 	_, n, ok := t.pages.Get(org, site)
 	return n, ok
@@ -227,26 +247,27 @@ func (t *siteTender) stored(org, site string) (int64, bool) {
 // meter what changed: a site deleted, or gone to another org, stops
 // accruing for the former one at once; one still there changes its bytes
 // in place (never passing through 0, which a flush in between would count
-// for its whole interval).
+// for its whole interval). What id was pictured as comes from pic; round
+// moves pic on after its updates.
 func (t *siteTender) update(ctx context.Context, id string, s *sites.Site) {
-	prev, had := t.sites[id]
-	var e siteSize
+	var had bool
+	var org, kind string
+	if p := t.pic.Sites.Get(id); p != nil {
+		_, had = t.pictured(p)
+		org, kind = p.Org, p.Source.Type
+	}
+	last, known := t.gitSites[id]
+	delete(t.gitSites, id) // measure puts it back for a gitea site it measures
+	var n int64
 	var ok bool
 	if s != nil {
-		e, ok = t.measure(ctx, s, prev)
+		n, ok = t.measure(ctx, s, last, known)
 	}
-	if had && (!ok || e.org != prev.org) {
-		delete(t.sites, id)
-		delete(t.gitSites, id)
-		if t.meter != nil {
-			t.meter.Counters(prev.org, id, prev.kind).SetStorage(0)
-		}
+	if had && (!ok || s.Org != org) && t.meter != nil {
+		t.meter.Counters(org, id, kind).SetStorage(0)
 	}
-	if ok {
-		t.put(id, e)
-		if t.meter != nil {
-			t.meter.Counters(e.org, id, e.kind).SetStorage(e.n)
-		}
+	if ok && t.meter != nil {
+		t.meter.Counters(s.Org, id, s.Source.Type).SetStorage(n)
 	}
 }
 

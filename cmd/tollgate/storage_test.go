@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tollgate-edge/tollgate/internal/storetest"
+	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
@@ -109,8 +112,8 @@ func TestSiteTenderCostsWhatChanged(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	tender := newSiteTender(reg, nil, nil, time.Hour, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now })
 	tender.round(ctx)
-	if tender.measured != many || len(tender.sites) != many {
-		t.Fatalf("the first round measured %d sites, pictured %d; want %d", tender.measured, len(tender.sites), many)
+	if tender.measured != many || picturedSites(tender) != many {
+		t.Fatalf("the first round measured %d sites, pictured %d; want %d", tender.measured, picturedSites(tender), many)
 	}
 	steps := []struct {
 		name     string
@@ -151,7 +154,79 @@ func TestSiteTenderCostsWhatChanged(t *testing.T) {
 			t.Fatalf("%s: %s stores %d bytes, %d sites measured; want %d, %d", st.name, st.site, n, tender.measured, st.want, st.measured)
 		}
 	}
-	if len(tender.sites) != many+1 {
-		t.Fatalf("%d sites pictured, want %d", len(tender.sites), many+1)
+	if n := picturedSites(tender); n != many+1 {
+		t.Fatalf("%d sites pictured, want %d", n, many+1)
 	}
 }
+
+// picturedSites counts the registry sites in tender's picture.
+func picturedSites(tender *siteTender) int {
+	n := 0
+	for _, s := range tender.pic.Sites.All() {
+		if _, ok := tender.pictured(s); ok {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSiteTenderTellsTheMeter: between walks, a site moved to another org
+// stops accruing for the former one at the next round and accrues its
+// bytes for the new one; a deleted site stops accruing at once.
+func TestSiteTenderTellsTheMeter(t *testing.T) {
+	ctx := context.Background()
+	reg, err := sites.New(ctx, storetest.Open(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "index.html"), make([]byte, 100), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, org := range []string{"acme", "beta"} {
+		if _, err := reg.CreateOrg(ctx, sites.Org{ID: org, Plan: sites.FreePlan.Name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	docs := sites.Site{ID: "docs", Org: "acme", Source: sites.Source{Type: sites.SourceDir, Path: root}}
+	if _, err := reg.CreateSite(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	m, err := meter.New(meter.Config{}, meter.Options{Sink: discardSink{}, Node: "n1", Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tender := newSiteTender(reg, nil, m, time.Hour, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now })
+	steps := []struct {
+		name       string
+		write      func() error
+		acme, beta int64 // what docs stores for each org in the meter
+	}{
+		{"the first round", func() error { return nil }, 100, 0},
+		{"moved to another org (deleted, created again) between rounds", func() error {
+			if err := reg.DeleteSite(ctx, "docs"); err != nil {
+				return err
+			}
+			docs.Org = "beta"
+			_, err := reg.CreateSite(ctx, docs)
+			return err
+		}, 0, 100},
+		{"deleted", func() error { return reg.DeleteSite(ctx, "docs") }, 0, 0},
+	}
+	for _, st := range steps {
+		if err := st.write(); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Second)
+		tender.round(ctx)
+		if acme, beta := m.Storage("acme", "docs"), m.Storage("beta", "docs"); acme != st.acme || beta != st.beta {
+			t.Fatalf("%s: docs stores %d bytes for acme, %d for beta; want %d, %d", st.name, acme, beta, st.acme, st.beta)
+		}
+	}
+}
+
+// discardSink drops every batch.
+type discardSink struct{}
+
+func (discardSink) Apply(context.Context, *meter.Batch) error { return nil }
