@@ -272,8 +272,10 @@ func (m *Meter) Pending() int {
 }
 
 // Flush takes the deltas counted so far and writes them, after any older
-// batches still waiting, in order. Accrued storage is written once a minute
-// (storageEvery).
+// batches still waiting, in order. Accrued storage is written as
+// storageEvery says. A backlog that takes the sink longer than
+// drainBudget is written over several flushes: what a flush leaves waits
+// for the next one, and as long as batches go out, flushes succeed.
 func (m *Meter) Flush(ctx context.Context) error { return m.flush(ctx, false) }
 
 // flush is Flush; final writes all the accrued storage too (Close).
@@ -281,8 +283,12 @@ func (m *Meter) flush(ctx context.Context, final bool) error {
 	m.flushMu.Lock()
 	defer m.flushMu.Unlock()
 	start := time.Now()
-	m.pending = append(m.pending, m.collect(final)...)
-	err := m.drain(ctx)
+	m.pending = append(m.pending, m.collect(final, len(m.pending) > 0)...)
+	budget := drainBudget * m.cfg.FlushInterval
+	if final {
+		budget = 0 // Close: everything, within ctx
+	}
+	err := m.drain(ctx, budget)
 	m.m.flushDuration.Observe(time.Since(start).Seconds())
 	m.m.pending.Set(float64(len(m.pending)))
 	if err != nil {
@@ -320,9 +326,17 @@ func (m *Meter) saveJournal() {
 	m.journaled = err != nil || len(m.pending) > 0
 }
 
+// drainBudget is how many flush intervals a periodic flush spends on
+// pending batches at most (the rest wait for the next flush): a million
+// sites' storage is 2,000 batches, which a busy Redis takes tens of
+// seconds to apply, longer than a flush's deadline (run).
+const drainBudget = 5
+
 // drain applies spooled batches, then pending ones, oldest first, stopping
 // at the first failure so batches of one org are applied in Seq order.
-func (m *Meter) drain(ctx context.Context) error {
+// Past budget (0: none) it leaves the pending batches not sent yet for the
+// next flush.
+func (m *Meter) drain(ctx context.Context, budget time.Duration) error {
 	if m.spool != nil {
 		spooled, err := m.spool.Load(ctx)
 		if err != nil {
@@ -337,19 +351,27 @@ func (m *Meter) drain(ctx context.Context) error {
 			}
 		}
 	}
-	return m.drainPending(ctx)
+	return m.drainPending(ctx, budget)
 }
 
 // drainPending applies the pending batches oldest first. A batch the sink
 // applied for some orgs only (*NotAppliedError) is kept for the rest, and
 // later batches still go out for every org that is not blocked: on Redis
 // Cluster the orgs of healthy shards keep flushing while one shard fails
-// over. Any other error stops the drain.
-func (m *Meter) drainPending(ctx context.Context) error {
+// over. Any other error stops the drain, and so does budget (0: none)
+// spent, leaving the rest for the next flush.
+func (m *Meter) drainPending(ctx context.Context, budget time.Duration) error {
 	blocked := map[string]bool{}
 	var partial error
+	start := time.Now()
 	kept := m.pending[:0] // filled behind the loop's index
 	for i, b := range m.pending {
+		if budget > 0 && i > 0 && time.Since(start) > budget {
+			kept = append(kept, m.pending[i:]...)
+			clear(m.pending[len(kept):])
+			m.pending = kept
+			return partial
+		}
 		send, held := splitBatch(b, blocked)
 		if len(send.Deltas) > 0 {
 			err := m.sink.Apply(ctx, send)
