@@ -59,9 +59,10 @@ type Emitter interface {
 type StorageReader interface {
 	// OrgStorage is one org's bytes (a publish decision).
 	OrgStorage(org string) int64
-	// StorageByOrg is every org's bytes, read once per pass; ok is false
-	// while storage has not been measured since start.
-	StorageByOrg() (byOrg map[string]int64, ok bool)
+	// StorageByOrgOf is the bytes of every org need reports true for,
+	// read once per pass; ok is false while storage has not been measured
+	// since start.
+	StorageByOrgOf(need func(org string) bool) (byOrg map[string]int64, ok bool)
 }
 
 // Options are Billing's collaborators.

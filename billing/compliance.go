@@ -37,9 +37,9 @@ import (
 //     deleted.
 //
 // The storage an org stores is what this node measures (StorageReader),
-// read once per pass: in a cluster each node decides from its own measure,
-// and the first node to see the org over the quota writes StorageOverSince
-// for all. Until the node has measured storage once since start, marks
+// read once per pass for the orgs that need it (storageNeeded): in a
+// cluster each node decides from its own measure, and the first node to
+// see the org over the quota writes StorageOverSince for all. Until the node has measured storage once since start, marks
 // wait and the records decide.
 
 // OverPlan is what an org owns beyond its plan's limits (GET /v1/orgs/{id}:
@@ -152,14 +152,35 @@ func (b *Billing) excluded(s *sites.Snapshot, o *sites.Org, p *sites.Plan, now t
 	return ex
 }
 
-// readStorage reads every org's storage for a pass; measured is false
-// while the node has not measured storage since start (b.storage then
-// stays nil).
-func (b *Billing) readStorage() (byOrg map[string]int64, measured bool) {
+// readStorage reads the storage of the orgs of s that need it for a pass
+// (storageNeeded); measured is false while the node has not measured storage since start
+// (b.storage then stays nil). The pass holds the map until the next one:
+// at a million sites, keeping the orgs without a storage quota out of it
+// keeps it small (empty when no plan limits storage).
+func (b *Billing) readStorage(s *sites.Snapshot) (byOrg map[string]int64, measured bool) {
 	if b.opts.Storage == nil {
 		return nil, false
 	}
-	return b.opts.Storage.StorageByOrg()
+	return b.opts.Storage.StorageByOrgOf(func(org string) bool { return storageNeeded(s, org) })
+}
+
+// storageNeeded reports whether a pass over s reads org's storage: its plan
+// has a storage quota, or its record says it was over one (the mark to
+// clear, whose event names the bytes). For any other org, storageBlocked,
+// marksFor and quotaHooks decide without b.storage, so it is left out (a
+// missing org reads 0). A registry change between two passes that gives
+// an org a quota decides it from its record (StorageOverSince, set by a
+// pass only) until the next pass reads its storage.
+func storageNeeded(s *sites.Snapshot, org string) bool {
+	o := s.Orgs.Get(org)
+	if o == nil {
+		return false
+	}
+	if !o.StorageOverSince.IsZero() {
+		return true
+	}
+	p := s.Plans.Get(o.Plan)
+	return p != nil && p.StorageBytes > 0
 }
 
 // storageBlocked reports whether org o is blocked for its storage: over

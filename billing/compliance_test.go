@@ -263,7 +263,7 @@ type blockingStorage struct {
 
 func (s *blockingStorage) OrgStorage(string) int64 { return 0 }
 
-func (s *blockingStorage) StorageByOrg() (map[string]int64, bool) {
+func (s *blockingStorage) StorageByOrgOf(func(string) bool) (map[string]int64, bool) {
 	close(s.entered)
 	<-s.release
 	return map[string]int64{}, true

@@ -96,7 +96,7 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	var expire []string
 	var marks []mark
 
-	storage, measured := b.readStorage() // a pass over every site: not under b.mu, which registry writes take
+	storage, measured := b.readStorage(snap) // a pass over every site: not under b.mu, which registry writes take
 	b.mu.Lock()
 	if usage != nil {
 		b.usage = usage
@@ -160,12 +160,21 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	b.due(ctx, snap, now) // pending plans due, trial.ending, trials over (ladder.go, trial.go)
 }
 
-// readUsage returns every org's egress of period.
+// readUsage returns the egress of period of every org that has some. An
+// org with none is left out: every reader of b.usage (decision,
+// quotaHooks) reads a missing org as 0, and at a million orgs, most of them
+// listed for their storage alone, the map of a pass (made every second, or
+// ten times as long as a pass takes) is garbage once the next pass
+// replaces it. It is made at the size of the last pass's, so it does not
+// grow in steps that leave their smaller maps behind.
 func (b *Billing) readUsage(ctx context.Context, period string) (map[string]int64, error) {
 	if b.opts.Usage == nil {
 		return nil, nil
 	}
-	out := map[string]int64{}
+	b.mu.Lock()
+	hint := len(b.usage)
+	b.mu.Unlock()
+	out := make(map[string]int64, hint)
 	after := ""
 	for {
 		page, next, err := b.opts.Usage.PeriodTotals(ctx, period, after, 10_000)
@@ -173,7 +182,9 @@ func (b *Billing) readUsage(ctx context.Context, period string) (map[string]int6
 			return nil, err
 		}
 		for _, t := range page {
-			out[t.Org] = t.EgressBytes
+			if t.EgressBytes != 0 {
+				out[t.Org] = t.EgressBytes
+			}
 		}
 		if next == "" {
 			return out, nil

@@ -31,14 +31,16 @@ func (s *orgStorage) OrgStorage(org string) int64 {
 	return s.m[org]
 }
 
-func (s *orgStorage) StorageByOrg() (map[string]int64, bool) {
+func (s *orgStorage) StorageByOrgOf(need func(string) bool) (map[string]int64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.all++
 	if s.unmeasured {
 		return nil, false
 	}
-	return maps.Clone(s.m), true
+	m := maps.Clone(s.m)
+	maps.DeleteFunc(m, func(org string, _ int64) bool { return !need(org) })
+	return m, true
 }
 
 func (s *orgStorage) set(org string, n int64) {

@@ -50,7 +50,7 @@ func (m *Meter) collect(final, backlogged bool) []*Batch {
 		m.lastStorage = prev
 	}
 	var deltas []Delta
-	for i, c := range list {
+	for i, c := range list.all() {
 		if i%1024 == 1023 {
 			runtime.Gosched() // a million sites: let requests in between
 		}
@@ -65,10 +65,10 @@ func (m *Meter) collect(final, backlogged bool) []*Batch {
 		if d.IsZero() {
 			continue
 		}
-		m.m.observe(c, d.Values)
+		m.m.observe(c.org, list.kind(c), d.Values)
 		deltas = append(deltas, d)
 	}
-	if final || writeStorage && now.Sub(m.lastStorage) >= storageEvery(len(list)) {
+	if final || writeStorage && now.Sub(m.lastStorage) >= storageEvery(list.n) {
 		deltas = m.storageDeltas(list, deltas)
 		m.lastStorage = now
 	}
@@ -77,12 +77,12 @@ func (m *Meter) collect(final, backlogged bool) []*Batch {
 
 // storageDeltas adds to deltas the whole byte-seconds each counter accrued
 // (the fraction stays for the next time).
-func (*Meter) storageDeltas(list []*Counters, deltas []Delta) []Delta {
+func (*Meter) storageDeltas(list counterList, deltas []Delta) []Delta {
 	at := make(map[[2]string]int, len(deltas))
 	for i, d := range deltas {
 		at[[2]string{d.Org, d.Site}] = i
 	}
-	for _, c := range list {
+	for _, c := range list.all() {
 		n := int64(c.storageAcc)
 		if n <= 0 {
 			continue

@@ -28,34 +28,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Counters are one (org, site)'s usage since the last flush. The request
-// path adds to them without locks or allocation.
-type Counters struct {
-	org, site string
-	kind      string
-	egress    atomic.Int64
-	ingress   atomic.Int64
-	requests  atomic.Int64
-	storage   atomic.Int64 // bytes stored now (a gauge, integrated at flush)
-	// storageGen is the ReplaceStorage that last set storage.
-	storageGen atomic.Uint32
-	// storageAcc is the storage integrated so far and not yet written, in
-	// byte-seconds; only collect touches it.
-	storageAcc float64
-}
-
-// AddEgress counts n bytes written to a client.
-func (c *Counters) AddEgress(n int) { c.egress.Add(int64(n)) }
-
-// AddIngress counts n request body bytes received.
-func (c *Counters) AddIngress(n int) { c.ingress.Add(int64(n)) }
-
-// AddRequest counts one request.
-func (c *Counters) AddRequest() { c.requests.Add(1) }
-
-// SetStorage records how many bytes the site stores now.
-func (c *Counters) SetStorage(n int64) { c.storage.Store(n) }
-
 // Options are the meter's collaborators.
 type Options struct {
 	Sink  Sink  // required
@@ -83,15 +55,16 @@ type Meter struct {
 	now       func() time.Time
 	m         *metrics
 
-	mu       sync.Mutex // guards counters, all and storageGen
-	counters map[[2]string]*Counters
-	// all holds the same counters in creation order, append-only, so a
-	// flush walks them without copying a million pointers every second.
-	all []*Counters
+	mu sync.Mutex // guards table, storageGen, storageMeasured and storageOrgs
+	// table holds the counters of every (org, site) seen (counters.go).
+	table counterTable
 	// storageGen counts the ReplaceStorage calls.
 	storageGen uint32
-	// storageMeasured: ReplaceStorage has run once (StorageByOrg).
+	// storageMeasured: ReplaceStorage has run once (StorageByOrgOf).
 	storageMeasured bool
+	// storageOrgs is how many orgs StorageByOrgOf last returned (the size
+	// of the next one's map).
+	storageOrgs int
 
 	flushMu   sync.Mutex // one flush at a time; guards the fields below
 	seq       uint64
@@ -134,7 +107,6 @@ func New(cfg Config, opts Options) (*Meter, error) {
 	}
 	m := &Meter{
 		cfg: cfg, storeName: opts.StoreName, sink: opts.Sink, spool: opts.Spool, journal: opts.Journal, node: opts.Node, log: opts.Logger, now: opts.Now,
-		counters: map[[2]string]*Counters{},
 		// Sequence numbers start at the clock so they keep growing across
 		// restarts: a node flushes far less than once per nanosecond.
 		seq:  uint64(opts.Now().UnixNano()),
@@ -162,22 +134,6 @@ func New(cfg Config, opts Options) (*Meter, error) {
 	m.m.lastOK.Set(float64(m.lastOK.UnixNano()) / 1e9)
 	m.m.pending.Set(float64(len(m.pending)))
 	return m, nil
-}
-
-// Counters returns the counters of (org, site), creating them. kind is the
-// site's kind for metrics ("dir", "upstream", ...). Call it when routes are
-// built, not per request.
-func (m *Meter) Counters(org, site, kind string) *Counters {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k := [2]string{org, site}
-	c := m.counters[k]
-	if c == nil {
-		c = &Counters{org: org, site: site, kind: kind}
-		m.counters[k] = c
-		m.all = append(m.all, c)
-	}
-	return c
 }
 
 // Start flushes every FlushInterval in the background until Stop or Close.

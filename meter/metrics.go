@@ -67,14 +67,13 @@ func newMetrics(reg prometheus.Registerer, cfg Config, m *Meter) *metrics {
 // refunds of aborted downloads (the proxy's settle) outweigh the charges
 // of its window; a counter cannot go down (client_golang panics), so that
 // delta goes to the refunded counter: egress minus refunded stays the net.
-func (mt *metrics) observe(c *Counters, v Values) {
-	addAbs(mt.egress, mt.refunded, c.kind, v.EgressBytes)
-	mt.requests.WithLabelValues(c.kind).Add(float64(v.Requests))
-	mt.ingress.WithLabelValues(c.kind).Add(float64(v.IngressBytes))
+func (mt *metrics) observe(org, kind string, v Values) {
+	addAbs(mt.egress, mt.refunded, kind, v.EgressBytes)
+	mt.requests.WithLabelValues(kind).Add(float64(v.Requests))
+	mt.ingress.WithLabelValues(kind).Add(float64(v.IngressBytes))
 	if !mt.perOrg {
 		return
 	}
-	org := c.org
 	mt.mu.Lock()
 	if !mt.orgSeen[org] {
 		if len(mt.orgSeen) >= mt.maxOrgs {

@@ -41,7 +41,7 @@ func (m *Meter) ReplaceStorage(each func(set func(org, site, kind string, n int6
 		c.SetStorage(n)
 		c.storageGen.Store(gen)
 	})
-	for _, c := range m.list() {
+	for _, c := range m.list().all() {
 		if c.storageGen.Load() != gen {
 			c.storage.Store(0)
 		}
@@ -51,21 +51,20 @@ func (m *Meter) ReplaceStorage(each func(set func(org, site, kind string, n int6
 	m.mu.Unlock()
 }
 
-// list is every counter made so far. m.all is append-only and the elements
-// up to its length never change: the passes over a million sites below
-// read them without m.mu, which a request serving a site for the first
-// time takes (Counters).
-func (m *Meter) list() []*Counters {
+// list is every counter made so far: the passes over a million sites
+// read it without m.mu, which a request serving a site for the first time
+// takes (Counters).
+func (m *Meter) list() counterList {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.all
+	return counterList{chunks: m.table.chunks, n: m.table.n, kinds: m.table.kinds}
 }
 
 // Storage returns the bytes (org, site) stores, as last measured.
 func (m *Meter) Storage(org, site string) int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c := m.counters[[2]string{org, site}]; c != nil {
+	if c, _ := m.table.find(org, site); c != nil {
 		return c.storage.Load()
 	}
 	return 0
@@ -76,7 +75,7 @@ func (m *Meter) Storage(org, site string) int64 {
 // would cost a map entry per org, tens of megabytes at a million).
 func (m *Meter) OrgStorage(org string) int64 {
 	var n int64
-	for _, c := range m.list() {
+	for _, c := range m.list().all() {
 		if c.org == org {
 			n += c.storage.Load()
 		}
@@ -85,20 +84,39 @@ func (m *Meter) OrgStorage(org string) int64 {
 }
 
 // StorageByOrg returns the bytes every org stores, as last measured, in one
-// pass over the counters; ok is false until storage has been measured once
-// since start (ReplaceStorage), when the figures are not known yet.
-func (m *Meter) StorageByOrg() (byOrg map[string]int64, ok bool) {
+// pass over the counters (StorageByOrgOf with every org).
+func (m *Meter) StorageByOrg() (byOrg map[string]int64, ok bool) { return m.StorageByOrgOf(nil) }
+
+// StorageByOrgOf returns the bytes stored by every org need reports true
+// for (every org when need is nil), as last measured, in one pass over the
+// counters; ok is false until storage has been measured once since start
+// (ReplaceStorage), when the figures are not known yet. An org that stores
+// nothing is left out (a missing org reads 0). need is asked, without the
+// meter's lock, for each site storing something whose org is not in the
+// map yet. The map is made at the size of the previous answer: at a
+// million orgs a pass allocates it once, not in a series of growths that
+// leave each smaller map as garbage.
+func (m *Meter) StorageByOrgOf(need func(org string) bool) (byOrg map[string]int64, ok bool) {
 	m.mu.Lock()
-	measured := m.storageMeasured
+	measured, hint := m.storageMeasured, m.storageOrgs
 	m.mu.Unlock()
 	if !measured {
 		return nil, false
 	}
-	byOrg = map[string]int64{}
-	for _, c := range m.list() {
-		if n := c.storage.Load(); n != 0 {
-			byOrg[c.org] += n
+	byOrg = make(map[string]int64, hint)
+	for _, c := range m.list().all() {
+		n := c.storage.Load()
+		if n == 0 {
+			continue
+		}
+		if sum, have := byOrg[c.org]; have {
+			byOrg[c.org] = sum + n
+		} else if need == nil || need(c.org) {
+			byOrg[c.org] = n
 		}
 	}
+	m.mu.Lock()
+	m.storageOrgs = len(byOrg)
+	m.mu.Unlock()
 	return byOrg, true
 }

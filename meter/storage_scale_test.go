@@ -146,3 +146,30 @@ func TestStorageWrittenInBoundedBatches(t *testing.T) {
 		t.Fatalf("%d sites, %d byte-seconds, %d egress; want %d, %d, 99", len(seen), bytes, egress, sites, sites*3*60)
 	}
 }
+
+// TestStorageByOrgOf: the orgs need leaves out are not in the answer, an
+// org's sites add up, orgs that store nothing are left out, and need is
+// not asked again for an org already in the answer.
+func TestStorageByOrgOf(t *testing.T) {
+	m, _ := newMeter(t, Config{}, newMemUsage(), nil, &clock{t: time.Now()})
+	if _, ok := m.StorageByOrgOf(nil); ok {
+		t.Fatal("answered before storage was measured")
+	}
+	s := StorageMap{}
+	s.Set("a", "x", "dir", 100)
+	s.Set("a", "y", "dir", 7)
+	s.Set("b", "x", "dir", 50)
+	s.Set("c", "z", "dir", 0)
+	m.ReplaceStorage(s.Each)
+	asked := map[string]int{}
+	byOrg, ok := m.StorageByOrgOf(func(org string) bool { asked[org]++; return org != "b" })
+	if !ok || len(byOrg) != 1 || byOrg["a"] != 107 {
+		t.Fatalf("StorageByOrgOf(not b): %v, %v; want a: 107 only", byOrg, ok)
+	}
+	if asked["a"] != 1 || asked["b"] != 1 || asked["c"] != 0 {
+		t.Fatalf("need asked %v; want a and b once, c (storing nothing) never", asked)
+	}
+	if all, _ := m.StorageByOrg(); len(all) != 2 || all["b"] != 50 {
+		t.Fatalf("StorageByOrg: %v", all)
+	}
+}
