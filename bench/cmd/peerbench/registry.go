@@ -257,6 +257,9 @@ func (b *bench) registryAt(ctx context.Context, n int) registryResult {
 	_, want := registrySource(r.Source, b.site)
 	registryProbe(ctx, srv, want, &r)
 	r.ProbedRSS = registryRSS(&r, srv)
+	if lost := usageLost(srv.admin.Addr); lost != "" {
+		r.problem("%s", lost)
+	}
 	r.OpenFiles = openFiles(srv.proc.pid())
 	if r.OpenFiles > registryMaxFiles {
 		r.problem("tollgate holds %d descriptors after the GETs, more than %d: something holds one per site", r.OpenFiles, registryMaxFiles)

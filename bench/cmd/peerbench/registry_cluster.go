@@ -136,6 +136,14 @@ func (b *bench) clusterAt(ctx context.Context, redisBin string, n int) clusterRe
 	if r.FullLoads != 0 {
 		r.problem("node B loaded the whole registry %v times instead of following the writes", r.FullLoads)
 	}
+	for _, node := range []struct {
+		name string
+		s    *server
+	}{{"A", a}, {"B", bNode}} {
+		if lost := usageLost(node.s.admin.Addr); lost != "" {
+			r.problem("node %s: %s", node.name, lost)
+		}
+	}
 	r.FollowerRSS, _ = rssBytes(bNode.proc.pid())
 	r.RedisRSS, _ = rssBytes(redisProc.pid())
 	return r
@@ -255,6 +263,27 @@ func redisPing(addr string) error {
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil
+}
+
+// usageLost names the usage a tollgate lost, as its metrics count it
+// ("" when none): batches dropped past meter.max_pending, or backlogs the
+// spool file could not hold. The registry at a million sites must not
+// cost its usage (at 1,000,000 sites a minute's storage once overran the
+// meter's flush on Redis and was dropped).
+func usageLost(adminAddr string) string {
+	var lost []string
+	for _, m := range []string{"tollgate_meter_dropped_batches_total", "tollgate_meter_spool_file_errors_total"} {
+		switch v := scrapeMetric(adminAddr, m); {
+		case v < 0:
+			lost = append(lost, m+" not readable")
+		case v > 0:
+			lost = append(lost, fmt.Sprintf("%s %v", m, v))
+		}
+	}
+	if len(lost) == 0 {
+		return ""
+	}
+	return "usage lost: " + strings.Join(lost, ", ")
 }
 
 // scrapeMetric sums the samples of a metric on tollgate's admin /metrics;
