@@ -39,11 +39,32 @@ func NewRedisKV(rc RedisClient, log *slog.Logger) *RedisKV {
 	return &RedisKV{rc: rc, log: log}
 }
 
-// Scan calls fn for every key of bucket in key order.
+// scanPage is how many fields one HSCAN of a bucket asks for: a bucket of
+// a million records is a hundred replies of a few MB, each answered
+// without holding Redis up for the others (one HGETALL of it was one
+// 170 MB reply, which stalled Redis for everyone and outlasted the
+// client's read timeout on a busy one).
+const scanPage = 10_000
+
+// Scan calls fn for every key of bucket in key order. It reads the bucket
+// in pages (HSCAN): a record written meanwhile may be read in its old or
+// new state, or not at all when created or deleted meanwhile, which is
+// what the registry expects of a load, as every write after the version
+// it read first comes again from the change log.
 func (s *RedisKV) Scan(ctx context.Context, bucket string, fn func(key, value []byte) error) error {
-	m, err := s.rc.HGetAll(ctx, kvPrefix+"b:"+bucket).Result()
-	if err != nil {
-		return fmt.Errorf("store: redis scan %s: %w", bucket, err)
+	key := kvPrefix + "b:" + bucket
+	m := map[string]string{}
+	for cursor := uint64(0); ; {
+		page, next, err := s.rc.HScan(ctx, key, cursor, "*", scanPage).Result()
+		if err != nil {
+			return fmt.Errorf("store: redis scan %s: %w", bucket, err)
+		}
+		for i := 0; i+1 < len(page); i += 2 {
+			m[page[i]] = page[i+1] // a field HSCAN returns twice is the same record
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
 	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
