@@ -37,12 +37,14 @@ func tendSites(ctx context.Context, reg *sites.Registry, g *gitea.Source, m *met
 // hundreds a second on a million sites, do not each cost a pass over every
 // site. Upstream sites store nothing here.
 //
-// The picture holds no entry per registry site: it is the registry
-// snapshot of the last round (pic, which shares its structure with the
-// registry's current one), where a site's org and kind are, plus what a
-// site's bytes come from: its directory's size (walked) for a dir site,
-// the size Gitea measured (gitSites) for a gitea site. A round learns
-// what a changed site was pictured as from pic.
+// The picture holds no entry per registry site: a site's org and kind are
+// in its registry record, and its bytes come from its directory's size
+// (walked) for a dir site, or the size Gitea measured (gitSites) for a
+// gitea site. A round learns what a changed site was pictured as from the
+// record it had before its first write since the last round (before,
+// noted with the write). No older snapshot is kept: during a bulk import
+// of a million sites, one held from the last round would keep a second
+// copy of every shard the import copied since.
 //
 // With the pages domain set, the same loop gives pages repositories the
 // custom domains their .domains files declare and DNS proves (claim).
@@ -55,41 +57,47 @@ type siteTender struct {
 	log      *slog.Logger
 	now      func() time.Time // the clock of interval; tests inject one
 
-	mu      sync.Mutex      // guards changed, stale and snap, written by registry writes
-	changed map[string]bool // ids of sites written since the last round
-	stale   bool            // the registry was loaded whole: every site may have changed
-	snap    *sites.Snapshot // the registry's snapshot with exactly the changes noted so far
+	mu sync.Mutex // guards before, stale and snap, written by registry writes
+	// before holds the sites written since the last round, each with the
+	// record it had at that round (nil: it had none).
+	before map[string]*sites.Site
+	stale  bool            // the registry was loaded whole: every site may have changed
+	snap   *sites.Snapshot // the registry's snapshot with exactly the changes noted so far
 
 	lastDirs time.Time
-	// The picture: the registry sites of pic (nil before the first round)
-	// and the pages repositories without one.
-	pic      *sites.Snapshot
-	walked   map[string]int64 // dir path -> bytes, from the last walk: every dir site of pic's
-	gitSites map[string]int64 // id -> bytes of the gitea sites of pic that Gitea measured
-	pages    meter.StorageMap
-	measured int // sites the last round measured (tests read it)
+	pictured bool             // a round has set the picture
+	walked   map[string]int64 // dir path -> bytes, from the last walk: every pictured dir site's
+	gitSites map[string]int64 // id -> bytes of the pictured gitea sites that Gitea measured
+	pages    meter.StorageMap // the pages repositories without a registry site
+	measured int              // sites the last round measured (tests read it)
 }
 
 // newSiteTender returns a tender that follows reg's writes.
 func newSiteTender(reg *sites.Registry, g *gitea.Source, m *meter.Meter, interval time.Duration, claim func(context.Context, *gitea.Repo),
 	log *slog.Logger, now func() time.Time) *siteTender {
-	t := &siteTender{reg: reg, gitea: g, meter: m, interval: interval, claim: claim, log: log, now: now, changed: map[string]bool{}}
+	t := &siteTender{reg: reg, gitea: g, meter: m, interval: interval, claim: claim, log: log, now: now, before: map[string]*sites.Site{}}
 	reg.OnChange(t.noteChange)
 	return t
 }
 
-// noteChange records the sites a registry write changed (nil: all) and the
-// snapshot that has the changes.
+// noteChange records the sites a registry write changed (nil: all), with
+// the record each had before its first write since the last round (from
+// the snapshot noted before this one: the registry calls it for every
+// snapshot, in order), and the snapshot that has the changes.
 func (t *siteTender) noteChange(snap *sites.Snapshot, d *sites.Delta) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	prev := t.snap
 	t.snap = snap
-	if d == nil {
+	if d == nil || prev == nil {
 		t.stale = true
+		clear(t.before)
 		return
 	}
 	for _, id := range d.Sites {
-		t.changed[id] = true
+		if _, ok := t.before[id]; !ok {
+			t.before[id] = prev.Sites.Get(id)
+		}
 	}
 }
 
@@ -117,38 +125,32 @@ func (t *siteTender) run(ctx context.Context) {
 // changed, or the whole picture.
 func (t *siteTender) round(ctx context.Context) {
 	// The changes and the snapshot that has exactly them, taken together:
-	// with a newer snapshot, a site written in between would enter pic
-	// with its new org before its round, which would then not know the
-	// former org the meter still counts it for.
+	// a write after snap is noted against snap, the picture this round
+	// makes.
 	t.mu.Lock()
-	changed, stale, snap := t.changed, t.stale, t.snap
-	t.changed, t.stale = map[string]bool{}, false
+	before, stale, snap := t.before, t.stale, t.snap
+	t.before, t.stale = map[string]*sites.Site{}, false
 	t.mu.Unlock()
 	walk := t.now().Sub(t.lastDirs) >= t.interval
-	if walk || stale || t.pic == nil {
+	if walk || stale || !t.pictured {
 		t.whole(ctx, snap, walk)
 		return
 	}
-	if len(changed) == 0 && t.gitea == nil {
-		t.measured, t.pic = 0, snap
+	if len(before) == 0 && t.gitea == nil {
+		t.measured = 0
 		return // nothing to measure and the sites are the same: the picture stands
 	}
-	ids := make([]string, 0, len(changed))
-	for id := range changed {
-		ids = append(ids, id)
-	}
 	for id := range t.gitSites {
-		if !changed[id] {
-			ids = append(ids, id) // a push changes what it stores
+		if _, ok := before[id]; !ok {
+			before[id] = snap.Sites.Get(id) // unchanged, but a push changes what it stores
 		}
 	}
 	n := 0
-	t.measured = len(ids)
-	for _, id := range ids {
+	t.measured = len(before)
+	for id, prev := range before {
 		yield(&n)
-		t.update(ctx, id, snap.Sites.Get(id))
+		t.update(ctx, id, prev, snap.Sites.Get(id))
 	}
-	t.pic = snap
 	t.measurePages(ctx, snap, true)
 }
 
@@ -167,12 +169,12 @@ func (t *siteTender) whole(ctx context.Context, snap *sites.Snapshot, walk bool)
 		b, known := last[s.ID]
 		t.measure(ctx, s, b, known)
 	}
-	t.pic = snap
+	t.pictured = true
 	t.measurePages(ctx, snap, false)
 	if t.meter != nil {
 		t.meter.ReplaceStorage(func(set func(org, site, kind string, n int64)) {
 			for id, s := range snap.Sites.All() {
-				if b, ok := t.pictured(s); ok {
+				if b, ok := t.bytes(s); ok {
 					set(s.Org, id, s.Source.Type, b)
 				}
 			}
@@ -215,9 +217,9 @@ func (t *siteTender) measure(ctx context.Context, s *sites.Site, last int64, kno
 	return 0, false
 }
 
-// pictured is what the picture holds for registry site s of pic: its
-// directory's size, or the size Gitea measured (false: not pictured).
-func (t *siteTender) pictured(s *sites.Site) (int64, bool) {
+// bytes is what the picture holds for registry site s: its directory's
+// size, or the size Gitea measured (false: not pictured).
+func (t *siteTender) bytes(s *sites.Site) (int64, bool) {
 	var n int64
 	var ok bool
 	switch s.Source.Type {
@@ -230,11 +232,14 @@ func (t *siteTender) pictured(s *sites.Site) (int64, bool) {
 }
 
 // stored is what the picture holds for site of org: a registry site's
-// bytes, or a pages repository's.
+// bytes (as the latest snapshot has it), or a pages repository's.
 func (t *siteTender) stored(org, site string) (int64, bool) {
-	if t.pic != nil {
-		if s := t.pic.Sites.Get(site); s != nil && s.Org == org {
-			if n, ok := t.pictured(s); ok {
+	t.mu.Lock()
+	snap := t.snap
+	t.mu.Unlock()
+	if snap != nil {
+		if s := snap.Sites.Get(site); s != nil && s.Org == org {
+			if n, ok := t.bytes(s); ok {
 				return n, true
 			}
 		}
@@ -247,14 +252,14 @@ func (t *siteTender) stored(org, site string) (int64, bool) {
 // meter what changed: a site deleted, or gone to another org, stops
 // accruing for the former one at once; one still there changes its bytes
 // in place (never passing through 0, which a flush in between would count
-// for its whole interval). What id was pictured as comes from pic; round
-// moves pic on after its updates.
-func (t *siteTender) update(ctx context.Context, id string, s *sites.Site) {
+// for its whole interval). prev is the record id was pictured with (nil:
+// none).
+func (t *siteTender) update(ctx context.Context, id string, prev, s *sites.Site) {
 	var had bool
 	var org, kind string
-	if p := t.pic.Sites.Get(id); p != nil {
-		_, had = t.pictured(p)
-		org, kind = p.Org, p.Source.Type
+	if prev != nil {
+		_, had = t.bytes(prev)
+		org, kind = prev.Org, prev.Source.Type
 	}
 	last, known := t.gitSites[id]
 	delete(t.gitSites, id) // measure puts it back for a gitea site it measures

@@ -162,8 +162,8 @@ func TestSiteTenderCostsWhatChanged(t *testing.T) {
 // picturedSites counts the registry sites in tender's picture.
 func picturedSites(tender *siteTender) int {
 	n := 0
-	for _, s := range tender.pic.Sites.All() {
-		if _, ok := tender.pictured(s); ok {
+	for _, s := range tender.reg.Snapshot().Sites.All() {
+		if _, ok := tender.bytes(s); ok {
 			n++
 		}
 	}
