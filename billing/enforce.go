@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"time"
 
 	"github.com/tollgate-edge/tollgate/billing/access"
+	"github.com/tollgate-edge/tollgate/internal/pace"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 )
@@ -71,10 +71,6 @@ func (b *Billing) run(ctx context.Context) {
 	}
 }
 
-// evaluateChunk is how many orgs Evaluate decides between two releases of
-// b.mu.
-const evaluateChunk = 1024
-
 // warnPercent is the share of a quota that fires quota.warning;
 // quota.exceeded fires at 100 %.
 const warnPercent = 80
@@ -106,15 +102,14 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	}
 	counts := make(map[access.Decision]float64)
 	next := make(map[string]access.Decision, len(b.prev)) // orgs not allowed only: allow is the zero value
-	n := 0
+	var p pace.Pacer
 	for id, o := range snap.Orgs.All() {
-		if n++; n%evaluateChunk == 0 {
+		if p.Due() {
 			// Let registry writes (decide) and new gates (Gate) in between,
-			// and yield the core: a pass over a million orgs would hold
-			// them up for its length (on one core, a request waits for a
-			// scheduler time slice at each of its steps).
+			// and give the core back (package pace): a pass over a million
+			// orgs would hold them up for its length.
 			b.mu.Unlock()
-			runtime.Gosched()
+			p.Rest()
 			b.mu.Lock()
 		}
 		plan := snap.Plans.Get(o.Plan)

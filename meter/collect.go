@@ -4,10 +4,11 @@ package meter
 
 import (
 	"cmp"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tollgate-edge/tollgate/internal/pace"
 )
 
 // storageEvery is how often the storage accrued by n counters is
@@ -50,10 +51,9 @@ func (m *Meter) collect(final, backlogged bool) []*Batch {
 		m.lastStorage = prev
 	}
 	var deltas []Delta
-	for i, c := range list.all() {
-		if i%1024 == 1023 {
-			runtime.Gosched() // a million sites: let requests in between
-		}
+	var p pace.Pacer // a million sites: give the core back now and then
+	for _, c := range list.all() {
+		p.Step()
 		d := Delta{Org: c.org, Site: c.site, Values: Values{
 			EgressBytes:  c.egress.Swap(0),
 			IngressBytes: c.ingress.Swap(0),

@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"log/slog"
-	"runtime"
 	"sync"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/pace"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/sites/content"
@@ -145,10 +145,10 @@ func (t *siteTender) round(ctx context.Context) {
 			before[id] = snap.Sites.Get(id) // unchanged, but a push changes what it stores
 		}
 	}
-	n := 0
+	var p pace.Pacer // a million sites: give the core back now and then (package pace)
 	t.measured = len(before)
 	for id, prev := range before {
-		yield(&n)
+		p.Step()
 		t.update(ctx, id, prev, snap.Sites.Get(id))
 	}
 	t.measurePages(ctx, snap, true)
@@ -163,9 +163,9 @@ func (t *siteTender) whole(ctx context.Context, snap *sites.Snapshot, walk bool)
 	last := t.gitSites
 	t.measured = snap.Sites.Len()
 	t.gitSites = map[string]int64{}
-	n := 0
+	var p pace.Pacer // a million sites: give the core back now and then (package pace)
 	for _, s := range snap.Sites.All() {
-		yield(&n)
+		p.Step()
 		b, known := last[s.ID]
 		t.measure(ctx, s, b, known)
 	}
@@ -308,15 +308,6 @@ func (t *siteTender) measurePages(ctx context.Context, snap *sites.Snapshot, liv
 		next.Each(func(org, site, kind string, n int64) { t.meter.Counters(org, site, kind).SetStorage(n) })
 	}
 	t.pages = next
-}
-
-// yield gives up the core every 1,024 sites of a round: on one core,
-// requests would otherwise wait a scheduler time slice at each of their steps
-// while the round goes over a million sites.
-func yield(n *int) {
-	if *n++; *n%1024 == 0 {
-		runtime.Gosched()
-	}
 }
 
 func repoSize(ctx context.Context, r *gitea.Repo, log *slog.Logger) (int64, bool) {

@@ -1,0 +1,64 @@
+// Package pace lets the passes over every site, org or counter that run
+// beside request serving give the core back.
+//
+// A node of a million sites runs several such passes: the meter's collect
+// every second, billing's pass, site tending. On one core, a pass that
+// yields with runtime.Gosched stays runnable, and while anything is
+// runnable the Go scheduler polls the network only from sysmon, every
+// 10 ms: every network step of a request (a change read from Redis, a
+// request read from a client) then waits up to 10 ms, and right after a
+// start, with the passes overlapping, a write followed from another node
+// waited up to 200 ms. A paced pass rests instead: after about Work of
+// running it sleeps Rest, and while every pass rests the core is idle and
+// the netpoller hands ready connections to their goroutines at once.
+// Resting costs a pass up to Rest/Work more wall time, not CPU.
+package pace
+
+import "time"
+
+const (
+	// Work is how long a pass runs between two rests.
+	Work = time.Millisecond
+	// Rest is how long it sleeps then: Go's timers on an idle core wake
+	// after a millisecond at the earliest anyway.
+	Rest = time.Millisecond
+	// every is how many steps go between two reads of the clock.
+	every = 128
+)
+
+// Pacer paces one pass. The zero Pacer is ready: its first Step starts
+// the clock. It is not safe for concurrent use.
+type Pacer struct {
+	n    int
+	next time.Time // when the pass is due to rest
+	// Rests counts the rests taken (tests read it).
+	Rests int
+}
+
+// Due counts one step of the pass and reports whether it is time to rest
+// (call Rest then, after releasing any lock other work needs).
+func (p *Pacer) Due() bool {
+	if p.n++; p.n%every != 0 {
+		return false
+	}
+	now := time.Now()
+	if p.next.IsZero() {
+		p.next = now.Add(Work)
+		return false
+	}
+	return !now.Before(p.next)
+}
+
+// Rest sleeps Rest and starts the next stretch of work.
+func (p *Pacer) Rest() {
+	time.Sleep(Rest)
+	p.Rests++
+	p.next = time.Now().Add(Work)
+}
+
+// Step counts one step and rests when it is time: Due, then Rest.
+func (p *Pacer) Step() {
+	if p.Due() {
+		p.Rest()
+	}
+}
