@@ -112,14 +112,29 @@ func (t *counterTable) find(org, site string) (*Counters, int) {
 	}
 }
 
-// grow doubles the index (64 slots at first) and places every counter
-// again.
-func (t *counterTable) grow() {
+// grow doubles the index (64 slots at first).
+func (t *counterTable) grow() { t.resize(max(64, 2*len(t.slots))) }
+
+// reserve grows the index, if it must, to hold n counters at most half
+// full.
+func (t *counterTable) reserve(n int) {
+	size := 64
+	for size < 2*n {
+		size *= 2
+	}
+	if size > len(t.slots) {
+		t.resize(size)
+	}
+}
+
+// resize makes the index size slots long (a power of 2, larger than it
+// is) and places every counter again.
+func (t *counterTable) resize(size int) {
 	if t.slots == nil {
 		t.seed = maphash.MakeSeed()
 	}
 	old := t.slots
-	t.slots = make([]uint32, max(64, 2*len(old)))
+	t.slots = make([]uint32, size)
 	mask := uint64(len(t.slots) - 1)
 	for _, s := range old {
 		if s == 0 {

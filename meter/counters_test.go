@@ -90,3 +90,32 @@ func TestCountersAddNoAlloc(t *testing.T) {
 		t.Fatalf("%v allocations per request, want 0", n)
 	}
 }
+
+// TestReserve: after Reserve(n), making n counters does not grow the index
+// (a growth rehashes every counter under the lock new routes wait for),
+// and every counter made before and after is found.
+func TestReserve(t *testing.T) {
+	m, _ := newMeter(t, Config{}, newMemUsage(), nil, &clock{t: time.Now()})
+	m.Counters("o", "before", "dir")
+	const n = 5000
+	m.Reserve(n)
+	size := len(m.table.slots)
+	if size < 2*n {
+		t.Fatalf("Reserve(%d) left %d slots, want room for %d at most half full", n, size, n)
+	}
+	for i := range n - 1 {
+		m.Counters("o", fmt.Sprintf("s%d", i), "dir")
+	}
+	if len(m.table.slots) != size {
+		t.Fatalf("the index grew from %d to %d slots making %d reserved counters", size, len(m.table.slots), n)
+	}
+	m.Reserve(10) // never shrinks
+	if len(m.table.slots) != size {
+		t.Fatalf("Reserve(10) resized the index to %d", len(m.table.slots))
+	}
+	for _, site := range []string{"before", "s0", fmt.Sprintf("s%d", n-2)} {
+		if c, _ := m.table.find("o", site); c == nil || c.site != site {
+			t.Fatalf("%s not found after the reserve", site)
+		}
+	}
+}

@@ -1,5 +1,7 @@
 package meter
 
+import "github.com/tollgate-edge/tollgate/internal/pace"
+
 // StorageMap is what every (org, site) stores now, for ReplaceStorage.
 type StorageMap map[[2]string]storageEntry
 
@@ -41,7 +43,9 @@ func (m *Meter) ReplaceStorage(each func(set func(org, site, kind string, n int6
 		c.SetStorage(n)
 		c.storageGen.Store(gen)
 	})
+	var p pace.Pacer
 	for _, c := range m.list().all() {
+		p.Step()
 		if c.storageGen.Load() != gen {
 			c.storage.Store(0)
 		}
@@ -49,6 +53,16 @@ func (m *Meter) ReplaceStorage(each func(set func(org, site, kind string, n int6
 	m.mu.Lock()
 	m.storageMeasured = true
 	m.mu.Unlock()
+}
+
+// Reserve makes room in the meter's index for n counters in all, so that
+// making them grows it at most once (a million sites' counters, made one
+// by one, grew it twenty times, the last ones rehashing half a million
+// counters each under the lock a request serving a new site waits for).
+func (m *Meter) Reserve(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.table.reserve(n)
 }
 
 // list is every counter made so far: the passes over a million sites

@@ -172,8 +172,10 @@ func (t *siteTender) whole(ctx context.Context, snap *sites.Snapshot, walk bool)
 	t.pictured = true
 	t.measurePages(ctx, snap, false)
 	if t.meter != nil {
+		t.meter.Reserve(snap.Sites.Len()) // one growth of its index, not twenty under its lock
 		t.meter.ReplaceStorage(func(set func(org, site, kind string, n int64)) {
 			for id, s := range snap.Sites.All() {
+				p.Step()
 				if b, ok := t.bytes(s); ok {
 					set(s.Org, id, s.Source.Type, b)
 				}
