@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tollgate-edge/tollgate/credit"
+	"github.com/tollgate-edge/tollgate/internal/pace"
 	"github.com/tollgate-edge/tollgate/meter"
 	"github.com/tollgate-edge/tollgate/sites"
 )
@@ -166,7 +167,9 @@ func (b *Billing) drawCredits(ctx context.Context, snap *sites.Snapshot, now tim
 	b.creditMu.Lock()
 	defer b.creditMu.Unlock()
 	end := now.Add(-b.cfg.CreditSettle).Truncate(time.Hour) // hours before end are complete
+	var pacer pace.Pacer                                    // a million orgs: give the core back now and then
 	for id, o := range snap.Orgs.All() {
+		pacer.Step()
 		p := snap.Plans.Get(o.Plan)
 		if p == nil || !p.Prepaid {
 			continue

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tollgate-edge/tollgate/internal/pace"
 	"github.com/tollgate-edge/tollgate/sites"
 )
 
@@ -103,7 +104,9 @@ func cancelPending(o *sites.Org, record recordFunc, cause string) {
 // the pass's snapshot; each change checks the org again when it writes.
 func (b *Billing) due(ctx context.Context, snap *sites.Snapshot, now time.Time) {
 	var pending, ended, ending []*sites.Org
+	var p pace.Pacer // a million orgs: give the core back now and then
 	for _, o := range snap.Orgs.All() {
+		p.Step()
 		if o.PendingPlan != "" && !now.Before(o.PendingPlanAt.Time()) {
 			pending = append(pending, o)
 		}
