@@ -83,8 +83,8 @@ chromium:
 # Installs what the tests need, then runs every test.
 test: deps lint
 	$(GO) test -race -count=1 ./...
-	# Allocation counts are only meaningful without -race (files tagged !race).
-	$(GO) test -count=1 -run 'Allocs' ./proxy ./sites/... ./billing/access
+	# Allocation counts and heap bounds are only meaningful without -race (files tagged !race).
+	$(GO) test -count=1 -run 'Allocs|HeapPerSite' ./proxy ./sites/... ./billing/access ./cmd/tollgate
 
 # The hermetic inner loop: no Redis, Gitea, stripe-mock, Pebble, Chromium,
 # h2spec or openssl; the tests that need one skip, saying which
