@@ -104,12 +104,13 @@ func (b *Billing) Evaluate(ctx context.Context) {
 	next := make(map[string]access.Decision, len(b.prev)) // orgs not allowed only: allow is the zero value
 	var p pace.Pacer
 	for id, o := range snap.Orgs.All() {
-		if p.Due() {
+		if p.Check() {
 			// Let registry writes (decide) and new gates (Gate) in between,
 			// and give the core back (package pace): a pass over a million
-			// orgs would hold them up for its length.
+			// orgs would hold them up for its length. Never with b.mu
+			// held: a write would wait for the pass to be scheduled again.
 			b.mu.Unlock()
-			p.Rest()
+			p.Pause()
 			b.mu.Lock()
 		}
 		plan := snap.Plans.Get(o.Plan)

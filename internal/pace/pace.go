@@ -43,33 +43,33 @@ type Pacer struct {
 	Rests int
 }
 
-// Due counts one step of the pass and reports whether it is time to rest
-// (call Rest then, after releasing any lock other work needs); every
-// `every` steps that are not, it yields the core (runtime.Gosched).
-func (p *Pacer) Due() bool {
-	if p.n++; p.n%every != 0 {
-		return false
-	}
+// Check counts one step of the pass and reports whether it is a pause
+// point (every `every` steps): call Pause then, after releasing any lock
+// other work needs, since Pause gives the core away.
+func (p *Pacer) Check() bool {
+	p.n++
+	return p.n%every == 0
+}
+
+// Pause, at a pause point, rests for Rest once the pass has run for Work
+// since its last rest, and otherwise yields the core (runtime.Gosched).
+func (p *Pacer) Pause() {
 	now := time.Now()
-	if p.next.IsZero() {
+	switch {
+	case p.next.IsZero():
 		p.next = now.Add(Work)
-	} else if !now.Before(p.next) {
-		return true
+	case !now.Before(p.next):
+		time.Sleep(Rest)
+		p.Rests++
+		p.next = time.Now().Add(Work)
+		return
 	}
 	runtime.Gosched()
-	return false
 }
 
-// Rest sleeps Rest and starts the next stretch of work.
-func (p *Pacer) Rest() {
-	time.Sleep(Rest)
-	p.Rests++
-	p.next = time.Now().Add(Work)
-}
-
-// Step counts one step and rests when it is time: Due, then Rest.
+// Step counts one step and pauses at a pause point: Check, then Pause.
 func (p *Pacer) Step() {
-	if p.Due() {
-		p.Rest()
+	if p.Check() {
+		p.Pause()
 	}
 }

@@ -25,25 +25,23 @@ func TestPacerRests(t *testing.T) {
 	}
 }
 
-// TestPacerDue: Due reads the clock every `every` steps only, and says so
-// only once the stretch of work is over.
-func TestPacerDue(t *testing.T) {
+// TestPacerCheck: a pause point comes every `every` steps, and a pause
+// rests only once the stretch of work is over.
+func TestPacerCheck(t *testing.T) {
 	var p Pacer
-	for i := 1; i < every; i++ {
-		if p.Due() {
-			t.Fatalf("due at step %d, before the first clock read", i)
+	for i := 1; i <= 3*every; i++ {
+		if got, want := p.Check(), i%every == 0; got != want {
+			t.Fatalf("step %d: pause point %v, want %v", i, got, want)
 		}
 	}
-	if p.Due() || p.next.IsZero() {
-		t.Fatal("the first clock read started no stretch")
+	p.Pause() // starts the stretch
+	p.Pause()
+	if p.Rests != 0 || p.next.IsZero() {
+		t.Fatalf("rested %d times within the first stretch", p.Rests)
 	}
 	p.next = time.Now().Add(-time.Nanosecond) // the stretch is over
-	for i := 1; i < every; i++ {
-		if p.Due() {
-			t.Fatalf("due at step %d between clock reads", i)
-		}
-	}
-	if !p.Due() {
-		t.Fatal("not due after the stretch was over")
+	p.Pause()
+	if p.Rests != 1 || !p.next.After(time.Now()) {
+		t.Fatalf("%d rests after the stretch was over, want 1 and a new stretch", p.Rests)
 	}
 }
