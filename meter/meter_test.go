@@ -307,7 +307,7 @@ func TestReplaceStorage(t *testing.T) {
 	b := newMemUsage()
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	m, _ := newMeter(t, Config{}, b, nil, clk)
-	if byOrg, ok := m.StorageByOrg(); ok || byOrg != nil {
+	if byOrg, ok := m.StorageByOrgOf(nil); ok || byOrg != nil {
 		t.Fatalf("StorageByOrg before any measurement: %v, %v", byOrg, ok)
 	}
 	s := StorageMap{}
@@ -315,7 +315,7 @@ func TestReplaceStorage(t *testing.T) {
 	s.Set("a", "z", "dir", 7)
 	s.Set("b", "y", "gitea", 50)
 	m.ReplaceStorage(s.Each)
-	if byOrg, ok := m.StorageByOrg(); !ok || !maps.Equal(byOrg, map[string]int64{"a": 107, "b": 50}) {
+	if byOrg, ok := m.StorageByOrgOf(nil); !ok || !maps.Equal(byOrg, map[string]int64{"a": 107, "b": 50}) {
 		t.Fatalf("StorageByOrg: %v, %v", byOrg, ok)
 	}
 	s = StorageMap{}

@@ -97,10 +97,6 @@ func (m *Meter) OrgStorage(org string) int64 {
 	return n
 }
 
-// StorageByOrg returns the bytes every org stores, as last measured, in one
-// pass over the counters (StorageByOrgOf with every org).
-func (m *Meter) StorageByOrg() (byOrg map[string]int64, ok bool) { return m.StorageByOrgOf(nil) }
-
 // StorageByOrgOf returns the bytes stored by every org need reports true
 // for (every org when need is nil), as last measured, in one pass over the
 // counters; ok is false until storage has been measured once since start

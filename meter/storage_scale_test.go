@@ -169,7 +169,7 @@ func TestStorageByOrgOf(t *testing.T) {
 	if asked["a"] != 1 || asked["b"] != 1 || asked["c"] != 0 {
 		t.Fatalf("need asked %v; want a and b once, c (storing nothing) never", asked)
 	}
-	if all, _ := m.StorageByOrg(); len(all) != 2 || all["b"] != 50 {
+	if all, _ := m.StorageByOrgOf(nil); len(all) != 2 || all["b"] != 50 {
 		t.Fatalf("StorageByOrg: %v", all)
 	}
 }

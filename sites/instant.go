@@ -84,8 +84,5 @@ func (i Instant) Add(d time.Duration) time.Time { return i.Time().Add(d) }
 // Before reports whether i is before t.
 func (i Instant) Before(t time.Time) bool { return i.Time().Before(t) }
 
-// After reports whether i is after t.
-func (i Instant) After(t time.Time) bool { return i.Time().After(t) }
-
 // Compare is -1, 0 or +1 as i is before, equal to or after j.
 func (i Instant) Compare(j Instant) int { return cmp.Compare(i.ns, j.ns) }
