@@ -79,13 +79,15 @@ type meteredConn struct {
 	// the connection back, outer the connection it accepted (this one or
 	// the tlsConn around it). The rest belongs to the goroutine serving or
 	// parking the connection: idle is set between requests (connState),
-	// idleUntil is the keep-alive deadline fasthttp set, parking that the
-	// idle read ended to park, first the byte read while parked that the
-	// next Read gives back (hasFirst).
+	// idleUntil is the keep-alive deadline fasthttp set, first the byte
+	// read while parked that the next Read gives back (hasFirst). parking
+	// says the idle read ended to park; it is atomic because fasthttp's
+	// Shutdown closes idle connections from its own goroutine while their
+	// read may be ending, and exactly one Close parks.
 	park      *parkListener
 	outer     net.Conn
 	idle      bool
-	parking   bool
+	parking   atomic.Bool
 	hasFirst  bool
 	first     [1]byte
 	idleUntil time.Time
@@ -179,7 +181,7 @@ func (c *meteredConn) Read(p []byte) (int, error) {
 		c.hasFirst = false
 		n = copy(p, c.first[:])
 	} else if n, err = c.Conn.Read(p); n == 0 && c.idle && c.parkNow(err) {
-		c.parking = true
+		c.parking.Store(true)
 		return 0, io.EOF // fasthttp lets go of the connection; Close parks it
 	}
 	if c.head.on && n > 0 {
@@ -196,8 +198,7 @@ func (c *meteredConn) Read(p []byte) (int, error) {
 // lingerBytes and lingerTime, so the client reads the last response
 // instead of a reset.
 func (c *meteredConn) Close() error {
-	if c.parking {
-		c.parking = false
+	if c.parking.CompareAndSwap(true, false) {
 		c.park.park(c)
 		return nil
 	}
