@@ -66,12 +66,10 @@ const otherKind = "other"
 // Counters hold (no copy of a key): about 90 bytes per (org, site) in all
 // (TestCountersFootprint). Writes hold Meter.mu.
 type counterTable struct {
-	chunks []*[counterChunk]Counters
-	n      int      // the Counters made: the first n of chunks
-	slots  []uint32 // counter number + 1 (0: empty slot); a power of 2 long
-	seed   maphash.Seed
-	kinds  []string         // kind names by code
-	codes  map[string]uint8 // kind name → code
+	counterList          // every Counters made, and the kind names by code
+	slots       []uint32 // counter number + 1 (0: empty slot); a power of 2 long
+	seed        maphash.Seed
+	codes       map[string]uint8 // kind name → code
 }
 
 // get returns the counters of (org, site), creating them with kind.
@@ -153,10 +151,6 @@ func (t *counterTable) hash(org, site string) uint64 {
 	return maphash.String(t.seed, org)*31 + maphash.String(t.seed, site)
 }
 
-func (t *counterTable) at(i int) *Counters {
-	return &t.chunks[i/counterChunk][i%counterChunk]
-}
-
 // code returns kind's code, giving it the next one if it has none; once
 // 255 names have codes, a new name gets otherKind's (code 255 at most).
 func (t *counterTable) code(kind string) uint8 {
@@ -182,15 +176,20 @@ func (t *counterTable) code(kind string) uint8 {
 // Meter.mu.
 type counterList struct {
 	chunks []*[counterChunk]Counters
-	n      int
-	kinds  []string
+	n      int      // the Counters made: the first n of chunks
+	kinds  []string // kind names by code
+}
+
+// at is counter number i.
+func (l counterList) at(i int) *Counters {
+	return &l.chunks[i/counterChunk][i%counterChunk]
 }
 
 // all yields every counter of l, in creation order, with its number.
 func (l counterList) all() iter.Seq2[int, *Counters] {
 	return func(yield func(int, *Counters) bool) {
 		for i := range l.n {
-			if !yield(i, &l.chunks[i/counterChunk][i%counterChunk]) {
+			if !yield(i, l.at(i)) {
 				return
 			}
 		}

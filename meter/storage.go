@@ -71,7 +71,7 @@ func (m *Meter) Reserve(n int) {
 func (m *Meter) list() counterList {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return counterList{chunks: m.table.chunks, n: m.table.n, kinds: m.table.kinds}
+	return m.table.counterList
 }
 
 // Storage returns the bytes (org, site) stores, as last measured.
