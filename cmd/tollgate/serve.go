@@ -191,6 +191,7 @@ func (n *node) openRegistry(ctx context.Context) error {
 	// next goal, twice the registry. Collected and returned to the OS once,
 	// here, the process starts at about the registry's size.
 	debug.FreeOSMemory()
+	n.ps.adopt("memory settler", closes(newSettler(reg, n.metrics, n.log).Close))
 	// tollgate's own hostnames: no site may take them.
 	own := []sites.ReservedName{{Name: n.cfg.Sites.PagesDomain, Subdomains: true, Key: "sites.pages_domain"}}
 	if n.cfg.Billing.Stripe.Enabled() {

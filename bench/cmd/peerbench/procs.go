@@ -241,7 +241,10 @@ func cpuTime(pid int) (time.Duration, error) {
 }
 
 // rssBytes reads VmRSS from /proc/PID/status.
-func rssBytes(pid int) (int64, error) {
+func rssBytes(pid int) (int64, error) { return statusBytes(pid, "VmRSS") }
+
+// statusBytes reads a size field of /proc/PID/status (VmRSS, VmHWM: "N kB").
+func statusBytes(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -249,14 +252,14 @@ func rssBytes(pid int) (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			f := strings.Fields(rest) // "12345 kB"
 			if len(f) != 2 || f[1] != "kB" {
-				return 0, fmt.Errorf("VmRSS: unexpected %q", rest)
+				return 0, fmt.Errorf("%s: unexpected %q", field, rest)
 			}
 			kb, err := strconv.ParseInt(f[0], 10, 64)
 			return kb * 1024, err
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
 }

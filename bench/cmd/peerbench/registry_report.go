@@ -32,7 +32,8 @@ var registryTargets = []sizedTarget[registryResult]{
 	}},
 	{"RSS at 1,000,000 sites ≤ 1.5 GB (1.5 × 10⁹ bytes)", 1_000_000, func(r registryResult) (string, bool, bool) {
 		top := max(r.ImportRSS, r.ProbedRSS, r.RestartRSS)
-		return fmtBytes(top) + " (highest of after import, after the GETs, after restart)", top <= registryMaxRSS,
+		return fmt.Sprintf("%s (highest of after import, after the GETs, after restart; %s as the import ended, peak %s)",
+				fmtBytes(top), fmtBytes(r.ImportEndRSS), fmtBytes(r.PeakRSS)), top <= registryMaxRSS,
 			r.ImportRSS > 0 && r.ProbedRSS > 0 && r.RestartRSS > 0
 	}},
 	{"start-up to ready at 1,000,000 sites ≤ 30 s", 1_000_000, func(r registryResult) (string, bool, bool) {
@@ -82,8 +83,8 @@ func judgeSized[R any](targets []sizedTarget[R], rows []R, rowOf func(R) (sites 
 
 // writeRegistryTable writes registry-scale's figures, one row per size.
 func writeRegistryTable(w io.Writer, sc scenarioResult, md bool) {
-	head := []string{"sites", "bulk import (time, sites/s)", "single write p50 / p99", "RSS after import", "RSS per site",
-		fmt.Sprintf("RSS after %s GETs", groupThousands(registryProbes)), "open files", "start-up to ready", "RSS after restart", "valid"}
+	head := []string{"sites", "bulk import (time, sites/s)", "single write p50 / p99 / max", "RSS as the import ends / after it (returned after)", "RSS per site",
+		fmt.Sprintf("RSS after %s GETs", groupThousands(registryProbes)), "peak RSS", "open files", "start-up to ready", "RSS after restart", "valid"}
 	var rows [][]string
 	for _, r := range sc.Registry {
 		valid := "yes"
@@ -95,7 +96,7 @@ func writeRegistryTable(w io.Writer, sc scenarioResult, md bool) {
 			imp = fmt.Sprintf("%s (%s/s)", fmtLatency(r.Import), groupThousands(int64(r.ImportSitesPerSec)))
 		}
 		if r.Writes > 0 {
-			write = fmtLatency(r.WriteP50) + " / " + fmtLatency(r.WriteP99)
+			write = fmtLatency(r.WriteP50) + " / " + fmtLatency(r.WriteP99) + " / " + fmtLatency(r.WriteMax)
 		}
 		if r.RSSPerSite > 0 {
 			perSite = fmt.Sprintf("%s B", groupThousands(int64(r.RSSPerSite)))
@@ -107,8 +108,12 @@ func writeRegistryTable(w io.Writer, sc scenarioResult, md bool) {
 		if r.OpenFiles > 0 {
 			files = groupThousands(int64(r.OpenFiles))
 		}
-		rows = append(rows, []string{groupThousands(int64(r.Sites)), imp, write, fmtBytes(r.ImportRSS), perSite,
-			fmtBytes(r.ProbedRSS), files, start, fmtBytes(r.RestartRSS), valid})
+		after := fmtBytes(r.ImportEndRSS) + " / " + fmtBytes(r.ImportRSS)
+		if r.Settle > 0 {
+			after += " (" + fmtLatency(r.Settle) + ")"
+		}
+		rows = append(rows, []string{groupThousands(int64(r.Sites)), imp, write, after, perSite,
+			fmtBytes(r.ProbedRSS), fmtBytes(r.PeakRSS), files, start, fmtBytes(r.RestartRSS), valid})
 	}
 	writeGrid(w, head, rows, md)
 	source := "the benchmark directory (`dir`)"
@@ -117,12 +122,15 @@ func writeRegistryTable(w io.Writer, sc scenarioResult, md bool) {
 	}
 	note := fmt.Sprintf("tollgate only, a fresh process and store per size, pinned like the others; every site serves "+source+". "+
 		"Bulk import: N orgs, N sites and N domains (one each per site) as NDJSON through POST /v1/import, %s records a request, one after another over one "+
-		"keep-alive connection; the time includes peerbench writing the NDJSON. Single write: %d POST /v1/orgs after the import, "+
-		"one after another. RSS per site: (RSS after import − RSS at start) ÷ sites, its org and domain included. "+
+		"keep-alive connection; the time includes peerbench writing the NDJSON. RSS as the import ends: when its last batch "+
+		"is answered; after it: once tollgate has returned the import's memory (tollgate_memory_returns_total; it collects "+
+		"once, a second after a burst of %s records or more), the time in brackets. Single write: %d POST /v1/orgs after that, "+
+		"one after another. RSS per site: (RSS after import − RSS at start) ÷ sites, its org and domain included. Peak RSS: "+
+		"VmHWM after the GETs, the import included. "+
 		"The %s GETs ask / of hosts spread over the range, each must answer 200. Start-up: a new process on the same store, "+
 		"from its start until /readyz and GET / as %s answer 200. Open files: tollgate's descriptors after the GETs; "+
 		"more than %s (one per site) makes the size INVALID.",
-		groupThousands(registryBatch), registryWrites, groupThousands(registryProbes), registryHost(0), groupThousands(registryMaxFiles))
+		groupThousands(registryBatch), groupThousands(settleRecords), registryWrites, groupThousands(registryProbes), registryHost(0), groupThousands(registryMaxFiles))
 	if sc.Note != "" {
 		note += " " + sc.Note + "."
 	}
