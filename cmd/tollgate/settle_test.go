@@ -93,3 +93,27 @@ func TestSettlerClosed(t *testing.T) {
 		t.Error("Close left the timer pending")
 	}
 }
+
+// TestSettlerBurstIsATenthOfTheRegistry: after a return, a burst must
+// change a tenth of the registry again before the next: small bursts
+// cannot buy full collections of a large heap.
+func TestSettlerBurstIsATenthOfTheRegistry(t *testing.T) {
+	reg, s, freed, _ := newTestSettler(t, 1, time.Hour)
+	createOrgs(t, reg, 0, 100)
+	if !s.pendingReturn() {
+		t.Fatal("100 records written: no return pending")
+	}
+	s.run() // what the timer does after the quiet period
+	if n := freed.Load(); n != 1 || s.pendingReturn() {
+		t.Fatalf("collections %d, pending %v; want 1 and false", n, s.pendingReturn())
+	}
+	size := reg.Snapshot().Orgs.Len() + reg.Snapshot().Plans.Len()
+	createOrgs(t, reg, 100, size/settleShare-1)
+	if s.pendingReturn() {
+		t.Fatalf("%d records written into a registry of %d: a return is pending", size/settleShare-1, size)
+	}
+	createOrgs(t, reg, 100+size/settleShare-1, 2)
+	if !s.pendingReturn() {
+		t.Fatalf("%d records written into a registry of %d: no return pending", size/settleShare+1, size)
+	}
+}

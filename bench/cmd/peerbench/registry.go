@@ -311,47 +311,33 @@ func (b *bench) registryAt(ctx context.Context, n int) registryResult {
 }
 
 // settleRecords is tollgate's settleAfter (cmd/tollgate/settle.go): an
-// import of that many records or more is followed by one collection that
-// returns the import's garbage to the OS, a second after the last write.
+// import of that many records or more (and of a tenth of the registry) is
+// followed by one collection that returns the import's garbage to the OS, a
+// second after the last write.
 const settleRecords = 10_000
 
-// settleHold is how long tollgate_memory_returns_total must hold still
-// after going up: tollgate's quiet second and a margin.
-const settleHold = 1500 * time.Millisecond
-
 // waitMemoryReturned waits, after an import of settleRecords or more, until
-// tollgate has returned the burst's memory, and records how long that took.
-// The single writes and the RSS after the import are measured on the node
-// as it then stays; ImportEndRSS keeps the figure from before. A return
-// counted after the import may have begun before its end (a batch slower
-// than tollgate's quiet second); tollgate then returns once more a second
-// later, so the wait ends only when the count has gone up and then held
-// for settleHold.
+// tollgate has returned the burst's memory (tollgate_memory_returns_total
+// at least 1 and tollgate_memory_return_pending 0), and records how long
+// that took. The single writes and the RSS after the import are measured
+// on the node as it then stays; ImportEndRSS keeps the figure from before.
 func waitMemoryReturned(ctx context.Context, adminAddr string, r *registryResult) error {
 	if r.Records < settleRecords {
 		return nil
 	}
-	const metric = "tollgate_memory_returns_total"
 	t0 := time.Now()
-	seen := scrapeMetric(adminAddr, metric)
-	if seen < 0 {
-		return fmt.Errorf("%s: not readable", metric)
-	}
-	var held time.Time // since when the count has not moved; zero until it went up once
-	for held.IsZero() || time.Since(held) < settleHold {
+	for scrapeMetric(adminAddr, "tollgate_memory_returns_total") < 1 || scrapeMetric(adminAddr, "tollgate_memory_return_pending") != 0 {
 		if time.Since(t0) > registrySettleTimeout {
-			return fmt.Errorf("tollgate did not return the import's memory within %s (%s)", registrySettleTimeout, metric)
+			return fmt.Errorf("tollgate did not return the import's memory within %s (tollgate_memory_returns_total, tollgate_memory_return_pending)",
+				registrySettleTimeout)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
-		if v := scrapeMetric(adminAddr, metric); v > seen {
-			seen, held = v, time.Now()
-			r.Settle = time.Since(t0)
-		}
 	}
+	r.Settle = time.Since(t0)
 	return nil
 }
 
