@@ -49,6 +49,7 @@ type settler struct {
 	timer   *time.Timer // nil until the first burst; stopped by Close
 	armed   bool        // the timer is set for a burst
 	running bool        // free runs
+	loaded  bool        // the registry as loaded at start was noted
 	closed  bool
 }
 
@@ -73,16 +74,22 @@ func newSettler(reg *sites.Registry, metrics prometheus.Registerer, log *slog.Lo
 
 // noteChange counts the records d changed and, past s.after of them and a
 // tenth of the registry since the last run, (re)starts the quiet period.
-// The first call (a nil Delta: the registry as loaded) counts nothing:
-// start-up returned its memory.
+// A nil Delta is a whole registry loaded: the first call (start-up, which
+// returned its memory) counts nothing, a later one (a follower's full load
+// after a gap, Registry.Reload) counts every record.
 func (s *settler) noteChange(snap *sites.Snapshot, d *sites.Delta) {
-	if d == nil {
-		return
-	}
 	size := snap.Plans.Len() + snap.Orgs.Len() + snap.Sites.Len() + snap.Domains.Len()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pending += len(d.Plans) + len(d.Orgs) + len(d.Sites) + len(d.Domains)
+	switch {
+	case !s.loaded:
+		s.loaded = true
+		return
+	case d == nil:
+		s.pending += size
+	default:
+		s.pending += len(d.Plans) + len(d.Orgs) + len(d.Sites) + len(d.Domains)
+	}
 	if s.pending < s.after || s.pending < size/settleShare || s.closed {
 		return
 	}

@@ -117,3 +117,19 @@ func TestSettlerBurstIsATenthOfTheRegistry(t *testing.T) {
 		t.Fatalf("%d records written into a registry of %d: no return pending", size/settleShare+1, size)
 	}
 }
+
+// TestSettlerAfterAFullLoad: a whole registry loaded again (a follower's
+// full load, a nil Delta after the first) is a burst of every record; the
+// load at start is not.
+func TestSettlerAfterAFullLoad(t *testing.T) {
+	reg, s, _, _ := newTestSettler(t, 1, time.Hour)
+	if s.pendingReturn() {
+		t.Fatal("the registry as loaded at start made a return pending")
+	}
+	createOrgs(t, reg, 0, 3)
+	s.run()
+	s.noteChange(reg.Snapshot(), nil) // what Registry.Reload publishes
+	if !s.pendingReturn() {
+		t.Fatal("a full load of the registry: no return pending")
+	}
+}
