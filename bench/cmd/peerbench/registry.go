@@ -79,7 +79,7 @@ type registryResult struct {
 	WriteMax time.Duration `json:"write_max_ns"`
 	// BaseRSS: right after start (the two base sites); ImportEndRSS: as
 	// the import's last batch is answered; Settle: from then until
-	// tollgate returned the burst's memory (tollgate_memory_returns_total);
+	// tollgate returned the burst's memory (waitMemoryReturned);
 	// ImportRSS: after that; RSSPerSite: (ImportRSS − BaseRSS) ÷ Sites, an
 	// org and a domain each included; PeakRSS: VmHWM after the GETs.
 	BaseRSS      int64         `json:"base_rss_bytes"`
