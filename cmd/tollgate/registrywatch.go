@@ -34,6 +34,12 @@ const behindLimit = 10 * time.Second
 // tollgate_store_registry_lost to 1 and reports it in the returned
 // (non-fatal) readiness check until the registry is restored.
 func watchRegistry(kv *store.RedisKV, reg *sites.Registry, metrics prometheus.Registerer, log *slog.Logger) (*loop, admin.Check) {
+	w := newRegistryWatch(kv, reg, metrics, log)
+	return &loop{run: w.run}, admin.Check{Name: "registry", Run: w.check}
+}
+
+// newRegistryWatch is watchRegistry's watch, its metrics registered.
+func newRegistryWatch(kv *store.RedisKV, reg *sites.Registry, metrics prometheus.Registerer, log *slog.Logger) *registryWatch {
 	w := &registryWatch{kv: kv, reg: reg, log: log}
 	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tollgate_store_registry_lost",
@@ -50,7 +56,7 @@ func watchRegistry(kv *store.RedisKV, reg *sites.Registry, metrics prometheus.Re
 		Name: "tollgate_registry_full_loads_total",
 		Help: "Times this node loaded the whole registry from Redis because the change log could not bring it up to date.",
 	}, func() float64 { return float64(w.reloads.Load()) }))
-	return &loop{run: w.run}, admin.Check{Name: "registry", Run: w.check}
+	return w
 }
 
 type registryWatch struct {
