@@ -19,7 +19,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-edge/tollgate/internal/redistest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
@@ -48,8 +47,7 @@ func codesEnv(t *testing.T, notReady bool) (e *testEnv, rs *redistest.Server, cl
 	t.Helper()
 	ctx := context.Background()
 	rs = redistest.Start(t)
-	rc := redis.NewClient(&redis.Options{Addr: rs.Addr()})
-	t.Cleanup(func() { rc.Close() })
+	rc := rs.NewClient(t)
 	kv := store.NewRedisKV(rc, nil)
 	reg, err := sites.New(ctx, kv)
 	if err != nil {

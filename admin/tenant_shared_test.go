@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-edge/tollgate/internal/dnstest"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
@@ -58,8 +57,7 @@ func TestTokensSharedAcrossNodes(t *testing.T) {
 	rs := redistest.Start(t)
 	ctx := context.Background()
 	node := func() *testEnv {
-		rc := redis.NewClient(&redis.Options{Addr: rs.Addr()})
-		t.Cleanup(func() { rc.Close() })
+		rc := rs.NewClient(t)
 		kv := store.NewRedisKV(rc, nil)
 		reg, err := sites.New(ctx, kv)
 		if err != nil {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-edge/tollgate/internal/redistest"
 	"github.com/tollgate-edge/tollgate/internal/storetest"
@@ -42,8 +41,7 @@ var usageStores = []struct {
 	{"redis", func(t *testing.T) usageStore {
 		redistest.SkipShort(t)
 		srv := redistest.Start(t)
-		c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-		t.Cleanup(func() { c.Close() })
+		c := srv.NewClient(t)
 		return store.NewRedisUsage(c, store.RedisUsageOptions{})
 	}},
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"github.com/tollgate-edge/tollgate/credit"
 	"github.com/tollgate-edge/tollgate/internal/clocktest"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
@@ -63,8 +62,7 @@ func TestHourCharges(t *testing.T) {
 func TestCreditTwoNodesDrawOnce(t *testing.T) {
 	redistest.SkipShort(t)
 	srv := redistest.Start(t)
-	rc := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { rc.Close() })
+	rc := srv.NewClient(t)
 	ctx := context.Background()
 	usage := store.NewRedisUsage(rc, store.RedisUsageOptions{})
 	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)

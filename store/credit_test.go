@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/tollgate-edge/tollgate/credit"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
 )
@@ -24,8 +23,7 @@ func creditStores(t *testing.T) map[string]credit.Store {
 	out := map[string]credit.Store{"bolt": NewBoltCredit(st)}
 	if !testing.Short() {
 		srv := redistest.Start(t)
-		c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-		t.Cleanup(func() { c.Close() })
+		c := srv.NewClient(t)
 		out["redis"] = NewRedisCredit(c)
 	}
 	return out

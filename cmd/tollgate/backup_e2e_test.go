@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tollgate-edge/tollgate/acme"
 	"github.com/tollgate-edge/tollgate/internal/pebbletest"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
@@ -240,8 +238,7 @@ func TestBackupRestoreRedis(t *testing.T) {
 	if out, code := in.cli(t, "credit", "grant", "acme", "5000"); code != 0 { // a prepaid credit entry
 		t.Fatal(out)
 	}
-	rc := redis.NewClient(&redis.Options{Addr: rs.Addr()})
-	t.Cleanup(func() { rc.Close() })
+	rc := rs.NewClient(t)
 	certs := acme.NewRedisStorage(rc, acme.RedisStorageOptions{})
 	certKey := "certificates/acme-v02/www.acme.example/www.acme.example.crt"
 	if err := certs.Store(ctx, certKey, []byte("-----BEGIN CERTIFICATE-----\nissued\n")); err != nil {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"github.com/tollgate-edge/tollgate/internal/redistest"
 	"github.com/tollgate-edge/tollgate/sites"
 	"github.com/tollgate-edge/tollgate/store"
@@ -24,8 +23,7 @@ import (
 func TestRegistryWatchSaysBehind(t *testing.T) {
 	ctx := context.Background()
 	rs := redistest.Start(t)
-	rc := redis.NewClient(&redis.Options{Addr: rs.Addr()})
-	t.Cleanup(func() { rc.Close() })
+	rc := rs.NewClient(t)
 	kv := store.NewRedisKV(rc, nil)
 	reg, err := sites.New(ctx, kv)
 	if err != nil {

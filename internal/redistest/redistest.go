@@ -93,6 +93,15 @@ func StartWith(t testing.TB, opts Options) *Server {
 // Addr is the server's host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
+// NewClient returns a client of the server (with its password, if any),
+// closed when the test ends.
+func (s *Server) NewClient(t testing.TB) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // Stop kills the server (SIGKILL, as a crash would) and waits for it to exit.
 // It is safe to call more than once.
 func (s *Server) Stop() { s.proc.Stop() }
