@@ -22,8 +22,8 @@ const (
 	// settleAfter is how many records a burst changes before it is worth a
 	// full collection: a thousand-record import batch is not, a migration
 	// of ten thousand sites is. A burst must also change a tenth of the
-	// registry (settleShare): a collection costs what the heap holds (about
-	// 4 s of a core at a million sites), the garbage it returns is what the
+	// registry (settleShare): a collection costs what the heap holds (1.5
+	// to 4 s of a core at a million sites), the garbage it returns is what the
 	// burst left, and anyone who may write records must not be able to buy
 	// full collections with small bursts.
 	settleAfter = 10_000
