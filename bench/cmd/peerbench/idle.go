@@ -28,8 +28,31 @@ const (
 	// the connections (proxy/park.go, parkAfter).
 	idleSettle = 3 * time.Second
 	// idleNginxConns is nginx's worker_connections in peers.go.
-	idleNginxConns = 8192
+	idleNginxConns = 16384
+	// idleNoFile is the RLIMIT_NOFILE peerbench asks for before it starts
+	// any server (they inherit it): room for 10,000 idle connections in
+	// peerbench and in each server, tollgate's listener holding at most a
+	// quarter of its limit (proxy/listener.go, descriptorShare).
+	idleNoFile = 65536
 )
+
+// raiseNoFile raises the process's RLIMIT_NOFILE, soft and hard, to
+// idleNoFile when it is lower and the process may (CAP_SYS_RESOURCE);
+// otherwise the soft limit to the hard one, and the reason is returned.
+func raiseNoFile() error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= idleNoFile {
+		return err
+	}
+	want := syscall.Rlimit{Cur: idleNoFile, Max: max(lim.Max, idleNoFile)}
+	err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
+	if err == nil {
+		return nil
+	}
+	lim.Cur = lim.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	return fmt.Errorf("raising RLIMIT_NOFILE to %d: %w", idleNoFile, err)
+}
 
 // idleResult is one server's resident memory (VmRSS) before and with Conns
 // idle keep-alive connections.
@@ -52,7 +75,7 @@ type idleResult struct {
 // per connection, and tollgate's listener at most a quarter of its limit
 // (proxy/listener.go, descriptorShare); nginx's worker_connections is a cap
 // too. The count is rounded down to a thousand.
-func idleConns(want int) (int, string) {
+func idleConns(want int, raiseErr error) (int, string) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return want, ""
@@ -61,8 +84,12 @@ func idleConns(want int) (int, string) {
 	if fit >= want {
 		return want, ""
 	}
-	return fit, fmt.Sprintf("%s connections, not %s: RLIMIT_NOFILE is %d (tollgate's listener holds at most a quarter of it) "+
+	note := fmt.Sprintf("%s connections, not %s: RLIMIT_NOFILE is %d (tollgate's listener holds at most a quarter of it) "+
 		"and nginx's worker_connections is %d", groupThousands(int64(fit)), groupThousands(int64(want)), lim.Cur, idleNginxConns)
+	if raiseErr != nil {
+		note += "; " + raiseErr.Error()
+	}
+	return fit, note
 }
 
 // runIdle measures each server of sc in turn: RSS, then n connections that
@@ -70,7 +97,7 @@ func idleConns(want int) (int, string) {
 // idleSettle, then all connections close.
 func (b *bench) runIdle(ctx context.Context, sc scenario) scenarioResult {
 	res := scenarioResult{ID: sc.ID, Title: sc.Title, Status: statusMeasured, Base: sc.Servers[0]}
-	n, note := idleConns(b.cfg.IdleConns)
+	n, note := idleConns(b.cfg.IdleConns, b.noFileErr)
 	res.Note = note
 	for _, name := range sc.Servers {
 		r := idleResult{Server: name, Conns: n}

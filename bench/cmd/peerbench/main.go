@@ -33,6 +33,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) == 5 && os.Args[1] == floorSubcommand {
+		if err := serveFloor(os.Args[2], os.Args[3], os.Args[4]); err != nil {
+			fmt.Fprintln(os.Stderr, "peerbench floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == handshakeSubcommand {
 		os.Exit(handshakeClient(os.Args[2:], os.Stdout, os.Stderr))
 	}
@@ -151,6 +158,8 @@ type bench struct {
 	tls       *tlsSpec    // for the HTTPS scenarios only
 	startErrs map[string]error
 	stderr    io.Writer
+	// noFileErr is why RLIMIT_NOFILE could not be raised (raiseNoFile).
+	noFileErr error
 	// orgFailures are the failed org checks (checkOrgs): any fails the run.
 	orgFailures []string
 }
@@ -180,7 +189,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	b := &bench{cfg: cfg, ps: &procs{}, servers: map[string]*server{}, startErrs: map[string]error{},
+	noFileErr := raiseNoFile() // before any server starts: they inherit it
+	b := &bench{noFileErr: noFileErr, cfg: cfg, ps: &procs{}, servers: map[string]*server{}, startErrs: map[string]error{},
 		stderr: stderr, cpu: planCPUs(runtime.NumCPU())}
 	defer b.ps.stopAll()
 	rep, err := b.run(ctx)
@@ -339,6 +349,9 @@ func (b *bench) startServers(ctx context.Context, need map[string]bool) {
 		}},
 		{srvCaddy, func(dir string) (*server, error) {
 			return startCaddy(ctx, b.ps, b.cpu, b.tools["caddy"], srvCaddy, dir, b.site)
+		}},
+		{srvFloor, func(dir string) (*server, error) {
+			return startFloor(ctx, b.ps, b.cpu, srvFloor, dir, b.site)
 		}},
 	}
 	for _, s := range starts {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -82,7 +83,10 @@ type scenario struct {
 }
 
 var (
-	allServers   = []string{srvTollgate, srvNginx, srvCaddy}
+	allServers = []string{srvTollgate, srvNginx, srvCaddy}
+	// floorServers adds the floor (floor.go) to the rows whose gap to
+	// nginx it explains.
+	floorServers = []string{srvTollgate, srvNginx, srvCaddy, srvFloor}
 	pagesServers = []string{srvPages, srvGiteaRaw}
 )
 
@@ -124,10 +128,10 @@ func proxied(context.Context, *server) (request, error) {
 // scenarios lists every scenario of the issue, built or not, in table order.
 func scenarios(sites int) []scenario {
 	return []scenario{
-		{ID: "static-4k", Title: "static 4 KiB, HTTP/1.1 keep-alive", Servers: allServers, Request: staticFile("4k.txt", 4<<10)},
+		{ID: "static-4k", Title: "static 4 KiB, HTTP/1.1 keep-alive", Servers: floorServers, Request: staticFile("4k.txt", 4<<10)},
 		{ID: "static-1m", Title: "static 1 MiB, HTTP/1.1 keep-alive", Servers: allServers, Request: staticFile("1m.txt", 1<<20)},
-		{ID: "revalidate-304", Title: "304 revalidation (If-None-Match, own ETag)", Servers: allServers, Request: revalidate},
-		{ID: "proxy", Title: "reverse proxy, 1 KiB upstream answer", Servers: allServers, Request: proxied},
+		{ID: "revalidate-304", Title: "304 revalidation (If-None-Match, own ETag)", Servers: floorServers, Request: revalidate},
+		{ID: "proxy", Title: "reverse proxy, 1 KiB upstream answer", Servers: floorServers, Request: proxied},
 		{ID: "metering", Title: "metering on vs off (static 4 KiB)", Servers: []string{srvTollgate, srvMeterOff},
 			Request: staticFile("4k.txt", 4<<10)},
 		{ID: "https-h1", Title: "HTTPS static 4 KiB, HTTP/1.1 keep-alive (h2load --h1)", Servers: tlsServers, Load: loadH1,
@@ -251,8 +255,11 @@ func (b *bench) runThroughput(ctx context.Context, sc scenario) scenarioResult {
 		summarize(&rows[i], perRound[0], perRound[i], i == 0)
 	}
 	res.Servers = rows
-	if sc.Load != loadWrk {
+	switch {
+	case sc.Load != loadWrk:
 		res.Note = b.tlsNote(sc, rows)
+	case slices.Contains(sc.Servers, srvFloor):
+		res.Note = floorNote(rows)
 	}
 	if ctx.Err() != nil {
 		res.Status, res.Note = statusFailed, "interrupted"
@@ -339,6 +346,54 @@ func (b *bench) load(sc scenario, s *server, r request) (runner, error) {
 	}, nil
 }
 
+// cpuNote says, per server, its CPU time per unit (request, handshake)
+// and how busy its core was, medians over the rounds, with tollgate ÷ it
+// per CPU second.
+func cpuNote(unit string, rows []serverResult) string {
+	var parts []string
+	for i, row := range rows {
+		if row.CPUPerRequest == 0 {
+			continue
+		}
+		cpu := fmtLatency(row.CPUPerRequest)
+		if row.CPUPerRequest < 100*time.Microsecond {
+			cpu = fmt.Sprintf("%.1fµs", float64(row.CPUPerRequest)/float64(time.Microsecond))
+		}
+		part := fmt.Sprintf("%s %s, core %.0f %%", row.Server, cpu, 100*row.ServerBusy)
+		if i > 0 && rows[0].CPUPerRequest > 0 {
+			part += fmt.Sprintf(" (tollgate ÷ it per CPU second %.2f×)", float64(row.CPUPerRequest)/float64(rows[0].CPUPerRequest))
+		}
+		parts = append(parts, part)
+	}
+	return "server CPU per " + unit + ": " + strings.Join(parts, "; ")
+}
+
+// floorNote is the CPU note of a plain HTTP/1.1 scenario with the floor
+// (floor.go), and the floor's own ratios to nginx: the most a server built
+// on fasthttp reaches in this row.
+func floorNote(rows []serverResult) string {
+	note := cpuNote("request", rows)
+	var nginx, floor *serverResult
+	for i := range rows {
+		switch rows[i].Server {
+		case srvNginx:
+			nginx = &rows[i]
+		case srvFloor:
+			floor = &rows[i]
+		}
+	}
+	if nginx == nil || floor == nil || nginx.BaseRatio == nil || floor.BaseRatio == nil || *floor.BaseRatio == 0 {
+		return note
+	}
+	// Both ratios are tollgate ÷ server per round's median; their quotient
+	// is floor ÷ nginx.
+	note += fmt.Sprintf("; %s ÷ nginx: %.2f× req/s", srvFloor, *nginx.BaseRatio / *floor.BaseRatio)
+	if nginx.CPUPerRequest > 0 && floor.CPUPerRequest > 0 {
+		note += fmt.Sprintf(", %.2f× per CPU second", float64(nginx.CPUPerRequest)/float64(floor.CPUPerRequest))
+	}
+	return note
+}
+
 // tlsNote says how busy each server's core was and how much CPU a request
 // (a handshake) cost it, medians over the rounds: a server well below 100 %
 // was held back by the load generator, not by itself, and then requests per
@@ -349,18 +404,7 @@ func (b *bench) tlsNote(sc scenario, rows []serverResult) string {
 	if sc.Load == loadHandshakes {
 		unit = "handshake"
 	}
-	var parts []string
-	for i, row := range rows {
-		if row.CPUPerRequest == 0 {
-			continue
-		}
-		part := fmt.Sprintf("%s %s, core %.0f %%", row.Server, fmtLatency(row.CPUPerRequest), 100*row.ServerBusy)
-		if i > 0 && rows[0].CPUPerRequest > 0 {
-			part += fmt.Sprintf(" (tollgate ÷ it per CPU second %.2f×)", float64(row.CPUPerRequest)/float64(rows[0].CPUPerRequest))
-		}
-		parts = append(parts, part)
-	}
-	note := "server CPU per " + unit + ": " + strings.Join(parts, "; ")
+	note := cpuNote(unit, rows)
 	switch sc.Load {
 	case loadH1:
 		note = fmt.Sprintf("h2load --h1 -c%d -t%d; ", b.cfg.Connections, b.cfg.Threads) + note
