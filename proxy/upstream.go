@@ -185,7 +185,9 @@ func (u *upstream) serve(ctx *fasthttp.RequestCtx, usage *meter.Counters) error 
 		fasthttp.ReleaseResponse(resp)
 		return u.fail(ctx, err, body)
 	}
-	relayResponse(ctx, resp, nil)
+	if err := relayResponse(ctx, resp, nil); err != nil {
+		return u.fail(ctx, err, body)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -12,12 +13,38 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// relayResponse copies resp's status and end-to-end headers to ctx and hands
-// its body to ctx as a stream. resp (and conn, if not nil) are released when
-// fasthttp has written the body, or here when there is none.
-func relayResponse(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, conn net.Conn) {
-	copyResponseHeader(&ctx.Response.Header, &resp.Header)
+// bufferedBodyBytes is the largest upstream body read whole before the
+// visitor's answer starts, as nginx's proxy_buffering does (its
+// proxy_buffers hold 32-64 KiB by default): the pooled upstream connection
+// is free again before a slow visitor has read a byte, an upstream that
+// stops or stalls mid-body gets the visitor a 502 or 504 page instead of a
+// cut answer, and the answer goes out in one write (fasthttp's write buffer
+// is as large, writeBufferSize). Larger bodies, and those of unknown size
+// (chunked, read until close: event streams among them), stream.
+const bufferedBodyBytes = 32 << 10
+
+// bodyScratch holds the buffers a body is read into before it is copied
+// to the visitor's response.
+var bodyScratch = sync.Pool{New: func() any { b := make([]byte, bufferedBodyBytes+1); return &b }}
+
+// relayResponse copies resp's status and end-to-end headers to ctx and
+// gives ctx its body: read whole when it is bufferedBodyBytes or less and
+// conn is nil, else as a stream. resp (and conn, if not nil) are released
+// when fasthttp has written the body, or here. An error is returned only
+// when the buffered body could not be read; ctx's response is then
+// untouched.
+func relayResponse(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, conn net.Conn) error {
 	stream := resp.BodyStream()
+	if n := resp.Header.ContentLength(); stream != nil && conn == nil && n >= 0 && n <= bufferedBodyBytes {
+		err := bufferBody(&ctx.Response, stream, n)
+		if err == nil {
+			copyResponseHeader(&ctx.Response.Header, &resp.Header)
+		}
+		_ = resp.CloseBodyStream() // pools the connection when the body was read to its end
+		fasthttp.ReleaseResponse(resp)
+		return err
+	}
+	copyResponseHeader(&ctx.Response.Header, &resp.Header)
 	if stream == nil {
 		// HEAD, 204, 304: no body, but a HEAD answer keeps its length.
 		if n := resp.Header.ContentLength(); n >= 0 {
@@ -30,7 +57,7 @@ func relayResponse(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, conn net.C
 		if conn != nil {
 			_ = conn.Close()
 		}
-		return
+		return nil
 	}
 	n := resp.Header.ContentLength()
 	b := upstreamBodyPool.Get().(*upstreamBody)
@@ -42,6 +69,30 @@ func relayResponse(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, conn net.C
 		n = -1 // chunked to the visitor, also for read-until-close bodies
 	}
 	ctx.Response.SetBodyStream(b, n)
+	return nil
+}
+
+// bufferBody reads src, a body of n bytes, to its end and sets it as dst's
+// body. The read past the n bytes ends the stream (io.EOF), so that closing
+// it returns the upstream connection to the pool.
+func bufferBody(dst *fasthttp.Response, src io.Reader, n int) error {
+	bp := bodyScratch.Get().(*[]byte)
+	defer bodyScratch.Put(bp)
+	b := *bp
+	if _, err := io.ReadFull(src, b[:n]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	if extra, err := io.ReadFull(src, b[n:n+1]); extra > 0 || err != io.EOF {
+		if err == nil || err == io.ErrUnexpectedEOF {
+			err = errors.New("upstream body longer than its Content-Length")
+		}
+		return err
+	}
+	dst.SetBody(b[:n])
+	return nil
 }
 
 // Trailers. An upstream's chunked body may end in trailer fields (RFC 9110

@@ -65,7 +65,7 @@ func (u *upstream) serveUpgrade(ctx *fasthttp.RequestCtx) error {
 		return u.fail(ctx, err, nil)
 	}
 	if resp.StatusCode() != fasthttp.StatusSwitchingProtocols {
-		relayResponse(ctx, resp, conn) // closes conn after the body
+		_ = relayResponse(ctx, resp, conn) // streams (conn is set), closing conn after the body
 		return nil
 	}
 
