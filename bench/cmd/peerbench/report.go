@@ -244,8 +244,8 @@ func markdown(rep report) []byte {
 	fmt.Fprintf(&b, "- Pinning: %s\n", m.Pinning)
 	fmt.Fprintf(&b, "- tollgate: %s (built with %s); harness %s\n", m.Tollgate, m.TollgateGo, m.GoVersion)
 	fmt.Fprintf(&b, "- Peers: %s; %s; %s; %s\n", m.Peers["nginx"], "caddy "+m.Peers["caddy"], m.Peers["wrk"], m.Peers["h2load"])
-	fmt.Fprintf(&b, "- Load: wrk -t%d -c%d, %s per run, %d rounds (each server once per round, in turn), %s warm-up\n",
-		s.Threads, s.Connections, s.Duration, s.Rounds, s.Warmup)
+	fmt.Fprintf(&b, "- Load: wrk -t%d -c%d --timeout %s, %s per run, %d rounds (each server once per round, in turn), %s warm-up\n",
+		s.Threads, s.Connections, wrkTimeout, s.Duration, s.Rounds, s.Warmup)
 	if hasTLS(rep) {
 		fmt.Fprintf(&b, "- HTTPS: SNI and Host %s on 127.0.0.1, ECDSA P-256 certificates from one Pebble CA (tollgate-tls "+
 			"obtains its own on demand in the warm-up); h2load -t%d -c%d (--h1, or h2 with -m%d); handshakes: "+

@@ -179,7 +179,7 @@ Transfer/sec:    512.00MB
 func TestWrkArgs(t *testing.T) {
 	l := wrkLoad{URL: "http://127.0.0.1:1/4k.txt", Headers: []string{"Host: static.bench"},
 		Duration: 2500 * time.Millisecond, Connections: 64, Threads: 1}
-	want := []string{"-t", "1", "-c", "64", "-d", "3s", "--latency", "-H", "Host: static.bench", "http://127.0.0.1:1/4k.txt"}
+	want := []string{"-t", "1", "-c", "64", "-d", "3s", "--timeout", "10s", "--latency", "-H", "Host: static.bench", "http://127.0.0.1:1/4k.txt"}
 	if got := l.args(); !slices.Equal(got, want) {
 		t.Errorf("args() = %q, want %q", got, want)
 	}
