@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -18,21 +16,13 @@ import (
 // the upstream connection goes back to the pool after either (one
 // connection for all the requests).
 func TestUpstreamBufferedBodies(t *testing.T) {
-	var conns atomic.Int32
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, conns := countingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		var n int
 		fmt.Sscan(r.URL.Query().Get("n"), &n)
 		w.Header().Set("Content-Length", fmt.Sprint(n))
 		w.Header().Set("X-Size", fmt.Sprint(n))
 		w.Write(pattern(n))
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
+	})
 	p := startUpstreamProxy(t, srv.URL, nil)
 	for _, n := range []int{0, 1, 1 << 10, bufferedBodyBytes, bufferedBodyBytes + 1, 256 << 10} {
 		resp, body := p.do(t, newRequest(t, "GET", fmt.Sprintf("%s/?n=%d", p.url, n), nil))

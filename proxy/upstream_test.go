@@ -722,12 +722,12 @@ func rawUpstream(t *testing.T, answer func(net.Conn)) string {
 	return "http://" + ln.Addr().String()
 }
 
-func TestUpstreamKeepAlive(t *testing.T) {
-	var conns atomic.Int32
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Write(pattern(1000 + len(r.URL.Path)))
-	}))
+// countingUpstream is an upstream served by h that counts the connections
+// it accepted.
+func countingUpstream(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	conns := new(atomic.Int32)
+	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
@@ -735,6 +735,14 @@ func TestUpstreamKeepAlive(t *testing.T) {
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
+	return srv, conns
+}
+
+func TestUpstreamKeepAlive(t *testing.T) {
+	srv, conns := countingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write(pattern(1000 + len(r.URL.Path)))
+	})
 	p := startUpstreamProxy(t, srv.URL, nil)
 	for i := range 20 {
 		req := newRequest(t, "GET", p.url+"/"+strings.Repeat("a", i), nil)
