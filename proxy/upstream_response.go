@@ -34,8 +34,8 @@ var bodyScratch = sync.Pool{New: func() any { b := make([]byte, bufferedBodyByte
 // when the buffered body could not be read; ctx's response is then
 // untouched.
 func relayResponse(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, conn net.Conn) error {
-	stream := resp.BodyStream()
-	if n := resp.Header.ContentLength(); stream != nil && conn == nil && n >= 0 && n <= bufferedBodyBytes {
+	stream, n := resp.BodyStream(), resp.Header.ContentLength()
+	if stream != nil && conn == nil && n >= 0 && n <= bufferedBodyBytes {
 		err := bufferBody(&ctx.Response, stream, n)
 		if err == nil {
 			copyResponseHeader(&ctx.Response.Header, &resp.Header)
@@ -47,7 +47,7 @@ func relayResponse(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, conn net.C
 	copyResponseHeader(&ctx.Response.Header, &resp.Header)
 	if stream == nil {
 		// HEAD, 204, 304: no body, but a HEAD answer keeps its length.
-		if n := resp.Header.ContentLength(); n >= 0 {
+		if n >= 0 {
 			ctx.Response.Header.SetContentLength(n)
 		}
 		if b := resp.Body(); len(b) > 0 {
@@ -59,7 +59,6 @@ func relayResponse(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, conn net.C
 		}
 		return nil
 	}
-	n := resp.Header.ContentLength()
 	b := upstreamBodyPool.Get().(*upstreamBody)
 	b.resp, b.conn = resp, conn
 	if n == -1 && announceTrailers(&ctx.Response.Header, &resp.Header) {
@@ -85,8 +84,8 @@ func bufferBody(dst *fasthttp.Response, src io.Reader, n int) error {
 		}
 		return err
 	}
-	if extra, err := io.ReadFull(src, b[n:n+1]); extra > 0 || err != io.EOF {
-		if err == nil || err == io.ErrUnexpectedEOF {
+	if _, err := io.ReadFull(src, b[n:n+1]); err != io.EOF {
+		if err == nil {
 			err = errors.New("upstream body longer than its Content-Length")
 		}
 		return err
